@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Architecture (each folder one job; see README "Architecture"):
+//   CShim          tiny C: ptrace (variadic), waitpid status macros, process_vm_readv
+//   CLibdw         system library: elfutils libdw / libelf (pkg-config libdw)
+//   ProcessAccess  attach / stop every thread / copy memory / detach, /proc parsing
+//   Symbols        ELF + DWARF symbols through libdwfl
+//   HeapModel      allocator-independent chunk table, states, stats (what analysis sees)
+//   GlibcMalloc    the glibc ptmalloc2 walker (the only code that knows glibc internals)
+//   Inspect        orchestration: find allocator, attach, copy, detach, walk
+//   heapscope      the command-line interface (thin)
+let package = Package(
+    name: "heapscope",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "heapscope", targets: ["heapscope"]),
+        .library(name: "HeapscopeKit", targets: ["Inspect", "HeapModel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "CShim", path: "Sources/CShim"),
+        .systemLibrary(name: "CLibdw", path: "Sources/CLibdw", pkgConfig: "libdw",
+                       providers: [.apt(["libdw-dev", "libelf-dev"])]),
+        .target(name: "ProcessAccess", dependencies: ["CShim"], path: "Sources/ProcessAccess"),
+        .target(name: "Symbols", dependencies: ["CLibdw", "ProcessAccess"], path: "Sources/Symbols"),
+        .target(name: "HeapModel", path: "Sources/HeapModel"),
+        .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
+        .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc"],
+                path: "Sources/Inspect"),
+        .executableTarget(name: "heapscope", dependencies: [
+            "Inspect", "HeapModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/heapscope"),
+        .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],
+                          path: "Benchmarks"),
+        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc"],
+                    path: "Tests/HeapscopeTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,57 @@
+// heapscope's C shim: only what Swift cannot call directly.
+// - ptrace(2) is variadic, so each request heapscope uses gets a fixed-signature wrapper.
+// - The wait(2) status macros (WIFSTOPPED, ...) are macros, so they are wrapped as functions.
+// - The target is only ever READ: there is deliberately no wrapper for PTRACE_POKE*,
+//   PTRACE_SETREGS or process_vm_writev.
+#ifndef HEAPSCOPE_CSHIM_H
+#define HEAPSCOPE_CSHIM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+
+/// PTRACE_SEIZE with options (PTRACE_O_TRACECLONE when `trace_clone`). Returns 0 or -errno.
+int hs_ptrace_seize(pid_t tid, int trace_clone);
+/// PTRACE_INTERRUPT. Returns 0 or -errno.
+int hs_ptrace_interrupt(pid_t tid);
+/// PTRACE_DETACH, re-delivering `signal` (0 for none). Returns 0 or -errno.
+int hs_ptrace_detach(pid_t tid, int signal);
+/// PTRACE_GETEVENTMSG (the new thread id after a clone event). Returns 0 or -errno.
+int hs_ptrace_geteventmsg(pid_t tid, unsigned long *msg);
+/// PTRACE_GETREGS into `regs`. Returns 0 or -errno.
+int hs_ptrace_getregs(pid_t tid, struct user_regs_struct *regs);
+
+/// waitpid(tid, &status, __WALL | (nohang ? WNOHANG : 0)); retries EINTR. Returns pid, 0, or -errno.
+pid_t hs_waitpid(pid_t tid, int *status, int nohang);
+int hs_wifexited(int status);
+int hs_wexitstatus(int status);
+int hs_wifsignaled(int status);
+int hs_wtermsig(int status);
+int hs_wifstopped(int status);
+int hs_wstopsig(int status);
+/// The PTRACE_EVENT_* number in a stop status (status >> 16), 0 if none.
+int hs_wptrace_event(int status);
+
+enum {
+    HS_PTRACE_EVENT_CLONE = 3,
+    HS_PTRACE_EVENT_EXIT = 6,
+    HS_PTRACE_EVENT_STOP = 128,
+};
+
+/// process_vm_readv of one remote range into `dst`. Returns bytes read or -errno.
+ssize_t hs_read_remote(pid_t pid, void *dst, uint64_t remote_addr, size_t len);
+/// process_vm_readv with many iovecs at once. Returns bytes read or -errno.
+ssize_t hs_readv_remote(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                        const struct iovec *remote, unsigned long nremote);
+
+/// Block (block=1) or unblock (block=0) SIGINT, SIGTERM, SIGHUP and SIGQUIT in this thread,
+/// so that heapscope always detaches before it dies of one of them.
+void hs_block_termination_signals(int block);
+/// The first of SIGINT, SIGTERM, SIGHUP, SIGQUIT that is pending, or 0.
+int hs_pending_termination_signal(void);
+
+/// Monotonic clock in nanoseconds.
+uint64_t hs_monotonic_ns(void);
+
+#endif

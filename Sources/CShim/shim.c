@@ -1,0 +1,80 @@
+#define _GNU_SOURCE
+#include "cshim.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <time.h>
+
+_Static_assert(sizeof(struct user_regs_struct) == 27 * 8, "x86_64 user_regs_struct layout");
+
+static int ret(long r) { return r < 0 ? -errno : (int)r; }
+
+int hs_ptrace_seize(pid_t tid, int trace_clone) {
+    long opts = trace_clone ? PTRACE_O_TRACECLONE : 0;
+    return ret(ptrace(PTRACE_SEIZE, tid, 0, (void *)opts));
+}
+int hs_ptrace_interrupt(pid_t tid) { return ret(ptrace(PTRACE_INTERRUPT, tid, 0, 0)); }
+int hs_ptrace_detach(pid_t tid, int signal) {
+    return ret(ptrace(PTRACE_DETACH, tid, 0, (void *)(long)signal));
+}
+int hs_ptrace_geteventmsg(pid_t tid, unsigned long *msg) {
+    return ret(ptrace(PTRACE_GETEVENTMSG, tid, 0, msg));
+}
+int hs_ptrace_getregs(pid_t tid, struct user_regs_struct *regs) {
+    return ret(ptrace(PTRACE_GETREGS, tid, 0, regs));
+}
+
+pid_t hs_waitpid(pid_t tid, int *status, int nohang) {
+    for (;;) {
+        pid_t r = waitpid(tid, status, __WALL | (nohang ? WNOHANG : 0));
+        if (r >= 0) return r;
+        if (errno != EINTR) return -errno;
+    }
+}
+int hs_wifexited(int s) { return WIFEXITED(s); }
+int hs_wexitstatus(int s) { return WEXITSTATUS(s); }
+int hs_wifsignaled(int s) { return WIFSIGNALED(s); }
+int hs_wtermsig(int s) { return WTERMSIG(s); }
+int hs_wifstopped(int s) { return WIFSTOPPED(s); }
+int hs_wstopsig(int s) { return WSTOPSIG(s); }
+int hs_wptrace_event(int s) { return (s >> 16) & 0xffff; }
+
+ssize_t hs_read_remote(pid_t pid, void *dst, uint64_t remote_addr, size_t len) {
+    struct iovec l = { dst, len }, r = { (void *)(uintptr_t)remote_addr, len };
+    for (;;) {
+        ssize_t n = process_vm_readv(pid, &l, 1, &r, 1, 0);
+        if (n >= 0) return n;
+        if (errno != EINTR) return -errno;
+    }
+}
+ssize_t hs_readv_remote(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                        const struct iovec *remote, unsigned long nremote) {
+    for (;;) {
+        ssize_t n = process_vm_readv(pid, local, nlocal, remote, nremote, 0);
+        if (n >= 0) return n;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+static void termination_set(sigset_t *s) {
+    sigemptyset(s);
+    sigaddset(s, SIGINT); sigaddset(s, SIGTERM); sigaddset(s, SIGHUP); sigaddset(s, SIGQUIT);
+}
+void hs_block_termination_signals(int block) {
+    sigset_t s; termination_set(&s);
+    pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &s, 0);
+}
+int hs_pending_termination_signal(void) {
+    sigset_t p;
+    if (sigpending(&p) != 0) return 0;
+    int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+    for (unsigned i = 0; i < 4; i++) if (sigismember(&p, sigs[i])) return sigs[i];
+    return 0;
+}
+
+uint64_t hs_monotonic_ns(void) {
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}

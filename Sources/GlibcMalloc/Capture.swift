@@ -1,0 +1,281 @@
+import HeapModel
+import ProcessAccess
+
+/// What heapscope knows about the target's glibc before stopping it (from /proc and symbols).
+public struct GlibcTarget: Sendable {
+    public var pid: Int32
+    public var maps: [Mapping]
+    public var layout: GlibcLayout
+    /// Writable data of the module that holds malloc (libc.so, or the executable if static), incl. .bss tail.
+    public var dataRanges: [Segment]
+    /// From symbols, when available.
+    public var mainArenaSymbol: UInt64?
+    public var mpSymbol: UInt64?
+    /// Offsets of the TLS variables `tcache` and `thread_arena` inside libc's TLS block (symbols only).
+    public var tcacheTLSOffset: UInt64?
+    public var threadArenaTLSOffset: UInt64?
+    /// Code ranges of malloc's functions: a thread stopped inside one may be mid-update.
+    public var mallocFunctions: [(start: UInt64, end: UInt64, name: String)]
+    public var symbolSource: String
+    public init(pid: Int32, maps: [Mapping], layout: GlibcLayout, dataRanges: [Segment], mainArenaSymbol: UInt64?,
+                mpSymbol: UInt64?, tcacheTLSOffset: UInt64?, threadArenaTLSOffset: UInt64?,
+                mallocFunctions: [(start: UInt64, end: UInt64, name: String)], symbolSource: String) {
+        self.pid = pid; self.maps = maps; self.layout = layout; self.dataRanges = dataRanges
+        self.mainArenaSymbol = mainArenaSymbol; self.mpSymbol = mpSymbol; self.tcacheTLSOffset = tcacheTLSOffset
+        self.threadArenaTLSOffset = threadArenaTLSOffset; self.mallocFunctions = mallocFunctions; self.symbolSource = symbolSource
+    }
+}
+
+/// A heap segment to walk: [start, end) of chunks, owned by arena `arena` (index).
+public struct HeapSegment: Sendable {
+    public var firstChunk: UInt64
+    public var end: UInt64          // walk limit
+    public var arena: Int
+    public var mapped: Segment      // the whole segment as the allocator sees it
+}
+
+/// Memory and facts copied while the target was stopped; everything after this runs detached.
+public final class GlibcCapture: @unchecked Sendable {
+    public let target: GlibcTarget
+    public let image = MemoryImage()
+    public internal(set) var mainArena: UInt64 = 0
+    public internal(set) var mp: UInt64 = 0
+    public internal(set) var arenas: [UInt64] = []
+    public internal(set) var segments: [HeapSegment] = []
+    public internal(set) var heapMax: UInt64 = 64 << 20
+    public internal(set) var mmappedChunks: [(address: UInt64, size: UInt64, lead: UInt64)] = []
+    public internal(set) var threads: [StoppedThread] = []
+    public internal(set) var tlsWindows: [Segment] = []
+    public internal(set) var unsettled: [String] = []
+    public internal(set) var warnings: [HeapWarning] = []
+    public internal(set) var discovery: String = ""
+    public internal(set) var heapBytesCopied = 0
+
+    public init(target: GlibcTarget) { self.target = target }
+}
+
+public enum GlibcError: Error, CustomStringConvertible, Sendable {
+    case mainArenaNotFound(String)
+    case notInitialised
+    case unsupportedVersion(String)
+    case notGlibc(String)
+    public var description: String {
+        switch self {
+        case .mainArenaNotFound(let why): return "could not find glibc's main_arena: \(why)"
+        case .notInitialised: return "glibc malloc is not initialised in the target yet (no allocation has been made)"
+        case .unsupportedVersion(let v): return "glibc \(v) is not supported (heapscope knows \(GlibcLayout.supported))"
+        case .notGlibc(let why): return "target does not use glibc malloc: \(why)"
+        }
+    }
+}
+
+extension GlibcCapture {
+    /// Runs with every thread stopped. Reads only. Small dependent reads first (arenas, heap_info
+    /// chains, mmapped headers), then one bulk copy of the heap segments.
+    public func capture(threads: [StoppedThread]) throws(GlibcError) {
+        self.threads = threads
+        let L = target.layout
+        let remote = RemoteMemory(pid: target.pid)
+        let copier = BulkCopier(pid: target.pid)
+
+        // 1. The allocator's own data (main_arena, mp_ live here).
+        copier.copy(target.dataRanges.map { .init(start: $0.start, count: Int($0.end - $0.start), label: "malloc data") }, into: image)
+
+        // 2. main_arena and mp_.
+        try locateRoots(remote: remote)
+
+        // 3. The arena ring.
+        arenas = [mainArena]
+        var seen: Set<UInt64> = [mainArena]
+        var a = remote.word(mainArena + L.arenaNext) ?? mainArena
+        while a != mainArena, arenas.count < 4096 {
+            if seen.contains(a) { warnings.append(.init(.corruptList, a, "arena ring loops back to 0x\(hex(a)) without reaching main_arena")); break }
+            guard a & 7 == 0, remote.word(a) != nil else {
+                warnings.append(.init(.corruptList, a, "arena ring points to unreadable 0x\(hex(a))")); break
+            }
+            seen.insert(a); arenas.append(a)
+            a = remote.word(a + L.arenaNext) ?? mainArena
+        }
+        // Copy each non-main arena struct now (it is also inside its first heap).
+        copier.copy(arenas.dropFirst().map { .init(start: $0, count: Int(L.arenaSize), label: "arena") }, into: image)
+
+        for (i, ar) in arenas.enumerated() {
+            if let m = remote.word(ar + L.arenaMutex), UInt32(truncatingIfNeeded: m) != 0 {
+                unsettled.append("arena \(i) (0x\(hex(ar))) mutex is held")
+            }
+        }
+        for t in threads {
+            if let f = target.mallocFunctions.first(where: { t.pc >= $0.start && t.pc < $0.end }) {
+                unsettled.append("thread \(t.tid) is stopped inside \(f.name)")
+            }
+        }
+
+        // 4. Heap segments.
+        var copyRequests: [BulkCopier.Request] = []
+        if let hp = L.mpHpPagesize, (35...41).contains(L.minor), let v = remote.word(mp + hp), v != 0 { heapMax = 4 * v }
+        segments = []
+        mainSegments(remote: remote, requests: &copyRequests)
+        for (i, ar) in arenas.enumerated() where i > 0 {
+            nonMainSegments(index: i, arena: ar, remote: remote, requests: &copyRequests)
+        }
+
+        // 5. mmapped chunks (headers only).
+        scanMmapped(remote: remote)
+
+        // 6. Thread TLS windows (to find each thread's tcache pointer).
+        for t in threads where t.fsBase != 0 {
+            let lo = t.fsBase >= 0x4000 ? t.fsBase - 0x4000 : 0
+            let hi = t.fsBase + 0x100
+            for m in target.maps where m.readable && m.end > lo && m.start < hi {
+                let s = max(m.start, lo), e = min(m.end, hi)
+                if image.region(containing: s, length: e - s) == nil {
+                    copyRequests.append(.init(start: s, count: Int(e - s), label: "tls"))
+                    tlsWindows.append(Segment(start: s, end: e))
+                }
+            }
+        }
+        // 7. Bulk copy.
+        let failures = copier.copy(copyRequests, into: image)
+        for (r, got) in failures {
+            warnings.append(.init(.unreadable, r.start, "could only copy \(got) of \(r.count) bytes of \(r.label) at 0x\(hex(r.start))"))
+        }
+        heapBytesCopied = copyRequests.reduce(0) { $0 + $1.count }
+    }
+
+    private func mainSegments(remote: RemoteMemory, requests: inout [BulkCopier.Request]) {
+        let L = target.layout
+        let sbrk = remote.word(mp + L.mpSbrkBase) ?? 0
+        let top = remote.word(mainArena + L.arenaTop) ?? 0
+        let flags = UInt32(truncatingIfNeeded: remote.word(mainArena + L.arenaFlags) ?? 0)
+        guard sbrk != 0, top != 0 else { return }
+        let topSize = (remote.word(top + 8) ?? 0) & ~7
+        let first = (sbrk + L.alignMask + L.headerSize) & ~L.alignMask - L.headerSize
+        if flags & L.noncontiguousBit == 0 || (top >= sbrk && mapping(containing: top)?.contains(sbrk) == true) {
+            guard top >= first else {
+                warnings.append(.init(.corruptChunk, top, "main arena top 0x\(hex(top)) lies below sbrk_base 0x\(hex(sbrk))"))
+                return
+            }
+            segments.append(HeapSegment(firstChunk: first, end: top + 16, arena: 0,
+                                        mapped: Segment(start: sbrk, end: top + topSize)))
+            requests.append(.init(start: first, count: Int(top + 16 - first), label: "main heap"))
+        } else {
+            // Non-contiguous main arena: the brk part, then the region holding top.
+            if let m = mapping(containing: sbrk) {
+                segments.append(HeapSegment(firstChunk: first, end: m.end, arena: 0, mapped: Segment(start: sbrk, end: m.end)))
+                requests.append(.init(start: first, count: Int(m.end - first), label: "main heap (brk)"))
+            }
+            if let m = mapping(containing: top), !m.contains(sbrk) {
+                segments.append(HeapSegment(firstChunk: m.start, end: top + 16, arena: 0, mapped: Segment(start: m.start, end: top + topSize)))
+                requests.append(.init(start: m.start, count: Int(top + 16 - m.start), label: "main heap (mmap)"))
+            }
+        }
+    }
+
+    private func nonMainSegments(index: Int, arena ar: UInt64, remote: RemoteMemory, requests: inout [BulkCopier.Request]) {
+        let L = target.layout
+        guard let top = remote.word(ar + L.arenaTop), top != 0 else { return }
+        var h = top & ~(heapMax - 1)
+        var seen: Set<UInt64> = []
+        var segs: [HeapSegment] = []
+        while h != 0 {
+            if seen.contains(h) || seen.count > 100_000 {
+                warnings.append(.init(.listCycle, h, "heap_info chain of arena \(index) loops at 0x\(hex(h))")); break
+            }
+            seen.insert(h)
+            guard let owner = remote.word(h), let prev = remote.word(h + L.heapInfoPrev),
+                  let size = remote.word(h + L.heapInfoSizeOffset) else {
+                warnings.append(.init(.unreadable, h, "heap_info of arena \(index) at 0x\(hex(h)) is unreadable")); break
+            }
+            guard owner == ar, size >= L.heapInfoSize, size <= heapMax else {
+                warnings.append(.init(.corruptList, h, "heap_info at 0x\(hex(h)) names arena 0x\(hex(owner)) with size 0x\(hex(size)), expected arena \(index)"))
+                break
+            }
+            let first = (ar == h + L.heapInfoSize) ? L.firstChunkInFirstHeap(h) : h + L.heapInfoSize
+            let containsTop = top >= h && top < h + size
+            let end = containsTop ? top + 16 : h + size
+            segs.append(HeapSegment(firstChunk: first, end: end, arena: index, mapped: Segment(start: h, end: h + size)))
+            requests.append(.init(start: h, count: Int(end - h), label: "arena \(index) heap"))
+            h = prev
+        }
+        segments.append(contentsOf: segs.reversed())
+    }
+
+    func mapping(containing a: UInt64) -> Mapping? { target.maps.first { $0.contains(a) } }
+
+    /// Find mmapped chunks in anonymous rw mappings outside the arenas' heaps, header by header.
+    private func scanMmapped(remote: RemoteMemory) {
+        let L = target.layout
+        let page: UInt64 = 4096
+        var excluded = segments.map { $0.mapped }
+        excluded.append(contentsOf: target.dataRanges)
+        for m in target.maps where m.readable && m.writable && !m.shared && (m.isAnonymous || m.path == "[heap]") {
+            // Pieces of this mapping not covered by a heap segment.
+            var pieces = [Segment(start: m.start, end: m.end)]
+            for ex in excluded {
+                pieces = pieces.flatMap { p -> [Segment] in
+                    if ex.end <= p.start || ex.start >= p.end { return [p] }
+                    var out: [Segment] = []
+                    if ex.start > p.start { out.append(Segment(start: p.start, end: ex.start & ~(page - 1))) }
+                    if ex.end < p.end { out.append(Segment(start: (ex.end + page - 1) & ~(page - 1), end: p.end)) }
+                    return out.filter { $0.end > $0.start }
+                }
+            }
+            for piece in pieces {
+                // Read every page's first 16 bytes in one call, then walk chunk by chunk.
+                let n = Int((piece.end - piece.start) / page)
+                if n == 0 { continue }
+                var headers = [UInt64](repeating: 0, count: 2 * n)
+                var got = 0
+                headers.withUnsafeMutableBytes { buf in
+                    got = readPageHeaders(remote: remote, start: piece.start, pages: n, into: buf.baseAddress!)
+                }
+                var i = 0
+                while i < min(n, got) {
+                    let p = piece.start + UInt64(i) * page
+                    let prevSize = headers[2 * i], sizeField = headers[2 * i + 1]
+                    let size = sizeField & ~7
+                    if sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, p + size <= piece.end {
+                        var chunk = p, chunkSize = size
+                        if let real = memalignedHeader(remote: remote, mapping: p, mapSize: size) {
+                            chunk = real.0; chunkSize = real.1
+                        }
+                        mmappedChunks.append((chunk, chunkSize, chunk - p))
+                        i += Int(size / page)
+                    } else {
+                        i += 1
+                    }
+                }
+            }
+        }
+    }
+
+    private func readPageHeaders(remote: RemoteMemory, start: UInt64, pages: Int, into dst: UnsafeMutableRawPointer) -> Int {
+        remote.gather(start: start, stride: 4096, count: pages, each: 16, into: dst)
+    }
+
+    /// memalign'd mmapped chunk: a stale header (0, mapsize|2) at the mapping start, the real header
+    /// further on, whose prev_size equals its offset from the mapping start. Lead areas are zero.
+    private func memalignedHeader(remote: RemoteMemory, mapping p: UInt64, mapSize: UInt64) -> (UInt64, UInt64)? {
+        let limit = min(mapSize - 32, 1 << 20)     // alignments up to 1 MiB
+        var off: UInt64 = 16
+        var buf = [UInt64](repeating: 0, count: 512)
+        while off < limit {
+            let want = Int(min(UInt64(buf.count * 8), limit - off))
+            let n = buf.withUnsafeMutableBytes { remote.read(p + off, into: $0.baseAddress!, count: want) }
+            if n < 8 { return nil }
+            for k in 0..<(n / 8) where buf[k] != 0 {
+                let at = p + off + UInt64(k * 8)
+                let lead = at - p
+                guard at & 15 == 0, buf[k] == lead else { return nil }
+                let sizeField = k + 1 < n / 8 ? buf[k + 1] : (remote.word(at + 8) ?? 0)
+                let size = sizeField & ~7
+                return (sizeField & 7 == 2 && lead + size == mapSize) ? (at, size) : nil
+            }
+            off += UInt64(n)
+        }
+        return nil
+    }
+}
+
+
+@inline(__always) func hex(_ v: UInt64) -> String { String(v, radix: 16) }

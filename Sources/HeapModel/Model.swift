@@ -1,0 +1,209 @@
+/// Allocator-independent view of a heap: what every analysis (stat, chunks, leaks, types, diff)
+/// works on. Nothing here knows glibc; an allocator walker fills these types in.
+
+/// What state a chunk is in. The raw values are stable (snapshot files store them).
+public enum ChunkState: UInt8, CaseIterable, Sendable, Comparable {
+    case inUse = 0, tcache, fastbin, unsorted, small, large, top, mmapped, mallocInternal
+
+    /// Name used in output and accepted by `--state`.
+    public var name: String {
+        switch self {
+        case .inUse: return "in_use"
+        case .tcache: return "tcache"
+        case .fastbin: return "fastbin"
+        case .unsorted: return "unsorted"
+        case .small: return "small"
+        case .large: return "large"
+        case .top: return "top"
+        case .mmapped: return "mmapped"
+        case .mallocInternal: return "malloc_internal"
+        }
+    }
+    public init?(name: String) {
+        guard let s = ChunkState.allCases.first(where: { $0.name == name }) else { return nil }
+        self = s
+    }
+    /// Outstanding = handed to the program and not freed (in_use and mmapped).
+    public var isOutstanding: Bool { self == .inUse || self == .mmapped }
+    /// Free chunks the allocator keeps (caches, bins, top).
+    public var isFree: Bool { !isOutstanding && self != .mallocInternal }
+    public static func < (a: ChunkState, b: ChunkState) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Every chunk of the heap, one entry per chunk, sorted by address. Struct-of-arrays, because a
+/// production heap has tens of millions of chunks.
+public struct ChunkTable: Sendable {
+    public private(set) var address: [UInt64] = []   // chunk header address
+    public private(set) var size: [UInt64] = []      // whole chunk size in bytes
+    public private(set) var state: [ChunkState] = []
+    public private(set) var arena: [UInt16] = []     // index into HeapReport.arenas; `noArena` for mmapped
+    public static let noArena: UInt16 = .max
+
+    /// Bytes between a chunk's header address and the pointer the program holds.
+    public let userOffset: UInt64
+    /// Bytes of a chunk the program may use = size - usableLoss (mmapped chunks lose `usableLossMmapped`).
+    public let usableLoss: UInt64
+    public let usableLossMmapped: UInt64
+
+    public init(userOffset: UInt64, usableLoss: UInt64, usableLossMmapped: UInt64) {
+        self.userOffset = userOffset
+        self.usableLoss = usableLoss
+        self.usableLossMmapped = usableLossMmapped
+    }
+
+    public var count: Int { address.count }
+    public mutating func reserve(_ n: Int) {
+        address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)
+    }
+    @inline(__always)
+    public mutating func append(address a: UInt64, size s: UInt64, state st: ChunkState, arena ar: UInt16) {
+        address.append(a); size.append(s); state.append(st); arena.append(ar)
+    }
+    @inline(__always) public mutating func setState(_ i: Int, _ s: ChunkState) { state[i] = s }
+    @inline(__always) public func userAddress(_ i: Int) -> UInt64 { address[i] + userOffset }
+    @inline(__always) public func usableSize(_ i: Int) -> UInt64 {
+        let loss = state[i] == .mmapped ? usableLossMmapped : usableLoss
+        return size[i] > loss ? size[i] - loss : 0
+    }
+    /// Index of the chunk whose header starts exactly at `a`.
+    public func index(ofChunkAt a: UInt64) -> Int? {
+        let i = lowerBound(a)
+        return i < address.count && address[i] == a ? i : nil
+    }
+    /// Index of the chunk whose [address, address+size) holds `a`.
+    public func index(containing a: UInt64) -> Int? {
+        let i = lowerBound(a &+ 1) - 1
+        guard i >= 0, a < address[i] &+ size[i] else { return nil }
+        return i
+    }
+    /// First index whose address is >= a.
+    public func lowerBound(_ a: UInt64) -> Int {
+        var lo = 0, hi = address.count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if address[mid] < a { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+    /// Restore address order after chunks were appended out of order (e.g. mmapped chunks).
+    public mutating func sortByAddress() {
+        var sorted = true
+        for i in 1..<max(address.count, 1) where address[i - 1] > address[i] { sorted = false; break }
+        if sorted { return }
+        let order = address.indices.sorted { address[$0] < address[$1] }
+        address = order.map { address[$0] }; size = order.map { size[$0] }
+        state = order.map { state[$0] }; arena = order.map { arena[$0] }
+    }
+}
+
+/// Count and bytes.
+public struct Tally: Sendable, Equatable {
+    public var count: Int = 0
+    public var bytes: UInt64 = 0
+    public init(count: Int = 0, bytes: UInt64 = 0) { self.count = count; self.bytes = bytes }
+    public mutating func add(_ b: UInt64) { count += 1; bytes += b }
+    public static func + (a: Tally, b: Tally) -> Tally { Tally(count: a.count + b.count, bytes: a.bytes + b.bytes) }
+}
+
+/// One contiguous piece of memory an arena carves chunks from.
+public struct Segment: Sendable, Equatable {
+    public var start: UInt64
+    public var end: UInt64
+    public init(start: UInt64, end: UInt64) { self.start = start; self.end = end }
+}
+
+/// One arena (allocator heap) and what its chunks add up to.
+public struct ArenaSummary: Sendable {
+    public var index: Int
+    public var address: UInt64
+    public var isMain: Bool
+    public var systemBytes: UInt64
+    public var segments: [Segment]
+    public var attachedThreads: UInt64
+    public var mutexHeld: Bool
+    /// Tallies by state, from the chunk walk.
+    public var byState: [ChunkState: Tally]
+    public var top: UInt64          // top chunk address
+    public var topSize: UInt64
+    public init(index: Int, address: UInt64, isMain: Bool, systemBytes: UInt64, segments: [Segment],
+                attachedThreads: UInt64, mutexHeld: Bool, byState: [ChunkState: Tally], top: UInt64, topSize: UInt64) {
+        self.index = index; self.address = address; self.isMain = isMain; self.systemBytes = systemBytes
+        self.segments = segments; self.attachedThreads = attachedThreads; self.mutexHeld = mutexHeld
+        self.byState = byState; self.top = top; self.topSize = topSize
+    }
+}
+
+/// glibc's `struct mallinfo2`, field names as glibc spells them. Other allocators fill what they can.
+public struct MallInfo2: Sendable, Equatable {
+    public var arena: UInt64 = 0, ordblks: UInt64 = 0, smblks: UInt64 = 0, hblks: UInt64 = 0, hblkhd: UInt64 = 0
+    public var usmblks: UInt64 = 0, fsmblks: UInt64 = 0, uordblks: UInt64 = 0, fordblks: UInt64 = 0, keepcost: UInt64 = 0
+    public init() {}
+    public static let fieldNames = ["arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"]
+    public var fields: [(String, UInt64)] {
+        [("arena", arena), ("ordblks", ordblks), ("smblks", smblks), ("hblks", hblks), ("hblkhd", hblkhd),
+         ("usmblks", usmblks), ("fsmblks", fsmblks), ("uordblks", uordblks), ("fordblks", fordblks), ("keepcost", keepcost)]
+    }
+}
+
+/// Something wrong or doubtful found while walking; the walk goes on.
+public struct HeapWarning: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case corruptChunk = "corrupt_chunk"         // bad size/alignment in a chunk header
+        case corruptList = "corrupt_list"           // a free list points somewhere wrong
+        case listCycle = "list_cycle"               // a free list loops
+        case countMismatch = "count_mismatch"       // a cache's count disagrees with its list
+        case unsettled = "unsettled"                // caught mid-update (lock held, thread in malloc)
+        case unlistedFree = "unlisted_free"         // chunk marked free but in no list
+        case totalsMismatch = "totals_mismatch"     // walk totals disagree with the allocator's counters
+        case unreadable = "unreadable"              // memory that could not be copied
+    }
+    public var kind: Kind
+    public var address: UInt64?
+    public var message: String
+    public init(_ kind: Kind, _ address: UInt64?, _ message: String) { self.kind = kind; self.address = address; self.message = message }
+}
+
+/// A thread of the target at the moment it was stopped.
+public struct ThreadInfo: Sendable {
+    public var tid: Int32
+    public var pc: UInt64
+    public var sp: UInt64
+    public var threadPointer: UInt64
+    public var cacheAddress: UInt64?   // its tcache struct (user address), if it has one
+    public init(tid: Int32, pc: UInt64, sp: UInt64, threadPointer: UInt64, cacheAddress: UInt64?) {
+        self.tid = tid; self.pc = pc; self.sp = sp; self.threadPointer = threadPointer; self.cacheAddress = cacheAddress
+    }
+}
+
+/// Everything one inspection learned.
+public struct HeapReport: Sendable {
+    public var pid: Int32
+    public var pauseMicroseconds: UInt64
+    public var attempts: Int
+    public var allocator: String          // "glibc"
+    public var allocatorVersion: String   // "2.36"
+    public var discovery: String          // how the allocator's roots were found
+    public var arenas: [ArenaSummary]
+    public var mmapped: Tally
+    public var mallinfo2: MallInfo2
+    public var chunks: ChunkTable
+    public var threads: [ThreadInfo]
+    public var warnings: [HeapWarning]
+    public var copiedBytes: Int
+    public var analysisMicroseconds: UInt64
+    public init(pid: Int32, pauseMicroseconds: UInt64, attempts: Int, allocator: String, allocatorVersion: String,
+                discovery: String, arenas: [ArenaSummary], mmapped: Tally, mallinfo2: MallInfo2, chunks: ChunkTable,
+                threads: [ThreadInfo], warnings: [HeapWarning], copiedBytes: Int, analysisMicroseconds: UInt64) {
+        self.pid = pid; self.pauseMicroseconds = pauseMicroseconds; self.attempts = attempts; self.allocator = allocator
+        self.allocatorVersion = allocatorVersion; self.discovery = discovery; self.arenas = arenas; self.mmapped = mmapped
+        self.mallinfo2 = mallinfo2; self.chunks = chunks; self.threads = threads; self.warnings = warnings
+        self.copiedBytes = copiedBytes; self.analysisMicroseconds = analysisMicroseconds
+    }
+    /// Tallies by state over all arenas and mmapped chunks.
+    public var totals: [ChunkState: Tally] {
+        var t: [ChunkState: Tally] = [:]
+        for a in arenas { for (s, v) in a.byState { t[s, default: Tally()] = t[s, default: Tally()] + v } }
+        if mmapped.count > 0 { t[.mmapped] = mmapped }
+        return t
+    }
+}

@@ -1,0 +1,189 @@
+import Glibc
+import GlibcMalloc
+import HeapModel
+import ProcessAccess
+import Symbols
+
+/// Options for one inspection.
+public struct InspectOptions: Sendable {
+    /// Use separate debug files (build-id, debuglink). Off: only the signature methods find malloc's
+    /// state. Also switched off by the environment variable HEAPSCOPE_NO_DEBUGINFO=1.
+    public var useDebugInfo: Bool
+    /// How many times to stop the target when the heap is caught mid-update.
+    public var maxAttempts: Int
+    public init(useDebugInfo: Bool = ProcessInfoEnv.debugInfoEnabled, maxAttempts: Int = 5) {
+        self.useDebugInfo = useDebugInfo
+        self.maxAttempts = maxAttempts
+    }
+}
+
+public enum ProcessInfoEnv {
+    public static var debugInfoEnabled: Bool {
+        guard let v = getenv("HEAPSCOPE_NO_DEBUGINFO") else { return true }
+        let s = String(cString: v)
+        return s.isEmpty || s == "0"
+    }
+}
+
+/// Every failure of an inspection, with the exit code the CLI documents.
+public enum InspectError: Error, CustomStringConvertible, Sendable {
+    case process(ProcessError)
+    case glibc(GlibcError)
+    case symbols(String)
+
+    public var description: String {
+        switch self {
+        case .process(let e): return e.description
+        case .glibc(let e): return e.description
+        case .symbols(let s): return s
+        }
+    }
+    /// Exit codes (README "Exit codes").
+    public var exitCode: Int32 {
+        switch self {
+        case .process(.noSuchProcess): return 3
+        case .process(.permissionDenied): return 4
+        case .process(.targetExited): return 5
+        case .process(.interrupted(let sig)): return 128 + sig
+        case .glibc(.notGlibc), .glibc(.unsupportedVersion): return 6
+        case .glibc(.notInitialised), .glibc(.mainArenaNotFound): return 7
+        case .process, .symbols: return 1
+        }
+    }
+}
+
+/// Names of malloc's functions: a thread stopped inside one may have lists half updated.
+let mallocFunctionNames: Set<String> = [
+    "malloc", "free", "calloc", "realloc", "reallocarray", "memalign", "aligned_alloc", "posix_memalign", "valloc",
+    "pvalloc", "malloc_trim", "malloc_usable_size", "mallinfo", "mallinfo2", "malloc_stats", "malloc_info", "mallopt",
+    "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc", "__libc_memalign", "__libc_valloc",
+    "__libc_pvalloc", "_int_malloc", "_int_free", "_int_realloc", "_int_memalign", "malloc_consolidate", "sysmalloc",
+    "systrim", "tcache_init", "tcache_thread_shutdown", "arena_get2", "_int_new_arena", "new_heap", "alloc_new_heap",
+    "heap_trim", "shrink_heap", "grow_heap", "mremap_chunk", "munmap_chunk", "unlink_chunk", "reused_arena",
+    "get_free_list", "mtrim", "int_mallinfo", "__malloc_arena_thread_freeres", "_mid_memalign", "__libc_mallinfo2",
+    "_int_free_merge_chunk", "_int_free_create_chunk", "_int_free_maybe_consolidate", "tcache_get", "tcache_put",
+    "__malloc_fork_lock_parent", "__malloc_fork_unlock_parent", "__malloc_fork_unlock_child", "ptmalloc_init",
+]
+
+/// Allocators that replace glibc malloc when loaded.
+let foreignAllocators: [(pattern: String, name: String)] = [
+    ("libjemalloc", "jemalloc"), ("libtcmalloc", "tcmalloc"), ("libmimalloc", "mimalloc"),
+    ("libhoard", "Hoard"), ("libsnmalloc", "snmalloc"), ("librpmalloc", "rpmalloc"),
+]
+
+public enum Inspector {
+    /// Attach to `pid`, copy its heap while it is stopped, detach, and walk the copy.
+    public static func inspect(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
+        let t0 = nowNs()
+        let target = try prepare(pid: pid, options: options)
+        var attempt = 0
+        var capture: GlibcCapture
+        var pause: UInt64 = 0
+        var retryNotes: [String] = []
+        while true {
+            attempt += 1
+            capture = GlibcCapture(target: target)
+            let att: Attachment
+            do { att = try Attachment(pid: pid) } catch { throw .process(error) }
+            do {
+                try capture.capture(threads: att.threads)
+            } catch {
+                att.detach()
+                throw .glibc(error)
+            }
+            att.detach()
+            pause = att.pauseMicroseconds
+            if let sig = Optional(Attachment.terminationRequested()), sig != 0 { throw .process(.interrupted(signal: sig)) }
+            if capture.unsettled.isEmpty || attempt >= options.maxAttempts { break }
+            retryNotes.append(contentsOf: capture.unsettled)
+            usleep(UInt32(1000 * attempt))   // let the thread leave malloc
+            if !ProcFS.exists(pid: pid) { throw .process(.targetExited(pid: pid, during: "between attempts")) }
+        }
+        let t1 = nowNs()
+        var walk = capture.walk()
+        if !capture.unsettled.isEmpty {
+            walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempts (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
+        }
+        _ = t0
+        return HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
+                          allocatorVersion: target.layout.version, discovery: capture.discovery,
+                          arenas: walk.arenas, mmapped: walk.mmapped, mallinfo2: walk.mallinfo2, chunks: walk.chunks,
+                          threads: walk.threads, warnings: walk.warnings, copiedBytes: capture.image.totalBytes,
+                          analysisMicroseconds: (nowNs() - t1) / 1000)
+    }
+
+    /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.
+    public static func prepare(pid: Int32, options: InspectOptions) throws(InspectError) -> GlibcTarget {
+        guard ProcFS.exists(pid: pid) else { throw .process(.noSuchProcess(pid: pid)) }
+        let maps: [Mapping]
+        do { maps = try ProcFS.maps(pid: pid) } catch {
+            if case .system(_, _, let e) = error, e == EACCES || e == EPERM {
+                throw .process(.permissionDenied(pid: pid, reason: explainPermission(pid: pid)))
+            }
+            throw .process(error)
+        }
+        if maps.isEmpty { throw .process(.targetExited(pid: pid, during: "before it could be read (no mappings: a zombie or kernel thread)")) }
+        // Which module holds malloc?
+        if maps.contains(where: { $0.path.contains("ld-musl") || $0.path.contains("libc.musl") }) {
+            throw .glibc(.notGlibc("it uses musl libc's malloc"))
+        }
+        for (pattern, name) in foreignAllocators where maps.contains(where: { $0.path.contains(pattern) }) {
+            throw .glibc(.notGlibc("\(name) is loaded (\(maps.first { $0.path.contains(pattern) }!.path)) and replaces malloc"))
+        }
+        let libcMaps = maps.filter { isLibc($0.path) }
+        let exe = ProcFS.exePath(pid: pid) ?? ""
+        let holder: [Mapping]
+        let isStatic: Bool
+        if !libcMaps.isEmpty {
+            holder = libcMaps.filter { $0.path == libcMaps[0].path }; isStatic = false
+        } else {
+            let exeMaps = maps.filter { $0.path == exe || $0.path == exe + " (deleted)" }
+            guard !exeMaps.isEmpty else { throw .glibc(.notGlibc("no libc.so.6 is mapped and the executable is not mapped either")) }
+            holder = exeMaps; isStatic = true
+        }
+        let filePath = ProcFS.mappedFilePath(pid: pid, mapping: holder[0])
+        guard let version = GlibcVersion.read(path: filePath) else {
+            throw .glibc(.notGlibc(isStatic ? "static executable \(exe) contains no GNU C Library version string" : "cannot read glibc's version from \(holder[0].path)"))
+        }
+        guard let layout = GlibcLayout(version: version) else { throw .glibc(.unsupportedVersion(version)) }
+
+        // Writable data of that module, with the anonymous .bss tail that follows it.
+        var data: [Segment] = []
+        for m in holder where m.writable {
+            var end = m.end
+            if let next = maps.first(where: { $0.start == end }), next.isAnonymous, next.writable, next.path != "[heap]" { end = next.end }
+            data.append(Segment(start: m.start, end: end))
+        }
+
+        // Symbols (never stops the target).
+        let syms: ProcessSymbols
+        do { syms = try ProcessSymbols(pid: pid, useDebugInfo: options.useDebugInfo) } catch { throw .symbols(error.description) }
+        if !isStatic {
+            let libcLows = Set(libcMaps.map { syms.moduleInfo(at: $0.start)?.low ?? 0 })
+            let others = syms.modulesDefining(["malloc", "free"], except: libcLows)
+                .filter { !$0.contains("ld-linux") && !$0.contains("libc_malloc_debug") }
+            if let o = others.first { throw .glibc(.notGlibc("\(o) defines its own malloc and free, which replace glibc's")) }
+        }
+        let wanted: Set<String> = mallocFunctionNames.union(["main_arena", "mp_", "tcache", "thread_arena"])
+        let (found, source) = syms.symbols(named: wanted, inModuleAt: holder[0].start)
+        let fns = found.values.filter { $0.isFunction && $0.size > 0 && mallocFunctionNames.contains($0.name) }
+            .map { (start: $0.address, end: $0.address + $0.size, name: $0.name) }
+        return GlibcTarget(pid: pid, maps: maps, layout: layout, dataRanges: data,
+                           mainArenaSymbol: found["main_arena"].flatMap { $0.isTLS ? nil : $0.address },
+                           mpSymbol: found["mp_"].flatMap { $0.isTLS ? nil : $0.address },
+                           tcacheTLSOffset: found["tcache"].flatMap { $0.isTLS ? $0.address : nil },
+                           threadArenaTLSOffset: found["thread_arena"].flatMap { $0.isTLS ? $0.address : nil },
+                           mallocFunctions: fns, symbolSource: source)
+    }
+
+    static func isLibc(_ path: String) -> Bool {
+        guard let name = path.split(separator: "/").last else { return false }
+        return name.hasPrefix("libc.so") || (name.hasPrefix("libc-2.") && name.hasSuffix(".so"))
+    }
+}
+
+@inline(__always) func nowNs() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}

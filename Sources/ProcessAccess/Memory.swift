@@ -1,0 +1,175 @@
+import CShim
+import Glibc
+
+/// Reads the target's memory with process_vm_readv (falling back to /proc/PID/mem). Read-only.
+public struct RemoteMemory: Sendable {
+    public let pid: Int32
+    public init(pid: Int32) { self.pid = pid }
+
+    /// Read up to `count` bytes at `address` into `dst`; returns bytes read (short at an unmapped page).
+    public func read(_ address: UInt64, into dst: UnsafeMutableRawPointer, count: Int) -> Int {
+        if count == 0 { return 0 }
+        let n = hs_read_remote(pid, dst, address, count)
+        if n >= 0 { return n }
+        return procMemRead(address, into: dst, count: count)
+    }
+
+    private func procMemRead(_ address: UInt64, into dst: UnsafeMutableRawPointer, count: Int) -> Int {
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return 0 }
+        defer { close(fd) }
+        var done = 0
+        while done < count {
+            let n = pread(fd, dst + done, count - done, off_t(Int64(bitPattern: address &+ UInt64(done))))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Read `each` bytes at every one of `count` addresses `start + k*stride`, many per syscall.
+    /// Returns how many leading addresses were read in full.
+    public func gather(start: UInt64, stride: UInt64, count: Int, each: Int, into dst: UnsafeMutableRawPointer) -> Int {
+        var done = 0
+        while done < count {
+            let batch = min(1024, count - done)
+            var local = (0..<batch).map { iovec(iov_base: dst + (done + $0) * each, iov_len: each) }
+            var remote = (0..<batch).map {
+                iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(start + UInt64(done + $0) * stride)), iov_len: each)
+            }
+            let n = hs_readv_remote(pid, &local, UInt(batch), &remote, UInt(batch))
+            if n < 0 { return done }
+            done += n / each
+            if n / each < batch { return done }
+        }
+        return done
+    }
+
+    public func bytes(_ address: UInt64, count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { read(address, into: $0.baseAddress!, count: count) }
+        return n == count ? out : nil
+    }
+
+    public func word(_ address: UInt64) -> UInt64? {
+        var v: UInt64 = 0
+        let n = withUnsafeMutableBytes(of: &v) { read(address, into: $0.baseAddress!, count: 8) }
+        return n == 8 ? v : nil
+    }
+}
+
+/// A copied range of the target's memory. Owns its buffer (not zero-filled first: copying is the
+/// pause, so nothing is touched twice).
+public final class Region: @unchecked Sendable {
+    public let start: UInt64
+    public private(set) var count: Int
+    public let base: UnsafeMutableRawPointer
+    public var end: UInt64 { start + UInt64(count) }
+    public let label: String
+
+    public init(start: UInt64, count: Int, label: String) {
+        self.start = start
+        self.count = count
+        self.label = label
+        self.base = UnsafeMutableRawPointer.allocate(byteCount: max(count, 16), alignment: 16)
+    }
+    deinit { base.deallocate() }
+
+    @inline(__always) public func contains(_ a: UInt64, _ len: UInt64 = 1) -> Bool {
+        a >= start && a &+ len <= end && a &+ len >= a
+    }
+    @inline(__always) public func word(_ a: UInt64) -> UInt64 {
+        base.loadUnaligned(fromByteOffset: Int(a - start), as: UInt64.self)
+    }
+    /// Shrink the visible length (after a short read).
+    func truncate(to n: Int) { count = min(count, n) }
+}
+
+/// The copy of the target's memory that analysis runs on after detaching: sorted, non-overlapping regions.
+public final class MemoryImage: @unchecked Sendable {
+    public private(set) var regions: [Region] = []
+    public private(set) var totalBytes: Int = 0
+    private var lastHit = 0
+
+    public init() {}
+
+    public func add(_ r: Region) {
+        let i = regions.firstIndex(where: { $0.start > r.start }) ?? regions.count
+        regions.insert(r, at: i)
+        totalBytes += r.count
+    }
+
+    public func region(containing a: UInt64, length: UInt64 = 1) -> Region? {
+        if lastHit < regions.count, regions[lastHit].contains(a, length) { return regions[lastHit] }
+        var lo = 0, hi = regions.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if regions[mid].end <= a { lo = mid + 1 } else { hi = mid }
+        }
+        if lo < regions.count, regions[lo].contains(a, length) { lastHit = lo; return regions[lo] }
+        return nil
+    }
+
+    public func word(_ a: UInt64) -> UInt64? { region(containing: a, length: 8)?.word(a) }
+    public func u32(_ a: UInt64) -> UInt32? {
+        guard let r = region(containing: a, length: 4) else { return nil }
+        return r.base.loadUnaligned(fromByteOffset: Int(a - r.start), as: UInt32.self)
+    }
+    public func u16(_ a: UInt64) -> UInt16? {
+        guard let r = region(containing: a, length: 2) else { return nil }
+        return r.base.loadUnaligned(fromByteOffset: Int(a - r.start), as: UInt16.self)
+    }
+    public func u8(_ a: UInt64) -> UInt8? {
+        guard let r = region(containing: a, length: 1) else { return nil }
+        return r.base.load(fromByteOffset: Int(a - r.start), as: UInt8.self)
+    }
+    public func bytes(_ a: UInt64, count: Int) -> [UInt8]? {
+        guard let r = region(containing: a, length: UInt64(count)) else { return nil }
+        return Array(UnsafeRawBufferPointer(start: r.base + Int(a - r.start), count: count))
+    }
+}
+
+/// Copies many ranges at once with process_vm_readv (IOV_MAX per call); a range that fails in
+/// bulk is retried alone so that one unmapped page never loses the others.
+public struct BulkCopier {
+    public let remote: RemoteMemory
+    public init(pid: Int32) { remote = RemoteMemory(pid: pid) }
+
+    public struct Request: Sendable {
+        public var start: UInt64
+        public var count: Int
+        public var label: String
+        public init(start: UInt64, count: Int, label: String) { self.start = start; self.count = count; self.label = label }
+    }
+
+    /// Copy `requests` into `image`. Returns the ranges that could not be read in full.
+    @discardableResult
+    public func copy(_ requests: [Request], into image: MemoryImage) -> [(Request, Int)] {
+        var failures: [(Request, Int)] = []
+        let regions = requests.map { Region(start: $0.start, count: $0.count, label: $0.label) }
+        let chunk = 512
+        var i = 0
+        while i < regions.count {
+            let batch = Array(regions[i..<min(i + chunk, regions.count)])
+            var local = batch.map { iovec(iov_base: $0.base, iov_len: $0.count) }
+            var remoteV = batch.map { iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt($0.start)), iov_len: $0.count) }
+            let want = batch.reduce(0) { $0 + $1.count }
+            let n = hs_readv_remote(remote.pid, &local, UInt(local.count), &remoteV, UInt(remoteV.count))
+            if n != want {
+                // Retry each region of this batch alone, keeping what can be read.
+                for r in batch {
+                    let got = remote.read(r.start, into: r.base, count: r.count)
+                    if got == r.count { image.add(r) } else {
+                        failures.append((Request(start: r.start, count: r.count, label: r.label), got))
+                        if got > 0 { r.truncate(to: got); image.add(r) }
+                    }
+                }
+            } else {
+                for r in batch { image.add(r) }
+            }
+            i += chunk
+        }
+        return failures
+    }
+}

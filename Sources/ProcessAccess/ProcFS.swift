@@ -1,0 +1,159 @@
+import Glibc
+
+/// One line of /proc/PID/maps.
+public struct Mapping: Sendable, Equatable {
+    public var start: UInt64
+    public var end: UInt64
+    public var readable: Bool
+    public var writable: Bool
+    public var executable: Bool
+    public var shared: Bool
+    public var offset: UInt64
+    public var inode: UInt64
+    public var path: String   // "" for anonymous; "[heap]", "[stack]", "[vdso]", ...
+    public var size: UInt64 { end - start }
+    public var isAnonymous: Bool { inode == 0 && (path.isEmpty || path.hasPrefix("[anon")) }
+    public func contains(_ a: UInt64) -> Bool { a >= start && a < end }
+}
+
+/// Small readers for /proc files; every failure names the file.
+public enum ProcFS {
+    public static func readFile(_ path: String) throws(ProcessError) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw .system(call: "open", subject: path, errno: errno) }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .system(call: "read", subject: path, errno: errno)
+            }
+            if n == 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func exists(pid: Int32) -> Bool {
+        var st = stat()
+        return stat("/proc/\(pid)", &st) == 0
+    }
+
+    /// /proc/PID/status as a dictionary of "Key" -> "value".
+    public static func status(pid: Int32) throws(ProcessError) -> [String: String] {
+        let text: String
+        do { text = try readFile("/proc/\(pid)/status") } catch {
+            if case .system(_, _, let e) = error, e == ENOENT || e == ESRCH { throw .noSuchProcess(pid: pid) }
+            throw error
+        }
+        var d: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            d[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: " \t")
+        }
+        return d
+    }
+
+    public static func threadIDs(pid: Int32) throws(ProcessError) -> [Int32] {
+        guard let dir = opendir("/proc/\(pid)/task") else {
+            if errno == ENOENT { throw .noSuchProcess(pid: pid) }
+            throw .system(call: "opendir", subject: "/proc/\(pid)/task", errno: errno)
+        }
+        defer { closedir(dir) }
+        var tids: [Int32] = []
+        while let ent = readdir(dir) {
+            let name = withUnsafeBytes(of: ent.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let t = Int32(name) { tids.append(t) }
+        }
+        return tids.sorted()
+    }
+
+    public static func maps(pid: Int32) throws(ProcessError) -> [Mapping] {
+        let text: String
+        do { text = try readFile("/proc/\(pid)/maps") } catch {
+            if case .system(_, _, let e) = error, e == ENOENT || e == ESRCH { throw .noSuchProcess(pid: pid) }
+            throw error
+        }
+        var result: [Mapping] = []
+        for line in text.split(separator: "\n") {
+            if let m = parseMapsLine(line) { result.append(m) }
+        }
+        return result
+    }
+
+    static func parseMapsLine(_ line: Substring) -> Mapping? {
+        // start-end perms offset dev inode [path]
+        var fields: [Substring] = []
+        var rest = line[...]
+        for _ in 0..<5 {
+            rest = rest.drop(while: { $0 == " " })
+            guard let sp = rest.firstIndex(of: " ") else { return nil }
+            fields.append(rest[..<sp])
+            rest = rest[sp...]
+        }
+        let path = String(rest.drop(while: { $0 == " " }))
+        let range = fields[0].split(separator: "-")
+        guard range.count == 2, let s = UInt64(range[0], radix: 16), let e = UInt64(range[1], radix: 16) else { return nil }
+        let p = Array(fields[1].utf8)
+        guard p.count >= 4 else { return nil }
+        return Mapping(start: s, end: e, readable: p[0] == UInt8(ascii: "r"), writable: p[1] == UInt8(ascii: "w"),
+                       executable: p[2] == UInt8(ascii: "x"), shared: p[3] == UInt8(ascii: "s"),
+                       offset: UInt64(fields[2], radix: 16) ?? 0, inode: UInt64(fields[4]) ?? 0, path: path)
+    }
+
+    /// One-letter state from /proc/PID/task/TID/stat ("R", "S", "D", "T", "t", "Z", ...).
+    public static func threadState(pid: Int32, tid: Int32) -> String {
+        guard let s = try? readFile("/proc/\(pid)/task/\(tid)/stat"), let close = s.lastIndex(of: ")") else { return "?" }
+        return String(s[s.index(after: close)...].trimmingCharacters(in: " ").prefix(1))
+    }
+
+    /// Process start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    public static func startTime(pid: Int32) -> UInt64? {
+        guard let s = try? readFile("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return nil }
+        let fields = s[s.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    public static func exePath(pid: Int32) -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(pid)/exe", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func yamaScope() -> Int? {
+        guard let s = try? readFile("/proc/sys/kernel/yama/ptrace_scope") else { return nil }
+        return Int(s.trimmingCharacters(in: " \n"))
+    }
+
+    public static func selfHasCapability(_ bit: Int) -> Bool {
+        guard let st = try? status(pid: getpid()), let eff = st["CapEff"], let v = UInt64(eff, radix: 16) else { return geteuid() == 0 }
+        return v & (1 << UInt64(bit)) != 0
+    }
+
+    /// Path through which the target's view of a mapped file can be opened (works across mount
+    /// namespaces and for deleted files).
+    public static func mappedFilePath(pid: Int32, mapping: Mapping) -> String {
+        let mf = "/proc/\(pid)/map_files/\(String(mapping.start, radix: 16))-\(String(mapping.end, radix: 16))"
+        if access(mf, R_OK) == 0 { return mf }
+        let root = "/proc/\(pid)/root\(mapping.path)"
+        if access(root, R_OK) == 0 { return root }
+        return mapping.path
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> String {
+        var s = self[...]
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}
+extension String {
+    func trimmingCharacters(in set: String) -> String { self[...].trimmingCharacters(in: set) }
+}

@@ -1,0 +1,56 @@
+import Glibc
+
+/// Every way talking to the target process can fail, with a message meant for the person on call.
+public enum ProcessError: Error, CustomStringConvertible, Sendable {
+    case noSuchProcess(pid: Int32)
+    case permissionDenied(pid: Int32, reason: String)
+    case targetExited(pid: Int32, during: String)
+    case threadWouldNotStop(pid: Int32, tid: Int32, state: String)
+    case system(call: String, subject: String, errno: Int32)
+    case interrupted(signal: Int32)
+
+    public var description: String {
+        switch self {
+        case .noSuchProcess(let pid): return "no such process: \(pid)"
+        case .permissionDenied(let pid, let reason): return "permission denied attaching to \(pid): \(reason)"
+        case .targetExited(let pid, let during): return "process \(pid) exited \(during)"
+        case .threadWouldNotStop(let pid, let tid, let state):
+            return "thread \(tid) of process \(pid) did not stop within the time limit (state: \(state)); detached, target untouched"
+        case .system(let call, let subject, let e):
+            return "\(call)(\(subject)) failed: \(String(cString: strerror(e)))"
+        case .interrupted(let sig): return "interrupted by signal \(sig); target detached"
+        }
+    }
+}
+
+/// Explains an EPERM from ptrace or process_vm_readv: capabilities, Yama, another tracer.
+public func explainPermission(pid: Int32) -> String {
+    var reasons: [String] = []
+    if let status = try? ProcFS.status(pid: pid), let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
+        let name = (try? ProcFS.status(pid: tracer))?["Name"] ?? "?"
+        reasons.append("it is already traced by process \(tracer) (\(name)); only one tracer may attach at a time")
+    }
+    let euid = geteuid()
+    let hasCap = ProcFS.selfHasCapability(19) // CAP_SYS_PTRACE
+    if !hasCap {
+        if let st = try? ProcFS.status(pid: pid), let uidLine = st["Uid"],
+           let targetUid = uidLine.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap({ UInt32($0) }),
+           targetUid != euid {
+            reasons.append("it belongs to uid \(targetUid) and heapscope runs as uid \(euid) without CAP_SYS_PTRACE (run as root or grant CAP_SYS_PTRACE)")
+        }
+        if let scope = ProcFS.yamaScope() {
+            switch scope {
+            case 1: reasons.append("Yama ptrace_scope is 1 (only a parent may trace its children): run as root, grant CAP_SYS_PTRACE, or set /proc/sys/kernel/yama/ptrace_scope to 0")
+            case 2: reasons.append("Yama ptrace_scope is 2 (admin only): CAP_SYS_PTRACE is required")
+            case 3: reasons.append("Yama ptrace_scope is 3: ptrace attach is disabled on this system until reboot")
+            default: break
+            }
+        }
+    } else if let scope = ProcFS.yamaScope(), scope == 3 {
+        reasons.append("Yama ptrace_scope is 3: ptrace attach is disabled on this system until reboot")
+    }
+    if reasons.isEmpty {
+        reasons.append("the kernel refused (the target may be setuid/undumpable, or a security module such as SELinux/AppArmor denies ptrace)")
+    }
+    return reasons.joined(separator: "; ")
+}

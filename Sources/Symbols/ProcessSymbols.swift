@@ -1,0 +1,171 @@
+import CLibdw
+import Glibc
+import ProcessAccess
+
+/// One ELF symbol. `address` is the run-time address, except for TLS symbols where it is the
+/// offset inside the module's TLS block (st_value).
+public struct Symbol: Sendable {
+    public var name: String
+    public var address: UInt64
+    public var size: UInt64
+    public var isTLS: Bool
+    public var isFunction: Bool
+}
+
+/// A loaded module as libdwfl reports it.
+public struct ModuleInfo: Sendable {
+    public var name: String
+    public var low: UInt64
+    public var high: UInt64
+    public var mainFile: String?
+    public var debugFile: String?
+}
+
+public enum SymbolsError: Error, CustomStringConvertible {
+    case dwfl(call: String, subject: String, message: String)
+    public var description: String {
+        switch self { case .dwfl(let c, let s, let m): return "\(c)(\(s)) failed: \(m)" }
+    }
+}
+
+/// Symbols of a live process through libdwfl: modules from /proc/PID/maps, ELF files via
+/// /proc/PID/root, debug files via build-id and .gnu_debuglink (unless disabled).
+/// Set-up order as elfutils' own tools: dwfl_begin -> dwfl_linux_proc_report -> dwfl_report_end.
+public final class ProcessSymbols {
+    let dwfl: OpaquePointer
+    let callbacks: UnsafeMutablePointer<Dwfl_Callbacks>
+    public let pid: Int32
+    public let useDebugInfo: Bool
+
+    /// `useDebugInfo: false` (or HEAPSCOPE_NO_DEBUGINFO=1) never opens separate debug files.
+    public init(pid: Int32, useDebugInfo: Bool) throws(SymbolsError) {
+        self.pid = pid
+        self.useDebugInfo = useDebugInfo
+        callbacks = .allocate(capacity: 1)
+        callbacks.initialize(to: Dwfl_Callbacks())
+        callbacks.pointee.find_elf = dwfl_linux_proc_find_elf
+        if useDebugInfo {
+            callbacks.pointee.find_debuginfo = dwfl_standard_find_debuginfo
+        } else {
+            callbacks.pointee.find_debuginfo = { _, _, _, _, _, _, _, debuginfo in
+                debuginfo?.pointee = nil
+                return -1
+            }
+        }
+        guard let d = dwfl_begin(callbacks) else {
+            callbacks.deallocate()
+            throw .dwfl(call: "dwfl_begin", subject: "pid \(pid)", message: String(cString: dwfl_errmsg(-1)))
+        }
+        dwfl = d
+        dwfl_report_begin(dwfl)
+        let r = dwfl_linux_proc_report(dwfl, pid)
+        dwfl_report_end(dwfl, nil, nil)
+        if r != 0 {
+            let msg = r > 0 ? String(cString: strerror(r)) : String(cString: dwfl_errmsg(-1))
+            dwfl_end(dwfl); callbacks.deallocate()
+            throw .dwfl(call: "dwfl_linux_proc_report", subject: "pid \(pid)", message: msg)
+        }
+    }
+
+    deinit {
+        dwfl_end(dwfl)
+        callbacks.deallocate()
+    }
+
+    private func module(at address: UInt64) -> OpaquePointer? { dwfl_addrmodule(dwfl, Dwarf_Addr(address)) }
+
+    public func moduleInfo(at address: UInt64) -> ModuleInfo? {
+        guard let m = module(at: address) else { return nil }
+        return info(m)
+    }
+
+    private func info(_ m: OpaquePointer) -> ModuleInfo {
+        var low: Dwarf_Addr = 0, high: Dwarf_Addr = 0
+        var mainfile: UnsafePointer<CChar>? = nil, debugfile: UnsafePointer<CChar>? = nil
+        let name = dwfl_module_info(m, nil, &low, &high, nil, nil, &mainfile, &debugfile)
+        return ModuleInfo(name: name.map { String(cString: $0) } ?? "?", low: low, high: high,
+                          mainFile: mainfile.map { String(cString: $0) }, debugFile: debugfile.map { String(cString: $0) })
+    }
+
+    /// Symbols named in `names` from the module mapped at `address` (its best symbol table:
+    /// debug file .symtab, else its own .symtab, else .dynsym), and where they came from.
+    public func symbols(named names: Set<String>, inModuleAt address: UInt64) -> (symbols: [String: Symbol], source: String) {
+        guard let m = module(at: address) else { return ([:], "no module at 0x\(String(address, radix: 16))") }
+        var out: [String: Symbol] = [:]
+        let n = dwfl_module_getsymtab(m)
+        if n > 0 {
+            for i in 0..<n {
+                var sym = GElf_Sym()
+                var addr: GElf_Addr = 0
+                var shndx: GElf_Word = 0
+                guard let cname = dwfl_module_getsym_info(m, i, &sym, &addr, &shndx, nil, nil) else { continue }
+                let type = Int32(sym.st_info & 0xf)
+                guard type == STT_OBJECT || type == STT_FUNC || type == STT_TLS || type == STT_GNU_IFUNC else { continue }
+                let name = String(cString: cname)
+                guard names.contains(name) else { continue }
+                let isTLS = type == STT_TLS
+                let s = Symbol(name: name, address: isTLS ? sym.st_value : addr, size: sym.st_size,
+                               isTLS: isTLS, isFunction: type == STT_FUNC || type == STT_GNU_IFUNC)
+                // Prefer a definition with a size (aliases of the same function are fine).
+                if out[name] == nil || (out[name]!.size == 0 && s.size > 0) { out[name] = s }
+            }
+        }
+        let mi = info(m)
+        let source: String
+        if let d = mi.debugFile, d != mi.mainFile { source = "debug file \(d)" }
+        else if n > 0 { source = "ELF symbol table of \(mi.mainFile ?? mi.name)" }
+        else { source = "no symbols" }
+        return (out, source)
+    }
+
+    /// Names of modules other than `except` that define (export) any of `names`.
+    public func modulesDefining(_ names: Set<String>, except: Set<UInt64>) -> [String] {
+        final class Box { var mods: [OpaquePointer] = [] }
+        let box = Box()
+        let ctx = Unmanaged.passUnretained(box).toOpaque()
+        _ = dwfl_getmodules(dwfl, { mod, _, _, _, arg in
+            Unmanaged<Box>.fromOpaque(arg!).takeUnretainedValue().mods.append(mod!)
+            return Int32(DWARF_CB_OK)
+        }, ctx, 0)
+        var found: [String] = []
+        for m in box.mods {
+            let mi = info(m)
+            if except.contains(mi.low) || mi.name.hasPrefix("[") { continue }
+            // Exported definitions are in .dynsym: look only there (avoid loading debug files).
+            if let elfPath = mi.mainFile, let defs = DynamicSymbols.definedFunctions(path: elfPath), !defs.isDisjoint(with: names) {
+                found.append(mi.name)
+            }
+        }
+        return found
+    }
+}
+
+/// Reads .dynsym straight from an ELF file with libelf.
+public enum DynamicSymbols {
+    public static func definedFunctions(path: String) -> Set<String>? {
+        elf_version(UInt32(EV_CURRENT))
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else { return nil }
+        defer { elf_end(e) }
+        var result: Set<String> = []
+        var scn: OpaquePointer? = nil
+        while true {
+            scn = elf_nextscn(e, scn)
+            guard let s = scn else { break }
+            var shdr = GElf_Shdr()
+            guard gelf_getshdr(s, &shdr) != nil, shdr.sh_type == UInt32(SHT_DYNSYM), let data = elf_getdata(s, nil) else { continue }
+            let count = Int(shdr.sh_size / max(shdr.sh_entsize, 1))
+            for i in 0..<count {
+                var sym = GElf_Sym()
+                guard gelf_getsym(data, Int32(i), &sym) != nil else { continue }
+                let type = Int32(sym.st_info & 0xf)
+                guard sym.st_shndx != UInt16(SHN_UNDEF), type == STT_FUNC || type == STT_GNU_IFUNC,
+                      let n = elf_strptr(e, Int(shdr.sh_link), Int(sym.st_name)) else { continue }
+                result.insert(String(cString: n))
+            }
+        }
+        return result
+    }
+}

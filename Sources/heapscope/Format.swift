@@ -1,0 +1,148 @@
+import Glibc
+import HeapModel
+
+/// Buffered stdout for large outputs (millions of rows).
+struct OutputBuffer {
+    var bytes: [UInt8] = []
+    init() { bytes.reserveCapacity(1 << 20) }
+    mutating func write(_ s: String) {
+        bytes.append(contentsOf: s.utf8)
+        if bytes.count > 1 << 20 { flush() }
+    }
+    mutating func flush() {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + off, bytes.count - off) }
+            if n <= 0 { if errno == EINTR { continue }; break }
+            off += n
+        }
+        bytes.removeAll(keepingCapacity: true)
+    }
+}
+
+func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+func human(_ b: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(b), u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(b) B" : String(format1(v)) + " " + units[u]
+}
+func format1(_ v: Double) -> String {
+    let r = (v * 10).rounded() / 10
+    return r == r.rounded() ? String(Int(r)) : String(r)
+}
+func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
+    s.count >= n ? s : (left ? s + String(repeating: " ", count: n - s.count) : String(repeating: " ", count: n - s.count) + s)
+}
+func jsonString(_ s: String) -> String {
+    var o = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": o += "\\\""
+        case "\\": o += "\\\\"
+        case "\n": o += "\\n"
+        case "\t": o += "\\t"
+        default:
+            if u.value < 0x20 { o += "\\u" + pad(String(u.value, radix: 16), 4).replacingSpaces() } else { o.unicodeScalars.append(u) }
+        }
+    }
+    return o + "\""
+}
+extension String {
+    func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }
+}
+
+let freeKinds: [ChunkState] = [.tcache, .fastbin, .unsorted, .small, .large]
+
+enum StatFormat {
+    static func text(_ r: HeapReport) -> String {
+        var s = ""
+        let ms = Double(r.pauseMicroseconds) / 1000
+        s += "pid \(r.pid): glibc \(r.allocatorVersion) malloc, \(r.arenas.count) arena\(r.arenas.count == 1 ? "" : "s"), \(r.threads.count) thread\(r.threads.count == 1 ? "" : "s")\n"
+        s += "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
+        s += r.attempts > 1 ? " (attempt \(r.attempts))" : ""
+        s += ", copied \(human(UInt64(r.copiedBytes))), analysed in \(format1(Double(r.analysisMicroseconds) / 1000)) ms\n"
+        s += "found: \(r.discovery)\n\n"
+        let header = ["arena", "address", "system", "in use", "in-use bytes", "tcache", "fastbin", "unsorted", "small", "large", "top", "internal"]
+        let widths = [7, 16, 11, 9, 13, 11, 11, 11, 11, 11, 11, 9]
+        s += zip(header, widths).map { pad($0, $1) }.joined(separator: " ") + "\n"
+        for a in r.arenas {
+            let inUse = a.byState[.inUse] ?? Tally()
+            var cols = [a.isMain ? "main" : "\(a.index)", hex(a.address), human(a.systemBytes), "\(inUse.count)", human(inUse.bytes)]
+            for k in freeKinds { cols.append(human(a.byState[k]?.bytes ?? 0)) }
+            cols.append(human(a.topSize))
+            cols.append(human(a.byState[.mallocInternal]?.bytes ?? 0))
+            s += zip(cols, widths).map { pad($0, $1) }.joined(separator: " ") + "\n"
+        }
+        s += "\nmmapped: \(r.mmapped.count) chunk\(r.mmapped.count == 1 ? "" : "s"), \(human(r.mmapped.bytes))\n"
+        let t = r.totals
+        let outstanding = (t[.inUse] ?? Tally()) + (t[.mmapped] ?? Tally())
+        let free = freeKinds.reduce(Tally()) { $0 + (t[$1] ?? Tally()) }
+        s += "totals:  \(outstanding.count) chunks in use (\(human(outstanding.bytes)))"
+        s += ", \(free.count) free chunks (\(human(free.bytes))) + top \(human(t[.top]?.bytes ?? 0))\n"
+        s += "         free by kind: " + freeKinds.map { "\($0.name) \(t[$0]?.count ?? 0)/\(human(t[$0]?.bytes ?? 0))" }.joined(separator: ", ") + "\n"
+        s += "\nmallinfo2 (what the target's own mallinfo2() returns; tcache counts as in use):\n  "
+        s += r.mallinfo2.fields.map { "\($0.0)=\($0.1)" }.joined(separator: " ") + "\n"
+        if !r.warnings.isEmpty {
+            s += "\nwarnings (\(r.warnings.count)):\n"
+            for w in r.warnings.prefix(50) { s += "  [\(w.kind.rawValue)] \(w.message)\n" }
+            if r.warnings.count > 50 { s += "  ... \(r.warnings.count - 50) more (see --json)\n" }
+        }
+        return s
+    }
+
+    static func tallyJSON(_ t: Tally) -> String { "{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}" }
+
+    static func json(_ r: HeapReport) -> String {
+        var s = "{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
+        s += ",\"glibc_version\":\(jsonString(r.allocatorVersion)),\"discovery\":\(jsonString(r.discovery))"
+        s += ",\"copied_bytes\":\(r.copiedBytes),\"analysis_us\":\(r.analysisMicroseconds),\"threads\":\(r.threads.count)"
+        s += ",\"arenas\":["
+        s += r.arenas.map { a in
+            var o = "{\"index\":\(a.index),\"address\":\(jsonString(hex(a.address))),\"main\":\(a.isMain)"
+            o += ",\"system_bytes\":\(a.systemBytes),\"attached_threads\":\(a.attachedThreads),\"mutex_held\":\(a.mutexHeld)"
+            o += ",\"top\":\(jsonString(hex(a.top))),\"top_bytes\":\(a.topSize)"
+            o += ",\"segments\":[" + a.segments.map { "[\(jsonString(hex($0.start))),\(jsonString(hex($0.end)))]" }.joined(separator: ",") + "]"
+            o += ",\"states\":{" + ChunkState.allCases.compactMap { st in a.byState[st].map { "\(jsonString(st.name)):\(tallyJSON($0))" } }.joined(separator: ",") + "}"
+            return o + "}"
+        }.joined(separator: ",")
+        s += "],\"mmapped\":\(tallyJSON(r.mmapped))"
+        let t = r.totals
+        s += ",\"totals\":{" + ChunkState.allCases.map { "\(jsonString($0.name)):\(tallyJSON(t[$0] ?? Tally()))" }.joined(separator: ",") + "}"
+        s += ",\"mallinfo2\":{" + r.mallinfo2.fields.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+        s += ",\"warnings\":[" + r.warnings.map { w in
+            "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"
+        }.joined(separator: ",") + "]}\n"
+        return s
+    }
+}
+
+enum ChunkFormat {
+    static func text(_ r: HeapReport, rows: [Int], into out: inout OutputBuffer) {
+        let t = r.chunks
+        out.write("# pid \(r.pid), paused \(r.pauseMicroseconds) us, \(rows.count) of \(t.count) chunks\n")
+        out.write(pad("chunk", 16) + " " + pad("user", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  state\n")
+        for i in rows {
+            let arena = t.arena[i] == ChunkTable.noArena ? "-" : String(t.arena[i])
+            out.write(pad(hex(t.address[i]), 16) + " " + pad(hex(t.userAddress(i)), 16) + " " + pad(String(t.size[i]), 10) + " "
+                      + pad(String(t.usableSize(i)), 10) + " " + pad(arena, 5) + "  " + t.state[i].name + "\n")
+        }
+        if !r.warnings.isEmpty { out.write("# \(r.warnings.count) warning(s); run `heapscope stat` for details\n") }
+    }
+
+    static func json(_ r: HeapReport, rows: [Int], into out: inout OutputBuffer) {
+        let t = r.chunks
+        out.write("{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"total_chunks\":\(t.count),\"chunks\":[")
+        var first = true
+        for i in rows {
+            if !first { out.write(",") }
+            first = false
+            let arena = t.arena[i] == ChunkTable.noArena ? "null" : String(t.arena[i])
+            out.write("{\"address\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(t.userAddress(i)))\",\"size\":\(t.size[i]),\"usable_size\":\(t.usableSize(i)),\"arena\":\(arena),\"state\":\"\(t.state[i].name)\"}")
+        }
+        out.write("],\"warnings\":[" + r.warnings.map { w in
+            "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"
+        }.joined(separator: ",") + "]}\n")
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Glibc
+import HeapModel
+import Inspect
+
+@main
+struct Heapscope: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "heapscope",
+        abstract: "Find out where a running process's memory went: walk its glibc malloc heap from outside.",
+        discussion: """
+        heapscope attaches with ptrace, stops every thread only while it copies the heap \
+        (the pause is printed), detaches, and analyses the copy. It never writes to the target.
+
+        Exit codes: 0 success; 1 other error; 2 finished, but heap corruption was found; \
+        3 no such process; 4 permission denied; 5 target exited during inspection; \
+        6 target does not use (a supported) glibc malloc; 7 malloc state not found or not initialised; \
+        64 usage error; 128+N interrupted by signal N (the target is detached first).
+
+        Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
+        """,
+        subcommands: [Stat.self, Chunks.self])
+}
+
+/// Options every command that attaches shares.
+struct TargetOptions: ParsableArguments {
+    @Argument(help: "Process id of the target.") var pid: Int32
+    @Flag(help: "Print JSON instead of text.") var json = false
+    @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
+
+    func validate() throws {
+        if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
+    }
+
+    func inspect() throws -> HeapReport {
+        var o = InspectOptions()
+        if noDebuginfo { o.useDebugInfo = false }
+        if isatty(2) != 0 && !json { FileHandleErr.write("heapscope: inspecting \(pid)...\r") }
+        defer { if isatty(2) != 0 && !json { FileHandleErr.write("\u{1b}[2K\r") } }
+        do { return try Inspector.inspect(pid: pid, options: o) } catch {
+            FileHandleErr.write("heapscope: \(error.description)\n")
+            throw ExitCode(error.exitCode)
+        }
+    }
+}
+
+enum FileHandleErr {
+    static func write(_ s: String) { _ = s.withCString { Glibc.write(2, $0, strlen($0)) } }
+}
+
+/// Exit 2 when the walk found corruption (the output is complete otherwise).
+func finish(_ r: HeapReport) throws {
+    if r.warnings.contains(where: { [.corruptChunk, .corruptList, .listCycle].contains($0.kind) }) { throw ExitCode(2) }
+}
+
+struct Stat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Summary of every arena, mmapped chunks, and mallinfo2 as the target itself would report it.")
+    @OptionGroup var target: TargetOptions
+
+    func run() throws {
+        let r = try target.inspect()
+        print(target.json ? StatFormat.json(r) : StatFormat.text(r), terminator: "")
+        try finish(r)
+    }
+}
+
+struct Chunks: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "One row per chunk: address, user address, size, usable size, arena, state.")
+    @OptionGroup var target: TargetOptions
+    @Option(help: "Only chunks in this state: \(ChunkState.allCases.map(\.name).joined(separator: ", ")).") var state: String?
+    @Option(help: "Only chunks of this arena (0 = main; mmapped chunks have none).") var arena: Int?
+    @Option(help: "Only chunks of at least this many bytes.") var minSize: UInt64?
+    @Option(help: "Print at most this many rows.") var limit: Int?
+
+    func validate() throws {
+        if let s = state, ChunkState(name: s) == nil {
+            throw ValidationError("unknown state '\(s)'; one of: \(ChunkState.allCases.map(\.name).joined(separator: ", "))")
+        }
+        if let l = limit, l < 0 { throw ValidationError("--limit must be >= 0") }
+    }
+
+    func run() throws {
+        let r = try target.inspect()
+        let want = state.flatMap { ChunkState(name: $0) }
+        let t = r.chunks
+        var rows: [Int] = []
+        for i in 0..<t.count {
+            if let w = want, t.state[i] != w { continue }
+            if let a = arena, t.arena[i] != UInt16(truncatingIfNeeded: a) || t.arena[i] == ChunkTable.noArena { continue }
+            if let m = minSize, t.size[i] < m { continue }
+            rows.append(i)
+            if let l = limit, rows.count >= l { break }
+        }
+        var out = OutputBuffer()
+        if target.json { ChunkFormat.json(r, rows: rows, into: &out) } else { ChunkFormat.text(r, rows: rows, into: &out) }
+        out.flush()
+        try finish(r)
+    }
+}
