@@ -11,9 +11,6 @@ extension GlibcCapture {
         if let sym = target.mainArenaSymbol {
             mainArena = sym
             how.append("main_arena from \(target.symbolSource)")
-            if let sig = scanForMainArena(remote: remote), sig.base != sym {
-                warnings.append(.init(.totalsMismatch, sig.base, "main_arena signature scan found 0x\(hex(sig.base)), symbols say 0x\(hex(sym))"))
-            }
         } else if let sig = scanForMainArena(remote: remote) {
             mainArena = sig.base
             how.append("main_arena by signature (\(sig.votes) self-linked bins, arena ring closes)")
@@ -36,42 +33,60 @@ extension GlibcCapture {
 
     /// Every 8-aligned slot pair that holds its own address minus 16 is an empty bin; each votes
     /// for the arena bases it could belong to; candidates are accepted only if the `next` ring closes.
-    func scanForMainArena(remote: RemoteMemory) -> (base: UInt64, votes: Int)? {
+    func scanForMainArena(remote: RemoteMemory?) -> (base: UInt64, votes: Int)? {
         let L = target.layout
-        var votes: [UInt64: Int] = [:]
+        var best: (base: UInt64, votes: Int)? = nil
         for r in target.dataRanges {
             guard let reg = image.region(containing: r.start) else { continue }
-            var s = (r.start + 7) & ~7
+            let start = (r.start + 7) & ~7
             let end = min(r.end, reg.end)
+            guard end > start + 16 else { continue }
+            // votes[j] counts empty bins that place the arena at start + 8j.
+            var votes = [UInt16](repeating: 0, count: Int((end - start) / 8) + 1)
+            var s = start
             while s + 16 <= end {
                 let v = reg.word(s)
                 if v == s &- 16, reg.word(s + 8) == v {
                     for k in 0..<UInt64(L.nBins - 1) {
                         let base = s &- L.arenaBins &- 16 * k
-                        if base >= r.start { votes[base, default: 0] += 1 }
+                        if base >= start && base < s { votes[Int((base - start) / 8)] &+= 1 }
                     }
                 }
                 s += 8
             }
-        }
-        for (base, n) in votes.sorted(by: { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }) where n >= 4 {
-            if ringCloses(base, remote: remote), let top = image.word(base + L.arenaTop),
-               top == 0 || target.maps.contains(where: { $0.contains(top) }) {
-                return (base, n)
+            let order = votes.indices.filter { votes[$0] >= 4 }.sorted { votes[$0] > votes[$1] || (votes[$0] == votes[$1] && $0 < $1) }
+            for j in order {
+                let base = start + UInt64(j) * 8
+                if ringCloses(base, remote: remote), let top = image.word(base + L.arenaTop),
+                   top == 0 || target.maps.contains(where: { $0.contains(top) }) {
+                    if best == nil || Int(votes[j]) > best!.votes { best = (base, Int(votes[j])) }
+                    break
+                }
             }
         }
-        return nil
+        return best
     }
 
-    func ringCloses(_ base: UInt64, remote: RemoteMemory) -> Bool {
+    /// main_arena's `next` ring returns to it. Reads the copy where it can, the target otherwise.
+    func ringCloses(_ base: UInt64, remote: RemoteMemory?) -> Bool {
         let L = target.layout
         var a = base
         for _ in 0..<4096 {
-            guard let n = remote.word(a + L.arenaNext), n & 7 == 0 else { return false }
+            guard let n = image.word(a + L.arenaNext) ?? remote?.word(a + L.arenaNext), n & 7 == 0 else { return false }
             if n == base { return true }
             a = n
         }
         return false
+    }
+
+    /// After detaching: when symbols named main_arena, check that the signature method agrees.
+    func crossCheckSignature() -> HeapWarning? {
+        guard target.mainArenaSymbol != nil else { return nil }
+        guard let sig = scanForMainArena(remote: nil) else {
+            return .init(.totalsMismatch, mainArena, "symbols name main_arena 0x\(hex(mainArena)) but its signature is not found there")
+        }
+        return sig.base == mainArena ? nil :
+            .init(.totalsMismatch, sig.base, "main_arena signature scan found 0x\(hex(sig.base)), symbols say 0x\(hex(mainArena))")
     }
 
     /// mp_: with a contiguous main arena, sbrk_base == top + size(top) - system_mem; otherwise

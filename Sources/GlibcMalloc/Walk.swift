@@ -24,6 +24,7 @@ extension GlibcCapture {
     public func walk() -> GlibcWalkResult {
         let L = target.layout
         var warnings = self.warnings
+        if let w = crossCheckSignature() { warnings.append(w) }
         var listed: [ListedFree] = []
         var fastCount = [Int](repeating: 0, count: arenas.count), fastBytes = [UInt64](repeating: 0, count: arenas.count)
         var binCount = [Int](repeating: 0, count: arenas.count), binBytes = [UInt64](repeating: 0, count: arenas.count)
@@ -258,19 +259,25 @@ extension GlibcCapture {
         let withTP = threads.filter { $0.fsBase != 0 }
         guard !withTP.isEmpty else { return [:] }
         let arenaSet = Set(arenas)
-        var validCache: [UInt64: Bool] = [:]
-        func isCache(_ v: UInt64) -> Bool {
-            if let c = validCache[v] { return c }
-            var ok = v & L.alignMask == 0 && (image.word(v - 8).map { $0 & ~7 == L.tcacheChunkSize && $0 & L.isMmapped == 0 } ?? false)
-            if ok {
+        // A candidate tcache struct: the right chunk size, and every non-empty entry a chunk of its
+        // bin's size. nil = cannot tell (memory not copied).
+        var verdicts: [UInt64: Bool?] = [:]
+        func isCache(_ v: UInt64) -> Bool? {
+            if let c = verdicts[v] { return c }
+            var ok: Bool? = true
+            if v & L.alignMask != 0 { ok = false }
+            else if let sf = image.word(v - 8) { if sf & ~7 != L.tcacheChunkSize || sf & L.isMmapped != 0 { ok = false } }
+            else { ok = nil }
+            if ok == true {
                 for i in 0..<L.tcacheBins {
-                    guard let e = image.word(v + L.tcacheEntries + UInt64(8 * i)) else { ok = false; break }
+                    guard let e = image.word(v + L.tcacheEntries + UInt64(8 * i)) else { ok = nil; break }
                     if e == 0 { continue }
-                    guard e & L.alignMask == 0, let sf = image.word(e - 8) else { ok = false; break }
+                    guard e & L.alignMask == 0 else { ok = false; break }
+                    guard let sf = image.word(e - 8) else { continue }
                     if let want = L.tcacheBinSize(i), sf & ~7 != want { ok = false; break }
                 }
             }
-            validCache[v] = ok
+            verdicts[v] = ok
             return ok
         }
         let mainFirst = segments.first(where: { $0.arena == 0 })?.firstChunk
@@ -281,7 +288,8 @@ extension GlibcCapture {
             for t in withTP {
                 guard let v = image.word(t.fsBase - delta) else { bad = true; break }
                 if v == 0 { continue }
-                if !isCache(v) { bad = true; break }
+                guard let verdict = isCache(v) else { continue }
+                if !verdict { bad = true; break }
                 if let ta = target.threadArenaTLSOffset, let tc = target.tcacheTLSOffset,
                    let arenaSlot = image.word(t.fsBase - delta + ta - tc), arenaSlot != 0, !arenaSet.contains(arenaSlot) { bad = true; break }
                 score += 1

@@ -94,10 +94,20 @@ public final class MemoryImage: @unchecked Sendable {
 
     public init() {}
 
+    /// Add a copied region. Regions lying inside another are dropped, so that lookups by address
+    /// stay a binary search over non-nested ranges.
     public func add(_ r: Region) {
+        if r.count == 0 { return }
+        if regions.contains(where: { $0.start <= r.start && $0.end >= r.end }) { return }
+        regions.removeAll { o in
+            let inside = o.start >= r.start && o.end <= r.end
+            if inside { totalBytes -= o.count }
+            return inside
+        }
         let i = regions.firstIndex(where: { $0.start > r.start }) ?? regions.count
         regions.insert(r, at: i)
         totalBytes += r.count
+        lastHit = 0
     }
 
     public func region(containing a: UInt64, length: UInt64 = 1) -> Region? {

@@ -132,7 +132,9 @@ public final class ProcessSymbols {
             let mi = info(m)
             if except.contains(mi.low) || mi.name.hasPrefix("[") { continue }
             // Exported definitions are in .dynsym: look only there (avoid loading debug files).
-            if let elfPath = mi.mainFile, let defs = DynamicSymbols.definedFunctions(path: elfPath), !defs.isDisjoint(with: names) {
+            // A wrapper that forwards to glibc's exported __libc_malloc still uses glibc's heap.
+            if let elfPath = mi.mainFile, let d = DynamicSymbols.functions(path: elfPath), !d.defined.isDisjoint(with: names),
+               !d.undefined.contains("__libc_malloc") {
                 found.append(mi.name)
             }
         }
@@ -142,7 +144,8 @@ public final class ProcessSymbols {
 
 /// Reads .dynsym straight from an ELF file with libelf.
 public enum DynamicSymbols {
-    public static func definedFunctions(path: String) -> Set<String>? {
+    /// Function names .dynsym defines, and names it imports (undefined).
+    public static func functions(path: String) -> (defined: Set<String>, undefined: Set<String>)? {
         elf_version(UInt32(EV_CURRENT))
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -150,6 +153,7 @@ public enum DynamicSymbols {
         guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else { return nil }
         defer { elf_end(e) }
         var result: Set<String> = []
+        var undefined: Set<String> = []
         var scn: OpaquePointer? = nil
         while true {
             scn = elf_nextscn(e, scn)
@@ -161,11 +165,12 @@ public enum DynamicSymbols {
                 var sym = GElf_Sym()
                 guard gelf_getsym(data, Int32(i), &sym) != nil else { continue }
                 let type = Int32(sym.st_info & 0xf)
-                guard sym.st_shndx != UInt16(SHN_UNDEF), type == STT_FUNC || type == STT_GNU_IFUNC,
-                      let n = elf_strptr(e, Int(shdr.sh_link), Int(sym.st_name)) else { continue }
+                guard let n = elf_strptr(e, Int(shdr.sh_link), Int(sym.st_name)) else { continue }
+                if sym.st_shndx == UInt16(SHN_UNDEF) { undefined.insert(String(cString: n)); continue }
+                guard type == STT_FUNC || type == STT_GNU_IFUNC else { continue }
                 result.insert(String(cString: n))
             }
         }
-        return result
+        return (result, undefined)
     }
 }

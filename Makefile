@@ -1,0 +1,59 @@
+# heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
+SWIFT      ?= swift
+CC         ?= gcc
+PKGS       := libdw-dev libelf-dev elfutils gcc valgrind libc6-dbg pkg-config
+TT         := TestTargets/build
+CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
+# Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
+TRACKED    := heap_kinds threads corrupt
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped)
+
+.PHONY: all deps build debug targets test demo bench clean
+
+all: build
+
+# Install missing Debian packages (no-op when all are present).
+deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release --product heapscope
+
+debug: deps
+	$(SWIFT) build
+
+targets: deps $(BINARIES)
+
+$(TT):
+	mkdir -p $(TT)
+$(addprefix $(TT)/,$(TRACKED)): $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -DINTERPOSE -o $@ $< -lpthread
+$(TT)/busy $(TT)/bigheap: $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -O2 -o $@ $< -lpthread
+$(TT)/demo: TestTargets/demo.c | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread
+$(TT)/heap_kinds_static: TestTargets/heap_kinds.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -static -o $@ $< -lpthread
+$(TT)/heap_kinds_stripped: $(TT)/heap_kinds
+	strip -o $@ $<
+$(TT)/heap_kinds_static_stripped: $(TT)/heap_kinds_static
+	strip -o $@ $<
+
+test: deps targets
+	$(SWIFT) build
+	$(SWIFT) test
+
+demo: build targets
+	@./scripts/demo.sh .build/release/heapscope $(TT)/demo
+
+bench: deps targets
+	$(SWIFT) build -c release
+	.build/release/heapscope-bench
+
+clean:
+	rm -rf .build $(TT)

@@ -1,0 +1,145 @@
+/* Ground truth for heapscope's tests.
+ *
+ * A target records every live allocation of the process (with -DINTERPOSE, malloc & co. are
+ * wrapped and forward to glibc's exported __libc_* functions, so libc's own allocations such as a
+ * new thread's DTV are recorded too; without it, only the program's t_* calls are). It writes a
+ * manifest with write(2) from a static buffer, so writing it allocates nothing:
+ *
+ *   pid N | glibc V | threads N
+ *   live USER_ADDR USABLE_SIZE          every outstanding chunk (usable = malloc_usable_size)
+ *   freed USER_ADDR KIND                a chunk the program freed on purpose, and the bin kind
+ *                                       glibc 2.36 puts it in (tcache fastbin unsorted small large)
+ *   mmapped USER_ADDR USABLE_SIZE       also listed as live; says it must be an mmapped chunk
+ *   corrupt CHUNK_ADDR KIND             a chunk the program corrupted on purpose (warning kind)
+ *   mallinfo2 arena=.. ordblks=.. ...   the program's own mallinfo2()
+ *   end
+ *
+ * Then it blocks until its standard input closes (or a byte arrives), and exits 0.
+ */
+#ifndef HS_MANIFEST_H
+#define HS_MANIFEST_H
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <gnu/libc-version.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- live-allocation table: open addressing, static, no malloc ---- */
+#define HS_SLOTS (1u << 20)
+static uintptr_t hs_live[HS_SLOTS];
+static pthread_mutex_t hs_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t hs_count;
+
+static unsigned hs_hash(uintptr_t p) { return (unsigned)((p >> 4) * 2654435761u) & (HS_SLOTS - 1); }
+static void hs_add(void *p) {
+    if (!p) return;
+    pthread_mutex_lock(&hs_lock);
+    unsigned h = hs_hash((uintptr_t)p);
+    while (hs_live[h] && hs_live[h] != 1) h = (h + 1) & (HS_SLOTS - 1);
+    hs_live[h] = (uintptr_t)p; hs_count++;
+    pthread_mutex_unlock(&hs_lock);
+}
+static void hs_del(void *p) {
+    if (!p) return;
+    pthread_mutex_lock(&hs_lock);
+    unsigned h = hs_hash((uintptr_t)p);
+    while (hs_live[h]) {
+        if (hs_live[h] == (uintptr_t)p) { hs_live[h] = 1; hs_count--; break; }   /* 1 = tombstone */
+        h = (h + 1) & (HS_SLOTS - 1);
+    }
+    pthread_mutex_unlock(&hs_lock);
+}
+
+#ifdef INTERPOSE
+extern void *__libc_malloc(size_t), *__libc_calloc(size_t, size_t), *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void __libc_free(void *);
+void *malloc(size_t n) { void *p = __libc_malloc(n); hs_add(p); return p; }
+void *calloc(size_t a, size_t b) { void *p = __libc_calloc(a, b); hs_add(p); return p; }
+void free(void *p) { hs_del(p); __libc_free(p); }
+void *realloc(void *o, size_t n) {
+    void *p = __libc_realloc(o, n);
+    if (p || n == 0) { hs_del(o); hs_add(p); }
+    return p;
+}
+void *memalign(size_t a, size_t n) { void *p = __libc_memalign(a, n); hs_add(p); return p; }
+void *aligned_alloc(size_t a, size_t n) { return memalign(a, n); }
+int posix_memalign(void **r, size_t a, size_t n) { void *p = memalign(a, n); if (!p) return 12; *r = p; return 0; }
+static inline void *t_malloc(size_t n) { return malloc(n); }
+static inline void t_free(void *p) { free(p); }
+static inline void *t_memalign(size_t a, size_t n) { return memalign(a, n); }
+#else
+static void *t_malloc(size_t n) { void *p = malloc(n); hs_add(p); return p; }
+static void t_free(void *p) { hs_del(p); free(p); }
+static void *t_memalign(size_t a, size_t n) { void *p = memalign(a, n); hs_add(p); return p; }
+#endif
+
+/* ---- manifest writer ---- */
+static char hs_buf[1 << 16];
+static size_t hs_len;
+static int hs_fd = -1;
+static void hs_flush(void) {
+    size_t off = 0;
+    while (off < hs_len) { ssize_t n = write(hs_fd, hs_buf + off, hs_len - off); if (n <= 0) break; off += (size_t)n; }
+    hs_len = 0;
+}
+static void hs_printf(const char *fmt, ...) {
+    if (hs_len > sizeof hs_buf - 512) hs_flush();
+    va_list ap; va_start(ap, fmt);
+    int n = vsnprintf(hs_buf + hs_len, sizeof hs_buf - hs_len, fmt, ap);
+    va_end(ap);
+    if (n > 0) hs_len += (size_t)n;
+}
+
+/* Freed chunks and deliberate corruptions the program wants checked. */
+#define HS_MAXNOTES 4096
+static struct { void *p; const char *what; const char *kind; } hs_notes[HS_MAXNOTES];
+static int hs_nnotes;
+static void hs_note(const char *what, void *p, const char *kind) {
+    if (hs_nnotes < HS_MAXNOTES) { hs_notes[hs_nnotes].p = p; hs_notes[hs_nnotes].what = what; hs_notes[hs_nnotes].kind = kind; hs_nnotes++; }
+}
+/* Free p on purpose and record the bin kind glibc 2.36 is expected to put it in. */
+static void hs_free_expect(void *p, const char *kind) { hs_note("freed", p, kind); t_free(p); }
+
+/* Write the manifest (without its final "end" line). */
+static void hs_write_manifest(int threads) {
+    struct mallinfo2 mi = mallinfo2();
+    hs_printf("pid %d\nglibc %s\nthreads %d\n", (int)getpid(), gnu_get_libc_version(), threads);
+    pthread_mutex_lock(&hs_lock);
+    for (unsigned i = 0; i < HS_SLOTS; i++) {
+        uintptr_t p = hs_live[i];
+        if (p > 1) {
+            size_t u = malloc_usable_size((void *)p);
+            size_t sz = ((size_t *)p)[-1];
+            hs_printf("%s %lx %zu\n", (sz & 2) ? "mmapped" : "live", (unsigned long)p, u);
+        }
+    }
+    pthread_mutex_unlock(&hs_lock);
+    for (int i = 0; i < hs_nnotes; i++) hs_printf("%s %lx %s\n", hs_notes[i].what, (unsigned long)hs_notes[i].p, hs_notes[i].kind);
+    hs_printf("mallinfo2 arena=%zu ordblks=%zu smblks=%zu hblks=%zu hblkhd=%zu usmblks=%zu fsmblks=%zu uordblks=%zu fordblks=%zu keepcost=%zu\n",
+              mi.arena, mi.ordblks, mi.smblks, mi.hblks, mi.hblkhd, mi.usmblks, mi.fsmblks, mi.uordblks, mi.fordblks, mi.keepcost);
+    hs_flush();
+}
+/* Finish the manifest with "end", then block until stdin has a byte or closes. */
+static void hs_end_and_wait(void) {
+    hs_printf("end\n");
+    hs_flush();
+    close(hs_fd);
+    char c;
+    while (read(0, &c, 1) < 0) {}
+}
+static inline void hs_write_manifest_and_wait(int threads) { hs_write_manifest(threads); hs_end_and_wait(); }
+
+/* Call first in main: opens the manifest file given as argv[1] (the open itself does not allocate). */
+static void hs_open_manifest(int argc, char **argv) {
+    if (argc < 2) { static const char m[] = "usage: target MANIFEST\n"; write(2, m, sizeof m - 1); _exit(2); }
+    hs_fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (hs_fd < 0) _exit(3);
+}
+#endif

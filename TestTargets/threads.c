@@ -1,0 +1,42 @@
+/* 8 threads, each with its own arena (8 > cores is fine: arena_test allows 8 x cores), each leaving
+ * live chunks, tcache chunks and a few unsorted/fastbin chunks, then parking so that every tcache is
+ * live when heapscope looks. Main thread keeps some chunks too. */
+#include "manifest.h"
+
+#define NT 8
+static pthread_barrier_t ready, done;
+
+static void *worker(void *arg) {
+    long id = (long)arg;
+    void *keep[64], *drop[16], *fill[7], *fast[2];
+    for (int i = 0; i < 64; i++) keep[i] = t_malloc(16 + 24 * (size_t)(i + id));
+    for (int i = 0; i < 16; i++) { drop[i] = t_malloc(0x58); t_malloc(24); }
+    for (int i = 0; i < 7; i++) { fill[i] = t_malloc(0x28); t_malloc(24); }
+    for (int i = 0; i < 2; i++) { fast[i] = t_malloc(0x28); t_malloc(24); }
+    void *big = t_malloc(0x500 + 16 * (size_t)id); t_malloc(24);
+    /* 7 of the 0x60 frees fill tcache; the other 9 go to the arena's fastbin */
+    for (int i = 0; i < 16; i++) hs_free_expect(drop[i], i < 7 ? "tcache" : "fastbin");
+    for (int i = 0; i < 7; i++) hs_free_expect(fill[i], "tcache");
+    for (int i = 0; i < 2; i++) hs_free_expect(fast[i], "fastbin");
+    hs_free_expect(big, "unsorted");
+    (void)keep;
+    pthread_barrier_wait(&ready);
+    pthread_barrier_wait(&done);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    hs_open_manifest(argc, argv);
+    pthread_t t[NT];
+    pthread_barrier_init(&ready, 0, NT + 1);
+    pthread_barrier_init(&done, 0, NT + 1);
+    void *mine[10];
+    for (int i = 0; i < 10; i++) mine[i] = t_malloc(100 * (size_t)(i + 1));
+    for (long i = 0; i < NT; i++) pthread_create(&t[i], 0, worker, (void *)i);
+    pthread_barrier_wait(&ready);
+    for (int i = 0; i < 3; i++) hs_free_expect(mine[i], "tcache");
+    hs_write_manifest_and_wait(NT + 1);
+    pthread_barrier_wait(&done);
+    for (int i = 0; i < NT; i++) pthread_join(t[i], 0);
+    return 0;
+}
