@@ -37,8 +37,9 @@ $(TT)/busy $(TT)/bigheap: $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT
 	$(CC) $(CFLAGS_TT) -O2 -o $@ $< -lpthread
 $(TT)/demo: TestTargets/demo.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread
+WRAP       := -DWRAP -Wl,--wrap=malloc,--wrap=free,--wrap=calloc,--wrap=realloc,--wrap=memalign
 $(TT)/heap_kinds_static: TestTargets/heap_kinds.c TestTargets/manifest.h | $(TT)
-	$(CC) $(CFLAGS_TT) -static -o $@ $< -lpthread
+	$(CC) $(CFLAGS_TT) -static $(WRAP) -o $@ $< -lpthread
 $(TT)/heap_kinds_stripped: $(TT)/heap_kinds
 	strip -o $@ $<
 $(TT)/heap_kinds_static_stripped: $(TT)/heap_kinds_static

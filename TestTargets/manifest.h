@@ -74,6 +74,18 @@ int posix_memalign(void **r, size_t a, size_t n) { void *p = memalign(a, n); if 
 static inline void *t_malloc(size_t n) { return malloc(n); }
 static inline void t_free(void *p) { free(p); }
 static inline void *t_memalign(size_t a, size_t n) { return memalign(a, n); }
+#elif defined(WRAP)
+/* Static builds: the linker's --wrap sends every call of malloc & co. (libc.a's own included) here. */
+void *__real_malloc(size_t), *__real_calloc(size_t, size_t), *__real_realloc(void *, size_t), *__real_memalign(size_t, size_t);
+void __real_free(void *);
+void *__wrap_malloc(size_t n) { void *p = __real_malloc(n); hs_add(p); return p; }
+void *__wrap_calloc(size_t a, size_t b) { void *p = __real_calloc(a, b); hs_add(p); return p; }
+void __wrap_free(void *p) { hs_del(p); __real_free(p); }
+void *__wrap_realloc(void *o, size_t n) { void *p = __real_realloc(o, n); if (p || n == 0) { hs_del(o); hs_add(p); } return p; }
+void *__wrap_memalign(size_t a, size_t n) { void *p = __real_memalign(a, n); hs_add(p); return p; }
+static inline void *t_malloc(size_t n) { return malloc(n); }
+static inline void t_free(void *p) { free(p); }
+static inline void *t_memalign(size_t a, size_t n) { return memalign(a, n); }
 #else
 static void *t_malloc(size_t n) { void *p = malloc(n); hs_add(p); return p; }
 static void t_free(void *p) { hs_del(p); free(p); }

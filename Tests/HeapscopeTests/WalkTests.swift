@@ -1,0 +1,93 @@
+import Foundation
+import HeapModel
+import Inspect
+import Testing
+
+/// Compares one inspection with the target's own account of its heap, exactly.
+func expectExact(_ r: HeapReport, _ m: Manifest, signature: Bool, sourceLocation: SourceLocation = #_sourceLocation) {
+    let t = r.chunks
+    // 1. The outstanding set: every in-use and mmapped chunk, by user address, with usable size.
+    var outstanding: [UInt64: UInt64] = [:]
+    for i in 0..<t.count where t.state[i].isOutstanding { outstanding[t.userAddress(i)] = t.usableSize(i) }
+    #expect(outstanding.count == m.live.count, "outstanding chunk count", sourceLocation: sourceLocation)
+    let missing = m.live.filter { outstanding[$0.key] != $0.value }
+    let extra = outstanding.filter { m.live[$0.key] == nil }
+    #expect(missing.isEmpty, "manifest chunks not found in use with that usable size: \(missing.prefix(5).map { (String($0.key, radix: 16), $0.value, outstanding[$0.key] as Any) })", sourceLocation: sourceLocation)
+    #expect(extra.isEmpty, "in-use chunks the target does not know: \(extra.prefix(5).map { (String($0.key, radix: 16), $0.value) })", sourceLocation: sourceLocation)
+    // 2. mmapped chunks are reported as such.
+    for a in m.mmapped {
+        let i = t.index(ofChunkAt: a - t.userOffset)
+        #expect(i.map { t.state[$0] } == .mmapped, "0x\(String(a, radix: 16)) should be mmapped", sourceLocation: sourceLocation)
+    }
+    // 3. Every chunk freed on purpose is in the expected kind of bin.
+    for (a, kind) in m.freed {
+        let i = t.index(ofChunkAt: a - t.userOffset)
+        #expect(i.map { t.state[$0].name } == kind, "freed 0x\(String(a, radix: 16)) expected \(kind), got \(i.map { t.state[$0].name } ?? "no chunk")", sourceLocation: sourceLocation)
+    }
+    // 4. mallinfo2, field by field.
+    for (name, value) in r.mallinfo2.fields {
+        #expect(m.mallinfo2[name] == value, "mallinfo2.\(name): target says \(m.mallinfo2[name] ?? 0), heapscope \(value)", sourceLocation: sourceLocation)
+    }
+    // 5. Every thread, and one tcache struct (malloc_internal chunk) per thread that allocated.
+    #expect(r.threads.count == m.threads, sourceLocation: sourceLocation)
+    let internalChunks = (0..<t.count).filter { t.state[$0] == .mallocInternal }.count
+    #expect(internalChunks == r.threads.filter { $0.cacheAddress != nil }.count, sourceLocation: sourceLocation)
+    #expect(internalChunks == m.threads, "every thread of these targets has allocated, so has a tcache", sourceLocation: sourceLocation)
+    // 6. How malloc's state was found, and a clean walk.
+    #expect(r.discovery.contains("signature") == signature, "discovery: \(r.discovery)", sourceLocation: sourceLocation)
+    #expect(r.warnings.isEmpty, "warnings: \(r.warnings.map(\.message))", sourceLocation: sourceLocation)
+    #expect(r.allocatorVersion == m.glibc, sourceLocation: sourceLocation)
+}
+
+@Suite("Walking glibc heaps exactly", .serialized, .timeLimit(.minutes(5)))
+struct WalkTests {
+    @Test("one thread, every bin kind, two mmapped chunks", arguments: [
+        ("heap_kinds", true, false),
+        ("heap_kinds_stripped", true, false),
+        ("heap_kinds", false, true),                      // libc debug info hidden: signature path
+        ("heap_kinds_static", true, false),
+        ("heap_kinds_static_stripped", true, true),       // static, no symbols at all
+    ])
+    func everyKind(target: String, debugInfo: Bool, signature: Bool) throws {
+        let p = try TargetProcess(target)
+        let r = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: debugInfo))
+        expectExact(r, p.manifest, signature: signature)
+        // Each kind is really exercised by this target.
+        let kinds = Set(p.manifest.freed.map(\.1))
+        #expect(kinds == ["tcache", "fastbin", "unsorted", "small", "large"])
+        #expect(p.manifest.mmapped.count == 2)
+        #expect(p.release().ok)
+    }
+
+    @Test("8 threads, 9 arenas, a tcache per thread", arguments: [true, false])
+    func threads(debugInfo: Bool) throws {
+        let p = try TargetProcess("threads")
+        let r = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: debugInfo))
+        expectExact(r, p.manifest, signature: !debugInfo)
+        #expect(r.arenas.count == 9)
+        #expect(r.arenas.dropFirst().allSatisfy { !$0.isMain && $0.segments.count == 1 })
+        #expect(p.release().ok)
+    }
+
+    @Test("corrupted heap: bad size field and cyclic tcache list are named, walk finishes")
+    func corrupt() throws {
+        let p = try TargetProcess("corrupt")
+        let r = try Inspector.inspect(pid: p.pid)
+        let expected = p.manifest.corrupt
+        #expect(expected.count == 2)
+        for (chunk, kind) in expected {
+            let hit = r.warnings.contains { $0.kind.rawValue == kind && ($0.address == chunk || kind == "list_cycle") }
+            #expect(hit, "expected a \(kind) warning for 0x\(String(chunk, radix: 16)); got \(r.warnings.map(\.message))")
+        }
+        // The cycle is reported at one of the two chunks in that list.
+        let cycle = r.warnings.first { $0.kind == .listCycle }
+        let listChunks = Set(p.manifest.freed.map { $0.0 - 16 })
+        #expect(cycle.flatMap(\.address).map { listChunks.contains($0) } == true)
+        // Chunks beyond the damage are still found: the walk resumed.
+        let t = r.chunks
+        let top = (0..<t.count).filter { t.state[$0] == .top }
+        #expect(top.count == 1)
+        #expect(r.mallinfo2.arena == p.manifest.mallinfo2["arena"])
+        #expect(p.release().ok)
+    }
+}
