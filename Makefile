@@ -6,7 +6,7 @@ TT         := TestTargets/build
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped)
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc
 
 .PHONY: all deps build debug targets test demo bench clean
 
@@ -58,3 +58,6 @@ bench: deps targets
 
 clean:
 	rm -rf .build $(TT)
+
+$(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $<

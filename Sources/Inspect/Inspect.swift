@@ -74,7 +74,24 @@ let foreignAllocators: [(pattern: String, name: String)] = [
 public enum Inspector {
     /// Attach to `pid`, copy its heap while it is stopped, detach, and walk the copy.
     public static func inspect(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
-        let t0 = nowNs()
+        // A process caught in execve() refuses ptrace and /proc reads for a moment: try again
+        // briefly before calling it a permission problem.
+        var denied = 0
+        while true {
+            do { return try inspectOnce(pid: pid, options: options) } catch {
+                if case .process(.noSuchProcess) = error { throw error }
+                if case .process(.targetExited) = error { throw error }
+                if ProcFS.hasExited(pid: pid) {
+                    throw .process(ProcFS.exists(pid: pid) ? .targetExited(pid: pid, during: "during inspection") : .noSuchProcess(pid: pid))
+                }
+                guard case .process(.permissionDenied) = error, denied < 3, ProcFS.exists(pid: pid) else { throw error }
+                denied += 1
+                usleep(20_000)
+            }
+        }
+    }
+
+    static func inspectOnce(pid: Int32, options: InspectOptions) throws(InspectError) -> HeapReport {
         let target = try prepare(pid: pid, options: options)
         var attempt = 0
         var capture: GlibcCapture
@@ -104,7 +121,6 @@ public enum Inspector {
         if !capture.unsettled.isEmpty {
             walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempts (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
         }
-        _ = t0
         return HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
                           allocatorVersion: target.layout.version, discovery: capture.discovery,
                           arenas: walk.arenas, mmapped: walk.mmapped, mallinfo2: walk.mallinfo2, chunks: walk.chunks,
@@ -155,17 +171,22 @@ public enum Inspector {
             data.append(Segment(start: m.start, end: end))
         }
 
-        // Symbols (never stops the target).
-        let syms: ProcessSymbols
-        do { syms = try ProcessSymbols(pid: pid, useDebugInfo: options.useDebugInfo) } catch { throw .symbols(error.description) }
-        if !isStatic {
-            let libcLows = Set(libcMaps.map { syms.moduleInfo(at: $0.start)?.low ?? 0 })
-            let others = syms.modulesDefining(["malloc", "free"], except: libcLows)
-                .filter { !$0.contains("ld-linux") && !$0.contains("libc_malloc_debug") }
-            if let o = others.first { throw .glibc(.notGlibc("\(o) defines its own malloc and free, which replace glibc's")) }
+        if !isStatic, let o = malloc(replacedIn: maps, pid: pid) {
+            throw .glibc(.notGlibc("\(o) defines its own malloc and free, which replace glibc's"))
         }
+        // Symbols (never stops the target). libdwfl is not thread-safe: one user at a time.
         let wanted: Set<String> = mallocFunctionNames.union(["main_arena", "mp_", "tcache", "thread_arena"])
-        let (found, source) = syms.symbols(named: wanted, inModuleAt: holder[0].start)
+        let looked: Result<([String: Symbol], String), SymbolsError> = ProcessSymbols.lock.locked {
+            do {
+                let syms = try ProcessSymbols(pid: pid, useDebugInfo: options.useDebugInfo)
+                return .success(syms.symbols(named: wanted, inModuleAt: holder[0].start))
+            } catch let e as SymbolsError { return .failure(e) } catch { return .failure(.dwfl(call: "symbols", subject: "pid \(pid)", message: "\(error)")) }
+        }
+        let found: [String: Symbol], source: String
+        switch looked {
+        case .success(let v): (found, source) = v
+        case .failure(let e): throw .symbols(e.description)
+        }
         let fns = found.values.filter { $0.isFunction && $0.size > 0 && mallocFunctionNames.contains($0.name) }
             .map { (start: $0.address, end: $0.address + $0.size, name: $0.name) }
         return GlibcTarget(pid: pid, maps: maps, layout: layout, dataRanges: data,
@@ -174,6 +195,20 @@ public enum Inspector {
                            tcacheTLSOffset: found["tcache"].flatMap { $0.isTLS ? $0.address : nil },
                            threadArenaTLSOffset: found["thread_arena"].flatMap { $0.isTLS ? $0.address : nil },
                            mallocFunctions: fns, symbolSource: source)
+    }
+
+    /// A loaded file other than libc and ld.so that exports malloc and free without forwarding to
+    /// glibc's __libc_malloc (a wrapper that forwards still uses glibc's heap).
+    static func malloc(replacedIn maps: [Mapping], pid: Int32) -> String? {
+        var seen: Set<String> = []
+        for m in maps where m.inode != 0 && !m.path.isEmpty && !isLibc(m.path) && seen.insert(m.path).inserted {
+            let name = m.path.split(separator: "/").last.map(String.init) ?? m.path
+            if name.hasPrefix("ld-linux") || name.hasPrefix("libc_malloc_debug") { continue }
+            guard let first = maps.first(where: { $0.path == m.path && $0.offset == 0 }),
+                  let d = DynamicSymbols.functions(path: ProcFS.mappedFilePath(pid: pid, mapping: first)) else { continue }
+            if d.defined.contains("malloc") && d.defined.contains("free") && !d.undefined.contains("__libc_malloc") { return m.path }
+        }
+        return nil
     }
 
     static func isLibc(_ path: String) -> Bool {

@@ -36,6 +36,12 @@ public enum ProcFS {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// True if the process is gone or a zombie (it has exited; only its parent's wait is missing).
+    public static func hasExited(pid: Int32) -> Bool {
+        guard let st = try? status(pid: pid) else { return true }
+        return st["State"]?.hasPrefix("Z") ?? true || st["State"]?.hasPrefix("X") ?? false
+    }
+
     public static func exists(pid: Int32) -> Bool {
         var st = stat()
         return stat("/proc/\(pid)", &st) == 0

@@ -31,7 +31,12 @@ public enum SymbolsError: Error, CustomStringConvertible {
 /// Symbols of a live process through libdwfl: modules from /proc/PID/maps, ELF files via
 /// /proc/PID/root, debug files via build-id and .gnu_debuglink (unless disabled).
 /// Set-up order as elfutils' own tools: dwfl_begin -> dwfl_linux_proc_report -> dwfl_report_end.
+///
+/// elfutils is not thread-safe: every libdwfl/libelf call of heapscope runs under `ProcessSymbols.lock`.
 public final class ProcessSymbols {
+    /// Serialises all use of libdw/libelf in this process.
+    public static let lock = LibdwLock()
+
     let dwfl: OpaquePointer
     let callbacks: UnsafeMutablePointer<Dwfl_Callbacks>
     public let pid: Int32
@@ -62,7 +67,7 @@ public final class ProcessSymbols {
         dwfl_report_end(dwfl, nil, nil)
         if r != 0 {
             let msg = r > 0 ? String(cString: strerror(r)) : String(cString: dwfl_errmsg(-1))
-            dwfl_end(dwfl); callbacks.deallocate()
+            // Fully initialised: deinit runs and ends the session.
             throw .dwfl(call: "dwfl_linux_proc_report", subject: "pid \(pid)", message: msg)
         }
     }
@@ -117,29 +122,6 @@ public final class ProcessSymbols {
         else { source = "no symbols" }
         return (out, source)
     }
-
-    /// Names of modules other than `except` that define (export) any of `names`.
-    public func modulesDefining(_ names: Set<String>, except: Set<UInt64>) -> [String] {
-        final class Box { var mods: [OpaquePointer] = [] }
-        let box = Box()
-        let ctx = Unmanaged.passUnretained(box).toOpaque()
-        _ = dwfl_getmodules(dwfl, { mod, _, _, _, arg in
-            Unmanaged<Box>.fromOpaque(arg!).takeUnretainedValue().mods.append(mod!)
-            return Int32(DWARF_CB_OK)
-        }, ctx, 0)
-        var found: [String] = []
-        for m in box.mods {
-            let mi = info(m)
-            if except.contains(mi.low) || mi.name.hasPrefix("[") { continue }
-            // Exported definitions are in .dynsym: look only there (avoid loading debug files).
-            // A wrapper that forwards to glibc's exported __libc_malloc still uses glibc's heap.
-            if let elfPath = mi.mainFile, let d = DynamicSymbols.functions(path: elfPath), !d.defined.isDisjoint(with: names),
-               !d.undefined.contains("__libc_malloc") {
-                found.append(mi.name)
-            }
-        }
-        return found
-    }
 }
 
 /// Reads .dynsym straight from an ELF file with libelf.
@@ -172,5 +154,16 @@ public enum DynamicSymbols {
             }
         }
         return (result, undefined)
+    }
+}
+
+/// A plain pthread mutex (no Foundation needed).
+public final class LibdwLock: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    public func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return try body()
     }
 }

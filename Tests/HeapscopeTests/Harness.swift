@@ -80,8 +80,18 @@ final class TargetProcess {
         var cargs = argv.map { strdup($0) } + [nil]
         let envAll = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + env
         var cenv = envAll.map { strdup($0) } + [nil]
+        // Test threads (dispatch workers) block signals, and a mask survives exec: give the target
+        // an empty mask and default dispositions, as a shell would.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty); sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var p: pid_t = 0
-        let r = posix_spawn(&p, path, &actions, nil, &cargs, &cenv)
+        let r = posix_spawn(&p, path, &actions, &attr, &cargs, &cenv)
+        posix_spawnattr_destroy(&attr)
         posix_spawn_file_actions_destroy(&actions)
         cargs.forEach { free($0) }; cenv.forEach { free($0) }
         close(fds[0])

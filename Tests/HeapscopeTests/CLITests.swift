@@ -1,0 +1,81 @@
+import Foundation
+import Glibc
+import Testing
+
+func jsonObject(_ s: String) throws -> [String: Any] {
+    try #require(JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any])
+}
+
+@Suite("The heapscope command", .serialized, .timeLimit(.minutes(5)))
+struct CLITests {
+    @Test("stat --json: documented keys, mallinfo2 equal to the target's own")
+    func statJSON() throws {
+        let p = try TargetProcess("heap_kinds")
+        let r = try run(Paths.heapscope, ["stat", String(p.pid), "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let j = try jsonObject(r.out)
+        for key in ["pid", "pause_us", "glibc_version", "arenas", "totals", "mallinfo2", "warnings"] {
+            #expect(j[key] != nil, "missing key \(key)")
+        }
+        #expect(j["pid"] as? Int == Int(p.pid))
+        let mi = try #require(j["mallinfo2"] as? [String: Any])
+        #expect(Set(mi.keys) == Set(p.manifest.mallinfo2.keys))
+        for (k, v) in p.manifest.mallinfo2 { #expect((mi[k] as? NSNumber)?.uint64Value == v, "mallinfo2.\(k)") }
+        let arenas = try #require(j["arenas"] as? [[String: Any]])
+        #expect(arenas.count == 1)
+        #expect(p.release().ok)
+    }
+
+    @Test("stat text output names the version, the pause and mallinfo2")
+    func statText() throws {
+        let p = try TargetProcess("heap_kinds")
+        let r = try run(Paths.heapscope, ["stat", String(p.pid)])
+        #expect(r.status == 0)
+        #expect(r.out.contains("glibc \(p.manifest.glibc) malloc"))
+        #expect(r.out.contains("paused "))
+        #expect(r.out.contains("uordblks=\(p.manifest.mallinfo2["uordblks"]!)"))
+        #expect(p.release().ok)
+    }
+
+    @Test("chunks filters: --state, --min-size, --limit, --arena")
+    func chunksFilters() throws {
+        let p = try TargetProcess("heap_kinds")
+        let pid = String(p.pid)
+        let tc = try jsonObject(run(Paths.heapscope, ["chunks", pid, "--state", "tcache", "--json"]).out)
+        let rows = try #require(tc["chunks"] as? [[String: Any]])
+        #expect(rows.count == p.manifest.freed.filter { $0.1 == "tcache" }.count)
+        #expect(Set(rows.compactMap { $0["user_address"] as? String }) ==
+                Set(p.manifest.freed.filter { $0.1 == "tcache" }.map { "0x" + String($0.0, radix: 16) }))
+        let big = try jsonObject(run(Paths.heapscope, ["chunks", pid, "--min-size", "1000000", "--json"]).out)
+        #expect((big["chunks"] as? [[String: Any]])?.count == p.manifest.mmapped.count)
+        let lim = try run(Paths.heapscope, ["chunks", pid, "--limit", "3"])
+        #expect(lim.out.split(separator: "\n").filter { $0.hasPrefix("  0x") || $0.hasPrefix(" 0x") || $0.hasPrefix("0x") }.count == 3)
+        let a0 = try jsonObject(run(Paths.heapscope, ["chunks", pid, "--arena", "0", "--state", "mmapped", "--json"]).out)
+        #expect((a0["chunks"] as? [[String: Any]])?.isEmpty == true, "mmapped chunks belong to no arena")
+        #expect(p.release().ok)
+    }
+
+    @Test("bad input: no such pid (3), bad state (64), not glibc malloc (6), corrupted heap (2)")
+    func errors() throws {
+        var r = try run(Paths.heapscope, ["stat", "999999"])
+        #expect(r.status == 3)
+        #expect(r.err.contains("no such process: 999999"))
+        r = try run(Paths.heapscope, ["chunks", "1", "--state", "bogus"])
+        #expect(r.status == 64)
+        #expect(r.err.contains("unknown state 'bogus'"))
+        r = try run(Paths.heapscope, ["stat", "-5"])
+        #expect(r.status == 64)
+
+        let own = try TargetProcess("own_malloc")
+        r = try run(Paths.heapscope, ["stat", String(own.pid)])
+        #expect(r.status == 6)
+        #expect(r.err.contains("does not use glibc malloc") && r.err.contains("own_malloc"), "\(r.err)")
+        #expect(own.release().ok)
+
+        let bad = try TargetProcess("corrupt")
+        r = try run(Paths.heapscope, ["stat", String(bad.pid)])
+        #expect(r.status == 2)
+        #expect(r.out.contains("[corrupt_chunk]") && r.out.contains("[list_cycle]"))
+        #expect(bad.release().ok)
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import Glibc
+import HeapModel
+import Inspect
+import ProcessAccess
+import Testing
+
+/// Sends SIGUSR1 to the target one at a time, waiting until the target's handler has counted each
+/// one before sending the next (standard signals do not queue), so that a lost signal is caught.
+final class SignalSender: @unchecked Sendable {
+    let pid: pid_t
+    let counterPath: String
+    private let lock = NSLock()
+    private var _stop = false
+    private(set) var sent = 0
+    private(set) var lost = 0
+    private var thread: Thread?
+
+    init(pid: pid_t, counterPath: String) { self.pid = pid; self.counterPath = counterPath }
+
+    func received() -> UInt64 {
+        let fd = open(counterPath, O_RDONLY)
+        defer { close(fd) }
+        var v: UInt64 = 0
+        _ = pread(fd, &v, 8, 0)
+        return v
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            while true {
+                lock.lock(); let s = _stop; lock.unlock()
+                if s { break }
+                kill(pid, SIGUSR1)
+                sent += 1
+                let deadline = Date().addingTimeInterval(10)
+                while received() < UInt64(sent) && Date() < deadline { usleep(200) }
+                if received() < UInt64(sent) { lost += 1; break }
+                usleep(500)
+            }
+        }
+        thread = t
+        t.start()
+    }
+
+    func stop() {
+        lock.lock(); _stop = true; lock.unlock()
+        while thread?.isFinished == false { usleep(1000) }
+    }
+}
+
+@Suite("Never harm the target", .serialized, .timeLimit(.minutes(10)))
+struct SafetyTests {
+    @Test("a busy multi-threaded target attached 200 times: checksums hold, no signal lost, never left stopped")
+    func attach200() throws {
+        let counter = "/tmp/heapscope-busy-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(counter) }
+        let p = try TargetProcess("busy", args: [counter])
+        let sender = SignalSender(pid: p.pid, counterPath: counter)
+        sender.start()
+        var succeeded = 0
+        var unsettled = 0
+        for _ in 0..<200 {
+            let r = try Inspector.inspect(pid: p.pid)
+            succeeded += 1
+            if r.warnings.contains(where: { $0.kind == .unsettled }) { unsettled += 1 }
+            #expect(r.threads.count == 5)
+            #expect(r.pauseMicroseconds > 0)
+            let states = p.threadStates()
+            #expect(!states.contains("t") && !states.contains("T"), "target left stopped: \(states)")
+        }
+        sender.stop()
+        #expect(succeeded == 200)
+        #expect(sender.lost == 0, "a SIGUSR1 sent while heapscope had the target stopped was never delivered")
+        #expect(sender.sent > 10, "the sender ran alongside the attaches")
+        let result = p.release()
+        #expect(result.ok, "busy target did not exit cleanly: \(result.status) \(result.stdout)")
+        // "errors=E ops=O signals=S"
+        let fields = Dictionary(uniqueKeysWithValues: result.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            .compactMap { kv -> (String, UInt64)? in
+                let p = kv.split(separator: "=")
+                return p.count == 2 ? (String(p[0]), UInt64(p[1]) ?? 0) : nil
+            })
+        #expect(fields["errors"] == 0, "checksum errors in the target: \(result.stdout)")
+        #expect((fields["ops"] ?? 0) > 1000)
+        #expect(fields["signals"] == UInt64(sender.sent), "target counted \(fields["signals"] ?? 0), sender sent \(sender.sent)")
+        _ = unsettled
+    }
+
+    @Test("heapscope holds no tracer after it returns: another tracer can attach at once")
+    func detachesFully() throws {
+        let p = try TargetProcess("heap_kinds")
+        _ = try Inspector.inspect(pid: p.pid)
+        let status = try ProcFS.status(pid: p.pid)
+        #expect(status["TracerPid"] == "0")
+        let again = try Attachment(pid: p.pid)
+        #expect(again.threads.count == 1)
+        again.detach()
+        #expect(p.release().ok)
+    }
+
+    @Test("a target that is already traced: permission denied naming the tracer")
+    func alreadyTraced() throws {
+        let p = try TargetProcess("heap_kinds")
+        let holder = try Attachment(pid: p.pid)
+        defer { holder.detach() }
+        let r = try run(Paths.heapscope, ["stat", String(p.pid)])
+        #expect(r.status == 4)
+        #expect(r.err.contains("already traced by process \(getpid())"), "\(r.err)")
+    }
+
+    @Test("an unprivileged user is told why: uid and CAP_SYS_PTRACE")
+    func unprivileged() throws {
+        guard geteuid() == 0, access("/usr/bin/setpriv", X_OK) == 0 else { return }
+        let p = try TargetProcess("heap_kinds")
+        let r = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                                             "--bounding-set=-all", Paths.heapscope, "stat", String(p.pid)])
+        #expect(r.status == 4, "\(r.status) \(r.err)")
+        #expect(r.err.contains("CAP_SYS_PTRACE"), "\(r.err)")
+        #expect(p.release().ok)
+    }
+
+    @Test("processes that exit while or before being inspected give a clean error, never a crash or hang")
+    func exitingTargets() throws {
+        for _ in 0..<20 {
+            var pid: pid_t = 0
+            var args: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sleep"), strdup("0.01"), nil]
+            posix_spawn(&pid, "/bin/sleep", nil, nil, &args, environ)
+            args.forEach { free($0) }
+            usleep(UInt32.random(in: 0...15000))
+            do {
+                _ = try Inspector.inspect(pid: pid)
+            } catch {
+                #expect([3, 5, 6, 7].contains(error.exitCode), "unexpected: \(error)")
+            }
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+            #expect((st & 0x7f) == 0, "sleep was killed by signal \(st & 0x7f)")
+        }
+    }
+}
