@@ -1,3 +1,4 @@
+import Glibc
 import HeapModel
 import ProcessAccess
 
@@ -72,17 +73,31 @@ public enum GlibcError: Error, CustomStringConvertible, Sendable {
 extension GlibcCapture {
     /// Runs with every thread stopped. Reads only. Small dependent reads first (arenas, heap_info
     /// chains, mmapped headers), then one bulk copy of the heap segments.
-    public func capture(threads: [StoppedThread]) throws(GlibcError) {
+    /// Bytes the heap copy will need, estimated from /proc/PID/maps before stopping the target:
+    /// [heap] and every 64 MiB-aligned anonymous rw mapping (non-main heaps), plus slack.
+    public static func estimateCopyBytes(_ t: GlibcTarget) -> Int {
+        var n: UInt64 = 0
+        for m in t.maps where m.readable && m.writable && !m.shared {
+            if m.path == "[heap]" || (m.isAnonymous && m.start & ((64 << 20) - 1) == 0) { n += m.size }
+        }
+        return Int(n + n / 16 + (1 << 20))
+    }
+
+    public func capture(threads: [StoppedThread], pool: BufferPool? = nil) throws(GlibcError) {
         self.threads = threads
+        let trace = PhaseTrace()
+        defer { trace.done("capture total") }
         let L = target.layout
         let remote = RemoteMemory(pid: target.pid)
-        let copier = BulkCopier(pid: target.pid)
+        let copier = BulkCopier(pid: target.pid, pool: pool)
 
         // 1. The allocator's own data (main_arena, mp_ live here).
         copier.copy(target.dataRanges.map { .init(start: $0.start, count: Int($0.end - $0.start), label: "malloc data") }, into: image)
 
+        trace.mark("copy malloc data")
         // 2. main_arena and mp_.
         try locateRoots(remote: remote)
+        trace.mark("locate main_arena/mp_")
 
         // 3. The arena ring.
         arenas = [mainArena]
@@ -110,6 +125,7 @@ extension GlibcCapture {
             }
         }
 
+        trace.mark("arena ring")
         // 4. Heap segments.
         var copyRequests: [BulkCopier.Request] = []
         if let hp = L.mpHpPagesize, (35...41).contains(L.minor), let v = remote.word(mp + hp), v != 0 { heapMax = 4 * v }
@@ -119,8 +135,10 @@ extension GlibcCapture {
             nonMainSegments(index: i, arena: ar, remote: remote, requests: &copyRequests)
         }
 
+        trace.mark("heap segments")
         // 5. mmapped chunks (headers only).
         scanMmapped(remote: remote)
+        trace.mark("mmapped scan")
 
         // 6. Thread TLS windows (to find each thread's tcache pointer).
         for t in threads where t.fsBase != 0 {
@@ -135,7 +153,10 @@ extension GlibcCapture {
             }
         }
         // 7. Bulk copy.
+        trace.mark("tls windows")
         let failures = copier.copy(copyRequests, into: image)
+        trace.mark("bulk copy")
+        if let pool { trace.note("buffer pool \(pool.capacity >> 20) MiB, \(pool.usedBytes >> 20) MiB used") }
         for (r, got) in failures {
             warnings.append(.init(.unreadable, r.start, "could only copy \(got) of \(r.count) bytes of \(r.label) at 0x\(hex(r.start))"))
         }
@@ -221,29 +242,38 @@ extension GlibcCapture {
                 }
             }
             for piece in pieces {
-                // Read every page's first 16 bytes in one call, then walk chunk by chunk.
+                // Walk page by page in batches of resident pages (a chunk header was written, so its
+                // page is resident); a chunk found skips its whole mapping.
                 let n = Int((piece.end - piece.start) / page)
                 if n == 0 { continue }
-                var headers = [UInt64](repeating: 0, count: 2 * n)
-                var got = 0
-                headers.withUnsafeMutableBytes { buf in
-                    got = readPageHeaders(remote: remote, start: piece.start, pages: n, into: buf.baseAddress!)
-                }
-                var i = 0
-                while i < min(n, got) {
-                    let p = piece.start + UInt64(i) * page
-                    let prevSize = headers[2 * i], sizeField = headers[2 * i + 1]
-                    let size = sizeField & ~7
-                    if sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, p + size <= piece.end {
-                        var chunk = p, chunkSize = size
-                        if let real = memalignedHeader(remote: remote, mapping: p, mapSize: size) {
-                            chunk = real.0; chunkSize = real.1
+                let resident = remote.residentPages(start: piece.start, count: n)
+                var headers = [UInt64](repeating: 0, count: 2 * 64)
+                var k = 0
+                while k < n {
+                    if let res = resident, !res[k] { k += 1; continue }
+                    var e = k + 1
+                    while e < n && e - k < 64 && (resident?[e] ?? true) { e += 1 }
+                    let got = headers.withUnsafeMutableBytes {
+                        readPageHeaders(remote: remote, start: piece.start + UInt64(k) * page, pages: e - k, into: $0.baseAddress!)
+                    }
+                    if got == 0 { k += 1; continue }
+                    var i = k
+                    while i < k + got {
+                        let p = piece.start + UInt64(i) * page
+                        let prevSize = headers[2 * (i - k)], sizeField = headers[2 * (i - k) + 1]
+                        let size = sizeField & ~7
+                        if sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, p + size <= piece.end {
+                            var chunk = p, chunkSize = size
+                            if let real = memalignedHeader(remote: remote, mapping: p, mapSize: size) {
+                                chunk = real.0; chunkSize = real.1
+                            }
+                            mmappedChunks.append((chunk, chunkSize, chunk - p))
+                            i += Int(size / page)
+                            break
                         }
-                        mmappedChunks.append((chunk, chunkSize, chunk - p))
-                        i += Int(size / page)
-                    } else {
                         i += 1
                     }
+                    k = max(i, k + 1)
                 }
             }
         }
@@ -279,3 +309,29 @@ extension GlibcCapture {
 
 
 @inline(__always) func hex(_ v: UInt64) -> String { String(v, radix: 16) }
+
+/// HEAPSCOPE_TRACE=1 prints how long each phase of the capture took (to stderr).
+final class PhaseTrace {
+    let on = getenv("HEAPSCOPE_TRACE").map { String(cString: $0) != "0" } ?? false
+    let start: Double
+    var last: Double
+    init() { start = PhaseTrace.now(); last = start }
+    static func now() -> Double {
+        var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) * 1e6 + Double(t.tv_nsec) / 1e3
+    }
+    func mark(_ what: String) {
+        guard on else { return }
+        let n = PhaseTrace.now()
+        let s = "heapscope: \(what): \(Int(n - last)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }
+        last = n
+    }
+    func note(_ what: String) {
+        guard on else { return }
+        let s = "heapscope: \(what)\n"; _ = s.withCString { write(2, $0, strlen($0)) }
+    }
+    func done(_ what: String) {
+        guard on else { return }
+        let s = "heapscope: \(what): \(Int(PhaseTrace.now() - start)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }
+    }
+}

@@ -17,6 +17,44 @@ struct ListedFree {
     var kind: ChunkState
 }
 
+/// The chunk table's columns while the walk fills them (plain arrays in this module, so the hot
+/// loop's appends inline).
+struct Columns {
+    var address: [UInt64] = [], size: [UInt64] = [], state: [ChunkState] = [], arena: [UInt16] = []
+    mutating func reserve(_ n: Int) {
+        address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)
+    }
+    @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ st: ChunkState, _ ar: UInt16) {
+        address.append(a); size.append(s); state.append(st); arena.append(ar)
+    }
+}
+
+/// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
+/// times its length. `step` returns true when `x` was seen before.
+struct CycleGuard {
+    private var power = 1, lambda = 0
+    private var tortoise: UInt64 = .max
+    private(set) var hops = 0
+    mutating func step(_ x: UInt64) -> Bool {
+        if x == tortoise { return true }
+        hops += 1
+        lambda += 1
+        if lambda == power { tortoise = x; power <<= 1; lambda = 0 }
+        return false
+    }
+}
+
+extension Array where Element == ListedFree {
+    /// After a cycle was found, drop the repeats the list walk appended from `start` on.
+    mutating func dropRepeats(from start: Int) {
+        var seen: Set<UInt64> = []
+        var out: [ListedFree] = []
+        for e in self[start...] where seen.insert(e.address).inserted { out.append(e) }
+        removeSubrange(start...)
+        append(contentsOf: out)
+    }
+}
+
 /// Bounded list walks: every list stops at a cycle, an unreadable or misaligned link, or this many hops.
 let maxListHops = 50_000_000
 
@@ -33,13 +71,15 @@ extension GlibcCapture {
         for (ai, ar) in arenas.enumerated() {
             for i in 0..<L.nFastbins {
                 var c = image.word(ar + L.arenaFastbins + UInt64(8 * i)) ?? 0
-                var seen: Set<UInt64> = []
+                var guardC = CycleGuard()
+                let first = listed.count
                 while c != 0 {
                     guard c & L.alignMask == 0, let sizeField = image.word(c + 8) else {
                         warnings.append(.init(.corruptList, c, "fastbin \(i) of arena \(ai): link to 0x\(hex(c)) is misaligned or unreadable")); break
                     }
-                    if !seen.insert(c).inserted || seen.count > maxListHops {
-                        warnings.append(.init(.listCycle, c, "fastbin \(i) of arena \(ai) loops at chunk 0x\(hex(c))")); break
+                    if guardC.step(c) || guardC.hops > maxListHops {
+                        warnings.append(.init(.listCycle, c, "fastbin \(i) of arena \(ai) loops at chunk 0x\(hex(c))"))
+                        listed.dropRepeats(from: first); break
                     }
                     let sz = sizeField & ~7
                     if sz != 0x20 + 16 * UInt64(i) {
@@ -54,14 +94,16 @@ extension GlibcCapture {
                 let b = L.binAt(ar, i)
                 var p = image.word(b + 16) ?? b
                 var prev = b
-                var seen: Set<UInt64> = []
+                var guardC = CycleGuard()
+                let first = listed.count
                 let kind: ChunkState = i == 1 ? .unsorted : (L.binKindIsSmall(i) ? .small : .large)
                 while p != b {
                     guard p & L.alignMask == 0, let sizeField = image.word(p + 8), let next = image.word(p + 16) else {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): link to 0x\(hex(p)) is misaligned or unreadable")); break
                     }
-                    if !seen.insert(p).inserted || seen.count > maxListHops {
-                        warnings.append(.init(.listCycle, p, "bin \(i) of arena \(ai) loops at chunk 0x\(hex(p))")); break
+                    if guardC.step(p) || guardC.hops > maxListHops {
+                        warnings.append(.init(.listCycle, p, "bin \(i) of arena \(ai) loops at chunk 0x\(hex(p))"))
+                        listed.dropRepeats(from: first); break
                     }
                     if image.word(p + 24) != prev {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): chunk 0x\(hex(p)) bk does not point back to 0x\(hex(prev))"))
@@ -89,13 +131,17 @@ extension GlibcCapture {
                 let expected = L.tcacheCountsAreFreeSlots ? (defaultCount >= raw ? defaultCount - raw : 0) : raw
                 var e = image.word(tc + L.tcacheEntries + UInt64(8 * i)) ?? 0
                 var n: UInt64 = 0
-                var seen: Set<UInt64> = []
+                var guardC = CycleGuard()
+                let first = listed.count
                 while e != 0 {
                     guard e & L.alignMask == 0, let sizeField = image.word(e - 8), let next = image.word(e) else {
                         warnings.append(.init(.corruptList, e, "tcache bin \(i) of thread \(t.tid): entry 0x\(hex(e)) is misaligned or unreadable")); break
                     }
-                    if !seen.insert(e).inserted || seen.count > maxListHops {
-                        warnings.append(.init(.listCycle, e - 16, "tcache bin \(i) of thread \(t.tid) loops at chunk 0x\(hex(e - 16))")); break
+                    if guardC.step(e) || guardC.hops > maxListHops {
+                        warnings.append(.init(.listCycle, e - 16, "tcache bin \(i) of thread \(t.tid) loops at chunk 0x\(hex(e - 16))"))
+                        listed.dropRepeats(from: first)
+                        n = UInt64(listed.count - first)
+                        break
                     }
                     if let want = L.tcacheBinSize(i), sizeField & ~7 != want {
                         warnings.append(.init(.corruptChunk, e - 16, "tcache bin \(i) of thread \(t.tid): chunk 0x\(hex(e - 16)) has size 0x\(hex(sizeField & ~7)), expected 0x\(hex(want))"))
@@ -110,13 +156,15 @@ extension GlibcCapture {
             }
         }
 
-        // 3. One pass over every segment, chunk by chunk, classifying as it goes.
+        // 3. One pass over every segment, chunk by chunk, classifying as it goes against the
+        //    sorted list of everything the free lists and tcache pointers named.
+        for tc in tcacheStructs { listed.append(ListedFree(address: tc, kind: .mallocInternal)) }
         listed.sort { $0.address < $1.address }
         for k in stride(from: 1, to: listed.count, by: 1) where listed[k].address == listed[k - 1].address {
             warnings.append(.init(.corruptList, listed[k].address, "chunk 0x\(hex(listed[k].address)) is in two free lists (\(listed[k - 1].kind.name) and \(listed[k].kind.name)): double free?"))
         }
-        var table = ChunkTable(userOffset: L.headerSize, usableLoss: L.sizeSz, usableLossMmapped: L.headerSize)
-        table.reserve(estimateChunkCount())
+        var cols = Columns()
+        cols.reserve(estimateChunkCount())
         var fi = 0
         let segs = segments.sorted { $0.firstChunk < $1.firstChunk }
         var tops = [UInt64](repeating: 0, count: arenas.count), topSizes = [UInt64](repeating: 0, count: arenas.count)
@@ -124,24 +172,34 @@ extension GlibcCapture {
             tops[ai] = image.word(ar + L.arenaTop) ?? 0
             topSizes[ai] = (image.word(tops[ai] + 8) ?? 0) & ~7
         }
-        for seg in segs {
-            walkSegment(seg, top: tops[seg.arena], topSize: topSizes[seg.arena], listed: listed, fi: &fi,
-                        tcacheStructs: tcacheStructs, table: &table, warnings: &warnings)
+        // Segments and mmapped chunks are disjoint: visiting them in address order keeps the table sorted.
+        var mmapped = Tally()
+        var mmappedMapBytes: UInt64 = 0
+        let mm = mmappedChunks.sorted { $0.address < $1.address }
+        var mi = 0
+        func takeMmapped(below limit: UInt64) {
+            while mi < mm.count, mm[mi].address < limit {
+                let m = mm[mi]
+                cols.append(m.address, m.size, .mmapped, ChunkTable.noArena)
+                mmapped.add(m.size)
+                mmappedMapBytes += m.size + m.lead
+                mi += 1
+            }
         }
+        for seg in segs {
+            takeMmapped(below: seg.firstChunk)
+            walkSegment(seg, top: tops[seg.arena], topSize: topSizes[seg.arena], listed: listed, fi: &fi,
+                        cols: &cols, warnings: &warnings)
+        }
+        takeMmapped(below: .max)
         while fi < listed.count {
             warnings.append(.init(.corruptList, listed[fi].address, "\(listed[fi].kind.name) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
             fi += 1
         }
-
-        // 4. mmapped chunks.
-        var mmapped = Tally()
-        var mmappedMapBytes: UInt64 = 0
-        for m in mmappedChunks {
-            table.append(address: m.address, size: m.size, state: .mmapped, arena: ChunkTable.noArena)
-            mmapped.add(m.size)
-            mmappedMapBytes += m.size + m.lead
-        }
-        table.sortByAddress()
+        var table = ChunkTable(address: cols.address, size: cols.size, state: cols.state, arena: cols.arena,
+                               userOffset: L.headerSize, usableLoss: L.sizeSz, usableLossMmapped: L.headerSize)
+        cols = Columns()
+        table.sortByAddress()   // a no-op unless segments overlapped (corrupt heap_info)
         let nMmaps = UInt64(image.u32(mp + L.mpNMmaps) ?? 0)
         let mmappedMem = image.word(mp + L.mpMmappedMem) ?? 0
         if UInt64(mmapped.count) != nMmaps || mmappedMapBytes != mmappedMem {
@@ -149,43 +207,60 @@ extension GlibcCapture {
         }
 
         // 5. Per-arena summaries and mallinfo2, counted exactly as glibc's int_mallinfo does.
-        var byArena = [[ChunkState: Tally]](repeating: [:], count: arenas.count)
-        for i in 0..<table.count where table.arena[i] != ChunkTable.noArena {
-            byArena[Int(table.arena[i])][table.state[i], default: Tally()].add(table.size[i])
+        // Flat per-(arena, state) tallies: this loop touches every chunk.
+        let nStates = ChunkState.allCases.count
+        var counts = [Int](repeating: 0, count: arenas.count * nStates)
+        var sums = [UInt64](repeating: 0, count: arenas.count * nStates)
+        table.arena.withUnsafeBufferPointer { ar in
+            table.state.withUnsafeBufferPointer { st in
+                table.size.withUnsafeBufferPointer { sz in
+                    for i in 0..<ar.count where ar[i] != ChunkTable.noArena {
+                        let k = Int(ar[i]) * nStates + Int(st[i].rawValue)
+                        counts[k] += 1
+                        sums[k] &+= sz[i]
+                    }
+                }
+            }
         }
-        var mi = MallInfo2()
+        var byArena = [[ChunkState: Tally]](repeating: [:], count: arenas.count)
+        for a in 0..<arenas.count {
+            for st in ChunkState.allCases where counts[a * nStates + Int(st.rawValue)] > 0 {
+                byArena[a][st] = Tally(count: counts[a * nStates + Int(st.rawValue)], bytes: sums[a * nStates + Int(st.rawValue)])
+            }
+        }
+        var info = MallInfo2()
         var summaries: [ArenaSummary] = []
         for (ai, ar) in arenas.enumerated() {
             let sys = image.word(ar + L.arenaSystemMem) ?? 0
             let avail = topSizes[ai] + fastBytes[ai] + binBytes[ai]
-            mi.arena += sys
-            mi.ordblks += 1 + UInt64(binCount[ai])
-            mi.smblks += UInt64(fastCount[ai])
-            mi.fsmblks += fastBytes[ai]
-            mi.fordblks += avail
-            mi.uordblks += sys &- avail
+            info.arena += sys
+            info.ordblks += 1 + UInt64(binCount[ai])
+            info.smblks += UInt64(fastCount[ai])
+            info.fsmblks += fastBytes[ai]
+            info.fordblks += avail
+            info.uordblks += sys &- avail
             let mutex = UInt32(truncatingIfNeeded: image.word(ar + L.arenaMutex) ?? 0)
             summaries.append(ArenaSummary(index: ai, address: ar, isMain: ai == 0, systemBytes: sys,
                                           segments: segs.filter { $0.arena == ai }.map { $0.mapped },
                                           attachedThreads: image.word(ar + L.arenaAttachedThreads) ?? 0, mutexHeld: mutex != 0,
                                           byState: byArena[ai], top: tops[ai], topSize: topSizes[ai]))
         }
-        mi.hblks = nMmaps
-        mi.hblkhd = mmappedMem
-        mi.keepcost = topSizes.first ?? 0
-        return GlibcWalkResult(arenas: summaries, mmapped: mmapped, mallinfo2: mi, chunks: table,
+        info.hblks = nMmaps
+        info.hblkhd = mmappedMem
+        info.keepcost = topSizes.first ?? 0
+        return GlibcWalkResult(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
                                threads: threadInfos, warnings: warnings)
     }
 
     private func estimateChunkCount() -> Int {
         let bytes = segments.reduce(UInt64(0)) { $0 + ($1.end - $1.firstChunk) }
-        return Int(min(bytes / 48, 200_000_000)) + mmappedChunks.count + 16
+        return Int(min(bytes / 64, 200_000_000)) + mmappedChunks.count + 16
     }
 
     /// Walk one segment by chunk sizes. Bad size fields are reported and the walk resumes at the
     /// next chunk known from the free lists, if any.
     private func walkSegment(_ seg: HeapSegment, top: UInt64, topSize: UInt64, listed: [ListedFree], fi: inout Int,
-                             tcacheStructs: Set<UInt64>, table: inout ChunkTable, warnings: inout [HeapWarning]) {
+                             cols: inout Columns, warnings: inout [HeapWarning]) {
         let L = target.layout
         guard let reg = image.region(containing: seg.firstChunk, length: 16) else {
             warnings.append(.init(.unreadable, seg.firstChunk, "heap segment at 0x\(hex(seg.firstChunk)) was not copied")); return
@@ -203,7 +278,7 @@ extension GlibcCapture {
                 fi += 1
             }
             if p == top {
-                table.append(address: p, size: topSize, state: .top, arena: arena)
+                cols.append(p, topSize, .top, arena)
                 reachedTop = true
                 break
             }
@@ -215,9 +290,8 @@ extension GlibcCapture {
             if sz & L.alignMask != 0 || sz < 16 || nextP > bound || nextP < p || sf & L.isMmapped != 0 {
                 let why = sz & L.alignMask != 0 ? "misaligned size" : (sz < 16 ? "size too small" :
                           (sf & L.isMmapped != 0 ? "IS_MMAPPED set inside an arena" : "size runs past the end of the heap"))
-                // Resume at the next chunk known from a free list or the tcache structs.
+                // Resume at the next chunk known from a free list or a tcache pointer.
                 var resume: UInt64? = fi < listed.count && listed[fi].address < bound ? listed[fi].address : nil
-                if let t = tcacheStructs.filter({ $0 > p && $0 < bound }).min(), resume == nil || t < resume! { resume = t }
                 if resume == nil && holdsTop { resume = top }
                 let skip = resume.map { "resumed at 0x\(hex($0)), skipping \($0 - p) bytes" } ?? "rest of segment skipped"
                 warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)): size field 0x\(hex(sf)) is invalid (\(why)); \(skip)"))
@@ -232,19 +306,17 @@ extension GlibcCapture {
                 st = listed[fi].kind
                 fi += 1
                 while fi < listed.count, listed[fi].address == p { fi += 1 }   // duplicate: reported above
-                let cached = st == .tcache || st == .fastbin
+                let cached = st == .tcache || st == .fastbin || st == .mallocInternal
                 if cached != nextInUse {
                     warnings.append(.init(.corruptChunk, p, "\(st.name) chunk 0x\(hex(p)): next chunk's PREV_INUSE is \(nextInUse ? 1 : 0)"))
                 }
-            } else if tcacheStructs.contains(p) {
-                st = .mallocInternal
             } else if !nextInUse {
                 st = sz < 0x400 ? .small : .large
                 warnings.append(.init(.unlistedFree, p, "chunk 0x\(hex(p)) is free (next PREV_INUSE clear) but in no bin"))
             } else {
                 st = .inUse
             }
-            table.append(address: p, size: sz, state: st, arena: arena)
+            cols.append(p, sz, st, arena)
             p = nextP
         }
         if holdsTop && !reachedTop {

@@ -51,6 +51,17 @@ public struct ChunkTable: Sendable {
         self.usableLossMmapped = usableLossMmapped
     }
 
+    /// Adopt columns built elsewhere (a walker fills plain arrays in its hot loop). All four
+    /// must have the same length and be in address order.
+    public init(address: [UInt64], size: [UInt64], state: [ChunkState], arena: [UInt16],
+                userOffset: UInt64, usableLoss: UInt64, usableLossMmapped: UInt64) {
+        precondition(address.count == size.count && size.count == state.count && state.count == arena.count)
+        self.address = address; self.size = size; self.state = state; self.arena = arena
+        self.userOffset = userOffset
+        self.usableLoss = usableLoss
+        self.usableLossMmapped = usableLossMmapped
+    }
+
     public var count: Int { address.count }
     public mutating func reserve(_ n: Int) {
         address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)

@@ -100,10 +100,12 @@ public enum Inspector {
         while true {
             attempt += 1
             capture = GlibcCapture(target: target)
+            // Copy buffers are sized and faulted in before the target stops.
+            let pool = BufferPool(bytes: GlibcCapture.estimateCopyBytes(target))
             let att: Attachment
             do { att = try Attachment(pid: pid) } catch { throw .process(error) }
             do {
-                try capture.capture(threads: att.threads)
+                try capture.capture(threads: att.threads, pool: pool)
             } catch {
                 att.detach()
                 throw .glibc(error)

@@ -98,6 +98,7 @@ enum StatFormat {
         var s = "{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
         s += ",\"glibc_version\":\(jsonString(r.allocatorVersion)),\"discovery\":\(jsonString(r.discovery))"
         s += ",\"copied_bytes\":\(r.copiedBytes),\"analysis_us\":\(r.analysisMicroseconds),\"threads\":\(r.threads.count)"
+        s += ",\"peak_rss_kb\":\(peakRSSKilobytes())"
         s += ",\"arenas\":["
         s += r.arenas.map { a in
             var o = "{\"index\":\(a.index),\"address\":\(jsonString(hex(a.address))),\"main\":\(a.isMain)"
@@ -145,4 +146,17 @@ enum ChunkFormat {
             "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"
         }.joined(separator: ",") + "]}\n")
     }
+}
+
+/// heapscope's own peak resident memory (VmHWM of this process's address space; unlike
+/// ru_maxrss it does not inherit the parent's high-water mark through vfork+exec).
+func peakRSSKilobytes() -> Int {
+    guard let f = fopen("/proc/self/status", "r") else { return 0 }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, f) != nil {
+        let s = String(cString: line)
+        if s.hasPrefix("VmHWM:") { return Int(s.dropFirst(6).filter { $0.isNumber }) ?? 0 }
+    }
+    return 0
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import ProcessAccess
 
 /// Paths of the package, its TestTargets and the heapscope binary, from this file's location.
 enum Paths {
@@ -67,35 +68,12 @@ final class TargetProcess {
         guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed") }
         dir = String(cString: tmpl)
         manifestPath = dir + "/manifest"
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw HarnessError(description: "pipe failed") }
-        stdinFD = fds[1]
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
-        posix_spawn_file_actions_addopen(&actions, 1, dir + "/stdout", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        let path = Paths.target(name)
-        let argv = [path, manifestPath] + args
-        var cargs = argv.map { strdup($0) } + [nil]
-        let envAll = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + env
-        var cenv = envAll.map { strdup($0) } + [nil]
-        // Test threads (dispatch workers) block signals, and a mask survives exec: give the target
-        // an empty mask and default dispositions, as a shell would.
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        var empty = sigset_t(), all = sigset_t()
-        sigemptyset(&empty); sigfillset(&all)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var p: pid_t = 0
-        let r = posix_spawn(&p, path, &actions, &attr, &cargs, &cenv)
-        posix_spawnattr_destroy(&attr)
-        posix_spawn_file_actions_destroy(&actions)
-        cargs.forEach { free($0) }; cenv.forEach { free($0) }
-        close(fds[0])
-        guard r == 0 else { close(stdinFD); throw HarnessError(description: "posix_spawn \(path): \(String(cString: strerror(r)))") }
+        let child: Spawned
+        do { child = try Spawned.start(Paths.target(name), [manifestPath] + args,
+                                       environment: env.isEmpty ? nil : ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + env,
+                                       stdout: dir + "/stdout") } catch { throw HarnessError(description: "\(error)") }
+        stdinFD = child.stdinFD
+        let p = child.pid
         pid = p
         // Wait for the manifest's "end" line.
         let deadline = Date().addingTimeInterval(20)
@@ -149,37 +127,20 @@ final class TargetProcess {
     }
 }
 
-/// Run a command, capturing stdout and stderr (through files), with a time limit. posix_spawn only.
+/// Run a command, capturing stdout and stderr (through files), with a time limit.
 func run(_ path: String, _ args: [String], env: [String: String] = [:], timeout: TimeInterval = 60) throws -> (status: Int32, out: String, err: String) {
     var tmpl = Array("/tmp/heapscope-run-XXXXXX".utf8CString)
     guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed") }
     let dir = String(cString: tmpl)
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, dir + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }
-    var cargs = ([path] + args).map { strdup($0) } + [nil]
-    var cenv = e.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    var pid: pid_t = 0
-    let r = posix_spawn(&pid, path, &actions, nil, &cargs, &cenv)
-    posix_spawn_file_actions_destroy(&actions)
-    cargs.forEach { free($0) }; cenv.forEach { free($0) }
-    guard r == 0 else { throw HarnessError(description: "posix_spawn \(path): \(String(cString: strerror(r)))") }
-    let deadline = Date().addingTimeInterval(timeout)
-    var st: Int32 = 0
-    while waitpid(pid, &st, WNOHANG) != pid {
-        if Date() > deadline {
-            kill(pid, SIGKILL); waitpid(pid, &st, 0)
-            throw HarnessError(description: "\(path) \(args) did not finish in \(timeout) s")
-        }
-        usleep(1000)
+    let child = try Spawned.start(path, args, environment: e.map { "\($0.key)=\($0.value)" }, stdinPipe: false,
+                                  stdout: dir + "/out", stderr: dir + "/err")
+    guard let (st, _) = child.wait(timeoutSeconds: timeout) else {
+        throw HarnessError(description: "\(path) \(args) did not finish in \(timeout) s")
     }
     let out = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
     let err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
-    let status: Int32 = (st & 0x7f) == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
-    return (status, out, err)
+    return (exitCode(ofWaitStatus: st), out, err)
 }
