@@ -1,4 +1,5 @@
-/* A busy target for the safety test: 4 threads malloc, fill, checksum-verify and free in a loop
+/* A busy target for the safety test: a thread that creates and joins short-lived threads without
+ * pause, and 4 threads that malloc, fill, checksum-verify and free in a loop
  * (a stray write by a tool, or a lost resume, shows up as a checksum error or a stalled counter),
  * and a SIGUSR1 handler counts signals into a shared file the test reads (argv[2]), so the test can
  * send one signal at a time and prove none is lost, even while heapscope has the process stopped.
@@ -38,6 +39,18 @@ static void *work(void *arg) {
     return 0;
 }
 
+/* Thread churn: short-lived threads are created and joined all the time, so heapscope keeps
+ * meeting threads that appear (and exit) while it attaches. */
+static void *brief(void *a) { free(malloc(64 + (size_t)(uintptr_t)a)); return 0; }
+static void *churn(void *a) {
+    (void)a;
+    for (uintptr_t i = 0; !atomic_load(&stop); i++) {
+        pthread_t t;
+        if (pthread_create(&t, 0, brief, (void *)(i % 512)) == 0) pthread_join(t, 0);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     hs_open_manifest(argc, argv);
     if (argc < 3) return 2;
@@ -51,10 +64,13 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, 0);
     pthread_t t[NT];
     for (long i = 0; i < NT; i++) pthread_create(&t[i], 0, work, (void *)i);
+    pthread_t churner;
+    pthread_create(&churner, 0, churn, 0);
     hs_printf("pid %d\n", (int)getpid());
     hs_end_and_wait();
     atomic_store(&stop, 1);
     for (int i = 0; i < NT; i++) pthread_join(t[i], 0);
+    pthread_join(churner, 0);
     printf("errors=%lu ops=%lu signals=%lu\n", atomic_load(&errors), atomic_load(&ops), (unsigned long)shared[0]);
     return 0;
 }

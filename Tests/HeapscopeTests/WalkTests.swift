@@ -90,4 +90,19 @@ struct WalkTests {
         #expect(r.mallinfo2.arena == p.manifest.mallinfo2["arena"])
         #expect(p.release().ok)
     }
+
+    @Test("a heap caught mid-update (arena mutex held): bounded retries, named reason, exact results")
+    func unsettled() throws {
+        let p = try TargetProcess("locked")
+        let r = try Inspector.inspect(pid: p.pid, options: InspectOptions(maxAttempts: 3))
+        #expect(r.attempts == 3)
+        let w = r.warnings.first { $0.kind == .unsettled }
+        #expect(w?.message.contains("arena 0") == true && w?.message.contains("mutex is held") == true, "\(r.warnings)")
+        var outstanding: [UInt64: UInt64] = [:]
+        let t = r.chunks
+        for i in 0..<t.count where t.state[i].isOutstanding { outstanding[t.userAddress(i)] = t.usableSize(i) }
+        #expect(outstanding == p.manifest.live)
+        for (name, value) in r.mallinfo2.fields { #expect(p.manifest.mallinfo2[name] == value, "mallinfo2.\(name)") }
+        #expect(p.release().ok)
+    }
 }
