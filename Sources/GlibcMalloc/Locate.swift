@@ -28,7 +28,11 @@ extension GlibcCapture {
         } else {
             throw .mainArenaNotFound("found main_arena at 0x\(hex(mainArena)) but no mp_ (malloc_par) signature")
         }
-        discovery = how.joined(separator: ", ")
+        if target.mainArenaSymbol != nil && target.mpSymbol != nil {
+            discovery = "main_arena and mp_ from \(target.symbolSource)"
+        } else {
+            discovery = how.joined(separator: ", ")
+        }
     }
 
     /// Every 8-aligned slot pair that holds its own address minus 16 is an empty bin; each votes
