@@ -1,5 +1,5 @@
 /* One thread, a chunk in every bin kind: tcache, fastbin, unsorted, small, large, plus top,
- * two mmapped chunks (one memalign'd). The frees are ordered so glibc 2.36's placement is certain:
+ * three mmapped chunks (one memalign'd, one calloc'd and never written). The frees are ordered so glibc 2.36's placement is certain:
  * - a size's first 7 frees fill its tcache bin; later frees of it go to fastbins (<= 0x80) or the
  *   unsorted bin;
  * - a malloc that finds no fit sorts the unsorted bin into small and large bins;
@@ -14,7 +14,8 @@ int main(int argc, char **argv) {
     /* mmapped chunks first (request >= mmap threshold 128 KiB) */
     void *big = t_malloc(0x300000); memset(big, 0xab, 64);
     void *aligned = t_memalign(0x10000, 0x300000); memset(aligned, 0xcd, 64);
-    (void)big; (void)aligned;
+    void *zeroed = calloc(1, 0x400000);   /* all zero: its pages after the first are not resident */
+    (void)big; (void)aligned; (void)zeroed;
 
     /* chunks to go to the small, large and (later) unsorted bins, each behind a guard */
     void *small_a = t_malloc(0x100); guard();        /* chunk 0x110 */

@@ -264,7 +264,8 @@ extension GlibcCapture {
                         let size = sizeField & ~7
                         if sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, p + size <= piece.end {
                             var chunk = p, chunkSize = size
-                            if let real = memalignedHeader(remote: remote, mapping: p, mapSize: size) {
+                            let res = resident.map { Array($0[i..<min(n, i + Int(size / page))]) }
+                            if let real = memalignedHeader(remote: remote, mapping: p, mapSize: size, resident: res) {
                                 chunk = real.0; chunkSize = real.1
                             }
                             mmappedChunks.append((chunk, chunkSize, chunk - p))
@@ -284,13 +285,18 @@ extension GlibcCapture {
     }
 
     /// memalign'd mmapped chunk: a stale header (0, mapsize|2) at the mapping start, the real header
-    /// further on, whose prev_size equals its offset from the mapping start. Lead areas are zero.
-    private func memalignedHeader(remote: RemoteMemory, mapping p: UInt64, mapSize: UInt64) -> (UInt64, UInt64)? {
+    /// further on, whose prev_size equals its offset from the mapping start. Lead areas are zero, and
+    /// pages that are not resident are zero too, so only resident pages are read.
+    private func memalignedHeader(remote: RemoteMemory, mapping p: UInt64, mapSize: UInt64, resident: [Bool]?) -> (UInt64, UInt64)? {
         let limit = min(mapSize - 32, 1 << 20)     // alignments up to 1 MiB
         var off: UInt64 = 16
-        var buf = [UInt64](repeating: 0, count: 512)
+        var buf = [UInt64](repeating: 0, count: 512)   // one page
         while off < limit {
-            let want = Int(min(UInt64(buf.count * 8), limit - off))
+            if let res = resident, Int(off / 4096) < res.count, !res[Int(off / 4096)] {
+                off = (off / 4096 + 1) * 4096
+                continue
+            }
+            let want = Int(min(4096 - off % 4096, limit - off))
             let n = buf.withUnsafeMutableBytes { remote.read(p + off, into: $0.baseAddress!, count: want) }
             if n < 8 { return nil }
             for k in 0..<(n / 8) where buf[k] != 0 {

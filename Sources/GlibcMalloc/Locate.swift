@@ -18,7 +18,6 @@ extension GlibcCapture {
             throw .mainArenaNotFound("no symbols for it and no malloc_state signature in \(target.dataRanges.count) writable data ranges")
         }
         guard let top = remote.word(mainArena + L.arenaTop), top != 0 else { throw .notInitialised }
-        _ = top
         if let sym = target.mpSymbol {
             mp = sym
             how.append("mp_ from \(target.symbolSource)")

@@ -1,16 +1,6 @@
 import HeapModel
 import ProcessAccess
 
-/// What walking a captured glibc heap produced.
-public struct GlibcWalkResult: Sendable {
-    public var arenas: [ArenaSummary]
-    public var mmapped: Tally
-    public var mallinfo2: MallInfo2
-    public var chunks: ChunkTable
-    public var threads: [ThreadInfo]
-    public var warnings: [HeapWarning]
-}
-
 /// A free chunk as found in one of malloc's lists.
 struct ListedFree {
     var address: UInt64
@@ -59,7 +49,7 @@ extension Array where Element == ListedFree {
 let maxListHops = 50_000_000
 
 extension GlibcCapture {
-    public func walk() -> GlibcWalkResult {
+    public func walk() -> HeapWalk {
         let L = target.layout
         var warnings = self.warnings
         if let w = crossCheckSignature() { warnings.append(w) }
@@ -248,7 +238,7 @@ extension GlibcCapture {
         info.hblks = nMmaps
         info.hblkhd = mmappedMem
         info.keepcost = topSizes.first ?? 0
-        return GlibcWalkResult(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
+        return HeapWalk(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
                                threads: threadInfos, warnings: warnings)
     }
 

@@ -186,7 +186,22 @@ public struct ThreadInfo: Sendable {
     }
 }
 
-/// Everything one inspection learned.
+/// What an allocator walker learned about a heap.
+public struct HeapWalk: Sendable {
+    public var arenas: [ArenaSummary]
+    public var mmapped: Tally
+    public var mallinfo2: MallInfo2
+    public var chunks: ChunkTable
+    public var threads: [ThreadInfo]
+    public var warnings: [HeapWarning]
+    public init(arenas: [ArenaSummary], mmapped: Tally, mallinfo2: MallInfo2, chunks: ChunkTable,
+                threads: [ThreadInfo], warnings: [HeapWarning]) {
+        self.arenas = arenas; self.mmapped = mmapped; self.mallinfo2 = mallinfo2
+        self.chunks = chunks; self.threads = threads; self.warnings = warnings
+    }
+}
+
+/// Everything one inspection learned: the walk, and how it was obtained.
 public struct HeapReport: Sendable {
     public var pid: Int32
     public var pauseMicroseconds: UInt64
@@ -194,22 +209,21 @@ public struct HeapReport: Sendable {
     public var allocator: String          // "glibc"
     public var allocatorVersion: String   // "2.36"
     public var discovery: String          // how the allocator's roots were found
-    public var arenas: [ArenaSummary]
-    public var mmapped: Tally
-    public var mallinfo2: MallInfo2
-    public var chunks: ChunkTable
-    public var threads: [ThreadInfo]
-    public var warnings: [HeapWarning]
+    public var heap: HeapWalk
     public var copiedBytes: Int
     public var analysisMicroseconds: UInt64
     public init(pid: Int32, pauseMicroseconds: UInt64, attempts: Int, allocator: String, allocatorVersion: String,
-                discovery: String, arenas: [ArenaSummary], mmapped: Tally, mallinfo2: MallInfo2, chunks: ChunkTable,
-                threads: [ThreadInfo], warnings: [HeapWarning], copiedBytes: Int, analysisMicroseconds: UInt64) {
+                discovery: String, heap: HeapWalk, copiedBytes: Int, analysisMicroseconds: UInt64) {
         self.pid = pid; self.pauseMicroseconds = pauseMicroseconds; self.attempts = attempts; self.allocator = allocator
-        self.allocatorVersion = allocatorVersion; self.discovery = discovery; self.arenas = arenas; self.mmapped = mmapped
-        self.mallinfo2 = mallinfo2; self.chunks = chunks; self.threads = threads; self.warnings = warnings
+        self.allocatorVersion = allocatorVersion; self.discovery = discovery; self.heap = heap
         self.copiedBytes = copiedBytes; self.analysisMicroseconds = analysisMicroseconds
     }
+    public var arenas: [ArenaSummary] { heap.arenas }
+    public var mmapped: Tally { heap.mmapped }
+    public var mallinfo2: MallInfo2 { heap.mallinfo2 }
+    public var chunks: ChunkTable { heap.chunks }
+    public var threads: [ThreadInfo] { heap.threads }
+    public var warnings: [HeapWarning] { heap.warnings }
     /// Tallies by state over all arenas and mmapped chunks.
     public var totals: [ChunkState: Tally] {
         var t: [ChunkState: Tally] = [:]

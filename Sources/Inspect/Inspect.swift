@@ -112,7 +112,8 @@ public enum Inspector {
             }
             att.detach()
             pause = att.pauseMicroseconds
-            if let sig = Optional(Attachment.terminationRequested()), sig != 0 { throw .process(.interrupted(signal: sig)) }
+            let sig = Attachment.terminationRequested()   // only when the caller handles these signals
+            if sig != 0 { throw .process(.interrupted(signal: sig)) }
             if capture.unsettled.isEmpty || attempt >= options.maxAttempts { break }
             retryNotes.append(contentsOf: capture.unsettled)
             usleep(UInt32(1000 * attempt))   // let the thread leave malloc
@@ -125,8 +126,7 @@ public enum Inspector {
         }
         return HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
                           allocatorVersion: target.layout.version, discovery: capture.discovery,
-                          arenas: walk.arenas, mmapped: walk.mmapped, mallinfo2: walk.mallinfo2, chunks: walk.chunks,
-                          threads: walk.threads, warnings: walk.warnings, copiedBytes: capture.image.totalBytes,
+                          heap: walk, copiedBytes: capture.image.totalBytes,
                           analysisMicroseconds: (nowNs() - t1) / 1000)
     }
 
