@@ -5,7 +5,7 @@ PKGS       := libdw-dev libelf-dev elfutils gcc valgrind libc6-dbg pkg-config
 TT         := TestTargets/build
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
-TRACKED    := heap_kinds threads corrupt locked
+TRACKED    := heap_kinds threads corrupt locked noncontig
 BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc
 
 .PHONY: all deps build debug targets test demo bench clean

@@ -51,6 +51,9 @@ public final class GlibcCapture: @unchecked Sendable {
     public internal(set) var warnings: [HeapWarning] = []
     public internal(set) var discovery: String = ""
     public internal(set) var heapBytesCopied = 0
+    /// Non-contiguous main arena: mappings holding its mmap'd regions, split into regions after
+    /// detaching (see `resolveMainRegions`).
+    public internal(set) var mainRegionMappings: [Segment] = []
 
     public init(target: GlibcTarget) { self.target = target }
 }
@@ -180,14 +183,29 @@ extension GlibcCapture {
                                         mapped: Segment(start: sbrk, end: top + topSize)))
             requests.append(.init(start: first, count: Int(top + 16 - first), label: "main heap"))
         } else {
-            // Non-contiguous main arena: the brk part, then the region holding top.
+            // Non-contiguous main arena (brk failed or was moved): the brk part ends in a double
+            // fencepost; the rest lives in mmap'd regions of >= 1 MiB that may have merged with
+            // each other or with neighbours. Copy every anonymous mapping that holds top or a
+            // chunk named by a main-arena bin; split them into regions after detaching.
             if let m = mapping(containing: sbrk) {
                 segments.append(HeapSegment(firstChunk: first, end: m.end, arena: 0, mapped: Segment(start: sbrk, end: m.end)))
                 requests.append(.init(start: first, count: Int(m.end - first), label: "main heap (brk)"))
             }
-            if let m = mapping(containing: top), !m.contains(sbrk) {
-                segments.append(HeapSegment(firstChunk: m.start, end: top + 16, arena: 0, mapped: Segment(start: m.start, end: top + topSize)))
-                requests.append(.init(start: m.start, count: Int(top + 16 - m.start), label: "main heap (mmap)"))
+            var hints: [UInt64] = [top]
+            for i in 0..<L.nFastbins { if let c = image.word(mainArena + L.arenaFastbins + UInt64(8 * i)), c != 0 { hints.append(c) } }
+            for i in 1..<L.nBins {
+                let b = L.binAt(mainArena, i)
+                for off: UInt64 in [16, 24] { if let c = image.word(b + off), c != b { hints.append(c) } }
+            }
+            var chosen: [Mapping] = []
+            for h in hints {
+                guard let m = mapping(containing: h), m.writable, m.isAnonymous, !m.contains(sbrk),
+                      !chosen.contains(m) else { continue }
+                chosen.append(m)
+            }
+            for m in chosen.sorted(by: { $0.start < $1.start }) {
+                mainRegionMappings.append(Segment(start: m.start, end: m.end))
+                requests.append(.init(start: m.start, count: Int(m.size), label: "main heap (mmap)"))
             }
         }
     }
@@ -229,6 +247,7 @@ extension GlibcCapture {
         let page: UInt64 = 4096
         var excluded = segments.map { $0.mapped }
         excluded.append(contentsOf: target.dataRanges)
+        excluded.append(contentsOf: mainRegionMappings)
         for m in target.maps where m.readable && m.writable && !m.shared && (m.isAnonymous || m.path == "[heap]") {
             // Pieces of this mapping not covered by a heap segment.
             var pieces = [Segment(start: m.start, end: m.end)]

@@ -156,12 +156,13 @@ extension GlibcCapture {
         var cols = Columns()
         cols.reserve(estimateChunkCount())
         var fi = 0
-        let segs = segments.sorted { $0.firstChunk < $1.firstChunk }
         var tops = [UInt64](repeating: 0, count: arenas.count), topSizes = [UInt64](repeating: 0, count: arenas.count)
         for (ai, ar) in arenas.enumerated() {
             tops[ai] = image.word(ar + L.arenaTop) ?? 0
             topSizes[ai] = (image.word(tops[ai] + 8) ?? 0) & ~7
         }
+        let segs = (segments + resolveMainRegions(top: tops.first ?? 0, topSize: topSizes.first ?? 0, warnings: &warnings))
+            .sorted { $0.firstChunk < $1.firstChunk }
         // Segments and mmapped chunks are disjoint: visiting them in address order keeps the table sorted.
         var mmapped = Tally()
         var mmappedMapBytes: UInt64 = 0
@@ -230,6 +231,11 @@ extension GlibcCapture {
             info.fordblks += avail
             info.uordblks += sys &- avail
             let mutex = UInt32(truncatingIfNeeded: image.word(ar + L.arenaMutex) ?? 0)
+            // Self-check: an arena's segments add up to its system_mem.
+            let segBytes = segs.filter { $0.arena == ai }.reduce(UInt64(0)) { $0 + ($1.mapped.end - $1.mapped.start) }
+            if segBytes != sys {
+                warnings.append(.init(.totalsMismatch, ar, "arena \(ai): its heap segments hold \(segBytes) bytes, system_mem says \(sys)"))
+            }
             summaries.append(ArenaSummary(index: ai, address: ar, isMain: ai == 0, systemBytes: sys,
                                           segments: segs.filter { $0.arena == ai }.map { $0.mapped },
                                           attachedThreads: image.word(ar + L.arenaAttachedThreads) ?? 0, mutexHeld: mutex != 0,
@@ -289,7 +295,11 @@ extension GlibcCapture {
                 p = r
                 continue
             }
-            if sz == 16 { p = nextP; continue }                 // 0x10 fencepost: malloc's, not a chunk
+            if sz == 16 {                                      // 0x10 fencepost: malloc's, not a chunk
+                // Two in a row close a main-arena region whose top moved elsewhere.
+                if nextP + 16 <= limit, sizeField(nextP) & ~7 == 16 { break }
+                p = nextP; continue
+            }
             let nextInUse = nextP + 16 <= reg.end ? (sizeField(nextP) & L.prevInUse != 0) : true
             var st: ChunkState
             if fi < listed.count, listed[fi].address == p {
@@ -368,5 +378,48 @@ extension GlibcCapture {
         var out: [Int32: UInt64] = [:]
         for t in withTP { if let v = image.word(t.fsBase - b.delta), v != 0 { out[t.tid] = v } }
         return out
+    }
+}
+
+extension GlibcCapture {
+    /// Split the copied mappings of a non-contiguous main arena into its regions: each starts on a
+    /// page boundary, and its chunk chain ends exactly at top or at a double fencepost.
+    func resolveMainRegions(top: UInt64, topSize: UInt64, warnings: inout [HeapWarning]) -> [HeapSegment] {
+        var out: [HeapSegment] = []
+        for m in mainRegionMappings {
+            guard let reg = image.region(containing: m.start, length: 16) else { continue }
+            let end = min(m.end, reg.end)
+            var q = m.start
+            while q + 32 <= end {
+                guard let e = regionEnd(from: q, limit: end, top: top, topSize: topSize, reg: reg) else {
+                    q += 4096
+                    continue
+                }
+                out.append(HeapSegment(firstChunk: q, end: e.walkEnd, arena: 0, mapped: Segment(start: q, end: e.regionEnd)))
+                q = (e.regionEnd + 4095) & ~4095
+            }
+        }
+        if out.isEmpty && !mainRegionMappings.isEmpty {
+            warnings.append(.init(.corruptChunk, top, "main arena is non-contiguous and no region leading to its top 0x\(hex(top)) was found"))
+        }
+        return out
+    }
+
+    /// If a chunk chain from `start` ends at top or at a double fencepost, where that region ends.
+    private func regionEnd(from start: UInt64, limit: UInt64, top: UInt64, topSize: UInt64, reg: Region)
+        -> (walkEnd: UInt64, regionEnd: UInt64)? {
+        let L = target.layout
+        var p = start
+        var chunks = 0
+        while p + 16 <= limit {
+            if p == top { return chunks > 0 || p == start ? (top + 16, top + topSize) : nil }
+            let sf = reg.word(p + 8)
+            let sz = sf & ~7
+            guard sz >= 16, sz & L.alignMask == 0, sf & L.isMmapped == 0, p + sz > p, p + sz <= limit else { return nil }
+            if sz == 16, p + 32 <= limit, reg.word(p + 24) & ~7 == 16 { return chunks > 0 ? (p + 32, p + 32) : nil }
+            chunks += 1
+            p += sz
+        }
+        return nil
     }
 }

@@ -69,6 +69,18 @@ struct WalkTests {
         #expect(p.release().ok)
     }
 
+    @Test("non-contiguous main arena: brk blocked, the arena continues in merged mmap'd regions", arguments: [true, false])
+    func nonContiguous(debugInfo: Bool) throws {
+        let p = try TargetProcess("noncontig")
+        let r = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: debugInfo))
+        expectExact(r, p.manifest, signature: !debugInfo)
+        // the brk heap plus mmap'd regions, which add up exactly to system_mem
+        let main = r.arenas[0]
+        #expect(main.segments.count > 2)
+        #expect(main.segments.reduce(0) { $0 + ($1.end - $1.start) } == main.systemBytes)
+        #expect(p.release().ok)
+    }
+
     @Test("corrupted heap: bad size field and cyclic tcache list are named, walk finishes")
     func corrupt() throws {
         let p = try TargetProcess("corrupt")
