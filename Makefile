@@ -1,12 +1,12 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev elfutils gcc valgrind libc6-dbg pkg-config
+PKGS       := libdw-dev libelf-dev elfutils gcc valgrind libc6-dbg pkg-config libjemalloc2 musl-tools
 TT         := TestTargets/build
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl
 
 .PHONY: all deps build debug targets test demo bench clean
 
@@ -61,3 +61,8 @@ clean:
 
 $(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<
+
+$(TT)/plain_wait: TestTargets/plain_wait.c | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $<
+$(TT)/plain_wait_musl: TestTargets/plain_wait.c | $(TT)
+	musl-gcc -static -O0 -g -o $@ $<

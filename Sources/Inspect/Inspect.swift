@@ -161,7 +161,7 @@ public enum Inspector {
         }
         let filePath = ProcFS.mappedFilePath(pid: pid, mapping: holder[0])
         guard let version = GlibcVersion.read(path: filePath) else {
-            throw .glibc(.notGlibc(isStatic ? "static executable \(exe) contains no GNU C Library version string" : "cannot read glibc's version from \(holder[0].path)"))
+            throw .glibc(.notGlibc(isStatic ? "static executable \(exe) is not linked with glibc (no GNU C Library version string; musl or another libc?)" : "cannot read glibc's version from \(holder[0].path)"))
         }
         guard let layout = GlibcLayout(version: version) else { throw .glibc(.unsupportedVersion(version)) }
 

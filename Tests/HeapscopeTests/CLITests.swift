@@ -55,7 +55,7 @@ struct CLITests {
         #expect(p.release().ok)
     }
 
-    @Test("bad input: no such pid (3), bad state (64), not glibc malloc (6), corrupted heap (2)")
+    @Test("bad input: no such pid (3), bad state (64), not glibc malloc: own, jemalloc, musl (6), corrupted heap (2)")
     func errors() throws {
         var r = try run(Paths.heapscope, ["stat", "999999"])
         #expect(r.status == 3)
@@ -71,6 +71,19 @@ struct CLITests {
         #expect(r.status == 6)
         #expect(r.err.contains("does not use glibc malloc") && r.err.contains("own_malloc"), "\(r.err)")
         #expect(own.release().ok)
+
+        let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+        let je = try TargetProcess("plain_wait", env: ["LD_PRELOAD=\(jemalloc)"])
+        r = try run(Paths.heapscope, ["stat", String(je.pid)])
+        #expect(r.status == 6)
+        #expect(r.err.contains("jemalloc is loaded (\(jemalloc))"), "\(r.err)")
+        #expect(je.release().ok)
+
+        let musl = try TargetProcess("plain_wait_musl")
+        r = try run(Paths.heapscope, ["stat", String(musl.pid)])
+        #expect(r.status == 6)
+        #expect(r.err.contains("is not linked with glibc"), "\(r.err)")
+        #expect(musl.release().ok)
 
         let bad = try TargetProcess("corrupt")
         r = try run(Paths.heapscope, ["stat", String(bad.pid)])
