@@ -21,11 +21,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "CShim", path: "Sources/CShim"),
+        .target(name: "CShim", path: "Sources/CShim", linkerSettings: [.linkedLibrary("stdc++")]),
         .systemLibrary(name: "CLibdw", path: "Sources/CLibdw", pkgConfig: "libdw",
                        providers: [.apt(["libdw-dev", "libelf-dev"])]),
         .target(name: "ProcessAccess", dependencies: ["CShim"], path: "Sources/ProcessAccess"),
-        .target(name: "Symbols", dependencies: ["CLibdw", "ProcessAccess"], path: "Sources/Symbols"),
+        .target(name: "Symbols", dependencies: ["CLibdw", "CShim", "ProcessAccess"], path: "Sources/Symbols"),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
         .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc"],

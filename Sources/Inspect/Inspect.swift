@@ -178,9 +178,9 @@ public enum Inspector {
         }
         // Symbols (never stops the target). libdwfl is not thread-safe: one user at a time.
         let wanted: Set<String> = mallocFunctionNames.union(["main_arena", "mp_", "tcache", "thread_arena"])
-        let looked: Result<([String: Symbol], String), SymbolsError> = ProcessSymbols.lock.locked {
+        let looked: Result<([String: Symbol], String), SymbolsError> = SymbolSession.lock.locked {
             do {
-                let syms = try ProcessSymbols(pid: pid, useDebugInfo: options.useDebugInfo)
+                let syms = try SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo)
                 return .success(syms.symbols(named: wanted, inModuleAt: holder[0].start))
             } catch let e as SymbolsError { return .failure(e) } catch { return .failure(.dwfl(call: "symbols", subject: "pid \(pid)", message: "\(error)")) }
         }

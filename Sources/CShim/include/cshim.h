@@ -55,3 +55,9 @@ int hs_pending_termination_signal(void);
 uint64_t hs_monotonic_ns(void);
 
 #endif
+
+/// Demangle an Itanium C++ (and legacy Rust) symbol with the C++ runtime's __cxa_demangle.
+/// Returns a malloc'd string or NULL; the caller frees it.
+char *hs_demangle_cxx(const char *mangled);
+/// Demangle a Swift symbol with the Swift runtime's swift_demangle. malloc'd or NULL.
+char *hs_demangle_swift(const char *mangled, size_t len);

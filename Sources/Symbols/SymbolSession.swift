@@ -28,14 +28,17 @@ public enum SymbolsError: Error, CustomStringConvertible {
     }
 }
 
-/// Symbols of a live process through libdwfl: modules from /proc/PID/maps, ELF files via
-/// /proc/PID/root, debug files via build-id and .gnu_debuglink (unless disabled).
-/// Set-up order as elfutils' own tools: dwfl_begin -> dwfl_linux_proc_report -> dwfl_report_end.
+/// A libdwfl session over a live process (modules from /proc/PID/maps, files through
+/// /proc/PID/root, the vDSO from memory) or over one ELF file; debug files come through build-id
+/// (/usr/lib/debug/.build-id) and .gnu_debuglink unless disabled.
+/// Set-up order as elfutils' own tools: dwfl_begin -> dwfl_*_report -> dwfl_report_end.
 ///
-/// elfutils is not thread-safe: every libdwfl/libelf call of heapscope runs under `ProcessSymbols.lock`.
-public final class ProcessSymbols {
+/// elfutils is not thread-safe: every libdwfl/libelf call of heapscope runs under `SymbolSession.lock`.
+public final class SymbolSession {
     /// Serialises all use of libdw/libelf in this process.
     public static let lock = LibdwLock()
+    var indexes: [UnsafeMutableRawPointer: ModuleIndex] = [:]
+    public let file: String?
 
     let dwfl: OpaquePointer
     let callbacks: UnsafeMutablePointer<Dwfl_Callbacks>
@@ -45,18 +48,9 @@ public final class ProcessSymbols {
     /// `useDebugInfo: false` (or HEAPSCOPE_NO_DEBUGINFO=1) never opens separate debug files.
     public init(pid: Int32, useDebugInfo: Bool) throws(SymbolsError) {
         self.pid = pid
+        self.file = nil
         self.useDebugInfo = useDebugInfo
-        callbacks = .allocate(capacity: 1)
-        callbacks.initialize(to: Dwfl_Callbacks())
-        callbacks.pointee.find_elf = dwfl_linux_proc_find_elf
-        if useDebugInfo {
-            callbacks.pointee.find_debuginfo = dwfl_standard_find_debuginfo
-        } else {
-            callbacks.pointee.find_debuginfo = { _, _, _, _, _, _, _, debuginfo in
-                debuginfo?.pointee = nil
-                return -1
-            }
-        }
+        callbacks = SymbolSession.makeCallbacks(useDebugInfo: useDebugInfo, offline: false)
         guard let d = dwfl_begin(callbacks) else {
             callbacks.deallocate()
             throw .dwfl(call: "dwfl_begin", subject: "pid \(pid)", message: String(cString: dwfl_errmsg(-1)))
@@ -72,7 +66,48 @@ public final class ProcessSymbols {
         }
     }
 
+    /// A session over one ELF file; addresses are its virtual addresses.
+    public init(file path: String, useDebugInfo: Bool) throws(SymbolsError) {
+        pid = 0
+        file = path
+        self.useDebugInfo = useDebugInfo
+        callbacks = SymbolSession.makeCallbacks(useDebugInfo: useDebugInfo, offline: true)
+        guard let d = dwfl_begin(callbacks) else {
+            callbacks.deallocate()
+            throw .dwfl(call: "dwfl_begin", subject: path, message: String(cString: dwfl_errmsg(-1)))
+        }
+        dwfl = d
+        dwfl_report_begin(dwfl)
+        let m = dwfl_report_offline(dwfl, path, path, -1)
+        dwfl_report_end(dwfl, nil, nil)
+        if m == nil {
+            // Fully initialised: deinit ends the session.
+            throw .dwfl(call: "dwfl_report_offline", subject: path, message: String(cString: dwfl_errmsg(-1)))
+        }
+    }
+
+    static func makeCallbacks(useDebugInfo: Bool, offline: Bool) -> UnsafeMutablePointer<Dwfl_Callbacks> {
+        let cb = UnsafeMutablePointer<Dwfl_Callbacks>.allocate(capacity: 1)
+        cb.initialize(to: Dwfl_Callbacks())
+        if offline {
+            cb.pointee.find_elf = dwfl_build_id_find_elf
+            cb.pointee.section_address = dwfl_offline_section_address
+        } else {
+            cb.pointee.find_elf = dwfl_linux_proc_find_elf
+        }
+        if useDebugInfo {
+            cb.pointee.find_debuginfo = dwfl_standard_find_debuginfo
+        } else {
+            cb.pointee.find_debuginfo = { _, _, _, _, _, _, _, debuginfo in
+                debuginfo?.pointee = nil
+                return -1
+            }
+        }
+        return cb
+    }
+
     deinit {
+        indexes.removeAll()
         dwfl_end(dwfl)
         callbacks.deallocate()
     }

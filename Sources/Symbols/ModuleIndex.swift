@@ -1,0 +1,415 @@
+import CLibdw
+import Glibc
+
+/// One frame of a resolved address: a function and a source position. For the innermost frame
+/// the position is the address's own line; for an outer frame, the call site of the frame inside it.
+public struct SourceFrame: Sendable, Equatable {
+    public var function: String
+    public var file: String?
+    public var line: Int
+    public var column: Int
+}
+
+/// Everything known about one address. `reason` is set (and the rest mostly empty) when it could
+/// not be resolved; that is a value, not an error.
+public struct Resolution: Sendable {
+    public var address: UInt64
+    public var module: String?
+    public var buildID: String?
+    public var symbol: String?        // demangled
+    public var mangled: String?
+    public var type: Character?       // nm-style letter
+    public var offset: UInt64 = 0
+    public var size: UInt64 = 0
+    public var symbolFile: String?    // STT_FILE of a local symbol (used when there is no DWARF)
+    public var frames: [SourceFrame] = []   // innermost first; empty without line information
+    public var source: String?        // which tables answered
+    public var reason: String?
+    public init(address: UInt64) { self.address = address }
+}
+
+/// The indexes of one module, built once: its symbol table sorted by address, the address ranges
+/// of its compile units (from the DIEs, so binaries without .debug_aranges work), and per compile
+/// unit, on first use, a sorted line table and the tree of functions and inlined calls.
+final class ModuleIndex {
+    let module: OpaquePointer
+    let name: String
+    let buildID: String?
+    let symbolSource: String
+    private let debugSource: String?
+
+    // symbols, sorted by address
+    private var symAddr: [UInt64] = []
+    private var symSize: [UInt64] = []
+    private var symName: [String] = []
+    private var symType: [Character] = []
+    private var symFile: [Int32] = []
+    private var fileNames: [String] = []
+
+    // compile units
+    private let dwarf: OpaquePointer?
+    private let bias: UInt64
+    private var cuLo: [UInt64] = [], cuHi: [UInt64] = [], cuIdx: [Int] = []
+    private var cuDies: [Dwarf_Die] = []
+    private var lines: [Int: LineTable] = [:]
+    private var trees: [Int: InlineTree] = [:]
+
+    init(module m: OpaquePointer) {
+        module = m
+        var low: Dwarf_Addr = 0
+        var mainfile: UnsafePointer<CChar>? = nil, debugfile: UnsafePointer<CChar>? = nil
+        let n = dwfl_module_info(m, nil, &low, nil, nil, nil, nil, nil)
+        name = n.map { String(cString: $0) } ?? "?"
+        var idp: UnsafePointer<UInt8>? = nil
+        var vaddr: GElf_Addr = 0
+        let idlen = dwfl_module_build_id(m, &idp, &vaddr)
+        if idlen > 0, let idp {
+            buildID = (0..<Int(idlen)).map { String(format2hex(idp[$0])) }.joined()
+        } else { buildID = nil }
+        // DWARF (loads the debug file through the session's find_debuginfo).
+        var b: Dwarf_Addr = 0
+        dwarf = dwfl_module_getdwarf(m, &b)
+        bias = b
+        _ = dwfl_module_info(m, nil, nil, nil, nil, nil, &mainfile, &debugfile)
+        debugSource = debugfile.map { String(cString: $0) }
+        let count = dwfl_module_getsymtab(m)
+        var src = count > 0 ? "symtab" : "no symbols"
+        if count > 0 { src = ModuleIndex.symtabKind(m) }
+        symbolSource = src
+        buildSymbols(count: Int(max(count, 0)))
+        buildCompileUnits()
+    }
+
+    /// Which table libdwfl's symbols came from.
+    private static func symtabKind(_ m: OpaquePointer) -> String {
+        var mainfile: UnsafePointer<CChar>? = nil, debugfile: UnsafePointer<CChar>? = nil
+        _ = dwfl_module_info(m, nil, nil, nil, nil, nil, &mainfile, &debugfile)
+        var b: GElf_Addr = 0
+        if let e = dwfl_module_getelf(m, &b), hasSection(e, type: UInt32(SHT_SYMTAB)) { return ".symtab" }
+        if let d = debugfile { return ".symtab of \(String(cString: d))" }
+        return ".dynsym"
+    }
+
+    private static func hasSection(_ e: OpaquePointer, type: UInt32) -> Bool {
+        var scn: OpaquePointer? = nil
+        while true {
+            scn = elf_nextscn(e, scn)
+            guard let s = scn else { return false }
+            var sh = GElf_Shdr()
+            if gelf_getshdr(s, &sh) != nil, sh.sh_type == type { return true }
+        }
+    }
+
+    // MARK: symbols
+
+    private func buildSymbols(count: Int) {
+        struct Entry { var addr: UInt64; var size: UInt64; var name: String; var type: Character; var file: Int32; var rank: Int }
+        var entries: [Entry] = []
+        entries.reserveCapacity(count)
+        var currentFile: Int32 = -1
+        var sectionLetter: [Int: Character] = [:]
+        for i in 0..<count {
+            var sym = GElf_Sym()
+            var addr: GElf_Addr = 0
+            var shndx: GElf_Word = 0
+            var elf: OpaquePointer? = nil
+            var b: Dwarf_Addr = 0
+            guard let cname = dwfl_module_getsym_info(module, Int32(i), &sym, &addr, &shndx, &elf, &b) else { continue }
+            let type = Int32(sym.st_info & 0xf), bind = Int32(sym.st_info >> 4)
+            if type == STT_FILE {
+                fileNames.append(String(cString: cname)); currentFile = Int32(fileNames.count - 1); continue
+            }
+            guard type == STT_FUNC || type == STT_OBJECT || type == STT_NOTYPE || type == STT_GNU_IFUNC,
+                  shndx != UInt32(SHN_UNDEF), cname[0] != 0 else { continue }
+            let name = String(cString: cname)
+            if type == STT_NOTYPE && (name.hasPrefix("$") || name.hasPrefix(".L")) { continue }
+            var letter: Character
+            if shndx == UInt32(SHN_ABS) { letter = "a" }
+            else if let l = sectionLetter[Int(shndx)] { letter = l }
+            else {
+                letter = ModuleIndex.sectionLetter(elf, Int(shndx))
+                sectionLetter[Int(shndx)] = letter
+            }
+            if type == STT_GNU_IFUNC { letter = "i" }
+            else if bind == STB_WEAK { letter = type == STT_OBJECT ? "V" : "W" }
+            else if bind == STB_GLOBAL || bind == STB_GNU_UNIQUE { letter = Character(letter.uppercased()) }
+            let rank = (type == STT_FUNC || type == STT_GNU_IFUNC ? 8 : (type == STT_OBJECT ? 4 : 0))
+                + (bind == STB_GLOBAL ? 2 : (bind == STB_WEAK ? 1 : 0)) + (sym.st_size > 0 ? 16 : 0)
+            entries.append(Entry(addr: addr, size: sym.st_size, name: name, type: letter,
+                                 file: bind == STB_LOCAL ? currentFile : -1, rank: rank))
+        }
+        entries.sort { $0.addr < $1.addr || ($0.addr == $1.addr && $0.rank > $1.rank) }
+        for e in entries where symAddr.last != e.addr {
+            symAddr.append(e.addr); symSize.append(e.size); symName.append(e.name); symType.append(e.type); symFile.append(e.file)
+        }
+    }
+
+    /// nm's letter for a section (lower case; made upper case for global symbols).
+    private static func sectionLetter(_ elf: OpaquePointer?, _ shndx: Int) -> Character {
+        guard let e = elf, let scn = elf_getscn(e, shndx) else { return "?" }
+        var sh = GElf_Shdr()
+        guard gelf_getshdr(scn, &sh) != nil else { return "?" }
+        var shstrndx = 0
+        _ = elf_getshdrstrndx(e, &shstrndx)
+        let name = elf_strptr(e, shstrndx, Int(sh.sh_name)).map { String(cString: $0) } ?? ""
+        if sh.sh_flags & UInt64(SHF_EXECINSTR) != 0 { return "t" }
+        if name.hasPrefix(".bss") || name.hasPrefix(".tbss") || (sh.sh_type == UInt32(SHT_NOBITS) && name.isEmpty) { return "b" }
+        if sh.sh_flags & UInt64(SHF_WRITE) != 0 { return "d" }
+        if sh.sh_flags & UInt64(SHF_ALLOC) != 0 { return "r" }
+        return "n"
+    }
+
+    /// The symbol holding `a`: the last one starting at or before it whose size covers it
+    /// (a symbol of size 0 covers up to the next symbol).
+    func symbol(at a: UInt64, into r: inout Resolution) -> Bool {
+        var lo = 0, hi = symAddr.count
+        while lo < hi { let mid = (lo + hi) >> 1; if symAddr[mid] <= a { lo = mid + 1 } else { hi = mid } }
+        var i = lo - 1
+        var tries = 0
+        while i >= 0 && tries < 16 {
+            let end = symSize[i] > 0 ? symAddr[i] &+ symSize[i] : (i + 1 < symAddr.count ? symAddr[i + 1] : symAddr[i] &+ 1)
+            if a < end {
+                r.mangled = symName[i]
+                r.symbol = Demangle.name(symName[i])
+                r.type = symType[i]
+                r.offset = a - symAddr[i]
+                r.size = symSize[i]
+                if symFile[i] >= 0 { r.symbolFile = fileNames[Int(symFile[i])] }
+                return true
+            }
+            i -= 1; tries += 1
+        }
+        return false
+    }
+
+    /// Every symbol, in address order (for `gensyms`).
+    func allSymbols() -> [(address: UInt64, size: UInt64, type: Character, name: String, file: String?)] {
+        (0..<symAddr.count).map { (symAddr[$0], symSize[$0], symType[$0], symName[$0], symFile[$0] >= 0 ? fileNames[Int(symFile[$0])] : nil) }
+    }
+
+    // MARK: compile units
+
+    private func buildCompileUnits() {
+        guard dwarf != nil else { return }
+        var b: Dwarf_Addr = 0
+        var cu: UnsafeMutablePointer<Dwarf_Die>? = nil
+        var ranges: [(UInt64, UInt64, Int)] = []
+        while true {
+            cu = dwfl_module_nextcu(module, cu, &b)
+            guard let c = cu else { break }
+            let idx = cuDies.count
+            cuDies.append(c.pointee)
+            var die = c.pointee
+            var found = ModuleIndex.ranges(of: &die)
+            if found.isEmpty { found = ModuleIndex.subprogramRanges(in: die) }
+            for (s, e) in found where e > s { ranges.append((s &+ bias, e &+ bias, idx)) }
+        }
+        ranges.sort { $0.0 < $1.0 }
+        cuLo = ranges.map(\.0); cuHi = ranges.map(\.1); cuIdx = ranges.map(\.2)
+    }
+
+    static func ranges(of die: inout Dwarf_Die) -> [(UInt64, UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        var off: Int = 0
+        var base: Dwarf_Addr = 0, s: Dwarf_Addr = 0, e: Dwarf_Addr = 0
+        while true {
+            off = dwarf_ranges(&die, off, &base, &s, &e)
+            if off <= 0 { break }
+            out.append((s, e))
+        }
+        return out
+    }
+
+    /// A compile unit without DW_AT_ranges/high_pc: the union of its functions' ranges.
+    static func subprogramRanges(in cu: Dwarf_Die) -> [(UInt64, UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        var cu = cu
+        var child = Dwarf_Die()
+        guard dwarf_child(&cu, &child) == 0 else { return out }
+        repeat {
+            if dwarf_tag(&child) == Int32(DW_TAG_subprogram) { out.append(contentsOf: ranges(of: &child)) }
+        } while nextSibling(&child)
+        return out
+    }
+
+    private func compileUnit(at a: UInt64) -> Int? {
+        var lo = 0, hi = cuLo.count
+        while lo < hi { let mid = (lo + hi) >> 1; if cuLo[mid] <= a { lo = mid + 1 } else { hi = mid } }
+        var i = lo - 1
+        while i >= 0 && lo - i <= 8 {
+            if a < cuHi[i] { return cuIdx[i] }
+            i -= 1
+        }
+        return nil
+    }
+
+    /// Fill `frames` (innermost first) from the line table and the inline tree.
+    func sourceFrames(at a: UInt64, into r: inout Resolution) {
+        guard let cu = compileUnit(at: a) else { return }
+        let rel = a &- bias
+        if lines[cu] == nil { lines[cu] = LineTable(cu: cuDies[cu]) }
+        if trees[cu] == nil { trees[cu] = InlineTree(cu: cuDies[cu]) }
+        let loc = lines[cu]!.lookup(rel)
+        let chain = trees[cu]!.chain(at: rel)
+        guard !chain.isEmpty || loc != nil else { return }
+        var frames: [SourceFrame] = []
+        let innermostName = chain.last.map { trees[cu]!.name(of: $0) } ?? (r.symbol ?? "??")
+        frames.append(SourceFrame(function: innermostName, file: loc?.file, line: loc?.line ?? 0, column: loc?.column ?? 0))
+        if chain.count > 1 {
+            for k in stride(from: chain.count - 1, to: 0, by: -1) {
+                let site = trees[cu]!.callSite(of: chain[k])
+                frames.append(SourceFrame(function: trees[cu]!.name(of: chain[k - 1]), file: site.file, line: site.line, column: site.column))
+            }
+        }
+        r.frames = frames
+        r.source = debugSource.map { "DWARF of \($0)" } ?? "DWARF"
+    }
+}
+
+private func format2hex(_ b: UInt8) -> String {
+    let d = Array("0123456789abcdef")
+    return String([d[Int(b >> 4)], d[Int(b & 15)]])
+}
+
+/// A compile unit's line table, sorted by address, as parallel arrays.
+struct LineTable {
+    var addr: [UInt64] = [], line: [Int32] = [], col: [Int32] = [], file: [Int32] = [], endSeq: [Bool] = []
+    var files: [String] = []
+
+    init(cu: Dwarf_Die) {
+        var cu = cu
+        var lines: OpaquePointer? = nil
+        var n = 0
+        guard dwarf_getsrclines(&cu, &lines, &n) == 0, let lines else { return }
+        var fileIndex: [UnsafePointer<CChar>: Int32] = [:]
+        addr.reserveCapacity(n); line.reserveCapacity(n); col.reserveCapacity(n); file.reserveCapacity(n); endSeq.reserveCapacity(n)
+        for i in 0..<n {
+            guard let l = dwarf_onesrcline(lines, i) else { continue }
+            var a: Dwarf_Addr = 0, ln: Int32 = 0, c: Int32 = 0
+            var end = false
+            _ = dwarf_lineaddr(l, &a); _ = dwarf_lineno(l, &ln); _ = dwarf_linecol(l, &c); _ = dwarf_lineendsequence(l, &end)
+            var f: Int32 = -1
+            if let src = dwarf_linesrc(l, nil, nil) {
+                if let k = fileIndex[src] { f = k } else {
+                    f = Int32(files.count); files.append(String(cString: src)); fileIndex[src] = f
+                }
+            }
+            addr.append(a); line.append(ln); col.append(c); file.append(f); endSeq.append(end)
+        }
+    }
+
+    /// The row for `a`: the last row at the greatest address <= a that is not an end of sequence.
+    func lookup(_ a: UInt64) -> (file: String?, line: Int, column: Int)? {
+        var lo = 0, hi = addr.count
+        while lo < hi { let mid = (lo + hi) >> 1; if addr[mid] <= a { lo = mid + 1 } else { hi = mid } }
+        var i = lo - 1
+        guard i >= 0 else { return nil }
+        let at = addr[i]
+        while i >= 0 && addr[i] == at && endSeq[i] { i -= 1 }
+        guard i >= 0, addr[i] == at else { return nil }   // a lies past the end of a sequence
+        return (file[i] >= 0 ? files[Int(file[i])] : nil, Int(line[i]), Int(col[i]))
+    }
+}
+
+/// The functions of a compile unit and the calls inlined into them, as a tree with address ranges.
+struct InlineTree {
+    struct Node {
+        var die: Dwarf_Die
+        var ranges: [(UInt64, UInt64)]
+        var children: [Int] = []
+    }
+    var nodes: [Node] = []
+    var topLo: [UInt64] = [], topHi: [UInt64] = [], topNode: [Int] = []
+    let cu: Dwarf_Die
+    var files: OpaquePointer? = nil
+
+    init(cu: Dwarf_Die) {
+        self.cu = cu
+        var c = cu
+        var nfiles = 0
+        _ = dwarf_getsrcfiles(&c, &files, &nfiles)
+        // Depth-first over the whole unit with an explicit stack: (die, parent node or -1).
+        var stack: [(Dwarf_Die, Int)] = []
+        var child = Dwarf_Die()
+        if dwarf_child(&c, &child) == 0 {
+            repeat { stack.append((child, -1)) } while nextSibling(&child)
+        }
+        var tops: [(UInt64, UInt64, Int)] = []
+        while let (d, parent) = stack.popLast() {
+            var die = d
+            let tag = dwarf_tag(&die)
+            var owner = parent
+            if tag == Int32(DW_TAG_subprogram) || tag == Int32(DW_TAG_inlined_subroutine) {
+                let r = ModuleIndex.ranges(of: &die)
+                if !r.isEmpty {
+                    nodes.append(Node(die: die, ranges: r))
+                    owner = nodes.count - 1
+                    if parent >= 0 { nodes[parent].children.append(owner) } else {
+                        for (s, e) in r { tops.append((s, e, owner)) }
+                    }
+                }
+            } else if tag == Int32(DW_TAG_structure_type) || tag == Int32(DW_TAG_class_type)
+                        || tag == Int32(DW_TAG_union_type) || tag == Int32(DW_TAG_enumeration_type)
+                        || tag == Int32(DW_TAG_base_type) || tag == Int32(DW_TAG_variable)
+                        || tag == Int32(DW_TAG_formal_parameter) || tag == Int32(DW_TAG_typedef) {
+                continue   // no code inside
+            }
+            if dwarf_haschildren(&die) != 0, dwarf_child(&die, &child) == 0 {
+                repeat { stack.append((child, owner)) } while nextSibling(&child)
+            }
+        }
+        tops.sort { $0.0 < $1.0 }
+        topLo = tops.map(\.0); topHi = tops.map(\.1); topNode = tops.map(\.2)
+    }
+
+    /// Outermost function first, innermost inlined call last.
+    func chain(at a: UInt64) -> [Int] {
+        var lo = 0, hi = topLo.count
+        while lo < hi { let mid = (lo + hi) >> 1; if topLo[mid] <= a { lo = mid + 1 } else { hi = mid } }
+        var i = lo - 1
+        var top: Int? = nil
+        while i >= 0 && lo - i <= 16 {
+            if a < topHi[i] { top = topNode[i]; break }
+            i -= 1
+        }
+        guard var n = top else { return [] }
+        var out = [n]
+        while let next = nodes[n].children.first(where: { c in nodes[c].ranges.contains { a >= $0.0 && a < $0.1 } }) {
+            out.append(next); n = next
+        }
+        return out
+    }
+
+    /// llvm-symbolizer's default name: the demangled linkage name, else the plain name.
+    func name(of n: Int) -> String {
+        var die = nodes[n].die
+        var attr = Dwarf_Attribute()
+        for at in [UInt32(DW_AT_linkage_name), UInt32(DW_AT_MIPS_linkage_name)] {
+            if dwarf_attr_integrate(&die, at, &attr) != nil, let s = dwarf_formstring(&attr) {
+                return Demangle.name(String(cString: s))
+            }
+        }
+        if dwarf_attr_integrate(&die, UInt32(DW_AT_name), &attr) != nil, let s = dwarf_formstring(&attr) {
+            return String(cString: s)
+        }
+        return "??"
+    }
+
+    func callSite(of n: Int) -> (file: String?, line: Int, column: Int) {
+        var die = nodes[n].die
+        var attr = Dwarf_Attribute()
+        var v: Dwarf_Word = 0
+        var file: String? = nil, line = 0, col = 0
+        if dwarf_attr(&die, UInt32(DW_AT_call_file), &attr) != nil, dwarf_formudata(&attr, &v) == 0, let f = files,
+           let s = dwarf_filesrc(f, Int(v), nil, nil) { file = String(cString: s) }
+        if dwarf_attr(&die, UInt32(DW_AT_call_line), &attr) != nil, dwarf_formudata(&attr, &v) == 0 { line = Int(v) }
+        if dwarf_attr(&die, UInt32(DW_AT_call_column), &attr) != nil, dwarf_formudata(&attr, &v) == 0 { col = Int(v) }
+        return (file, line, col)
+    }
+}
+
+/// Advance `d` to its next sibling; false when there is none.
+@inline(__always) func nextSibling(_ d: inout Dwarf_Die) -> Bool {
+    var cur = d
+    return dwarf_siblingof(&cur, &d) == 0
+}
