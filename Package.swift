@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc"],
                 path: "Sources/Inspect"),
         .executableTarget(name: "heapscope", dependencies: [
-            "Inspect", "HeapModel",
+            "Inspect", "HeapModel", "Symbols",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],

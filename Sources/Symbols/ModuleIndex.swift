@@ -60,16 +60,19 @@ final class ModuleIndex {
         var mainfile: UnsafePointer<CChar>? = nil, debugfile: UnsafePointer<CChar>? = nil
         let n = dwfl_module_info(m, nil, &low, nil, nil, nil, nil, nil)
         name = n.map { String(cString: $0) } ?? "?"
+        // DWARF (loads the debug file through the session's find_debuginfo).
+        var b: Dwarf_Addr = 0
+        dwarf = dwfl_module_getdwarf(m, &b)
+        bias = b
+        // The build-id is known once the ELF file has been found (for a process: after getdwarf/getelf).
+        var eb: GElf_Addr = 0
+        _ = dwfl_module_getelf(m, &eb)
         var idp: UnsafePointer<UInt8>? = nil
         var vaddr: GElf_Addr = 0
         let idlen = dwfl_module_build_id(m, &idp, &vaddr)
         if idlen > 0, let idp {
             buildID = (0..<Int(idlen)).map { String(format2hex(idp[$0])) }.joined()
         } else { buildID = nil }
-        // DWARF (loads the debug file through the session's find_debuginfo).
-        var b: Dwarf_Addr = 0
-        dwarf = dwfl_module_getdwarf(m, &b)
-        bias = b
         _ = dwfl_module_info(m, nil, nil, nil, nil, nil, &mainfile, &debugfile)
         debugSource = debugfile.map { String(cString: $0) }
         let count = dwfl_module_getsymtab(m)
@@ -117,11 +120,14 @@ final class ModuleIndex {
             guard let cname = dwfl_module_getsym_info(module, Int32(i), &sym, &addr, &shndx, &elf, &b) else { continue }
             let type = Int32(sym.st_info & 0xf), bind = Int32(sym.st_info >> 4)
             if type == STT_FILE {
+                if cname[0] == 0 { currentFile = -1; continue }
                 fileNames.append(String(cString: cname)); currentFile = Int32(fileNames.count - 1); continue
             }
             guard type == STT_FUNC || type == STT_OBJECT || type == STT_NOTYPE || type == STT_GNU_IFUNC,
-                  shndx != UInt32(SHN_UNDEF), cname[0] != 0 else { continue }
-            let name = String(cString: cname)
+                  shndx != UInt32(SHN_UNDEF), shndx != UInt32(SHN_ABS), cname[0] != 0 else { continue }
+            var name = String(cString: cname)
+            // Symbol versions (`memcpy@@GLIBC_2.14`, `foo@VERS_1`) are not part of the name.
+            if let at = name.firstIndex(of: "@"), at != name.startIndex { name = String(name[..<at]) }
             if type == STT_NOTYPE && (name.hasPrefix("$") || name.hasPrefix(".L")) { continue }
             var letter: Character
             if shndx == UInt32(SHN_ABS) { letter = "a" }
@@ -130,11 +136,15 @@ final class ModuleIndex {
                 letter = ModuleIndex.sectionLetter(elf, Int(shndx))
                 sectionLetter[Int(shndx)] = letter
             }
+            if letter == "n" { continue }   // not loaded (e.g. .gnu.warning): no run-time address
             if type == STT_GNU_IFUNC { letter = "i" }
             else if bind == STB_WEAK { letter = type == STT_OBJECT ? "V" : "W" }
             else if bind == STB_GLOBAL || bind == STB_GNU_UNIQUE { letter = Character(letter.uppercased()) }
-            let rank = (type == STT_FUNC || type == STT_GNU_IFUNC ? 8 : (type == STT_OBJECT ? 4 : 0))
-                + (bind == STB_GLOBAL ? 2 : (bind == STB_WEAK ? 1 : 0)) + (sym.st_size > 0 ? 16 : 0)
+            // Among aliases at one address prefer: a size, a function, the fewest leading
+            // underscores (the public name: `malloc` over `__libc_malloc`), global over weak over local.
+            let underscores = min(name.prefix(while: { $0 == "_" }).count, 3)
+            let rank = (sym.st_size > 0 ? 64 : 0) + (type == STT_FUNC || type == STT_GNU_IFUNC ? 32 : (type == STT_OBJECT ? 16 : 0))
+                + (3 - underscores) * 4 + (bind == STB_GLOBAL ? 2 : (bind == STB_WEAK ? 1 : 0))
             entries.append(Entry(addr: addr, size: sym.st_size, name: name, type: letter,
                                  file: bind == STB_LOCAL ? currentFile : -1, rank: rank))
         }
@@ -232,6 +242,27 @@ final class ModuleIndex {
         return out
     }
 
+    /// The name (DW_AT_name) of the compile unit whose code holds `a`.
+    func compileUnitName(at a: UInt64) -> String? {
+        guard let cu = compileUnit(at: a) else { return nil }
+        var die = cuDies[cu]
+        return dwarf_diename(&die).map { absolutePath(String(cString: $0), compDir: compilationDirectory(cuDies[cu])) }
+    }
+
+    /// Run-time address of a file offset in the module's main ELF file (through its PT_LOAD headers).
+    func address(ofFileOffset off: UInt64) -> UInt64? {
+        var b: GElf_Addr = 0
+        guard let e = dwfl_module_getelf(module, &b) else { return nil }
+        var n = 0
+        guard elf_getphdrnum(e, &n) == 0 else { return nil }
+        for i in 0..<n {
+            var ph = GElf_Phdr()
+            guard gelf_getphdr(e, Int32(i), &ph) != nil, ph.p_type == UInt32(PT_LOAD) else { continue }
+            if off >= ph.p_offset && off < ph.p_offset + ph.p_filesz { return off - ph.p_offset + ph.p_vaddr + b }
+        }
+        return nil
+    }
+
     private func compileUnit(at a: UInt64) -> Int? {
         var lo = 0, hi = cuLo.count
         while lo < hi { let mid = (lo + hi) >> 1; if cuLo[mid] <= a { lo = mid + 1 } else { hi = mid } }
@@ -281,6 +312,7 @@ struct LineTable {
         var lines: OpaquePointer? = nil
         var n = 0
         guard dwarf_getsrclines(&cu, &lines, &n) == 0, let lines else { return }
+        let compDir = compilationDirectory(cu)
         var fileIndex: [UnsafePointer<CChar>: Int32] = [:]
         addr.reserveCapacity(n); line.reserveCapacity(n); col.reserveCapacity(n); file.reserveCapacity(n); endSeq.reserveCapacity(n)
         for i in 0..<n {
@@ -291,7 +323,7 @@ struct LineTable {
             var f: Int32 = -1
             if let src = dwarf_linesrc(l, nil, nil) {
                 if let k = fileIndex[src] { f = k } else {
-                    f = Int32(files.count); files.append(String(cString: src)); fileIndex[src] = f
+                    f = Int32(files.count); files.append(cleanPath(absolutePath(String(cString: src), compDir: compDir))); fileIndex[src] = f
                 }
             }
             addr.append(a); line.append(ln); col.append(c); file.append(f); endSeq.append(end)
@@ -401,12 +433,29 @@ struct InlineTree {
         var v: Dwarf_Word = 0
         var file: String? = nil, line = 0, col = 0
         if dwarf_attr(&die, UInt32(DW_AT_call_file), &attr) != nil, dwarf_formudata(&attr, &v) == 0, let f = files,
-           let s = dwarf_filesrc(f, Int(v), nil, nil) { file = String(cString: s) }
+           let s = dwarf_filesrc(f, Int(v), nil, nil) { file = cleanPath(absolutePath(String(cString: s), compDir: compilationDirectory(cu))) }
         if dwarf_attr(&die, UInt32(DW_AT_call_line), &attr) != nil, dwarf_formudata(&attr, &v) == 0 { line = Int(v) }
         if dwarf_attr(&die, UInt32(DW_AT_call_column), &attr) != nil, dwarf_formudata(&attr, &v) == 0 { col = Int(v) }
         return (file, line, col)
     }
 }
+
+/// DW_AT_comp_dir of a compile unit.
+func compilationDirectory(_ cu: Dwarf_Die) -> String? {
+    var c = cu
+    var attr = Dwarf_Attribute()
+    guard dwarf_attr_integrate(&c, UInt32(DW_AT_comp_dir), &attr) != nil, let s = dwarf_formstring(&attr) else { return nil }
+    return String(cString: s)
+}
+
+/// A relative source path joined to the compilation directory, as llvm-symbolizer and gdb show it.
+func absolutePath(_ p: String, compDir: String?) -> String {
+    guard !p.hasPrefix("/"), let d = compDir, !d.isEmpty else { return p }
+    return d.hasSuffix("/") ? d + p : d + "/" + p
+}
+
+/// libdw joins a directory "/" and a file as "//file"; show "/file" as other tools do.
+func cleanPath(_ p: String) -> String { p.hasPrefix("//") ? String(p.dropFirst()) : p }
 
 /// Advance `d` to its next sibling; false when there is none.
 @inline(__always) func nextSibling(_ d: inout Dwarf_Die) -> Bool {

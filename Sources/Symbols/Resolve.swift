@@ -15,9 +15,10 @@ extension SymbolSession {
         }
     }
 
-    private func index(for m: OpaquePointer) -> ModuleIndex {
+    func index(for m: OpaquePointer) -> ModuleIndex {
         let key = UnsafeMutableRawPointer(m)
         if let i = indexes[key] { return i }
+        SymbolSession.reportingPid = pid   // for procFindElf
         let i = ModuleIndex(module: m)
         indexes[key] = i
         return i
@@ -34,6 +35,9 @@ extension SymbolSession {
         r.buildID = idx.buildID
         let hasSymbol = idx.symbol(at: a, into: &r)
         idx.sourceFrames(at: a, into: &r)
+        // The outermost frame is named by the symbol table when a symbol covers the address, as
+        // llvm-symbolizer does: it names compiler clones (foo.cold, foo.constprop.0) that DWARF does not.
+        if hasSymbol, let s = r.symbol, !r.frames.isEmpty { r.frames[r.frames.count - 1].function = s }
         if hasSymbol {
             r.source = r.source.map { "\($0); symbol from \(idx.symbolSource)" } ?? idx.symbolSource
         }
@@ -43,21 +47,53 @@ extension SymbolSession {
         return r
     }
 
-    /// Every symbol of every module, in address order (for gensyms).
-    public func allSymbols() -> [(module: String, address: UInt64, size: UInt64, type: Character, name: String, file: String?)] {
+    /// One symbol as `gensyms` lists it.
+    public struct ListedSymbol: Sendable {
+        public var module: String
+        public var address: UInt64
+        public var size: UInt64
+        public var type: Character
+        public var name: String      // demangled
+        public var file: String?     // compile unit holding it, else the STT_FILE before it
+    }
+
+    /// Every symbol of every module, in address order (for gensyms), and each module's symbol source.
+    public func allSymbols() -> (symbols: [ListedSymbol], modules: [(name: String, buildID: String?, source: String)]) {
         SymbolSession.lock.locked {
-            final class Box { var mods: [OpaquePointer] = [] }
-            let box = Box()
-            _ = dwfl_getmodules(dwfl, { mod, _, _, _, arg in
-                Unmanaged<Box>.fromOpaque(arg!).takeUnretainedValue().mods.append(mod!)
-                return Int32(DWARF_CB_OK)
-            }, Unmanaged.passUnretained(box).toOpaque(), 0)
-            var out: [(module: String, address: UInt64, size: UInt64, type: Character, name: String, file: String?)] = []
-            for m in box.mods {
+            var out: [ListedSymbol] = []
+            var mods: [(name: String, buildID: String?, source: String)] = []
+            for m in modules() {
                 let idx = index(for: m)
-                for s in idx.allSymbols() { out.append((idx.name, s.address, s.size, s.type, Demangle.name(s.name), s.file)) }
+                mods.append((idx.name, idx.buildID, idx.symbolSource))
+                for s in idx.allSymbols() {
+                    out.append(ListedSymbol(module: idx.name, address: s.address, size: s.size, type: s.type,
+                                            name: Demangle.name(s.name), file: idx.compileUnitName(at: s.address) ?? s.file))
+                }
             }
-            return out.sorted { $0.address < $1.address }
+            out.sort { $0.address < $1.address }
+            return (out, mods)
+        }
+    }
+}
+
+extension SymbolSession {
+    /// The modules of the session, in address order.
+    func modules() -> [OpaquePointer] {
+        final class Box { var mods: [OpaquePointer] = [] }
+        let box = Box()
+        _ = dwfl_getmodules(dwfl, { mod, _, _, _, arg in
+            Unmanaged<Box>.fromOpaque(arg!).takeUnretainedValue().mods.append(mod!)
+            return Int32(DWARF_CB_OK)
+        }, Unmanaged.passUnretained(box).toOpaque(), 0)
+        return box.mods
+    }
+
+    /// For a session over one file: the run-time address of a file offset, or nil when no
+    /// loadable segment holds it.
+    public func address(ofFileOffset off: UInt64) -> UInt64? {
+        SymbolSession.lock.locked {
+            for m in modules() { if let a = index(for: m).address(ofFileOffset: off) { return a } }
+            return nil
         }
     }
 }

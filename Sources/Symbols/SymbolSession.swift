@@ -56,9 +56,13 @@ public final class SymbolSession {
             throw .dwfl(call: "dwfl_begin", subject: "pid \(pid)", message: String(cString: dwfl_errmsg(-1)))
         }
         dwfl = d
-        dwfl_report_begin(dwfl)
-        let r = dwfl_linux_proc_report(dwfl, pid)
-        dwfl_report_end(dwfl, nil, nil)
+        SymbolSession.lock.locked { dwfl_report_begin(dwfl) }
+        let r = SymbolSession.lock.locked {
+            SymbolSession.reportingPid = pid
+            let r = dwfl_linux_proc_report(dwfl, pid)
+            dwfl_report_end(dwfl, nil, nil)
+            return r
+        }
         if r != 0 {
             let msg = r > 0 ? String(cString: strerror(r)) : String(cString: dwfl_errmsg(-1))
             // Fully initialised: deinit runs and ends the session.
@@ -77,9 +81,15 @@ public final class SymbolSession {
             throw .dwfl(call: "dwfl_begin", subject: path, message: String(cString: dwfl_errmsg(-1)))
         }
         dwfl = d
-        dwfl_report_begin(dwfl)
-        let m = dwfl_report_offline(dwfl, path, path, -1)
-        dwfl_report_end(dwfl, nil, nil)
+        SymbolSession.lock.locked { dwfl_report_begin(dwfl) }
+        // At the file's own virtual addresses (bias 0), so input addresses need no adjusting;
+        // relocatable objects go through dwfl_report_offline, which lays out their sections.
+        let m = SymbolSession.lock.locked {
+            var m = dwfl_report_elf(dwfl, path, path, -1, 0, true)
+            if m == nil { m = dwfl_report_offline(dwfl, path, path, -1) }
+            dwfl_report_end(dwfl, nil, nil)
+            return m
+        }
         if m == nil {
             // Fully initialised: deinit ends the session.
             throw .dwfl(call: "dwfl_report_offline", subject: path, message: String(cString: dwfl_errmsg(-1)))
@@ -93,7 +103,7 @@ public final class SymbolSession {
             cb.pointee.find_elf = dwfl_build_id_find_elf
             cb.pointee.section_address = dwfl_offline_section_address
         } else {
-            cb.pointee.find_elf = dwfl_linux_proc_find_elf
+            cb.pointee.find_elf = procFindElf
         }
         if useDebugInfo {
             cb.pointee.find_debuginfo = dwfl_standard_find_debuginfo
@@ -156,6 +166,43 @@ public final class SymbolSession {
         else if n > 0 { source = "ELF symbol table of \(mi.mainFile ?? mi.name)" }
         else { source = "no symbols" }
         return (out, source)
+    }
+}
+
+/// find_elf for a live process: elfutils' own, except for binaries deleted or replaced since they
+/// were mapped ("/path (deleted)" in /proc/PID/maps), which are opened through /proc/PID/map_files.
+/// libdwfl calls it lazily (on first use of a module), always under `SymbolSession.lock`.
+private let procFindElf: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
+                                          Dwarf_Addr, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                                          UnsafeMutablePointer<OpaquePointer?>?) -> Int32 = { mod, userdata, name, base, fileName, elfp in
+    if let name, String(cString: name).hasSuffix(" (deleted)"), let mod {
+        var low: Dwarf_Addr = 0
+        _ = dwfl_module_info(mod, nil, &low, nil, nil, nil, nil, nil)
+        if let path = SymbolSession.mapFile(pid: SymbolSession.pidOf(mod), start: low) {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { fileName?.pointee = strdup(path); return fd }
+        }
+    }
+    return dwfl_linux_proc_find_elf(mod, userdata, name, base, fileName, elfp)
+}
+
+extension SymbolSession {
+    /// The pid of the session being reported or used (sessions are used one at a time, under `lock`).
+    nonisolated(unsafe) static var reportingPid: Int32 = 0
+    static func pidOf(_ mod: OpaquePointer) -> Int32 { reportingPid }
+
+    /// /proc/PID/map_files/START-END of the mapping that starts at `start`.
+    static func mapFile(pid: Int32, start: UInt64) -> String? {
+        guard pid > 0, let f = fopen("/proc/\(pid)/maps", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 4096)
+        let want = String(start, radix: 16) + "-"
+        while fgets(&line, Int32(line.count), f) != nil {
+            let l = String(cString: line)
+            guard l.hasPrefix(want), let range = l.split(separator: " ").first else { continue }
+            return "/proc/\(pid)/map_files/\(range)"
+        }
+        return nil
     }
 }
 
