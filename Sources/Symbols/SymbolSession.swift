@@ -117,8 +117,10 @@ public final class SymbolSession {
     }
 
     deinit {
-        indexes.removeAll()
-        dwfl_end(dwfl)
+        SymbolSession.lock.locked {
+            indexes.removeAll()
+            dwfl_end(dwfl)
+        }
         callbacks.deallocate()
     }
 
@@ -239,10 +241,17 @@ public enum DynamicSymbols {
     }
 }
 
-/// A plain pthread mutex (no Foundation needed).
+/// A recursive pthread mutex (no Foundation needed): a caller holding it may create, use and
+/// end sessions, whose own calls take it again.
 public final class LibdwLock: @unchecked Sendable {
     private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
+    init() {
+        var attr = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attr)
+        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(&m, &attr)
+        pthread_mutexattr_destroy(&attr)
+    }
     public func locked<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(&m)
         defer { pthread_mutex_unlock(&m) }
