@@ -1,12 +1,17 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev elfutils gcc valgrind libc6-dbg pkg-config libjemalloc2 musl-tools
+PKGS       := libdw-dev libelf-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm
 TT         := TestTargets/build
+# Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
+# a stripped copy (.dynsym only) and a copy whose DWARF is in a separate file found by debuglink.
+SYMTT      := $(TT)/symbols $(TT)/libsymplugin.so $(TT)/symbols_stripped $(TT)/symbols_debuglink
+SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl \
+             $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
 
@@ -67,3 +72,18 @@ $(TT)/plain_wait: TestTargets/plain_wait.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<
 $(TT)/plain_wait_musl: TestTargets/plain_wait.c | $(TT)
 	musl-gcc -static -O0 -g -o $@ $<
+
+$(TT)/sym_%.o: $(SYMSRC)/symbols_%.c $(SYMSRC)/symbols.h | $(TT)
+	$(CC) -g -O2 -Wall -c -o $@ $<
+$(TT)/sym_cxx.o: $(SYMSRC)/symbols_cxx.cpp | $(TT)
+	g++ -g -O2 -Wall -c -o $@ $<
+$(TT)/symbols: $(TT)/sym_main.o $(TT)/sym_util.o $(TT)/sym_cxx.o
+	g++ -g -O2 -rdynamic -o $@ $^ -ldl
+$(TT)/libsymplugin.so: $(SYMSRC)/symbols_plugin.c $(SYMSRC)/symbols.h | $(TT)
+	$(CC) -g -O2 -Wall -shared -fPIC -o $@ $<
+$(TT)/symbols_stripped: $(TT)/symbols
+	strip --strip-all -o $@ $<
+$(TT)/symbols_debuglink: $(TT)/symbols
+	objcopy --only-keep-debug $< $@.debug
+	strip --strip-unneeded -o $@ $<
+	cd $(TT) && objcopy --add-gnu-debuglink=symbols_debuglink.debug symbols_debuglink

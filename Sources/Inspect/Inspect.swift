@@ -187,6 +187,7 @@ public enum Inspector {
         let found: [String: Symbol], source: String
         switch looked {
         case .success(let v): (found, source) = v
+        case .failure(.processGone): throw .process(.targetExited(pid: pid, during: "while its modules were being read"))
         case .failure(let e): throw .symbols(e.description)
         }
         let fns = found.values.filter { $0.isFunction && $0.size > 0 && mallocFunctionNames.contains($0.name) }

@@ -8,8 +8,10 @@ public struct Spawned {
     /// Write end of the child's stdin, or -1.
     public let stdinFD: Int32
 
+    /// Without `stdinPipe`, stdin is read from the file `stdin`.
     public static func start(_ path: String, _ args: [String], environment: [String]? = nil, stdinPipe: Bool = true,
-                             stdout: String = "/dev/null", stderr: String = "/dev/null") throws(ProcessError) -> Spawned {
+                             stdin: String = "/dev/null", stdout: String = "/dev/null",
+                             stderr: String = "/dev/null") throws(ProcessError) -> Spawned {
         var fds: [Int32] = [-1, -1]
         if stdinPipe {
             guard pipe(&fds) == 0 else { throw .system(call: "pipe", subject: path, errno: errno) }
@@ -20,7 +22,7 @@ public struct Spawned {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         if stdinPipe { posix_spawn_file_actions_adddup2(&actions, fds[0], 0) }
-        else { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
+        else { posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0) }
         posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         var attr = posix_spawnattr_t()

@@ -23,8 +23,13 @@ public struct ModuleInfo: Sendable {
 
 public enum SymbolsError: Error, CustomStringConvertible {
     case dwfl(call: String, subject: String, message: String)
+    /// The process exited (or became a zombie) while its modules were being read.
+    case processGone(pid: Int32)
     public var description: String {
-        switch self { case .dwfl(let c, let s, let m): return "\(c)(\(s)) failed: \(m)" }
+        switch self {
+        case .dwfl(let c, let s, let m): return "\(c)(\(s)) failed: \(m)"
+        case .processGone(let pid): return "process \(pid) exited while its modules were being read"
+        }
     }
 }
 
@@ -62,6 +67,9 @@ public final class SymbolSession {
             let r = dwfl_linux_proc_report(dwfl, pid)
             dwfl_report_end(dwfl, nil, nil)
             return r
+        }
+        if r == ESRCH || r == ENOENT || (r != 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+            throw .processGone(pid: pid)   // fully initialised: deinit ends the session
         }
         if r != 0 {
             let msg = r > 0 ? String(cString: strerror(r)) : String(cString: dwfl_errmsg(-1))

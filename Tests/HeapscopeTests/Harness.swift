@@ -62,6 +62,7 @@ final class TargetProcess {
     private var stdinFD: Int32
     private var released = false
     private(set) var manifest = Manifest(text: "")
+    private(set) var manifestText = ""
 
     init(_ name: String, args: [String] = [], env: [String] = []) throws {
         var tmpl = Array("/tmp/heapscope-test-XXXXXX".utf8CString)
@@ -80,6 +81,7 @@ final class TargetProcess {
         while Date() < deadline {
             if let s = try? String(contentsOfFile: manifestPath, encoding: .utf8), s.hasSuffix("end\n") {
                 manifest = Manifest(text: s)
+                manifestText = s
                 return
             }
             var st: Int32 = 0
@@ -127,16 +129,24 @@ final class TargetProcess {
     }
 }
 
-/// Run a command, capturing stdout and stderr (through files), with a time limit.
-func run(_ path: String, _ args: [String], env: [String: String] = [:], timeout: TimeInterval = 60) throws -> (status: Int32, out: String, err: String) {
+/// Run a command, capturing stdout and stderr (through files), with a time limit; `input` is its stdin.
+func run(_ path: String, _ args: [String], env: [String: String] = [:], input: String? = nil,
+         timeout: TimeInterval = 60) throws -> (status: Int32, out: String, err: String) {
     var tmpl = Array("/tmp/heapscope-run-XXXXXX".utf8CString)
     guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed") }
     let dir = String(cString: tmpl)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }
+    var stdin = "/dev/null"
+    if let input {
+        stdin = dir + "/in"
+        guard FileManager.default.createFile(atPath: stdin, contents: Data(input.utf8)) else {
+            throw HarnessError(description: "cannot write \(stdin)")
+        }
+    }
     let child = try Spawned.start(path, args, environment: e.map { "\($0.key)=\($0.value)" }, stdinPipe: false,
-                                  stdout: dir + "/out", stderr: dir + "/err")
+                                  stdin: stdin, stdout: dir + "/out", stderr: dir + "/err")
     guard let (st, _) = child.wait(timeoutSeconds: timeout) else {
         throw HarnessError(description: "\(path) \(args) did not finish in \(timeout) s")
     }
