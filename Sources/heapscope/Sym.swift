@@ -183,7 +183,7 @@ struct SymRequest {
         var answers = reqs.map { r -> SymAnswer in
             var res = Resolution(address: r.value ?? 0)
             res.reason = r.error
-            return SymAnswer(input: r.text, file: r.file, resolution: res)
+            return SymAnswer(input: r.text, file: r.file, parsed: r.value != nil, resolution: res)
         }
         // session key -> request indexes
         var groups: [String: [Int]] = [:]
@@ -224,6 +224,7 @@ struct SymRequest {
 struct SymAnswer {
     var input: String
     var file: String?
+    var parsed: Bool       // false: the input was not an address (JSON address is null)
     var resolution: Resolution
 }
 
@@ -309,7 +310,7 @@ enum SymOutput {
             "{\"function\":\(jsonString(f.function)),\"file\":\(str(f.file)),\"line\":\(f.line),\"column\":\(f.column)}"
         }
         let inner = r.frames.first
-        var s = "{\"input\":\(jsonString(a.input)),\"address\":\(jsonString(hex(r.address)))"
+        var s = "{\"input\":\(jsonString(a.input)),\"address\":\(a.parsed ? jsonString(hex(r.address)) : "null")"
         s += ",\"module\":\(str(r.module)),\"build_id\":\(str(r.buildID))"
         s += ",\"symbol\":\(str(r.symbol)),\"mangled\":\(str(r.mangled)),\"type\":\(str(r.type.map(String.init)))"
         s += ",\"offset\":\(r.offset),\"size\":\(r.size)"

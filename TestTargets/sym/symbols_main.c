@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 unsigned cxx_entry(unsigned n);
-static int main_static_data = 3;       /* d */
+static volatile int main_static_data = 3;  /* d (volatile: not folded into its user) */
 int main_bss_array[16];                /* B */
 
 static unsigned __attribute__((noinline)) main_static_fn(unsigned v) {

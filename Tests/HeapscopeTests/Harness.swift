@@ -70,7 +70,7 @@ final class TargetProcess {
         dir = String(cString: tmpl)
         manifestPath = dir + "/manifest"
         let child: Spawned
-        do { child = try Spawned.start(Paths.target(name), [manifestPath] + args,
+        do { child = try Spawned.start(name.hasPrefix("/") ? name : Paths.target(name), [manifestPath] + args,
                                        environment: env.isEmpty ? nil : ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + env,
                                        stdout: dir + "/stdout") } catch { throw HarnessError(description: "\(error)") }
         stdinFD = child.stdinFD
