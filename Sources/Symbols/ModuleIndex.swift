@@ -3,29 +3,90 @@ import Glibc
 
 /// One frame of a resolved address: a function and a source position. For the innermost frame
 /// the position is the address's own line; for an outer frame, the call site of the frame inside it.
+/// Names are ids in `StringPool.shared`.
 public struct SourceFrame: Sendable, Equatable {
-    public var function: String
-    public var file: String?
-    public var line: Int
-    public var column: Int
+    public var functionID: Int32
+    public var fileID: Int32          // StringPool.none when unknown
+    public var line: Int32
+    public var column: Int32
+    public var function: String { StringPool.shared.string(functionID) ?? "??" }
+    public var file: String? { StringPool.shared.string(fileID) }
 }
 
-/// Everything known about one address. `reason` is set (and the rest mostly empty) when it could
-/// not be resolved; that is a value, not an error.
-public struct Resolution: Sendable {
+/// The answers for a batch of addresses, as parallel arrays: no object and no reference counting
+/// per address (what lets `heapscope sym` answer millions of addresses a second). Entry `k`:
+/// strings are ids in `StringPool.shared` (`StringPool.none` for none); its frames, innermost
+/// first, are `frames[frameStart[k] ..< frameStart[k] + frameCount[k]]`; `reason` is set when it
+/// could not be resolved (a value, not an error).
+public final class ResolvedBatch: @unchecked Sendable {
+    public internal(set) var address: [UInt64] = []
+    public internal(set) var moduleID: [Int32] = [], buildIDID: [Int32] = [], symbolID: [Int32] = [], mangledID: [Int32] = []
+    public internal(set) var typeLetter: [UInt8] = []       // nm-style letter, 0 = none
+    public internal(set) var offset: [UInt64] = [], size: [UInt64] = []
+    public internal(set) var symbolFileID: [Int32] = []     // STT_FILE of a local symbol (used when there is no DWARF)
+    public internal(set) var sourceID: [Int32] = []         // which tables answered
+    public internal(set) var frameStart: [Int32] = [], frameCount: [Int32] = []
+    public internal(set) var frames: [SourceFrame] = []
+    public internal(set) var reason: [String?] = []
+    public var count: Int { address.count }
+
+    public init() {}
+
+    /// A new entry for `a`, empty; returns its index.
+    public func append(_ a: UInt64, reason why: String? = nil) -> Int {
+        address.append(a)
+        moduleID.append(StringPool.none); buildIDID.append(StringPool.none); symbolID.append(StringPool.none)
+        mangledID.append(StringPool.none); typeLetter.append(0); offset.append(0); size.append(0)
+        symbolFileID.append(StringPool.none); sourceID.append(StringPool.none)
+        frameStart.append(Int32(frames.count)); frameCount.append(0); reason.append(why)
+        return address.count - 1
+    }
+
+    public func removeAll() {
+        address.removeAll(keepingCapacity: true)
+        moduleID.removeAll(keepingCapacity: true); buildIDID.removeAll(keepingCapacity: true)
+        symbolID.removeAll(keepingCapacity: true); mangledID.removeAll(keepingCapacity: true)
+        typeLetter.removeAll(keepingCapacity: true); offset.removeAll(keepingCapacity: true); size.removeAll(keepingCapacity: true)
+        symbolFileID.removeAll(keepingCapacity: true); sourceID.removeAll(keepingCapacity: true)
+        frameStart.removeAll(keepingCapacity: true); frameCount.removeAll(keepingCapacity: true)
+        frames.removeAll(keepingCapacity: true); reason.removeAll(keepingCapacity: true)
+    }
+
+    /// Entry `k` as an object (for code that is not on a hot path).
+    public func resolution(_ k: Int) -> Resolution {
+        let r = Resolution(address: address[k])
+        r.moduleID = moduleID[k]; r.buildIDID = buildIDID[k]; r.symbolID = symbolID[k]; r.mangledID = mangledID[k]
+        r.typeLetter = typeLetter[k]; r.offset = offset[k]; r.size = size[k]; r.symbolFileID = symbolFileID[k]
+        r.sourceID = sourceID[k]; r.reason = reason[k]
+        r.frames = Array(frames[Int(frameStart[k])..<Int(frameStart[k] + frameCount[k])])
+        return r
+    }
+}
+
+/// Everything known about one address (one entry of a `ResolvedBatch`, as an object).
+/// Strings are ids in `StringPool.shared` (`StringPool.none` for none), with String accessors.
+public final class Resolution: @unchecked Sendable {
     public var address: UInt64
-    public var module: String?
-    public var buildID: String?
-    public var symbol: String?        // demangled
-    public var mangled: String?
-    public var type: Character?       // nm-style letter
+    public var moduleID = StringPool.none
+    public var buildIDID = StringPool.none
+    public var symbolID = StringPool.none      // demangled
+    public var mangledID = StringPool.none
+    public var typeLetter: UInt8 = 0           // nm-style letter, 0 = none
     public var offset: UInt64 = 0
     public var size: UInt64 = 0
-    public var symbolFile: String?    // STT_FILE of a local symbol (used when there is no DWARF)
-    public var frames: [SourceFrame] = []   // innermost first; empty without line information
-    public var source: String?        // which tables answered
+    public var symbolFileID = StringPool.none  // STT_FILE of a local symbol (used when there is no DWARF)
+    public var frames: [SourceFrame] = []      // innermost first; empty without line information
+    public var sourceID = StringPool.none      // which tables answered
     public var reason: String?
     public init(address: UInt64) { self.address = address }
+
+    public var module: String? { StringPool.shared.string(moduleID) }
+    public var buildID: String? { StringPool.shared.string(buildIDID) }
+    public var symbol: String? { StringPool.shared.string(symbolID) }
+    public var mangled: String? { StringPool.shared.string(mangledID) }
+    public var type: Character? { typeLetter == 0 ? nil : Character(UnicodeScalar(typeLetter)) }
+    public var symbolFile: String? { StringPool.shared.string(symbolFileID) }
+    public var source: String? { StringPool.shared.string(sourceID) }
 }
 
 /// The indexes of one module, built once: its symbol table sorted by address, the address ranges
@@ -37,6 +98,7 @@ final class ModuleIndex {
     let buildID: String?
     let symbolSource: String
     private let debugSource: String?
+    private(set) var nameID = StringPool.none, buildIDID = StringPool.none
 
     // symbols, sorted by address
     private var symAddr: [UInt64] = []
@@ -44,15 +106,20 @@ final class ModuleIndex {
     private var symName: [String] = []
     private var symType: [Character] = []
     private var symFile: [Int32] = []
+    private var symDemangled: [Int32] = []     // pool ids, filled on first use
+    private var symMangled: [Int32] = []
     private var fileNames: [String] = []
+    private var fileNameIDs: [Int32] = []
 
     // compile units
     private let dwarf: OpaquePointer?
     private let bias: UInt64
     private var cuLo: [UInt64] = [], cuHi: [UInt64] = [], cuIdx: [Int] = []
     private var cuDies: [Dwarf_Die] = []
-    private var lines: [Int: LineTable] = [:]
-    private var trees: [Int: InlineTree] = [:]
+    private var lines: [LineTable?] = []       // per compile unit, built on first use
+    private var trees: [InlineTree?] = []
+    /// `source` of a resolution (pool ids): DWARF, DWARF and symbol, symbol.
+    private var sourceIDs: (dwarf: Int32, both: Int32, symbol: Int32) = (-1, -1, -1)
 
     init(module m: OpaquePointer) {
         module = m
@@ -81,6 +148,43 @@ final class ModuleIndex {
         symbolSource = src
         buildSymbols(count: Int(max(count, 0)))
         buildCompileUnits()
+        symDemangled = Array(repeating: StringPool.none, count: symAddr.count)
+        symMangled = Array(repeating: StringPool.none, count: symAddr.count)
+        lines = Array(repeating: nil, count: cuDies.count)
+        trees = Array(repeating: nil, count: cuDies.count)
+        let pool = StringPool.shared
+        let dwarfSource = debugSource.map { "DWARF of \($0)" } ?? "DWARF"
+        sourceIDs = (pool.intern(dwarfSource), pool.intern("\(dwarfSource); symbol from \(symbolSource)"), pool.intern(symbolSource))
+        nameID = pool.intern(name)
+        buildIDID = buildID.map(pool.intern) ?? StringPool.none
+        fileNameIDs = fileNames.map(pool.intern)
+    }
+
+    /// Why an address of this module has no answer.
+    var unresolvedReason: String { symbolSource == "no symbols" ? "\(name) has no symbols" : "no symbol of \(name) covers this address" }
+
+    /// The source of a resolution: DWARF (and which file), the symbol table, or both.
+    func sourceID(dwarf: Bool, symbol: Bool) -> Int32 {
+        switch (dwarf, symbol) {
+        case (true, true): return sourceIDs.both
+        case (true, false): return sourceIDs.dwarf
+        case (false, true): return sourceIDs.symbol
+        case (false, false): return StringPool.none
+        }
+    }
+
+    private func demangled(_ i: Int) -> Int32 {
+        if symDemangled[i] >= 0 { return symDemangled[i] }
+        let d = StringPool.shared.intern(Demangle.name(symName[i]))
+        symDemangled[i] = d
+        return d
+    }
+
+    private func mangled(_ i: Int) -> Int32 {
+        if symMangled[i] >= 0 { return symMangled[i] }
+        let d = StringPool.shared.intern(symName[i])
+        symMangled[i] = d
+        return d
     }
 
     /// Which table libdwfl's symbols came from.
@@ -171,7 +275,7 @@ final class ModuleIndex {
 
     /// The symbol holding `a`: the last one starting at or before it whose size covers it
     /// (a symbol of size 0 covers up to the next symbol).
-    func symbol(at a: UInt64, into r: inout Resolution) -> Bool {
+    func symbol(at a: UInt64, into b: ResolvedBatch, _ k: Int) -> Int? {
         var lo = 0, hi = symAddr.count
         while lo < hi { let mid = (lo + hi) >> 1; if symAddr[mid] <= a { lo = mid + 1 } else { hi = mid } }
         var i = lo - 1
@@ -179,17 +283,17 @@ final class ModuleIndex {
         while i >= 0 && tries < 16 {
             let end = symSize[i] > 0 ? symAddr[i] &+ symSize[i] : (i + 1 < symAddr.count ? symAddr[i + 1] : symAddr[i] &+ 1)
             if a < end {
-                r.mangled = symName[i]
-                r.symbol = Demangle.name(symName[i])
-                r.type = symType[i]
-                r.offset = a - symAddr[i]
-                r.size = symSize[i]
-                if symFile[i] >= 0 { r.symbolFile = fileNames[Int(symFile[i])] }
-                return true
+                b.mangledID[k] = mangled(i)
+                b.symbolID[k] = demangled(i)
+                b.typeLetter[k] = symType[i].asciiValue ?? UInt8(ascii: "?")
+                b.offset[k] = a - symAddr[i]
+                b.size[k] = symSize[i]
+                if symFile[i] >= 0 { b.symbolFileID[k] = fileNameIDs[Int(symFile[i])] }
+                return i
             }
             i -= 1; tries += 1
         }
-        return false
+        return nil
     }
 
     /// Every symbol, in address order (for `gensyms`).
@@ -274,26 +378,36 @@ final class ModuleIndex {
         return nil
     }
 
-    /// Fill `frames` (innermost first) from the line table and the inline tree.
-    func sourceFrames(at a: UInt64, into r: inout Resolution) {
+    /// Fill `frames` (innermost first) from the line table and the inline tree. The outermost
+    /// frame is named by the symbol `symbol` when one covers the address, as llvm-symbolizer does:
+    /// it names compiler clones (foo.cold, foo.constprop.0) that DWARF does not.
+    func sourceFrames(at a: UInt64, symbol: Int?, into b: ResolvedBatch, _ k: Int) {
         guard let cu = compileUnit(at: a) else { return }
         let rel = a &- bias
-        if lines[cu] == nil { lines[cu] = LineTable(cu: cuDies[cu]) }
-        if trees[cu] == nil { trees[cu] = InlineTree(cu: cuDies[cu]) }
-        let loc = lines[cu]!.lookup(rel)
-        let chain = trees[cu]!.chain(at: rel)
-        guard !chain.isEmpty || loc != nil else { return }
-        var frames: [SourceFrame] = []
-        let innermostName = chain.last.map { trees[cu]!.name(of: $0) } ?? (r.symbol ?? "??")
-        frames.append(SourceFrame(function: innermostName, file: loc?.file, line: loc?.line ?? 0, column: loc?.column ?? 0))
+        let table: LineTable, tree: InlineTree
+        if let t = lines[cu] { table = t } else { table = LineTable(cu: cuDies[cu]); lines[cu] = table }
+        if let t = trees[cu] { tree = t } else { tree = InlineTree(cu: cuDies[cu]); trees[cu] = tree }
+        let row = table.row(at: rel)
+        let leaf = tree.leaf(at: rel)
+        guard leaf != nil || row != nil else { return }
+        let chain = leaf.map { tree.chain(to: $0) } ?? []
+        let start = b.frames.count
+        let innermostName = chain.last.map { tree.name(of: $0) } ?? (b.symbolID[k] >= 0 ? b.symbolID[k] : StringPool.shared.intern("??"))
+        if let row {
+            b.frames.append(SourceFrame(functionID: innermostName, fileID: table.file[row] >= 0 ? table.files[Int(table.file[row])] : StringPool.none,
+                                      line: table.line[row], column: table.col[row]))
+        } else {
+            b.frames.append(SourceFrame(functionID: innermostName, fileID: StringPool.none, line: 0, column: 0))
+        }
         if chain.count > 1 {
-            for k in stride(from: chain.count - 1, to: 0, by: -1) {
-                let site = trees[cu]!.callSite(of: chain[k])
-                frames.append(SourceFrame(function: trees[cu]!.name(of: chain[k - 1]), file: site.file, line: site.line, column: site.column))
+            for j in stride(from: chain.count - 1, to: 0, by: -1) {
+                let site = tree.callSite(of: chain[j])
+                b.frames.append(SourceFrame(functionID: tree.name(of: chain[j - 1]), fileID: site.file, line: site.line, column: site.column))
             }
         }
-        r.frames = frames
-        r.source = debugSource.map { "DWARF of \($0)" } ?? "DWARF"
+        if let s = symbol { b.frames[b.frames.count - 1].functionID = demangled(s) }
+        b.frameStart[k] = Int32(start)
+        b.frameCount[k] = Int32(b.frames.count - start)
     }
 }
 
@@ -303,9 +417,9 @@ private func format2hex(_ b: UInt8) -> String {
 }
 
 /// A compile unit's line table, sorted by address, as parallel arrays.
-struct LineTable {
+final class LineTable {
     var addr: [UInt64] = [], line: [Int32] = [], col: [Int32] = [], file: [Int32] = [], endSeq: [Bool] = []
-    var files: [String] = []
+    var files: [Int32] = []     // pool ids
 
     init(cu: Dwarf_Die) {
         var cu = cu
@@ -323,7 +437,9 @@ struct LineTable {
             var f: Int32 = -1
             if let src = dwarf_linesrc(l, nil, nil) {
                 if let k = fileIndex[src] { f = k } else {
-                    f = Int32(files.count); files.append(cleanPath(absolutePath(String(cString: src), compDir: compDir))); fileIndex[src] = f
+                    f = Int32(files.count)
+                    files.append(StringPool.shared.intern(cleanPath(absolutePath(String(cString: src), compDir: compDir))))
+                    fileIndex[src] = f
                 }
             }
             addr.append(a); line.append(ln); col.append(c); file.append(f); endSeq.append(end)
@@ -331,7 +447,7 @@ struct LineTable {
     }
 
     /// The row for `a`: the last row at the greatest address <= a that is not an end of sequence.
-    func lookup(_ a: UInt64) -> (file: String?, line: Int, column: Int)? {
+    func row(at a: UInt64) -> Int? {
         var lo = 0, hi = addr.count
         while lo < hi { let mid = (lo + hi) >> 1; if addr[mid] <= a { lo = mid + 1 } else { hi = mid } }
         var i = lo - 1
@@ -339,21 +455,28 @@ struct LineTable {
         let at = addr[i]
         while i >= 0 && addr[i] == at && endSeq[i] { i -= 1 }
         guard i >= 0, addr[i] == at else { return nil }   // a lies past the end of a sequence
-        return (file[i] >= 0 ? files[Int(file[i])] : nil, Int(line[i]), Int(col[i]))
+        return i
     }
+
+
 }
 
 /// The functions of a compile unit and the calls inlined into them, as a tree with address ranges.
-struct InlineTree {
+/// Names and call sites are read from the DIEs on first use and kept.
+final class InlineTree {
     struct Node {
         var die: Dwarf_Die
         var ranges: [(UInt64, UInt64)]
+        var parent: Int
         var children: [Int] = []
     }
     var nodes: [Node] = []
     var topLo: [UInt64] = [], topHi: [UInt64] = [], topNode: [Int] = []
     let cu: Dwarf_Die
     var files: OpaquePointer? = nil
+    private var names: [Int32] = []     // pool ids, filled on first use
+    private var sites: [(file: Int32, line: Int32, column: Int32)?] = []
+    private lazy var compDir: String? = compilationDirectory(cu)
 
     init(cu: Dwarf_Die) {
         self.cu = cu
@@ -374,7 +497,7 @@ struct InlineTree {
             if tag == Int32(DW_TAG_subprogram) || tag == Int32(DW_TAG_inlined_subroutine) {
                 let r = ModuleIndex.ranges(of: &die)
                 if !r.isEmpty {
-                    nodes.append(Node(die: die, ranges: r))
+                    nodes.append(Node(die: die, ranges: r, parent: parent))
                     owner = nodes.count - 1
                     if parent >= 0 { nodes[parent].children.append(owner) } else {
                         for (s, e) in r { tops.append((s, e, owner)) }
@@ -392,10 +515,12 @@ struct InlineTree {
         }
         tops.sort { $0.0 < $1.0 }
         topLo = tops.map(\.0); topHi = tops.map(\.1); topNode = tops.map(\.2)
+        names = Array(repeating: StringPool.none, count: nodes.count)
+        sites = Array(repeating: nil, count: nodes.count)
     }
 
-    /// Outermost function first, innermost inlined call last.
-    func chain(at a: UInt64) -> [Int] {
+    /// The innermost function or inlined call holding `a`.
+    func leaf(at a: UInt64) -> Int? {
         var lo = 0, hi = topLo.count
         while lo < hi { let mid = (lo + hi) >> 1; if topLo[mid] <= a { lo = mid + 1 } else { hi = mid } }
         var i = lo - 1
@@ -404,16 +529,30 @@ struct InlineTree {
             if a < topHi[i] { top = topNode[i]; break }
             i -= 1
         }
-        guard var n = top else { return [] }
-        var out = [n]
+        guard var n = top else { return nil }
         while let next = nodes[n].children.first(where: { c in nodes[c].ranges.contains { a >= $0.0 && a < $0.1 } }) {
-            out.append(next); n = next
+            n = next
         }
-        return out
+        return n
+    }
+
+    /// Outermost function first, down to `leaf`.
+    func chain(to leaf: Int) -> [Int] {
+        var out: [Int] = []
+        var n = leaf
+        while n >= 0 { out.append(n); n = nodes[n].parent }
+        return out.reversed()
     }
 
     /// llvm-symbolizer's default name: the demangled linkage name, else the plain name.
-    func name(of n: Int) -> String {
+    func name(of n: Int) -> Int32 {
+        if names[n] >= 0 { return names[n] }
+        let s = StringPool.shared.intern(readName(of: n))
+        names[n] = s
+        return s
+    }
+
+    private func readName(of n: Int) -> String {
         var die = nodes[n].die
         var attr = Dwarf_Attribute()
         for at in [UInt32(DW_AT_linkage_name), UInt32(DW_AT_MIPS_linkage_name)] {
@@ -427,13 +566,21 @@ struct InlineTree {
         return "??"
     }
 
-    func callSite(of n: Int) -> (file: String?, line: Int, column: Int) {
+    func callSite(of n: Int) -> (file: Int32, line: Int32, column: Int32) {
+        if let s = sites[n] { return s }
+        let c = readCallSite(of: n)
+        let s = (c.file.map(StringPool.shared.intern) ?? StringPool.none, Int32(truncatingIfNeeded: c.line), Int32(truncatingIfNeeded: c.column))
+        sites[n] = s
+        return s
+    }
+
+    private func readCallSite(of n: Int) -> (file: String?, line: Int, column: Int) {
         var die = nodes[n].die
         var attr = Dwarf_Attribute()
         var v: Dwarf_Word = 0
         var file: String? = nil, line = 0, col = 0
         if dwarf_attr(&die, UInt32(DW_AT_call_file), &attr) != nil, dwarf_formudata(&attr, &v) == 0, let f = files,
-           let s = dwarf_filesrc(f, Int(v), nil, nil) { file = cleanPath(absolutePath(String(cString: s), compDir: compilationDirectory(cu))) }
+           let s = dwarf_filesrc(f, Int(v), nil, nil) { file = cleanPath(absolutePath(String(cString: s), compDir: compDir)) }
         if dwarf_attr(&die, UInt32(DW_AT_call_line), &attr) != nil, dwarf_formudata(&attr, &v) == 0 { line = Int(v) }
         if dwarf_attr(&die, UInt32(DW_AT_call_column), &attr) != nil, dwarf_formudata(&attr, &v) == 0 { col = Int(v) }
         return (file, line, col)

@@ -6,45 +6,64 @@ extension SymbolSession {
     /// deduplicated and visited in order (each module's indexes are built once, on first use).
     /// The result has one entry per input address, in input order.
     public func resolve(_ addresses: [UInt64]) -> [Resolution] {
+        let batch = ResolvedBatch()
+        let index = resolve(addresses, into: batch)
+        return index.map { batch.resolution(Int($0)) }
+    }
+
+    /// Resolve each distinct address once, in address order (each module's indexes are built on
+    /// first use), appending the answers to `batch`; returns the entry of each of `addresses`.
+    public func resolve(_ addresses: [UInt64], into batch: ResolvedBatch) -> [Int32] {
         SymbolSession.lock.locked {
-            let unique = Array(Set(addresses)).sorted()
-            var byAddress: [UInt64: Resolution] = [:]
-            byAddress.reserveCapacity(unique.count)
-            for a in unique { byAddress[a] = resolveOne(a) }
-            return addresses.map { byAddress[$0]! }
+            var index = [Int32](repeating: 0, count: addresses.count)
+            var last: (address: UInt64, entry: Int)? = nil
+            for (a, i) in SymbolSession.sortedWithIndex(addresses) {
+                if last?.address != a { last = (a, resolveOne(a, into: batch)) }
+                index[Int(i)] = Int32(last!.entry)
+            }
+            return index
         }
+    }
+
+    /// (address, position) in address order. Plain integer sort when addresses fit in 48 bits and
+    /// positions in 16 (the usual case: user-space addresses, one batch).
+    static func sortedWithIndex(_ addresses: [UInt64]) -> [(address: UInt64, at: Int32)] {
+        if addresses.count <= 1 << 16, addresses.allSatisfy({ $0 < 1 << 48 }) {
+            var keys = addresses.enumerated().map { $0.element << 16 | UInt64($0.offset) }
+            keys.sort()
+            return keys.map { (address: $0 >> 16, at: Int32(truncatingIfNeeded: $0 & 0xffff)) }
+        }
+        var order = addresses.enumerated().map { (address: $0.element, at: Int32($0.offset)) }
+        order.sort { $0.address < $1.address }
+        return order
     }
 
     func index(for m: OpaquePointer) -> ModuleIndex {
         let key = UnsafeMutableRawPointer(m)
-        if let i = indexes[key] { return i }
+        if key == lastIndex.key, let i = lastIndex.index { return i }
+        if let i = indexes[key] { lastIndex = (key, i); return i }
         SymbolSession.reportingPid = pid   // for procFindElf
         let i = ModuleIndex(module: m)
         indexes[key] = i
+        lastIndex = (key, i)
         return i
     }
 
-    private func resolveOne(_ a: UInt64) -> Resolution {
-        var r = Resolution(address: a)
+    private func resolveOne(_ a: UInt64, into b: ResolvedBatch) -> Int {
         guard let m = dwfl_addrmodule(dwfl, Dwarf_Addr(a)) else {
-            r.reason = file != nil ? "outside \(file!)'s address range" : "unmapped: no module of process \(pid) holds this address"
-            return r
+            return b.append(a, reason: file != nil ? "outside \(file!)'s address range" : "unmapped: no module of process \(pid) holds this address")
         }
+        let k = b.append(a)
         let idx = index(for: m)
-        r.module = idx.name
-        r.buildID = idx.buildID
-        let hasSymbol = idx.symbol(at: a, into: &r)
-        idx.sourceFrames(at: a, into: &r)
-        // The outermost frame is named by the symbol table when a symbol covers the address, as
-        // llvm-symbolizer does: it names compiler clones (foo.cold, foo.constprop.0) that DWARF does not.
-        if hasSymbol, let s = r.symbol, !r.frames.isEmpty { r.frames[r.frames.count - 1].function = s }
-        if hasSymbol {
-            r.source = r.source.map { "\($0); symbol from \(idx.symbolSource)" } ?? idx.symbolSource
-        }
-        if !hasSymbol && r.frames.isEmpty {
-            r.reason = idx.symbolSource == "no symbols" ? "\(idx.name) has no symbols" : "no symbol of \(idx.name) covers this address"
-        }
-        return r
+        b.moduleID[k] = idx.nameID
+        b.buildIDID[k] = idx.buildIDID
+        let symbol = idx.symbol(at: a, into: b, k)
+        let hasSymbol = symbol != nil
+        idx.sourceFrames(at: a, symbol: symbol, into: b, k)
+        let hasFrames = b.frameCount[k] > 0
+        b.sourceID[k] = idx.sourceID(dwarf: hasFrames, symbol: hasSymbol)
+        if !hasSymbol && !hasFrames { b.reason[k] = idx.unresolvedReason }
+        return k
     }
 
     /// One symbol as `gensyms` lists it.

@@ -43,6 +43,7 @@ public final class SymbolSession {
     /// Serialises all use of libdw/libelf in this process.
     public static let lock = LibdwLock()
     var indexes: [UnsafeMutableRawPointer: ModuleIndex] = [:]
+    var lastIndex: (key: UnsafeMutableRawPointer?, index: ModuleIndex?) = (nil, nil)   // consecutive addresses share a module
     public let file: String?
 
     let dwfl: OpaquePointer
@@ -126,6 +127,7 @@ public final class SymbolSession {
 
     deinit {
         SymbolSession.lock.locked {
+            lastIndex = (nil, nil)
             indexes.removeAll()
             dwfl_end(dwfl)
         }

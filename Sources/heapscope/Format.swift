@@ -9,6 +9,57 @@ struct OutputBuffer {
         bytes.append(contentsOf: s.utf8)
         if bytes.count > 1 << 20 { flush() }
     }
+    /// Flush when a megabyte is buffered (the writers below never flush on their own).
+    mutating func flushIfFull() { if bytes.count > 1 << 20 { flush() } }
+    mutating func write(byte: UInt8) { bytes.append(byte) }
+    mutating func write(decimal v: UInt64) {
+        if v < 10 { bytes.append(0x30 + UInt8(v)); return }
+        var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                  UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0, x = v
+        withUnsafeMutableBytes(of: &tmp) { t in
+            while x > 0 { t[19 - n] = 0x30 + UInt8(x % 10); x /= 10; n += 1 }
+            bytes.append(contentsOf: t[(20 - n)...])
+        }
+    }
+    /// Lower-case hex digits, no prefix.
+    mutating func write(hexDigits v: UInt64) {
+        let digits = hexDigitBytes
+        var shift = v == 0 ? 0 : (63 - v.leadingZeroBitCount) / 4 * 4
+        while shift >= 0 { bytes.append(digits[Int((v >> UInt64(shift)) & 15)]); shift -= 4 }
+    }
+    mutating func write(hex v: UInt64) { bytes.append(0x30); bytes.append(0x78); write(hexDigits: v) }
+    /// A JSON string (quoted, escaped), or null.
+    mutating func write(json s: String?) {
+        guard var s else { bytes.append(contentsOf: "null".utf8); return }
+        s.withUTF8 { write(jsonUTF8: $0) }
+    }
+    mutating func write(utf8 u: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: u) }
+    /// UTF-8 bytes as a JSON string (quoted, escaped).
+    mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) {
+        bytes.append(0x22)
+        do {
+            var from = 0
+            for i in 0..<u.count {
+                let b = u[i]
+                guard b < 0x20 || b == 0x22 || b == 0x5c else { continue }
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[from..<i]))
+                switch b {
+                case 0x22: bytes.append(contentsOf: "\\\"".utf8)
+                case 0x5c: bytes.append(contentsOf: "\\\\".utf8)
+                case 0x0a: bytes.append(contentsOf: "\\n".utf8)
+                case 0x09: bytes.append(contentsOf: "\\t".utf8)
+                default:
+                    let hx = Array("0123456789abcdef".utf8)
+                    bytes.append(contentsOf: "\\u00".utf8); bytes.append(hx[Int(b >> 4)]); bytes.append(hx[Int(b & 15)])
+                }
+                from = i + 1
+            }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[from...]))
+        }
+        bytes.append(0x22)
+    }
     mutating func flush() {
         var off = 0
         while off < bytes.count {
@@ -19,6 +70,8 @@ struct OutputBuffer {
         bytes.removeAll(keepingCapacity: true)
     }
 }
+
+private let hexDigitBytes = Array("0123456789abcdef".utf8)
 
 func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 

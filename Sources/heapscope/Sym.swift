@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Glibc
 import Symbols
 
@@ -130,31 +131,90 @@ struct Sym: ParsableCommand {
     func run() throws {
         var sessions = try source.open()
         if annotate { return try Annotate.run(&sessions) }
-        var requests: [SymRequest] = []
-        if addresses.isEmpty {
-            while let line = readLine(strippingNewline: true) { requests.append(SymRequest(line: line, fileOffset: fileOffset)) }
-        } else {
-            requests = addresses.map { SymRequest(line: $0, fileOffset: fileOffset) }
-        }
-        let answers = try SymRequest.resolve(requests, &sessions)
         var out = OutputBuffer()
-        if json {
-            for a in answers { out.write(SymOutput.json(a)); out.write("\n") }
-        } else {
-            switch format {
-            case .text: for a in answers { SymOutput.text(a, into: &out) }
-            case .llvm: for a in answers { SymOutput.llvm(a, into: &out) }
-            case .gensyms: SymOutput.gensyms(answers, into: &out)
+        var grouped: [SymAnswer] = []   // --format gensyms groups all answers by source file
+        let json = json, format = format, fileOffset = fileOffset   // (property wrappers are slow in loops)
+        func print(_ requests: [SymRequest], _ res: SymResults) {
+            if format == .gensyms && !json {
+                grouped.append(contentsOf: requests.indices.map { res.answer(requests, $0) }); return
+            }
+            for i in requests.indices {
+                let a = res.answer(requests, i)
+                if json { SymOutput.json(a, into: &out); out.write(byte: 0x0a) }
+                else if format == .text { SymOutput.text(a, into: &out) }
+                else { SymOutput.llvm(a, into: &out) }
+                out.flushIfFull()
             }
         }
+        if addresses.isEmpty {
+            // Standard input is answered in batches, so memory stays bounded on any input size; a
+            // second thread reads and resolves the next batch while this one prints the last.
+            let pipe = BatchPipe(depth: 2)
+            let box = SessionsBox(sessions)
+            DispatchQueue(label: "heapscope.sym.resolve").async {
+                var reader = LineReader(fd: 0)
+                while true {
+                    var batch: [SymRequest] = []
+                    batch.reserveCapacity(SymRequest.batchSize)
+                    while batch.count < SymRequest.batchSize, let line = reader.next() {
+                        batch.append(SymRequest(line: line, fileOffset: fileOffset))
+                    }
+                    if batch.isEmpty { pipe.put(nil); return }
+                    pipe.put((batch, SymRequest.resolve(batch, &box.sessions)))
+                }
+            }
+            while let (requests, res) = pipe.take() { print(requests, res) }
+        } else {
+            let requests = addresses.map { SymRequest(line: $0, fileOffset: fileOffset) }
+            print(requests, SymRequest.resolve(requests, &sessions))
+        }
+        if format == .gensyms && !json { SymOutput.gensyms(grouped, into: &out) }
         out.flush()
-        if answers.contains(where: { $0.resolution.reason != nil }) { throw ExitCode(SymRequest.someUnresolved) }
+    }
+}
+
+/// The sessions, handed to the resolving thread (used by it alone from then on).
+final class SessionsBox: @unchecked Sendable {
+    var sessions: Sessions
+    init(_ s: Sessions) { sessions = s }
+}
+
+/// A bounded hand-over of resolved batches from the resolving thread to the printing one;
+/// nil marks the end.
+final class BatchPipe: @unchecked Sendable {
+    typealias Batch = ([SymRequest], SymResults)
+    private var items: [Batch?] = []
+    private let lock = Mutex()
+    private let slots: DispatchSemaphore, filled = DispatchSemaphore(value: 0)
+    init(depth: Int) { slots = DispatchSemaphore(value: depth) }
+    func put(_ b: Batch?) {
+        slots.wait()
+        lock.locked { items.append(b) }
+        filled.signal()
+    }
+    func take() -> Batch? {
+        filled.wait()
+        let b = lock.locked { items.removeFirst() }
+        slots.signal()
+        return b
+    }
+}
+
+/// A plain mutex.
+final class Mutex: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return body()
     }
 }
 
 /// One input address: its text, the file it names (if any), the parsed value or why not.
 struct SymRequest {
-    static let someUnresolved: Int32 = 0   // unresolved addresses are answers, not failures
+    /// Lines of standard input answered together (sorted, deduplicated, resolved, printed).
+    static let batchSize = 1 << 16
     var text: String
     var file: String?
     var value: UInt64?
@@ -163,11 +223,26 @@ struct SymRequest {
 
     init(line: String, fileOffset: Bool) {
         self.fileOffset = fileOffset
-        let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-        switch parts.count {
+        // Up to two fields separated by blanks: ADDR, or FILE ADDR.
+        var fields: (Range<Int>?, Range<Int>?) = (nil, nil)
+        var count = 0
+        var line = line
+        line.withUTF8 { u in
+            var i = 0
+            while i < u.count {
+                while i < u.count && (u[i] == 0x20 || u[i] == 0x09) { i += 1 }
+                guard i < u.count else { break }
+                let start = i
+                while i < u.count && u[i] != 0x20 && u[i] != 0x09 { i += 1 }
+                if count == 0 { fields.0 = start..<i } else if count == 1 { fields.1 = start..<i }
+                count += 1
+            }
+        }
+        func field(_ r: Range<Int>) -> String { line.withUTF8 { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) } }
+        switch count {
         case 0: text = line; error = "empty line"
-        case 1: text = parts[0]
-        case 2: file = parts[0]; text = parts[1]
+        case 1: text = fields.0!.count == line.utf8.count ? line : field(fields.0!)
+        case 2: file = field(fields.0!); text = field(fields.1!)
         default: text = line; error = "not an address: expected 'ADDR' or 'FILE ADDR'"
         }
         if error == nil {
@@ -178,26 +253,24 @@ struct SymRequest {
         }
     }
 
-    /// Resolve every request, grouped by session, each session in one batch.
-    static func resolve(_ reqs: [SymRequest], _ sessions: inout Sessions) throws -> [SymAnswer] {
-        var answers = reqs.map { r -> SymAnswer in
-            var res = Resolution(address: r.value ?? 0)
-            res.reason = r.error
-            return SymAnswer(input: r.text, file: r.file, parsed: r.value != nil, resolution: res)
+    /// Resolve every request, grouped by session, each session in one batch; one answer per request.
+    static func resolve(_ reqs: [SymRequest], _ sessions: inout Sessions) -> SymResults {
+        var results = SymResults(batches: [ResolvedBatch()], ref: Array(repeating: (0, 0), count: reqs.count))
+        func fail(_ i: Int, _ why: String) {
+            results.ref[i] = (0, Int32(results.batches[0].append(reqs[i].value ?? 0, reason: why)))
         }
         // session key -> request indexes
         var groups: [String: [Int]] = [:]
-        for (i, r) in reqs.enumerated() where r.error == nil {
-            if r.file != nil && sessions.process != nil {
-                answers[i].resolution.reason = "a 'FILE ADDR' line needs --elf, not --pid"; continue
-            }
+        for (i, r) in reqs.enumerated() {
+            if let e = r.error { fail(i, e); continue }
+            if r.file != nil && sessions.process != nil { fail(i, "a 'FILE ADDR' line needs --elf, not --pid"); continue }
             groups[r.file ?? sessions.defaultFile ?? "", default: []].append(i)
         }
         for (key, idxs) in groups.sorted(by: { $0.key < $1.key }) {
             let session: SymbolSession
             if key.isEmpty, let p = sessions.process { session = p } else {
                 do { session = try sessions.file(key) } catch {
-                    for i in idxs { answers[i].resolution.reason = "cannot read \(key)" }
+                    for i in idxs { fail(i, "cannot read \(key)") }
                     continue
                 }
             }
@@ -207,39 +280,120 @@ struct SymRequest {
                 var a = reqs[i].value!
                 if reqs[i].fileOffset {
                     guard let v = session.address(ofFileOffset: a) else {
-                        answers[i].resolution.reason = "file offset 0x\(String(a, radix: 16)) is in no loadable segment of \(key)"
+                        fail(i, "file offset 0x\(String(a, radix: 16)) is in no loadable segment of \(key)")
                         continue
                     }
                     a = v
                 }
                 addrs.append(a); live.append(i)
             }
-            let res = session.resolve(addrs)
-            for (k, i) in live.enumerated() { answers[i].resolution = res[k] }
+            let batch = ResolvedBatch()
+            let index = session.resolve(addrs, into: batch)
+            let b = Int32(results.batches.count)
+            results.batches.append(batch)
+            for (k, i) in live.enumerated() { results.ref[i] = (b, index[k]) }
         }
-        return answers
+        return results
+    }
+}
+
+/// The answers of a batch of requests: per request, a batch and an entry in it (batch 0 holds
+/// the requests that failed before lookup).
+struct SymResults {
+    var batches: [ResolvedBatch]
+    var ref: [(batch: Int32, entry: Int32)]
+    func answer(_ reqs: [SymRequest], _ i: Int) -> SymAnswer {
+        SymAnswer(input: reqs[i].text, parsed: reqs[i].value != nil, batch: batches[Int(ref[i].batch)], k: Int(ref[i].entry))
+    }
+}
+
+/// Entry `k` of a batch, its fields read out once.
+struct Entry {
+    let address: UInt64, offset: UInt64, size: UInt64
+    let moduleID: Int32, buildIDID: Int32, symbolID: Int32, mangledID: Int32, symbolFileID: Int32, sourceID: Int32
+    let typeLetter: UInt8
+    let reason: String?
+    let frames: ArraySlice<SourceFrame>
+    init(_ b: ResolvedBatch, _ k: Int) {
+        address = b.address[k]; offset = b.offset[k]; size = b.size[k]
+        moduleID = b.moduleID[k]; buildIDID = b.buildIDID[k]; symbolID = b.symbolID[k]; mangledID = b.mangledID[k]
+        symbolFileID = b.symbolFileID[k]; sourceID = b.sourceID[k]; typeLetter = b.typeLetter[k]; reason = b.reason[k]
+        frames = b.frames[Int(b.frameStart[k])..<Int(b.frameStart[k] + b.frameCount[k])]
     }
 }
 
 struct SymAnswer {
     var input: String
-    var file: String?
     var parsed: Bool       // false: the input was not an address (JSON address is null)
-    var resolution: Resolution
+    var batch: ResolvedBatch
+    var k: Int
+    var resolution: Resolution { batch.resolution(k) }
 }
 
 struct AddressParseError: Error { let message: String }
 
 /// Hex with or without 0x; at most 64 bits.
 func parseHexAddress(_ s: String) -> Result<UInt64, AddressParseError> {
-    var body = Substring(s)
-    if body.hasPrefix("0x") || body.hasPrefix("0X") { body = body.dropFirst(2) }
-    guard !body.isEmpty, body.allSatisfy(\.isHexDigit) else { return .failure(AddressParseError(message: "not an address: '\(s)'")) }
-    let digits = body.drop(while: { $0 == "0" })
-    guard digits.count <= 16, let v = UInt64(digits.isEmpty ? "0" : String(digits), radix: 16) else {
-        return .failure(AddressParseError(message: "not an address: '\(s)' is wider than 64 bits"))
+    var s = s
+    enum Outcome { case value(UInt64), notHex, tooWide }
+    let o: Outcome = s.withUTF8 { u in
+        var i = 0
+        if u.count >= 2 && u[0] == 0x30 && (u[1] | 0x20) == 0x78 { i = 2 }
+        guard i < u.count else { return .notHex }
+        var v: UInt64 = 0
+        var significant = 0
+        while i < u.count {
+            let b = u[i]
+            let d: UInt8
+            switch b {
+            case 0x30...0x39: d = b - 0x30
+            case 0x41...0x46, 0x61...0x66: d = (b | 0x20) - 0x61 + 10
+            default: return .notHex
+            }
+            if significant > 0 || d != 0 { significant += 1 }
+            v = v &<< 4 | UInt64(d)
+            i += 1
+        }
+        return significant > 16 ? .tooWide : .value(v)
     }
-    return .success(v)
+    switch o {
+    case .value(let v): return .success(v)
+    case .notHex: return .failure(AddressParseError(message: "not an address: '\(s)'"))
+    case .tooWide: return .failure(AddressParseError(message: "not an address: '\(s)' is wider than 64 bits"))
+    }
+}
+
+/// Lines of a file descriptor, read in large blocks (no trailing newline; a final CR is dropped).
+struct LineReader {
+    let fd: Int32
+    private var buf = [UInt8](repeating: 0, count: 1 << 20)
+    private var start = 0, end = 0, eof = false
+
+    init(fd: Int32) { self.fd = fd }
+
+    mutating func next() -> String? {
+        while true {
+            if let nl = buf[start..<end].firstIndex(of: 0x0a) {
+                var e = nl
+                if e > start && buf[e - 1] == 0x0d { e -= 1 }
+                let line = String(decoding: buf[start..<e], as: UTF8.self)
+                start = nl + 1
+                return line
+            }
+            if eof {
+                guard start < end else { return nil }
+                let line = String(decoding: buf[start..<end], as: UTF8.self)
+                start = end
+                return line
+            }
+            // Keep the partial line, grow for a very long line, then read more.
+            if start > 0 { buf.replaceSubrange(0..<(end - start), with: buf[start..<end]); end -= start; start = 0 }
+            if end == buf.count { buf.append(contentsOf: [UInt8](repeating: 0, count: buf.count)) }
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + end, $0.count - end) }
+            if n < 0 { if errno == EINTR { continue }; eof = true; continue }
+            if n == 0 { eof = true } else { end += n }
+        }
+    }
 }
 
 enum SymOutput {
@@ -256,29 +410,55 @@ enum SymOutput {
     }
 
     static func text(_ a: SymAnswer, into out: inout OutputBuffer) {
-        let r = a.resolution
-        if let why = r.reason, r.symbol == nil && r.frames.isEmpty {
-            out.write("\(a.input)  ?? (\(why))\n"); return
+        let pool = StringPool.shared
+        let r = Entry(a.batch, a.k)
+        if let why = r.reason, r.symbolID < 0 && r.frames.isEmpty {
+            out.write(a.input); out.write("  ?? ("); out.write(why); out.write(")\n"); return
         }
-        var head = "\(hex(r.address))  \(symbolText(r))"
-        if let t = r.type { head += "  (\(t)" + (r.size > 0 ? ", \(r.size) bytes" : "") + ")" }
-        if let m = r.module { head += "  in \(m)" }
-        out.write(head + "\n")
+        out.write(hex: r.address); out.write("  ")
+        if r.symbolID >= 0 {
+            out.write(utf8: pool.utf8(r.symbolID))
+            if r.offset != 0 { out.write("+"); out.write(hex: r.offset) }
+        } else { out.write("??") }
+        if r.typeLetter != 0 {
+            out.write("  ("); out.write(byte: r.typeLetter)
+            if r.size > 0 { out.write(", "); out.write(decimal: r.size); out.write(" bytes") }
+            out.write(")")
+        }
+        if r.moduleID >= 0 { out.write("  in "); out.write(utf8: pool.utf8(r.moduleID)) }
+        out.write(byte: 0x0a)
         for (k, f) in r.frames.enumerated() {
-            out.write("    \(f.function) at \(position(f))" + (k < r.frames.count - 1 ? " (inlined)" : "") + "\n")
+            out.write("    "); out.write(utf8: pool.utf8(f.functionID)); out.write(" at ")
+            if f.fileID >= 0 { out.write(utf8: pool.utf8(f.fileID)) } else { out.write("??") }
+            out.write(":"); out.write(decimal: UInt64(f.line))
+            if f.column > 0 { out.write(":"); out.write(decimal: UInt64(f.column)) }
+            if k < r.frames.count - 1 { out.write(" (inlined)") }
+            out.write(byte: 0x0a)
         }
-        if r.frames.isEmpty, let f = r.symbolFile { out.write("    (no line information; symbol from \(f))\n") }
+        if r.frames.isEmpty && r.symbolFileID >= 0 {
+            out.write("    (no line information; symbol from "); out.write(utf8: pool.utf8(r.symbolFileID)); out.write(")\n")
+        }
     }
 
     /// llvm-symbolizer's default output: for each frame, the function and file:line:column; a blank line.
     static func llvm(_ a: SymAnswer, into out: inout OutputBuffer) {
-        let r = a.resolution
+        let r = Entry(a.batch, a.k)
+        let pool = StringPool.shared
         if r.frames.isEmpty {
-            out.write("\(r.symbol ?? "??")\n\(r.symbolFile ?? "??"):0:0\n\n")
+            if r.symbolID >= 0 { out.write(utf8: pool.utf8(r.symbolID)) } else { out.write("??") }
+            out.write(byte: 0x0a)
+            if r.symbolFileID >= 0 { out.write(utf8: pool.utf8(r.symbolFileID)) } else { out.write("??") }
+            out.write(":0:0\n\n")
             return
         }
-        for f in r.frames { out.write("\(f.function)\n\(f.file ?? "??"):\(f.line):\(f.column)\n") }
-        out.write("\n")
+        r.frames.withUnsafeBufferPointer { frames in
+            for f in frames {
+                out.write(utf8: pool.utf8(f.functionID)); out.write(byte: 0x0a)
+                if f.fileID >= 0 { out.write(utf8: pool.utf8(f.fileID)) } else { out.write("??") }
+                out.write(":"); out.write(decimal: UInt64(f.line)); out.write(":"); out.write(decimal: UInt64(f.column)); out.write(byte: 0x0a)
+            }
+        }
+        out.write(byte: 0x0a)
     }
 
     static func gensyms(_ answers: [SymAnswer], into out: inout OutputBuffer) {
@@ -303,22 +483,37 @@ enum SymOutput {
         }
     }
 
-    static func json(_ a: SymAnswer) -> String {
-        let r = a.resolution
-        func str(_ s: String?) -> String { s.map(jsonString) ?? "null" }
-        func frame(_ f: SourceFrame) -> String {
-            "{\"function\":\(jsonString(f.function)),\"file\":\(str(f.file)),\"line\":\(f.line),\"column\":\(f.column)}"
-        }
+    /// One JSON object (README: `sym --json` keys), without the newline.
+    static func json(_ a: SymAnswer, into out: inout OutputBuffer) {
+        let r = Entry(a.batch, a.k)
+        let pool = StringPool.shared
+        func id(_ i: Int32) { if i >= 0 { out.write(jsonUTF8: pool.utf8(i)) } else { out.write("null") } }
         let inner = r.frames.first
-        var s = "{\"input\":\(jsonString(a.input)),\"address\":\(a.parsed ? jsonString(hex(r.address)) : "null")"
-        s += ",\"module\":\(str(r.module)),\"build_id\":\(str(r.buildID))"
-        s += ",\"symbol\":\(str(r.symbol)),\"mangled\":\(str(r.mangled)),\"type\":\(str(r.type.map(String.init)))"
-        s += ",\"offset\":\(r.offset),\"size\":\(r.size)"
-        s += ",\"function\":\(str(inner?.function)),\"file\":\(str(inner?.file ?? r.symbolFile))"
-        s += ",\"line\":\(inner.map { String($0.line) } ?? "null"),\"column\":\(inner.map { String($0.column) } ?? "null")"
-        s += ",\"inlined\":[" + r.frames.map(frame).joined(separator: ",") + "]"
-        s += ",\"source\":\(str(r.source)),\"reason\":\(str(r.reason))}"
-        return s
+        out.write("{\"input\":"); out.write(json: a.input)
+        out.write(",\"address\":")
+        if a.parsed { out.write("\"0x"); out.write(hexDigits: r.address); out.write("\"") } else { out.write("null") }
+        out.write(",\"module\":"); id(r.moduleID)
+        out.write(",\"build_id\":"); id(r.buildIDID)
+        out.write(",\"symbol\":"); id(r.symbolID)
+        out.write(",\"mangled\":"); id(r.mangledID)
+        out.write(",\"type\":")
+        if r.typeLetter != 0 { out.write(byte: 0x22); out.write(byte: r.typeLetter); out.write(byte: 0x22) } else { out.write("null") }
+        out.write(",\"offset\":"); out.write(decimal: r.offset)
+        out.write(",\"size\":"); out.write(decimal: r.size)
+        out.write(",\"function\":"); id(inner?.functionID ?? StringPool.none)
+        out.write(",\"file\":"); id(inner.map { $0.fileID >= 0 ? $0.fileID : r.symbolFileID } ?? r.symbolFileID)
+        out.write(",\"line\":"); if let f = inner { out.write(decimal: UInt64(f.line)) } else { out.write("null") }
+        out.write(",\"column\":"); if let f = inner { out.write(decimal: UInt64(f.column)) } else { out.write("null") }
+        out.write(",\"inlined\":[")
+        for (k, f) in r.frames.enumerated() {
+            if k > 0 { out.write(",") }
+            out.write("{\"function\":"); id(f.functionID)
+            out.write(",\"file\":"); id(f.fileID)
+            out.write(",\"line\":"); out.write(decimal: UInt64(f.line))
+            out.write(",\"column\":"); out.write(decimal: UInt64(f.column)); out.write("}")
+        }
+        out.write("],\"source\":"); id(r.sourceID)
+        out.write(",\"reason\":"); out.write(json: r.reason); out.write("}")
     }
 }
 
@@ -349,14 +544,14 @@ enum Annotate {
             }
         }
         let reqs = spots.map { SymRequest(line: $0.text, fileOffset: false) }
-        let answers = try SymRequest.resolve(reqs, &sessions)
+        let answers = SymRequest.resolve(reqs, &sessions)
         var out = OutputBuffer()
         var s = 0
         for (i, l) in lines.enumerated() {
             let u = Array(l.utf8)
             var from = 0
             while s < spots.count && spots[s].line == i {
-                let r = answers[s].resolution
+                let r = answers.answer(reqs, s).resolution
                 if r.symbol != nil || !r.frames.isEmpty {
                     out.write(String(decoding: u[from..<spots[s].end], as: UTF8.self))
                     out.write(" [" + short(r) + "]")
