@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm
+PKGS       := libdw-dev libelf-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only) and a copy whose DWARF is in a separate file found by debuglink.
@@ -58,9 +58,12 @@ test: deps targets
 demo: build targets
 	@./scripts/demo.sh .build/release/heapscope $(TT)/demo
 
+# BENCH_ARGS: --quick (smaller inputs), --only heap|sym. The sym part also resolves addresses in
+# heapscope's own debug build, so that is built too.
 bench: deps targets
+	$(SWIFT) build
 	$(SWIFT) build -c release
-	.build/release/heapscope-bench
+	.build/release/heapscope-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .build $(TT)

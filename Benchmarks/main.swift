@@ -1,5 +1,7 @@
 // `make bench`: heapscope's pause and total time on big heaps, against a raw process_vm_readv copy
-// of the same bytes measured in the same run (machines are noisy: read the ratios).
+// of the same bytes measured in the same run; `sym` against llvm-symbolizer, eu-addr2line and
+// addr2line on the same addresses (machines are noisy: read the ratios).
+// Options: --quick (smaller inputs), --only heap|sym.
 import Glibc
 import GlibcMalloc
 import HeapModel
@@ -35,6 +37,11 @@ if CommandLine.arguments.contains("--quick") {
     scenarios = scenarios.map { var s = $0; s.perThread /= 10; return s }
 }
 
+let only = CommandLine.arguments.firstIndex(of: "--only").map { CommandLine.arguments[$0 + 1] }
+if only == nil || only == "heap" { try heapBenchmark() }
+if only == nil || only == "sym" { try symBenchmark(quick: CommandLine.arguments.contains("--quick")) }
+
+@MainActor func heapBenchmark() throws {
 print("heapscope benchmark (release build; medians of \(runs) runs; target = TestTargets/bigheap)")
 print("")
 for sc in scenarios {
@@ -108,4 +115,5 @@ for sc in scenarios {
     target.closeStdin()
     _ = target.wait(timeoutSeconds: 60)
     unlink(manifest)
+}
 }

@@ -497,9 +497,12 @@ final class InlineTree {
             if tag == Int32(DW_TAG_subprogram) || tag == Int32(DW_TAG_inlined_subroutine) {
                 let r = ModuleIndex.ranges(of: &die)
                 if !r.isEmpty {
-                    nodes.append(Node(die: die, ranges: r, parent: parent))
+                    // A subprogram nested in another (a Swift closure, a C++ local class method)
+                    // is out-of-line code of its own: a top, not a frame inside its parent.
+                    let inParent = tag == Int32(DW_TAG_inlined_subroutine) ? parent : -1
+                    nodes.append(Node(die: die, ranges: r, parent: inParent))
                     owner = nodes.count - 1
-                    if parent >= 0 { nodes[parent].children.append(owner) } else {
+                    if inParent >= 0 { nodes[parent].children.append(owner) } else {
                         for (s, e) in r { tops.append((s, e, owner)) }
                     }
                 }
