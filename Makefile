@@ -1,11 +1,12 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time
+PKGS       := libdw-dev libelf-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
-# a stripped copy (.dynsym only) and a copy whose DWARF is in a separate file found by debuglink.
-SYMTT      := $(TT)/symbols $(TT)/libsymplugin.so $(TT)/symbols_stripped $(TT)/symbols_debuglink
+# a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and
+# a stripped copy with MiniDebugInfo (the local function symbols, xz-compressed in .gnu_debugdata).
+SYMTT      := $(TT)/symbols $(TT)/libsymplugin.so $(TT)/symbols_stripped $(TT)/symbols_debuglink $(TT)/symbols_minidebuginfo
 SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
@@ -90,3 +91,15 @@ $(TT)/symbols_debuglink: $(TT)/symbols
 	objcopy --only-keep-debug $< $@.debug
 	strip --strip-unneeded -o $@ $<
 	cd $(TT) && objcopy --add-gnu-debuglink=symbols_debuglink.debug symbols_debuglink
+# MiniDebugInfo as Fedora builds it: the function symbols missing from .dynsym, in a symbol-only
+# ELF file, xz-compressed into .gnu_debugdata of the stripped binary.
+$(TT)/symbols_minidebuginfo: $(TT)/symbols
+	nm -D $< --format=posix --defined-only | awk '{print $$1}' | sort > $@.dynsyms
+	nm $< --format=posix --defined-only | awk '$$2 == "T" || $$2 == "t" {print $$1}' | sort > $@.funcsyms
+	comm -13 $@.dynsyms $@.funcsyms > $@.keep
+	objcopy --only-keep-debug $< $@.debug
+	objcopy -S --remove-section .gdb_index --remove-section .comment --keep-symbols=$@.keep $@.debug $@.mini
+	rm -f $@.mini.xz && xz $@.mini
+	strip --strip-all -o $@.tmp $<
+	objcopy --add-section .gnu_debugdata=$@.mini.xz $@.tmp $@
+	rm -f $@.dynsyms $@.funcsyms $@.keep $@.debug $@.mini.xz $@.tmp

@@ -194,7 +194,20 @@ final class ModuleIndex {
         var b: GElf_Addr = 0
         if let e = dwfl_module_getelf(m, &b), hasSection(e, type: UInt32(SHT_SYMTAB)) { return ".symtab" }
         if let d = debugfile { return ".symtab of \(String(cString: d))" }
+        if let e = dwfl_module_getelf(m, &b), hasSection(e, named: ".gnu_debugdata") { return ".dynsym and MiniDebugInfo (.gnu_debugdata)" }
         return ".dynsym"
+    }
+
+    private static func hasSection(_ e: OpaquePointer, named name: String) -> Bool {
+        var shstrndx = 0
+        guard elf_getshdrstrndx(e, &shstrndx) == 0 else { return false }
+        var scn: OpaquePointer? = nil
+        while true {
+            scn = elf_nextscn(e, scn)
+            guard let s = scn else { return false }
+            var sh = GElf_Shdr()
+            if gelf_getshdr(s, &sh) != nil, let n = elf_strptr(e, shstrndx, Int(sh.sh_name)), String(cString: n) == name { return true }
+        }
     }
 
     private static func hasSection(_ e: OpaquePointer, type: UInt32) -> Bool {

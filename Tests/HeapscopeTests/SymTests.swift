@@ -200,6 +200,23 @@ struct SymTests {
         #expect((b["reason"] as? String)?.contains("no symbol") == true, "\(b)")
     }
 
+    @Test("MiniDebugInfo (.gnu_debugdata): static functions of a stripped binary are named, the source says so")
+    func miniDebugInfo() throws {
+        let syms = try Oracles.nm(Self.symbols)
+        let statics = syms.filter { $0.type == "t" && $0.size > 0 }
+        #expect(statics.count >= 3)
+        let r = try run(Paths.heapscope, ["sym", "--json", "--elf", Paths.target("symbols_minidebuginfo")],
+                        input: statics.map { "0x" + String($0.address + 1, radix: 16) }.joined(separator: "\n") + "\n")
+        let answers = try Oracles.lines(r.out).map { try jsonObject(String($0)) }
+        try #require(answers.count == statics.count)
+        for (s, j) in zip(statics, answers) {
+            #expect(j["mangled"] as? String == s.name, "0x\(String(s.address + 1, radix: 16))")
+            #expect(j["offset"] as? Int == 1)
+            #expect(j["type"] as? String == "t")
+            #expect((j["source"] as? String)?.contains("MiniDebugInfo") == true, "\(j)")
+        }
+    }
+
     @Test("separate debug file through .gnu_debuglink: the same answers as the unstripped binary, naming the debug file")
     func debuglink() throws {
         let file = Paths.target("symbols_debuglink")
