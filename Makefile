@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils
+PKGS       := libdw-dev libelf-dev libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and
@@ -77,11 +77,14 @@ $(TT)/plain_wait: TestTargets/plain_wait.c | $(TT)
 $(TT)/plain_wait_musl: TestTargets/plain_wait.c | $(TT)
 	musl-gcc -static -O0 -g -o $@ $<
 
-$(TT)/sym_%.o: $(SYMSRC)/symbols_%.c $(SYMSRC)/symbols.h | $(TT)
+$(addprefix $(TT)/sym_,main.o util.o): $(TT)/sym_%.o: $(SYMSRC)/symbols_%.c $(SYMSRC)/symbols.h | $(TT)
 	$(CC) -g -O2 -Wall -c -o $@ $<
 $(TT)/sym_cxx.o: $(SYMSRC)/symbols_cxx.cpp | $(TT)
 	g++ -g -O2 -Wall -c -o $@ $<
-$(TT)/symbols: $(TT)/sym_main.o $(TT)/sym_util.o $(TT)/sym_cxx.o
+# (no -g: its functions are named by the symbol table only, under Rust mangled names)
+$(TT)/sym_rust.o: $(SYMSRC)/symbols_rust.c | $(TT)
+	$(CC) -O2 -Wall -c -o $@ $<
+$(TT)/symbols: $(TT)/sym_main.o $(TT)/sym_util.o $(TT)/sym_cxx.o $(TT)/sym_rust.o
 	g++ -g -O2 -rdynamic -o $@ $^ -ldl
 $(TT)/libsymplugin.so: $(SYMSRC)/symbols_plugin.c $(SYMSRC)/symbols.h | $(TT)
 	$(CC) -g -O2 -Wall -shared -fPIC -o $@ $<

@@ -21,7 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "CShim", path: "Sources/CShim", linkerSettings: [.linkedLibrary("stdc++")]),
+        .target(name: "CShim", path: "Sources/CShim", linkerSettings: [.linkedLibrary("stdc++"), .linkedLibrary("iberty")]),
         .systemLibrary(name: "CLibdw", path: "Sources/CLibdw", pkgConfig: "libdw",
                        providers: [.apt(["libdw-dev", "libelf-dev"])]),
         .target(name: "ProcessAccess", dependencies: ["CShim"], path: "Sources/ProcessAccess"),

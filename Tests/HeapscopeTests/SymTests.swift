@@ -34,7 +34,7 @@ struct SymTests {
         return h
     }
 
-    @Test("every byte of every function agrees with llvm-symbolizer: C, C++, inlined calls, a shared library")
+    @Test("every byte of every function agrees with llvm-symbolizer: C, C++, Rust names, inlined calls, a shared library")
     func llvmOnTargets() throws {
         let h = try compareWithLLVM(Self.symbols, step: 1)
         // The comparison covers what it should: two-level inline chains and C++ names.
@@ -43,6 +43,13 @@ struct SymTests {
         #expect(h.contains { $0.last?.function == "geo::Ring::area(unsigned int) const" })
         #expect(h.contains { $0.last?.function.hasPrefix("unsigned int (anonymous namespace)::sum_areas<unsigned int>(") == true })
         #expect(h.contains { $0.last?.function == "geo::Accumulator<unsigned int>::add(unsigned int const&) [clone .isra.0]" })
+        // Rust names (v0 and legacy; TestTargets/sym/symbols_rust.c) are demangled, as llvm-symbolizer does.
+        let rustMangled = try Oracles.nm(Self.symbols).filter { $0.name.hasPrefix("_R") || $0.name.hasPrefix("_ZN3std") }
+        #expect(rustMangled.count == 7)
+        let rust = try Oracles.heapscope(["--elf", Self.symbols], rustMangled.map(\.address))
+        for (m, f) in zip(rustMangled, rust) {
+            #expect(f.count == 1 && f[0].function != m.name && f[0].function.contains("::"), "\(m.name) -> \(f)")
+        }
         let p = try compareWithLLVM(Self.plugin, step: 1)
         #expect(p.contains { $0.map(\.function) == ["mix_level2", "mix_level1", "plugin_static"] })
     }

@@ -61,3 +61,5 @@ uint64_t hs_monotonic_ns(void);
 char *hs_demangle_cxx(const char *mangled);
 /// Demangle a Swift symbol with the Swift runtime's swift_demangle. malloc'd or NULL.
 char *hs_demangle_swift(const char *mangled, size_t len);
+/// Rust v0 (`_R...`) demangling; malloc'ed result or NULL.
+char *hs_demangle_rust(const char *mangled);
