@@ -181,19 +181,15 @@ public final class SymbolSession {
     }
 }
 
-/// find_elf for a live process: elfutils' own, except for binaries deleted or replaced since they
-/// were mapped ("/path (deleted)" in /proc/PID/maps), which are opened through /proc/PID/map_files.
+/// find_elf for a live process: elfutils' own, except for files that are not at their mapped path
+/// any more or in this file system (see `mappedFile`).
 /// libdwfl calls it lazily (on first use of a module), always under `SymbolSession.lock`.
 private let procFindElf: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
                                           Dwarf_Addr, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
                                           UnsafeMutablePointer<OpaquePointer?>?) -> Int32 = { mod, userdata, name, base, fileName, elfp in
-    if let name, String(cString: name).hasSuffix(" (deleted)"), let mod {
-        var low: Dwarf_Addr = 0
-        _ = dwfl_module_info(mod, nil, &low, nil, nil, nil, nil, nil)
-        if let path = SymbolSession.mapFile(pid: SymbolSession.pidOf(mod), start: low) {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { fileName?.pointee = strdup(path); return fd }
-        }
+    if let name, let mod, let path = SymbolSession.mappedFile(module: mod, name: String(cString: name)) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd >= 0 { fileName?.pointee = strdup(path); return fd }
     }
     return dwfl_linux_proc_find_elf(mod, userdata, name, base, fileName, elfp)
 }
@@ -202,6 +198,28 @@ extension SymbolSession {
     /// The pid of the session being reported or used (sessions are used one at a time, under `lock`).
     nonisolated(unsafe) static var reportingPid: Int32 = 0
     static func pidOf(_ mod: OpaquePointer) -> Int32 { reportingPid }
+
+    /// Where to read a module of a live process when its path does not name the mapped file:
+    /// deleted or replaced since it was mapped ("PATH (deleted)"), or the process sees another
+    /// file system (a container). The mapped file itself through /proc/PID/map_files, else
+    /// PATH under /proc/PID/root; nil when PATH is the mapped file.
+    static func mappedFile(module mod: OpaquePointer, name: String) -> String? {
+        guard name.hasPrefix("/") else { return nil }
+        let pid = pidOf(mod)
+        let path = name.hasSuffix(" (deleted)") ? String(name.dropLast(10)) : name
+        var low: Dwarf_Addr = 0
+        _ = dwfl_module_info(mod, nil, &low, nil, nil, nil, nil, nil)
+        func same(_ a: String, _ b: String) -> Bool {
+            var x = stat(), y = stat()
+            return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino
+        }
+        if let mapped = mapFile(pid: pid, start: low), access(mapped, R_OK) == 0 {
+            return same(path, mapped) && !name.hasSuffix(" (deleted)") ? nil : mapped
+        }
+        let rooted = "/proc/\(pid)/root\(path)"
+        if access(rooted, R_OK) == 0 && !same(path, rooted) { return rooted }
+        return nil
+    }
 
     /// /proc/PID/map_files/START-END of the mapping that starts at `start`.
     static func mapFile(pid: Int32, start: UInt64) -> String? {

@@ -64,13 +64,16 @@ final class TargetProcess {
     private(set) var manifest = Manifest(text: "")
     private(set) var manifestText = ""
 
-    init(_ name: String, args: [String] = [], env: [String] = []) throws {
+    /// `launcher`: run `launcher[0]` with `launcher[1...] + [manifest] + args` instead (it must end
+    /// up exec'ing the target in the same process, as `unshare` and `sh -c 'exec ...'` do).
+    init(_ name: String, args: [String] = [], env: [String] = [], launcher: [String] = []) throws {
         var tmpl = Array("/tmp/heapscope-test-XXXXXX".utf8CString)
         guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed") }
         dir = String(cString: tmpl)
         manifestPath = dir + "/manifest"
         let child: Spawned
-        do { child = try Spawned.start(name.hasPrefix("/") ? name : Paths.target(name), [manifestPath] + args,
+        let path = launcher.first ?? (name.hasPrefix("/") ? name : Paths.target(name))
+        do { child = try Spawned.start(path, Array(launcher.dropFirst()) + [manifestPath] + args,
                                        environment: env.isEmpty ? nil : ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + env,
                                        stdout: dir + "/stdout") } catch { throw HarnessError(description: "\(error)") }
         stdinFD = child.stdinFD

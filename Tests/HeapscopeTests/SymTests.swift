@@ -187,6 +187,26 @@ struct SymTests {
         #expect((j["module"] as? String)?.hasPrefix(copy) == true, "\(r.out)")
     }
 
+    @Test("a process in another mount namespace (a container) whose path names another file here: read through /proc/PID/map_files")
+    func otherMountNamespace() throws {
+        var tmpl = Array("/tmp/heapscope-mntns-XXXXXX".utf8CString)
+        try #require(mkdtemp(&tmpl) != nil)
+        let dir = String(cString: tmpl)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Here: an unrelated program at DIR/symbols. In the target's namespace: the symbols target.
+        try FileManager.default.copyItem(atPath: "/bin/true", toPath: dir + "/symbols")
+        let script = "mount -t tmpfs none \(dir) && cp \(Self.symbols) \(dir)/symbols && exec \(dir)/symbols \"$@\""
+        let p = try TargetProcess("symbols", args: [Self.plugin],
+                                  launcher: ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh"])
+        defer { p.release() }
+        let maps = try String(contentsOfFile: "/proc/\(p.pid)/maps", encoding: .utf8)
+        try #require(maps.contains(dir + "/symbols"), "the target does not run from \(dir)")
+        let line = try #require(p.manifestText.split(separator: "\n").first { $0.hasPrefix("main ") })
+        let j = try jsonObject(run(Paths.heapscope, ["sym", "--json", "--pid", String(p.pid), String(line.split(separator: " ")[1])]).out)
+        #expect(j["symbol"] as? String == "main", "\(j)")
+        #expect((j["file"] as? String)?.hasSuffix("TestTargets/sym/symbols_main.c") == true, "\(j)")
+    }
+
     @Test("stripped binary: exported functions from .dynsym, no file:line; static ones unresolved with a reason")
     func stripped() throws {
         let syms = try Oracles.nm(Self.symbols)
