@@ -13,3 +13,10 @@ echo "\$ heapscope stat $tpid"
 echo
 echo "\$ heapscope chunks $tpid --limit 20"
 "$hs" chunks "$tpid" --limit 20
+echo
+# main's run-time address: its file address plus the load base (a PIE's first mapping).
+base=$(awk -v t="$(readlink -f "$target")" '$6 == t { split($1, a, "-"); print a[1]; exit }' /proc/$tpid/maps)
+off=$(nm "$target" | awk '$3 == "main" { print $1 }')
+addr=$(printf '0x%x' $((0x$base + 0x$off + 0x10)))
+echo "\$ heapscope sym --pid $tpid $addr"
+"$hs" sym --pid "$tpid" "$addr"
