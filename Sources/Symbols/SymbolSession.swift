@@ -41,7 +41,7 @@ public enum SymbolsError: Error, CustomStringConvertible {
 /// elfutils is not thread-safe: every libdwfl/libelf call of heapscope runs under `SymbolSession.lock`.
 public final class SymbolSession {
     /// Serialises all use of libdw/libelf in this process.
-    public static let lock = LibdwLock()
+    public static let lock = Mutex()
     var indexes: [UnsafeMutableRawPointer: ModuleIndex] = [:]
     var lastIndex: (key: UnsafeMutableRawPointer?, index: ModuleIndex?) = (nil, nil)   // consecutive addresses share a module
     public let file: String?
@@ -269,11 +269,11 @@ public enum DynamicSymbols {
     }
 }
 
-/// A recursive pthread mutex (no Foundation needed): a caller holding it may create, use and
-/// end sessions, whose own calls take it again.
-public final class LibdwLock: @unchecked Sendable {
+/// A recursive pthread mutex (no Foundation needed): a caller holding `SymbolSession.lock` may
+/// create, use and end sessions, whose own calls take it again.
+public final class Mutex: @unchecked Sendable {
     private var m = pthread_mutex_t()
-    init() {
+    public init() {
         var attr = pthread_mutexattr_t()
         pthread_mutexattr_init(&attr)
         pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))

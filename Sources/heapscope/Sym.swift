@@ -200,16 +200,6 @@ final class BatchPipe: @unchecked Sendable {
     }
 }
 
-/// A plain mutex.
-final class Mutex: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
-    func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
-        return body()
-    }
-}
 
 /// One input address: its text, the file it names (if any), the parsed value or why not.
 struct SymRequest {
