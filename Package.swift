@@ -8,6 +8,7 @@ import PackageDescription
 //   Symbols        ELF + DWARF symbols through libdwfl
 //   HeapModel      allocator-independent chunk table, states, stats (what analysis sees)
 //   GlibcMalloc    the glibc ptmalloc2 walker (the only code that knows glibc internals)
+//   Analysis       allocator-independent analysis on HeapModel: reachability (leaks)
 //   Inspect        orchestration: find allocator, attach, copy, detach, walk
 //   heapscope      the command-line interface (thin)
 let package = Package(
@@ -32,6 +33,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
+        .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis"),
         .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc"],
                 path: "Sources/Inspect"),
         .executableTarget(name: "heapscope", dependencies: [
@@ -40,7 +42,7 @@ let package = Package(
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],
                           path: "Benchmarks"),
-        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc"],
+        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis"],
                     path: "Tests/HeapscopeTests"),
     ],
     swiftLanguageModes: [.v6]

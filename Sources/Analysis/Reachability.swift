@@ -1,0 +1,195 @@
+import HeapModel
+import ProcessAccess
+
+/// Valgrind memcheck's leak classes (`--leak-check=full`, `--leak-check-heuristics=none`).
+public enum LeakClass: UInt8, Sendable, CaseIterable {
+    /// A start-pointer chain leads to it from a root.
+    case stillReachable
+    /// Only chains that use an interior pointer lead to it from a root.
+    case possiblyLost
+    /// No chain from a root; reached from a definitely lost block.
+    case indirectlyLost
+    /// No chain from a root, nor from another lost block (the head of a leaked structure).
+    case definitelyLost
+
+    /// Name in output and JSON.
+    public var name: String {
+        switch self {
+        case .stillReachable: return "still_reachable"
+        case .possiblyLost: return "possibly_lost"
+        case .indirectlyLost: return "indirectly_lost"
+        case .definitelyLost: return "definitely_lost"
+        }
+    }
+}
+
+/// Where root words come from (each reported as its own class; `anonymous` can be excluded).
+public enum RootKind: String, Sendable, CaseIterable {
+    case registers, stack, tls, moduleData = "module_data", anonymous
+}
+
+/// A range of copied memory whose aligned words are roots.
+public struct RootRange: Sendable {
+    public var start: UInt64
+    public var end: UInt64
+    public var kind: RootKind
+    public var label: String      // e.g. "thread 1234 stack", "/usr/lib/libfoo.so .data"
+    public init(start: UInt64, end: UInt64, kind: RootKind, label: String) {
+        self.start = start; self.end = end; self.kind = kind; self.label = label
+    }
+}
+
+/// The blocks a leak check is about: outstanding chunks as the program sees them, [user address,
+/// user address + usable size), sorted, with an index that finds the block holding any address
+/// in a few steps: per span of the address space that holds blocks, per 4 KiB page, the first
+/// block that ends after the page starts.
+public struct Blocks: Sendable {
+    public private(set) var start: [UInt64] = []
+    public private(set) var end: [UInt64] = []
+    /// Index of each block in the chunk table it came from.
+    public private(set) var chunk: [Int32] = []
+
+    private struct Span { var base: UInt64; var limit: UInt64; var pageFirst: [Int32] }
+    private var spans: [Span] = []
+    private static let pageShift: UInt64 = 12
+    private static let spanGap: UInt64 = 64 << 20
+
+    /// The outstanding chunks of `table` (in_use and mmapped), except those in `excluding`
+    /// (chunk indexes: malloc's own, such as tcache structs).
+    public init(_ table: ChunkTable, excluding: Set<Int> = []) {
+        for i in 0..<table.count where table.state[i].isOutstanding && !excluding.contains(i) {
+            let s = table.userAddress(i), n = table.usableSize(i)
+            guard n > 0 else { continue }
+            start.append(s); end.append(s + n); chunk.append(Int32(i))
+        }
+        buildIndex()
+    }
+
+    /// Blocks given directly (sorted, non-overlapping): for tests and other allocators.
+    public init(start: [UInt64], size: [UInt64]) {
+        precondition(start.count == size.count)
+        self.start = start
+        self.end = zip(start, size).map { $0 + $1 }
+        self.chunk = (0..<Int32(start.count)).map { $0 }
+        buildIndex()
+    }
+
+    public var count: Int { start.count }
+
+    private mutating func buildIndex() {
+        var i = 0
+        while i < start.count {
+            let base = start[i] & ~((1 << Blocks.pageShift) - 1)
+            var j = i, limit = end[i]
+            while j + 1 < start.count && start[j + 1] < limit &+ Blocks.spanGap { j += 1; limit = max(limit, end[j]) }
+            let pages = Int((limit - base + (1 << Blocks.pageShift) - 1) >> Blocks.pageShift)
+            var first = [Int32](repeating: Int32(j + 1), count: pages + 1)
+            var k = i
+            for p in 0...pages {
+                let pageStart = base + UInt64(p) << Blocks.pageShift
+                while k <= j && end[k] <= pageStart { k += 1 }
+                first[p] = Int32(k)
+            }
+            spans.append(Span(base: base, limit: limit, pageFirst: first))
+            i = j + 1
+        }
+    }
+
+    /// The block holding address `a`, if any.
+    @inline(__always) public func block(containing a: UInt64) -> Int? {
+        var s = 0
+        if spans.count > 1 {
+            var lo = 0, hi = spans.count
+            while lo < hi { let m = (lo + hi) >> 1; if spans[m].limit <= a { lo = m + 1 } else { hi = m } }
+            s = lo
+        }
+        guard s < spans.count, a >= spans[s].base, a < spans[s].limit else { return nil }
+        let p = Int((a - spans[s].base) >> Blocks.pageShift)
+        var lo = Int(spans[s].pageFirst[p]), hi = Int(spans[s].pageFirst[p + 1]) + 1
+        hi = min(hi, start.count)
+        // First block in [lo, hi) that ends after a.
+        while lo < hi { let m = (lo + hi) >> 1; if end[m] <= a { lo = m + 1 } else { hi = m } }
+        return lo < start.count && start[lo] <= a && a < end[lo] ? lo : nil
+    }
+}
+
+/// The outcome of a leak check: a class per block and the totals.
+public struct LeakReport: Sendable {
+    public var blocks: Blocks
+    public var leakClass: [LeakClass]
+    public var tallies: [LeakClass: Tally]
+    /// Bytes of roots and blocks scanned.
+    public var scannedBytes: UInt64
+}
+
+public enum Reachability {
+    /// Classify every block exactly as Valgrind memcheck does. Roots are `roots` (ranges of
+    /// `memory`) and `registerWords`; blocks are read from `memory` (a block that was not copied
+    /// is not scanned). A word equal to a block's start is a start pointer; one inside it, an
+    /// interior pointer. One pass with an explicit work stack; memory proportional to the blocks.
+    public static func check(blocks: Blocks, memory: MemoryImage, roots: [RootRange], registerWords: [UInt64]) -> LeakReport {
+        let n = blocks.count
+        // 0 unreached, 1 possible, 2 reachable, 3 indirect
+        var state = [UInt8](repeating: 0, count: n)
+        var stack: [Int32] = []
+        var scanned: UInt64 = 0
+
+        // Marks from a root or a scanned block: `definite` = the word comes from a root or a
+        // reachable block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
+        @inline(__always) func mark(_ w: UInt64, definite: Bool) {
+            guard let b = blocks.block(containing: w) else { return }
+            if w == blocks.start[b] && definite {
+                if state[b] != 2 { state[b] = 2; stack.append(Int32(b)) }
+            } else if state[b] == 0 {
+                state[b] = 1; stack.append(Int32(b))
+            }
+        }
+        func scan(_ from: UInt64, _ to: UInt64, _ body: (UInt64) -> Void) {
+            var a = (from + 7) & ~7
+            while a + 8 <= to {
+                guard let r = memory.region(containing: a, length: 8) else {
+                    a = (a | 4095) + 1; continue   // not copied: skip to the next page
+                }
+                let stop = min(to, r.end)
+                let base = r.base, rs = r.start
+                while a + 8 <= stop {
+                    body(base.loadUnaligned(fromByteOffset: Int(a - rs), as: UInt64.self))
+                    a += 8
+                }
+            }
+            scanned += to > from ? to - from : 0
+        }
+
+        for w in registerWords { mark(w, definite: true) }
+        for r in roots { scan(r.start, r.end) { mark($0, definite: true) } }
+        while let b = stack.popLast() {
+            let definite = state[Int(b)] == 2
+            scan(blocks.start[Int(b)], blocks.end[Int(b)]) { mark($0, definite: definite) }
+        }
+
+        // Leaked blocks, in address order: each one not yet reached from another leaked block
+        // leads a clique; every unreached block it reaches (start or interior pointer) is
+        // indirectly lost, including earlier leaders, whose cliques join this one.
+        for leader in 0..<n where state[leader] == 0 {
+            stack.append(Int32(leader))
+            while let b = stack.popLast() {
+                scan(blocks.start[Int(b)], blocks.end[Int(b)]) { w in
+                    guard let t = blocks.block(containing: w), t != leader, state[t] == 0 else { return }
+                    state[t] = 3
+                    stack.append(Int32(t))
+                }
+            }
+        }
+
+        var classes = [LeakClass](repeating: .definitelyLost, count: n)
+        var tallies: [LeakClass: Tally] = [:]
+        for c in LeakClass.allCases { tallies[c] = Tally() }
+        for b in 0..<n {
+            let c: LeakClass = [LeakClass.definitelyLost, .possiblyLost, .stillReachable, .indirectlyLost][Int(state[b])]
+            classes[b] = c
+            tallies[c]!.count += 1
+            tallies[c]!.bytes += blocks.end[b] - blocks.start[b]
+        }
+        return LeakReport(blocks: blocks, leakClass: classes, tallies: tallies, scannedBytes: scanned)
+    }
+}

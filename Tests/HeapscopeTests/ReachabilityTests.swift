@@ -1,0 +1,113 @@
+import Analysis
+import HeapModel
+import ProcessAccess
+import Testing
+
+/// The reachability core on heaps built by hand, where every block's class follows from
+/// Valgrind memcheck's rules (mc_leakcheck.c, heuristics off) by construction.
+@Suite("Reachability (Valgrind's leak classes)", .timeLimit(.minutes(2)))
+struct ReachabilityTests {
+    /// A heap of 64-byte blocks at `heapBase` and one root range at `rootBase`.
+    struct Heap {
+        static let heapBase: UInt64 = 0x5555_0000_0000, rootBase: UInt64 = 0x7fff_0000_0000
+        static let blockSize: UInt64 = 64
+        let heap: Region, root: Region
+        var rootWords = 0
+        init(blocks: Int) {
+            heap = Region(start: Heap.heapBase, count: blocks * Int(Heap.blockSize), label: "heap")
+            heap.base.initializeMemory(as: UInt8.self, repeating: 0, count: heap.count)
+            root = Region(start: Heap.rootBase, count: 4096, label: "root")
+            root.base.initializeMemory(as: UInt8.self, repeating: 0, count: root.count)
+        }
+        func at(_ k: Int) -> UInt64 { Heap.heapBase + UInt64(k) * Heap.blockSize }
+        /// Block `from`'s word `slot` holds `value`.
+        func store(_ from: Int, slot: Int, _ value: UInt64) {
+            heap.base.storeBytes(of: value, toByteOffset: from * Int(Heap.blockSize) + slot * 8, as: UInt64.self)
+        }
+        mutating func root(_ value: UInt64) {
+            root.base.storeBytes(of: value, toByteOffset: rootWords * 8, as: UInt64.self)
+            rootWords += 1
+        }
+        func check(_ blocks: Int, registers: [UInt64] = []) -> LeakReport {
+            let image = MemoryImage()
+            image.add(heap); image.add(root)
+            let b = Blocks(start: (0..<blocks).map(at), size: Array(repeating: Heap.blockSize, count: blocks))
+            return Reachability.check(blocks: b, memory: image,
+                                      roots: [RootRange(start: Heap.rootBase, end: Heap.rootBase + 4096, kind: .moduleData, label: "root")],
+                                      registerWords: registers)
+        }
+    }
+
+    @Test("every class: start and interior pointers, chains, cycles, heads above their lists, disguised pointers, registers, upgrades")
+    func classes() {
+        var h = Heap(blocks: 21)
+        // 0 reachable from a root; 1 from 0 (start pointer)
+        h.root(h.at(0)); h.store(0, slot: 3, h.at(1))
+        // 2: only an interior pointer from reachable 1 -> possibly lost; 3 from possible 2 -> possibly lost
+        h.store(1, slot: 0, h.at(2) + 8); h.store(2, slot: 7, h.at(3))
+        // 4: interior pointer from a root -> possibly lost
+        h.root(h.at(4) + 16)
+        // 5: only in a register -> reachable
+        // 6 -> 7 -> 8, nothing points to 6: 6 definitely, 7 and 8 indirectly lost
+        h.store(6, slot: 1, h.at(7)); h.store(7, slot: 1, h.at(8))
+        // 9 <-> 10, a leaked cycle: the first of it definitely, the other indirectly lost
+        h.store(9, slot: 0, h.at(10)); h.store(10, slot: 0, h.at(9))
+        // 13 -> 11 -> 12: the head above its list is still the one definitely lost
+        h.store(13, slot: 2, h.at(11)); h.store(11, slot: 2, h.at(12))
+        // 14: its address stored xor'ed -> definitely lost
+        h.root(h.at(14) ^ 0x5a5a_5a5a_5a5a_5a5a)
+        // 15 points only to itself -> definitely lost
+        h.store(15, slot: 0, h.at(15))
+        // 16 -> interior of 17, nothing points to 16: interior pointers count inside leaks
+        h.store(16, slot: 5, h.at(17) + 40)
+        // 18: first an interior pointer, then a start pointer from roots -> reachable, and 19,
+        // which 18 points to, must be upgraded with it; 20: nothing points to it -> definitely lost
+        h.root(h.at(18) + 24); h.root(h.at(18)); h.store(18, slot: 4, h.at(19))
+        let r = h.check(21, registers: [0x1234, h.at(5)])
+        let want: [LeakClass] = [
+            .stillReachable, .stillReachable, .possiblyLost, .possiblyLost, .possiblyLost, .stillReachable,
+            .definitelyLost, .indirectlyLost, .indirectlyLost, .definitelyLost, .indirectlyLost,
+            .indirectlyLost, .indirectlyLost, .definitelyLost, .definitelyLost, .definitelyLost,
+            .definitelyLost, .indirectlyLost, .stillReachable, .stillReachable, .definitelyLost,
+        ]
+        for (k, c) in want.enumerated() { #expect(r.leakClass[k] == c, "block \(k): \(r.leakClass[k]) instead of \(c)") }
+        for c in LeakClass.allCases {
+            let n = want.filter { $0 == c }.count
+            #expect(r.tallies[c] == Tally(count: n, bytes: UInt64(n) * Heap.blockSize), "\(c.name)")
+        }
+    }
+
+    @Test("a possibly lost block's pointers make what they reach possibly lost, never reachable")
+    func possibleDoesNotUpgrade() {
+        var h = Heap(blocks: 3)
+        h.root(h.at(0) + 8)                 // 0 possible
+        h.store(0, slot: 0, h.at(1))        // start pointer from a possible block: 1 possible
+        h.store(1, slot: 0, h.at(2))
+        let r = h.check(3)
+        #expect(r.leakClass == [.possiblyLost, .possiblyLost, .possiblyLost])
+    }
+
+    @Test("the block index finds the block holding any address, across spans far apart")
+    func blockIndex() {
+        var rng = SystemRandomNumberGenerator()
+        var starts: [UInt64] = [], sizes: [UInt64] = []
+        var a: UInt64 = 0x5555_5555_0000
+        for i in 0..<5000 {
+            if i % 1000 == 999 { a += UInt64.random(in: (64 << 20)...(1 << 40), using: &rng) }   // a new span
+            a += UInt64.random(in: 0...3, using: &rng) * 16
+            let n = UInt64.random(in: 1...(i % 50 == 0 ? 40_000 : 300), using: &rng)
+            starts.append(a); sizes.append(n)
+            a += n
+        }
+        let b = Blocks(start: starts, size: sizes)
+        func brute(_ x: UInt64) -> Int? {
+            var lo = 0, hi = starts.count
+            while lo < hi { let m = (lo + hi) / 2; if starts[m] + sizes[m] <= x { lo = m + 1 } else { hi = m } }
+            return lo < starts.count && starts[lo] <= x ? lo : nil
+        }
+        var probes: [UInt64] = [0, .max, starts[0] - 1, starts.last! + sizes.last!]
+        for k in stride(from: 0, to: starts.count, by: 7) { probes += [starts[k], starts[k] + sizes[k] - 1, starts[k] + sizes[k], starts[k] &- 1] }
+        for _ in 0..<20_000 { probes.append(UInt64.random(in: starts[0]...(starts.last! + sizes.last!), using: &rng)) }
+        for x in probes { #expect(b.block(containing: x) == brute(x), "0x\(String(x, radix: 16))") }
+    }
+}
