@@ -10,7 +10,7 @@ SYMTT      := $(TT)/symbols $(TT)/libsymplugin.so $(TT)/symbols_stripped $(TT)/s
 SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
-TRACKED    := heap_kinds threads corrupt locked noncontig
+TRACKED    := heap_kinds threads corrupt locked noncontig leaks
 BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl \
              $(SYMTT)
 

@@ -34,10 +34,10 @@ let package = Package(
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
         .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis"),
-        .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc"],
+        .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis"],
                 path: "Sources/Inspect"),
         .executableTarget(name: "heapscope", dependencies: [
-            "Inspect", "HeapModel", "Symbols",
+            "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],

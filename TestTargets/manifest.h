@@ -30,8 +30,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- live-allocation table: open addressing, static, no malloc ---- */
+/* ---- live-allocation table: open addressing, static, no malloc ----
+ * Entries are stored xor'ed with HS_KEY, so that the table does not make every chunk reachable
+ * (leak checks scan .bss); 0 = empty, 1 = tombstone (no real pointer xor HS_KEY is either). */
 #define HS_SLOTS (1u << 20)
+#define HS_KEY ((uintptr_t)0xa5a5a5a5a5a5a5a5ull)
 static uintptr_t hs_live[HS_SLOTS];
 static pthread_mutex_t hs_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t hs_count;
@@ -42,7 +45,7 @@ static void hs_add(void *p) {
     pthread_mutex_lock(&hs_lock);
     unsigned h = hs_hash((uintptr_t)p);
     while (hs_live[h] && hs_live[h] != 1) h = (h + 1) & (HS_SLOTS - 1);
-    hs_live[h] = (uintptr_t)p; hs_count++;
+    hs_live[h] = (uintptr_t)p ^ HS_KEY; hs_count++;
     pthread_mutex_unlock(&hs_lock);
 }
 static void hs_del(void *p) {
@@ -50,7 +53,7 @@ static void hs_del(void *p) {
     pthread_mutex_lock(&hs_lock);
     unsigned h = hs_hash((uintptr_t)p);
     while (hs_live[h]) {
-        if (hs_live[h] == (uintptr_t)p) { hs_live[h] = 1; hs_count--; break; }   /* 1 = tombstone */
+        if (hs_live[h] == ((uintptr_t)p ^ HS_KEY)) { hs_live[h] = 1; hs_count--; break; }   /* 1 = tombstone */
         h = (h + 1) & (HS_SLOTS - 1);
     }
     pthread_mutex_unlock(&hs_lock);
@@ -111,10 +114,10 @@ static void hs_printf(const char *fmt, ...) {
 
 /* Freed chunks and deliberate corruptions the program wants checked. */
 #define HS_MAXNOTES 4096
-static struct { void *p; const char *what; const char *kind; } hs_notes[HS_MAXNOTES];
+static struct { uintptr_t p; const char *what; const char *kind; } hs_notes[HS_MAXNOTES];   /* p ^ HS_KEY */
 static int hs_nnotes;
 static void hs_note(const char *what, void *p, const char *kind) {
-    if (hs_nnotes < HS_MAXNOTES) { hs_notes[hs_nnotes].p = p; hs_notes[hs_nnotes].what = what; hs_notes[hs_nnotes].kind = kind; hs_nnotes++; }
+    if (hs_nnotes < HS_MAXNOTES) { hs_notes[hs_nnotes].p = (uintptr_t)p ^ HS_KEY; hs_notes[hs_nnotes].what = what; hs_notes[hs_nnotes].kind = kind; hs_nnotes++; }
 }
 /* Free p on purpose and record the bin kind glibc 2.36 is expected to put it in. */
 static void hs_free_expect(void *p, const char *kind) { hs_note("freed", p, kind); t_free(p); }
@@ -125,15 +128,15 @@ static void hs_write_manifest(int threads) {
     hs_printf("pid %d\nglibc %s\nthreads %d\n", (int)getpid(), gnu_get_libc_version(), threads);
     pthread_mutex_lock(&hs_lock);
     for (unsigned i = 0; i < HS_SLOTS; i++) {
-        uintptr_t p = hs_live[i];
-        if (p > 1) {
+        if (hs_live[i] > 1) {
+            uintptr_t p = hs_live[i] ^ HS_KEY;
             size_t u = malloc_usable_size((void *)p);
             size_t sz = ((size_t *)p)[-1];
             hs_printf("%s %lx %zu\n", (sz & 2) ? "mmapped" : "live", (unsigned long)p, u);
         }
     }
     pthread_mutex_unlock(&hs_lock);
-    for (int i = 0; i < hs_nnotes; i++) hs_printf("%s %lx %s\n", hs_notes[i].what, (unsigned long)hs_notes[i].p, hs_notes[i].kind);
+    for (int i = 0; i < hs_nnotes; i++) hs_printf("%s %lx %s\n", hs_notes[i].what, (unsigned long)(hs_notes[i].p ^ HS_KEY), hs_notes[i].kind);
     hs_printf("mallinfo2 arena=%zu ordblks=%zu smblks=%zu hblks=%zu hblkhd=%zu usmblks=%zu fsmblks=%zu uordblks=%zu fordblks=%zu keepcost=%zu\n",
               mi.arena, mi.ordblks, mi.smblks, mi.hblks, mi.hblkhd, mi.usmblks, mi.fsmblks, mi.uordblks, mi.fordblks, mi.keepcost);
     hs_flush();

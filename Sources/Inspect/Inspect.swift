@@ -74,11 +74,17 @@ let foreignAllocators: [(pattern: String, name: String)] = [
 public enum Inspector {
     /// Attach to `pid`, copy its heap while it is stopped, detach, and walk the copy.
     public static func inspect(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
+        try inspectCapturing(pid: pid, options: options, writable: false).report
+    }
+
+    /// `inspect`, keeping what was copied; with `writable`, also every other writable mapping
+    /// (stacks, module data, anonymous memory: the roots of a leak check), in the same pause.
+    static func inspectCapturing(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
         // A process caught in execve() refuses ptrace and /proc reads for a moment: try again
         // briefly before calling it a permission problem.
         var denied = 0
         while true {
-            do { return try inspectOnce(pid: pid, options: options) } catch {
+            do { return try inspectOnce(pid: pid, options: options, writable: writable) } catch {
                 if case .process(.noSuchProcess) = error { throw error }
                 if case .process(.targetExited) = error { throw error }
                 if ProcFS.hasExited(pid: pid) {
@@ -91,11 +97,23 @@ public enum Inspector {
         }
     }
 
-    static func inspectOnce(pid: Int32, options: InspectOptions) throws(InspectError) -> HeapReport {
+    /// What one inspection copied, for analyses that need more than the report.
+    struct Captured {
+        var report: HeapReport
+        var capture: GlibcCapture
+        /// Writable mappings (as read while stopped) and the copies of those parts of them that
+        /// the heap capture did not copy; empty unless asked for.
+        var maps: [Mapping] = []
+        var writable = MemoryImage()
+    }
+
+    static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
         let target = try prepare(pid: pid, options: options)
         var attempt = 0
         var capture: GlibcCapture
         var pause: UInt64 = 0
+        var maps: [Mapping] = []
+        var writableImage = MemoryImage()
         var retryNotes: [String] = []
         while true {
             attempt += 1
@@ -109,6 +127,9 @@ public enum Inspector {
             } catch {
                 att.detach()
                 throw .glibc(error)
+            }
+            if writable {
+                (maps, writableImage) = copyWritable(pid: pid, skipping: capture.image)
             }
             att.detach()
             pause = att.pauseMicroseconds
@@ -124,10 +145,29 @@ public enum Inspector {
         if !capture.unsettled.isEmpty {
             walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempts (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
         }
-        return HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
-                          allocatorVersion: target.layout.version, discovery: capture.discovery,
-                          heap: walk, copiedBytes: capture.image.totalBytes,
-                          analysisMicroseconds: (nowNs() - t1) / 1000)
+        let report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
+                                allocatorVersion: target.layout.version, discovery: capture.discovery,
+                                heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
+                                analysisMicroseconds: (nowNs() - t1) / 1000)
+        return Captured(report: report, capture: capture, maps: maps, writable: writableImage)
+    }
+
+    /// With the target stopped: every readable, writable mapping, minus what `skipping` holds.
+    /// A mapping that cannot be read (device memory) is left out.
+    static func copyWritable(pid: Int32, skipping: MemoryImage) -> ([Mapping], MemoryImage) {
+        let maps = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.readable && $0.writable }
+        var requests: [BulkCopier.Request] = []
+        for m in maps {
+            var from = m.start
+            for r in skipping.regions where r.end > from && r.start < m.end {
+                if r.start > from { requests.append(.init(start: from, count: Int(r.start - from), label: m.path)) }
+                from = max(from, r.end)
+            }
+            if from < m.end { requests.append(.init(start: from, count: Int(m.end - from), label: m.path)) }
+        }
+        let image = MemoryImage()
+        BulkCopier(pid: pid).copy(requests, into: image)
+        return (maps, image)
     }
 
     /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.

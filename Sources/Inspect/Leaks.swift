@@ -1,0 +1,104 @@
+import Analysis
+import GlibcMalloc
+import HeapModel
+import ProcessAccess
+
+/// A leak check of a live process: the heap report, the class of every outstanding chunk, the roots.
+public struct LeakInspection: Sendable {
+    public var heap: HeapReport
+    public var leaks: LeakReport
+    public var roots: [RootRange]
+    /// Bytes of roots per kind.
+    public var rootBytes: [RootKind: UInt64]
+    /// The copied memory (heap and roots), for printing contents and following references.
+    public var memory: MemoryImage
+}
+
+extension Inspector {
+    /// Stop the target once, copy its heap and every other writable mapping, detach, and classify
+    /// every outstanding chunk as Valgrind memcheck does. `anonymousRoots: false` does not count
+    /// writable anonymous memory that malloc does not own (custom pools, mmaps) as roots.
+    public static func leaks(pid: Int32, options: InspectOptions = InspectOptions(),
+                             anonymousRoots: Bool = true) throws(InspectError) -> LeakInspection {
+        let c = try inspectCapturing(pid: pid, options: options, writable: true)
+        let memory = MemoryImage()
+        for r in c.capture.image.regions { memory.add(r) }
+        for r in c.writable.regions { memory.add(r) }
+        let walk = c.report.heap
+        let (roots, registers) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
+                                            anonymous: anonymousRoots)
+        let blocks = Blocks(walk.chunks)
+        let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: registers)
+        var bytes: [RootKind: UInt64] = [:]
+        for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
+        bytes[.registers] = UInt64(registers.count * 8)
+        return LeakInspection(heap: c.report, leaks: report, roots: roots, rootBytes: bytes, memory: memory)
+    }
+
+    /// The roots of a leak check: every register of every thread; each thread's stack from its
+    /// stack pointer less the 128-byte red zone to the end of its mapping; the static TLS around
+    /// each thread pointer; writable data of every module (.data, .bss); other writable
+    /// anonymous memory, less malloc's (heap segments, mmapped chunks). malloc's own metadata
+    /// is never a root: the arena structs and `mp_` are cut out of libc's data.
+    static func leakRoots(maps: [Mapping], threads: [StoppedThread], walk: HeapWalk, capture: GlibcCapture,
+                          anonymous: Bool) -> ([RootRange], [UInt64]) {
+        var roots: [RootRange] = []
+        var registers: [UInt64] = []
+        let L = capture.target.layout
+        var stackMaps = Set<UInt64>()
+        for t in threads {
+            withUnsafeBytes(of: t.regs) { registers.append(contentsOf: $0.bindMemory(to: UInt64.self)) }
+            if let m = maps.first(where: { $0.contains(t.stackPointer) }) {
+                roots.append(RootRange(start: max(m.start, t.stackPointer &- 128), end: m.end, kind: .stack, label: "thread \(t.tid) stack"))
+                stackMaps.insert(m.start)
+            }
+            if let m = maps.first(where: { $0.contains(t.fsBase) }) {
+                roots.append(RootRange(start: max(m.start, t.fsBase &- (64 << 10)), end: min(m.end, t.fsBase + 4096),
+                                       kind: .tls, label: "thread \(t.tid) TLS"))
+            }
+        }
+        // malloc's own: heap segments, mmapped chunks (as data), arena structs and mp_ (as roots).
+        var mallocOwned: [(UInt64, UInt64)] = []
+        for a in walk.arenas { for s in a.segments { mallocOwned.append((s.start, s.end)) } }
+        for i in 0..<walk.chunks.count where walk.chunks.state[i] == .mmapped {
+            mallocOwned.append((walk.chunks.address[i], walk.chunks.address[i] + walk.chunks.size[i]))
+        }
+        var metadata: [(UInt64, UInt64)] = capture.arenas.map { ($0, $0 + L.arenaSize) }
+        if capture.mp != 0 { metadata.append((capture.mp, capture.mp + L.mpSize)) }
+
+        var previousFile: String? = nil, previousEnd: UInt64 = 0
+        for m in maps {
+            defer { previousEnd = m.end }
+            if m.path == "[heap]" || stackMaps.contains(m.start) || m.path == "[stack]" || m.path.hasPrefix("[v") {
+                previousFile = nil; continue
+            }
+            let kind: RootKind, label: String
+            if m.path.hasPrefix("/") {
+                kind = .moduleData; label = m.path; previousFile = m.path
+            } else if m.isAnonymous, let f = previousFile, m.start == previousEnd {
+                kind = .moduleData; label = f + " .bss"; previousFile = nil
+            } else {
+                previousFile = nil
+                guard anonymous else { continue }
+                kind = .anonymous; label = m.path.isEmpty ? "anonymous" : m.path
+            }
+            for (s, e) in subtract((m.start, m.end), mallocOwned + metadata) {
+                roots.append(RootRange(start: s, end: e, kind: kind, label: label))
+            }
+        }
+        return (roots, registers)
+    }
+
+    /// `range` less every interval of `cuts`.
+    static func subtract(_ range: (UInt64, UInt64), _ cuts: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        var from = range.0
+        for (s, e) in cuts.filter({ $0.1 > range.0 && $0.0 < range.1 }).sorted(by: { $0.0 < $1.0 }) {
+            if s > from { out.append((from, min(s, range.1))) }
+            from = max(from, e)
+            if from >= range.1 { break }
+        }
+        if from < range.1 { out.append((from, range.1)) }
+        return out
+    }
+}

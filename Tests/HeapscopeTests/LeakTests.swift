@@ -1,0 +1,109 @@
+import Analysis
+import Foundation
+import Glibc
+import HeapModel
+import Inspect
+import Testing
+
+/// `leaks` on TestTargets/leaks.c, which notes every chunk it made on purpose with the class
+/// Valgrind memcheck gives it; every other live chunk is still reachable.
+@Suite("Leaks by reachability", .serialized, .timeLimit(.minutes(5)))
+struct LeakTests {
+    struct Expected { var byAddress: [UInt64: String] = [:]; var cycle: [UInt64] = [] }
+
+    func expected(_ p: TargetProcess) -> Expected {
+        var e = Expected()
+        for line in p.manifestText.split(separator: "\n") where line.hasPrefix("leak ") {
+            let f = line.split(separator: " ")
+            let a = UInt64(f[1], radix: 16)!
+            if f[2] == "cycle" { e.cycle.append(a) } else { e.byAddress[a] = String(f[2]) }
+        }
+        // A leaked cycle: the first of it in address order leads the clique (definitely lost).
+        e.cycle.sort()
+        if let first = e.cycle.first { e.byAddress[first] = "definitely_lost" }
+        for a in e.cycle.dropFirst() { e.byAddress[a] = "indirectly_lost" }
+        return e
+    }
+
+    func check(_ p: TargetProcess, anonymousRoots: Bool, override: [UInt64: String] = [:]) throws {
+        let r = try Inspector.leaks(pid: p.pid, anonymousRoots: anonymousRoots)
+        var want = expected(p).byAddress
+        for (a, c) in override { want[a] = c }
+        #expect(want.count == 17, "the target notes 17 chunks")
+        let b = r.leaks.blocks
+        // Exactly the live chunks of the target are the blocks.
+        #expect(Set(b.start) == Set(p.manifest.live.keys))
+        var tallies: [String: Tally] = [:]
+        for k in 0..<b.count {
+            let a = b.start[k]
+            let c = want[a] ?? "still_reachable"
+            #expect(r.leaks.leakClass[k].name == c, "0x\(String(a, radix: 16)): \(r.leaks.leakClass[k].name), expected \(c)")
+            tallies[c, default: Tally()].add(p.manifest.live[a] ?? 0)
+        }
+        for c in LeakClass.allCases { #expect(r.leaks.tallies[c] == (tallies[c.name] ?? Tally()), "\(c.name)") }
+    }
+
+    @Test("every class exactly: single, list, cycle, xor'ed, interior, dtv; roots: .bss, stack, TLS, mmap pool, register, chain")
+    func classes() throws {
+        let p = try TargetProcess("leaks")
+        try check(p, anonymousRoots: true)
+        #expect(p.release().ok, "the target must run on unharmed")
+    }
+
+    @Test("--no-anonymous-roots: the chunk held only by an mmap'd pool is definitely lost")
+    func withoutAnonymousRoots() throws {
+        let p = try TargetProcess("leaks")
+        let pooled = try #require(p.manifestText.split(separator: "\n").filter { $0.hasPrefix("leak ") && $0.hasSuffix(" still_reachable") }
+            .map { UInt64($0.split(separator: " ")[1], radix: 16)! }.first { p.manifest.live[$0] == 104 })
+        try check(p, anonymousRoots: false, override: [pooled: "definitely_lost"])
+        #expect(p.release().ok)
+    }
+
+    @Test("oracle: Valgrind's leak_check (heuristics off) at the same pause point counts the same chunks per class")
+    func valgrindOracle() throws {
+        // The same deterministic target, once under memcheck (asked through vgdb while it waits)
+        // and once natively under heapscope. Bytes differ by design: Valgrind counts the sizes
+        // requested, heapscope the usable sizes malloc gave (it cannot know the requests).
+        let log = "/tmp/heapscope-valgrind-\(getpid()).log"
+        defer { unlink(log) }
+        let vg = try TargetProcess("leaks", launcher: ["/usr/bin/valgrind", "--vgdb=yes", "--leak-check=full",
+                                                       "--leak-check-heuristics=none", "--log-file=" + log, Paths.target("leaks")])
+        defer { vg.release() }
+        let out = try run("/usr/bin/vgdb", ["--pid=\(vg.pid)", "leak_check", "summary"], timeout: 120)
+        var valgrind: [String: Int] = [:]
+        // vgdb relays the answer (valgrind also writes it to its log)
+        let printed = out.out + out.err + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+        for line in printed.split(separator: "\n") {
+            for c in LeakClass.allCases where line.contains(c.name.replacingOccurrences(of: "_", with: " ") + ":") {
+                // "   definitely lost: 192 (+192) bytes in 4 (+4) blocks"
+                let words = line.split(separator: " ")
+                if let i = words.firstIndex(of: "in"), i + 1 < words.count { valgrind[c.name] = Int(words[i + 1]) }
+            }
+        }
+        try #require(valgrind.count == 4, "vgdb (status \(out.status)): \(out.out) \(out.err); valgrind: \(printed)")
+        let p = try TargetProcess("leaks")
+        defer { p.release() }
+        let r = try Inspector.leaks(pid: p.pid)
+        for c in LeakClass.allCases { #expect(r.leaks.tallies[c]?.count == valgrind[c.name], "\(c.name): heapscope \(r.leaks.tallies[c]?.count ?? -1), valgrind \(valgrind[c.name] ?? -1)") }
+    }
+
+    @Test("leaks --json: the documented keys, totals equal to the library's")
+    func json() throws {
+        let p = try TargetProcess("leaks")
+        let r = try run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--show", "reachable"])
+        #expect(r.status == 0, "\(r.err)")
+        let j = try jsonObject(r.out)
+        let lib = try Inspector.leaks(pid: p.pid)
+        for c in LeakClass.allCases {
+            let t = try #require(j[c.name] as? [String: Any], "missing \(c.name)")
+            #expect(t["chunks"] as? Int == lib.leaks.tallies[c]?.count)
+            #expect((t["bytes"] as? NSNumber)?.uint64Value == lib.leaks.tallies[c]?.bytes)
+        }
+        #expect((j["pause_us"] as? Int ?? 0) > 0)
+        let groups = try #require(j["groups"] as? [[String: Any]])
+        #expect(groups.reduce(0) { $0 + ($1["count"] as? Int ?? 0) } == lib.leaks.blocks.count, "with --show reachable every chunk is in a group")
+        let text = try run(Paths.heapscope, ["leaks", String(p.pid)])
+        #expect(text.out.contains("definitely lost:"))
+        #expect(p.release().ok)
+    }
+}
