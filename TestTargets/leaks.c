@@ -1,5 +1,7 @@
 /* Leak classes with known answers (Valgrind memcheck's rules). Each chunk made on purpose is
  * noted in the manifest as "leak ADDR CLASS"; every other live chunk is still reachable.
+ * A reachable one is noted "CLASS/ROOT" with the root `why` must name: module_data:SYMBOL, tls,
+ * anonymous, stack, register, or chunk (through another chunk).
  * Raw pointers exist only inside the noinline makers, in registers that later calls reuse; the
  * stack below main's frame is scrubbed before waiting. The pointer only in a register lives in
  * r12 of a thread blocked in a raw pause() syscall.
@@ -54,7 +56,7 @@ static __attribute__((noinline)) void make_chain(void) {
     void **a = t_malloc(32), **b = t_malloc(32);
     memset(a, 0, 32); memset(b, 0, 32);
     a[1] = b; chain_head = a;
-    hs_note("leak", a, "still_reachable"); hs_note("leak", b, "still_reachable");
+    hs_note("leak", a, "still_reachable/module_data:chain_head"); hs_note("leak", b, "still_reachable/chunk");
 }
 static __attribute__((noinline)) void scrub(void) {
     volatile char buf[1 << 16];
@@ -67,12 +69,12 @@ static int ready;
 /* Holds its chunk in r12 only, blocked in pause() forever (the process ends with main). */
 static void *register_thread(void *arg) {
     (void)arg;
-    uintptr_t d = make(72, "still_reachable");
+    uintptr_t d = make(72, "still_reachable/register");
     /* glibc keeps this thread's dtv (calloc'ed by pthread_create) only as dtv + 1 in the TCB
      * (tcbhead_t.dtv at fs:8): an interior pointer, so possibly lost, as Valgrind reports it. */
     uintptr_t dtv1;
     __asm__("mov %%fs:8, %0" : "=r"(dtv1));
-    hs_note("leak", (void *)(dtv1 - 16), "possibly_lost");
+    hs_note("leak", (void *)(dtv1 - 16), "possibly_lost/stack");
     dtv1 = 0;
     scrub();
     pthread_mutex_lock(&ready_lock); ready = 1; pthread_cond_signal(&ready_cond); pthread_mutex_unlock(&ready_lock);
@@ -90,13 +92,13 @@ int main(int argc, char **argv) {
     disguised = make(56, "definitely_lost");
     (void)make_list(4);
     make_cycle();
-    data_interior = (char *)un(make(64, "possibly_lost")) + 16;
-    bss_ptr = un(make(24, "still_reachable"));
-    tls_ptr = un(make(88, "still_reachable"));
+    data_interior = (char *)un(make(64, "possibly_lost/module_data:data_interior")) + 16;
+    bss_ptr = un(make(24, "still_reachable/module_data:bss_ptr"));
+    tls_ptr = un(make(88, "still_reachable/tls"));
     pool = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    pool[3] = un(make(104, "still_reachable"));
+    pool[3] = un(make(104, "still_reachable/anonymous"));
     make_chain();
-    void *volatile on_stack = un(make(120, "still_reachable"));
+    void *volatile on_stack = un(make(120, "still_reachable/stack"));
     pthread_t t;
     pthread_create(&t, 0, register_thread, 0);
     pthread_mutex_lock(&ready_lock);

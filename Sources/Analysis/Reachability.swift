@@ -193,3 +193,83 @@ public enum Reachability {
         return LeakReport(blocks: blocks, leakClass: classes, tallies: tallies, scannedBytes: scanned)
     }
 }
+
+/// Where a chain of references starts.
+public enum RootRef: Sendable, Equatable {
+    /// Register `register` (index into `RegisterSet.names`) of thread `thread` (index into the register sets).
+    case register(thread: Int, register: Int)
+    /// The word at `address` in root range `root`.
+    case memory(root: Int, address: UInt64)
+}
+
+/// One thread's registers, as words, in the kernel's x86_64 `user_regs_struct` order.
+public struct RegisterSet: Sendable {
+    public static let names = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+                               "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
+                               "ds", "es", "fs", "gs"]
+    public var tid: Int32
+    public var words: [UInt64]
+    public init(tid: Int32, words: [UInt64]) { self.tid = tid; self.words = words }
+}
+
+/// A chain of references: a root word, then words inside blocks; the last hop's word points
+/// into the target.
+public struct ReferenceChain: Sendable {
+    public var root: RootRef
+    /// The value the root holds (a pointer into `hops.first?.block`, or into the target).
+    public var rootValue: UInt64
+    /// Each hop: a block, and the offset in it of the word that points to the next block (or the target).
+    public var hops: [(block: Int, offset: UInt64, value: UInt64)]
+}
+
+extension Reachability {
+    /// The shortest chain of references (start or interior pointers) from a root to block
+    /// `target`: breadth first from every root word at once. Nil when no root reaches it (it is
+    /// lost). With `from`, the chain starts at those blocks instead of at roots (for example the
+    /// definitely lost block an indirectly lost one hangs off); its root is then `.memory(root: -1, ...)`.
+    public static func shortestChain(to target: Int, blocks: Blocks, memory: MemoryImage, roots: [RootRange],
+                                     registers: [RegisterSet], from sources: [Int]? = nil) -> ReferenceChain? {
+        let n = blocks.count
+        guard target >= 0 && target < n else { return nil }
+        var parent = [Int32](repeating: -1, count: n)      // -1 unvisited, -2 seeded by a root
+        var parentOffset = [UInt32](repeating: 0, count: n)
+        var seed: [Int: (RootRef, UInt64)] = [:]
+        var queue: [Int32] = []
+        func visitRoot(_ w: UInt64, _ ref: RootRef) {
+            guard let b = blocks.block(containing: w), parent[b] == -1 else { return }
+            parent[b] = -2; seed[b] = (ref, w); queue.append(Int32(b))
+        }
+        if let sources {
+            for b in sources where parent[b] == -1 { parent[b] = -2; seed[b] = (.memory(root: -1, address: blocks.start[b]), blocks.start[b]); queue.append(Int32(b)) }
+        } else {
+            for (t, set) in registers.enumerated() { for (i, w) in set.words.enumerated() { visitRoot(w, .register(thread: t, register: i)) } }
+            for (k, r) in roots.enumerated() {
+                var a = (r.start + 7) & ~7
+                while a + 8 <= r.end {
+                    if let w = memory.word(a) { visitRoot(w, .memory(root: k, address: a)); a += 8 } else { a = (a | 4095) + 1 }
+                }
+            }
+        }
+        var head = 0
+        while head < queue.count && parent[target] == -1 {
+            let b = Int(queue[head]); head += 1
+            var a = blocks.start[b]
+            while a + 8 <= blocks.end[b] {
+                if let w = memory.word(a), let t = blocks.block(containing: w), parent[t] == -1 {
+                    parent[t] = Int32(b); parentOffset[t] = UInt32(a - blocks.start[b]); queue.append(Int32(t))
+                }
+                a += 8
+            }
+        }
+        guard parent[target] != -1 else { return nil }
+        var hops: [(block: Int, offset: UInt64, value: UInt64)] = []
+        var b = target
+        while parent[b] >= 0 {
+            let p = Int(parent[b]), off = UInt64(parentOffset[b])
+            hops.append((p, off, memory.word(blocks.start[p] + off) ?? 0))
+            b = p
+        }
+        let (ref, value) = seed[b]!
+        return ReferenceChain(root: ref, rootValue: value, hops: hops.reversed())
+    }
+}

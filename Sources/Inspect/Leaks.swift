@@ -8,6 +8,8 @@ public struct LeakInspection: Sendable {
     public var heap: HeapReport
     public var leaks: LeakReport
     public var roots: [RootRange]
+    /// Every thread's registers (roots too).
+    public var registers: [RegisterSet]
     /// Bytes of roots per kind.
     public var rootBytes: [RootKind: UInt64]
     /// The copied memory (heap and roots), for printing contents and following references.
@@ -25,14 +27,14 @@ extension Inspector {
         for r in c.capture.image.regions { memory.add(r) }
         for r in c.writable.regions { memory.add(r) }
         let walk = c.report.heap
-        let (roots, registers) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
+        let (roots, sets) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
                                             anonymous: anonymousRoots)
         let blocks = Blocks(walk.chunks)
-        let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: registers)
+        let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words))
         var bytes: [RootKind: UInt64] = [:]
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
-        bytes[.registers] = UInt64(registers.count * 8)
-        return LeakInspection(heap: c.report, leaks: report, roots: roots, rootBytes: bytes, memory: memory)
+        bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
+        return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory)
     }
 
     /// The roots of a leak check: every register of every thread; each thread's stack from its
@@ -41,13 +43,13 @@ extension Inspector {
     /// anonymous memory, less malloc's (heap segments, mmapped chunks). malloc's own metadata
     /// is never a root: the arena structs and `mp_` are cut out of libc's data.
     static func leakRoots(maps: [Mapping], threads: [StoppedThread], walk: HeapWalk, capture: GlibcCapture,
-                          anonymous: Bool) -> ([RootRange], [UInt64]) {
+                          anonymous: Bool) -> ([RootRange], [RegisterSet]) {
         var roots: [RootRange] = []
-        var registers: [UInt64] = []
+        var registers: [RegisterSet] = []
         let L = capture.target.layout
         var stackMaps = Set<UInt64>()
         for t in threads {
-            withUnsafeBytes(of: t.regs) { registers.append(contentsOf: $0.bindMemory(to: UInt64.self)) }
+            withUnsafeBytes(of: t.regs) { registers.append(RegisterSet(tid: t.tid, words: Array($0.bindMemory(to: UInt64.self)))) }
             if let m = maps.first(where: { $0.contains(t.stackPointer) }) {
                 roots.append(RootRange(start: max(m.start, t.stackPointer &- 128), end: m.end, kind: .stack, label: "thread \(t.tid) stack"))
                 stackMaps.insert(m.start)

@@ -50,7 +50,7 @@ extension SymbolSession {
     }
 
     private func resolveOne(_ a: UInt64, into b: ResolvedBatch) -> Int {
-        guard let m = dwfl_addrmodule(dwfl, Dwarf_Addr(a)) else {
+        guard let m = dwfl_addrmodule(dwfl, Dwarf_Addr(a)) ?? bssTails.first(where: { a >= $0.start && a < $0.end })?.module else {
             return b.append(a, reason: file != nil ? "outside \(file!)'s address range" : "unmapped: no module of process \(pid) holds this address")
         }
         let k = b.append(a)

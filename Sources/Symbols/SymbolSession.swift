@@ -44,6 +44,9 @@ public final class SymbolSession {
     public static let lock = Mutex()
     var indexes: [UnsafeMutableRawPointer: ModuleIndex] = [:]
     var lastIndex: (key: UnsafeMutableRawPointer?, index: ModuleIndex?) = (nil, nil)   // consecutive addresses share a module
+    /// A live process's .bss tails: the anonymous mapping right after a module's last file mapping,
+    /// which libdwfl does not count as part of the module.
+    var bssTails: [(start: UInt64, end: UInt64, module: OpaquePointer)] = []
     public let file: String?
 
     let dwfl: OpaquePointer
@@ -71,6 +74,13 @@ public final class SymbolSession {
         }
         if r == ESRCH || r == ENOENT || (r != 0 && kill(pid, 0) != 0 && errno == ESRCH) {
             throw .processGone(pid: pid)   // fully initialised: deinit ends the session
+        }
+        if r == 0, let maps = try? ProcFS.maps(pid: pid) {
+            for (prev, m) in zip(maps, maps.dropFirst()) where m.isAnonymous && m.writable && m.start == prev.end && prev.path.hasPrefix("/") {
+                if let mod = SymbolSession.lock.locked({ dwfl_addrmodule(dwfl, Dwarf_Addr(prev.end - 1)) }) {
+                    bssTails.append((m.start, m.end, mod))
+                }
+            }
         }
         if r != 0 {
             let msg = r > 0 ? String(cString: strerror(r)) : String(cString: dwfl_errmsg(-1))

@@ -161,3 +161,124 @@ enum LeakFormat {
 extension String {
     func replacingUnderscores() -> String { String(map { $0 == "_" ? " " : $0 }) }
 }
+
+struct Why: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The shortest chain of references from a root to the chunk holding ADDR, or why there is none.",
+        discussion: """
+        Roots as in `leaks`. Each hop is a word holding a pointer to the next chunk (to its start, \
+        or inside it: an interior pointer). A chunk that no chain reaches is lost; for an \
+        indirectly lost one the chain from the definitely lost chunk it hangs off is shown.
+        """)
+    @OptionGroup var target: TargetOptions
+    @Argument(help: "An address inside an outstanding chunk (hex, with or without 0x).") var address: String
+    @Flag(help: "Do not count writable anonymous memory outside malloc as roots.") var noAnonymousRoots = false
+
+    func run() throws {
+        guard case .success(let a) = parseHexAddress(address) else {
+            FileHandleErr.write("heapscope: not an address: '\(address)'\n"); throw ExitCode(64)
+        }
+        var o = InspectOptions()
+        if target.noDebuginfo { o.useDebugInfo = false }
+        let r: LeakInspection
+        do { r = try Inspector.leaks(pid: target.pid, options: o, anonymousRoots: !noAnonymousRoots) } catch {
+            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode)
+        }
+        let b = r.leaks.blocks
+        guard let k = b.block(containing: a) else {
+            let t = r.heap.chunks
+            let why = t.index(containing: a).map { "is in a \(t.state[$0].name) chunk at \(hex(t.address[$0])), not an outstanding one" }
+                ?? "is not in the heap (no chunk holds it)"
+            FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(1)
+        }
+        let cls = r.leaks.leakClass[k]
+        var chain = Reachability.shortestChain(to: k, blocks: b, memory: r.memory, roots: r.roots, registers: r.registers)
+        var reason: String? = nil
+        if chain == nil {
+            switch cls {
+            case .definitelyLost: reason = "nothing points to it from a root or a reachable chunk"
+            case .indirectlyLost:
+                reason = "no root reaches it; it hangs off a definitely lost chunk"
+                let heads = (0..<b.count).filter { r.leaks.leakClass[$0] == .definitelyLost }
+                chain = Reachability.shortestChain(to: k, blocks: b, memory: r.memory, roots: [], registers: [], from: heads)
+            default: reason = "no chain found"
+            }
+        }
+        let names = WhyNames(r, chain: chain, pid: target.pid, useDebugInfo: o.useDebugInfo)
+        var out = OutputBuffer()
+        if target.json { WhyFormat.json(r, a, k, chain, reason, names, into: &out) } else { WhyFormat.text(r, a, k, chain, reason, names, into: &out) }
+        out.flush()
+    }
+}
+
+/// Symbols of the root word's address and of the values the chain holds.
+struct WhyNames {
+    var rootSymbol: Resolution?
+    init(_ r: LeakInspection, chain: ReferenceChain?, pid: Int32, useDebugInfo: Bool) {
+        guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0,
+              r.roots[root].kind == .moduleData || r.roots[root].kind == .tls,
+              let s = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) else { return }
+        let res = s.resolve([addr])[0]
+        if res.symbol != nil { rootSymbol = res }
+    }
+}
+
+enum WhyFormat {
+    static func rootText(_ r: LeakInspection, _ c: ReferenceChain, _ names: WhyNames) -> (kind: String, text: String) {
+        switch c.root {
+        case .register(let t, let i):
+            return ("register", "thread \(r.registers[t].tid) register \(RegisterSet.names[i])")
+        case .memory(let k, let a) where k < 0:
+            return ("chunk", "definitely lost chunk \(hex(a))")
+        case .memory(let k, let a):
+            let root = r.roots[k]
+            switch root.kind {
+            case .stack:
+                let sp = r.registers.first { "thread \($0.tid) stack" == root.label }?.words[19] ?? root.start
+                return ("stack", "\(root.label) at \(hex(a)) (sp+0x\(String(a &- sp, radix: 16)))")
+            case .moduleData, .tls:
+                if let s = names.rootSymbol, let sym = s.symbol {
+                    let what = sym + (s.offset > 0 ? "+0x\(String(s.offset, radix: 16))" : "")
+                    return (root.kind.rawValue, "\(what) (\(s.type.map(String.init) ?? "?") in \(s.module ?? root.label)) at \(hex(a))")
+                }
+                return (root.kind.rawValue, "\(root.label) at \(hex(a))")
+            default:
+                return (root.kind.rawValue, "\(root.label) \(hex(root.start))-\(hex(root.end)) at \(hex(a))")
+            }
+        }
+    }
+
+    static func text(_ r: LeakInspection, _ a: UInt64, _ k: Int, _ chain: ReferenceChain?, _ reason: String?, _ names: WhyNames,
+                     into out: inout OutputBuffer) {
+        let b = r.leaks.blocks
+        out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes), \(r.leaks.leakClass[k].name.replacingUnderscores())")
+        out.write(reason.map { ": \($0)\n" } ?? "\n")
+        guard let c = chain else { return }
+        func pointee(_ v: UInt64) -> String {
+            guard let t = b.block(containing: v) else { return "" }
+            return v == b.start[t] ? "" : " (interior pointer, +0x\(String(v - b.start[t], radix: 16)))"
+        }
+        out.write("  \(rootText(r, c, names).text) holds \(hex(c.rootValue))\(pointee(c.rootValue))\n")
+        for h in c.hops {
+            out.write("  -> chunk \(hex(b.start[h.block])) (\(b.end[h.block] - b.start[h.block]) bytes) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
+        }
+        out.write("  -> chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes)\n")
+    }
+
+    static func json(_ r: LeakInspection, _ a: UInt64, _ k: Int, _ chain: ReferenceChain?, _ reason: String?, _ names: WhyNames,
+                     into out: inout OutputBuffer) {
+        let b = r.leaks.blocks
+        out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(b.start[k]))\",\"size\":\(b.end[k] - b.start[k]),\"class\":\"\(r.leaks.leakClass[k].name)\"")
+        out.write(",\"chain\":")
+        if let c = chain {
+            let (kind, text) = rootText(r, c, names)
+            var items = ["{\"kind\":\(jsonString(kind)),\"description\":\(jsonString(text)),\"value\":\"\(hex(c.rootValue))\""
+                + (names.rootSymbol?.symbol.map { ",\"symbol\":\(jsonString($0))" } ?? "") + "}"]
+            for h in c.hops {
+                items.append("{\"kind\":\"chunk\",\"chunk\":\"\(hex(b.start[h.block]))\",\"offset\":\(h.offset),\"value\":\"\(hex(h.value))\"}")
+            }
+            out.write("[" + items.joined(separator: ",") + "]")
+        } else { out.write("null") }
+        out.write(",\"reason\":" + (reason.map(jsonString) ?? "null") + "}\n")
+    }
+}

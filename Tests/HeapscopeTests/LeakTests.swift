@@ -9,14 +9,16 @@ import Testing
 /// Valgrind memcheck gives it; every other live chunk is still reachable.
 @Suite("Leaks by reachability", .serialized, .timeLimit(.minutes(5)))
 struct LeakTests {
-    struct Expected { var byAddress: [UInt64: String] = [:]; var cycle: [UInt64] = [] }
+    struct Expected { var byAddress: [UInt64: String] = [:]; var root: [UInt64: String] = [:]; var cycle: [UInt64] = [] }
 
     func expected(_ p: TargetProcess) -> Expected {
         var e = Expected()
         for line in p.manifestText.split(separator: "\n") where line.hasPrefix("leak ") {
             let f = line.split(separator: " ")
             let a = UInt64(f[1], radix: 16)!
-            if f[2] == "cycle" { e.cycle.append(a) } else { e.byAddress[a] = String(f[2]) }
+            let parts = f[2].split(separator: "/")
+            if f[2] == "cycle" { e.cycle.append(a) } else { e.byAddress[a] = String(parts[0]) }
+            if parts.count > 1 { e.root[a] = String(parts[1]) }
         }
         // A leaked cycle: the first of it in address order leads the clique (definitely lost).
         e.cycle.sort()
@@ -53,8 +55,7 @@ struct LeakTests {
     @Test("--no-anonymous-roots: the chunk held only by an mmap'd pool is definitely lost")
     func withoutAnonymousRoots() throws {
         let p = try TargetProcess("leaks")
-        let pooled = try #require(p.manifestText.split(separator: "\n").filter { $0.hasPrefix("leak ") && $0.hasSuffix(" still_reachable") }
-            .map { UInt64($0.split(separator: " ")[1], radix: 16)! }.first { p.manifest.live[$0] == 104 })
+        let pooled = try #require(expected(p).root.first { $0.value == "anonymous" }?.key)
         try check(p, anonymousRoots: false, override: [pooled: "definitely_lost"])
         #expect(p.release().ok)
     }
@@ -85,6 +86,39 @@ struct LeakTests {
         defer { p.release() }
         let r = try Inspector.leaks(pid: p.pid)
         for c in LeakClass.allCases { #expect(r.leaks.tallies[c]?.count == valgrind[c.name], "\(c.name): heapscope \(r.leaks.tallies[c]?.count ?? -1), valgrind \(valgrind[c.name] ?? -1)") }
+    }
+
+    @Test("why: the chain names the root each chunk is held by; lost chunks say why")
+    func why() throws {
+        let p = try TargetProcess("leaks")
+        defer { p.release() }
+        let e = expected(p)
+        for (a, cls) in e.byAddress {
+            let r = try run(Paths.heapscope, ["why", String(p.pid), "0x" + String(a + 4, radix: 16), "--json"])
+            #expect(r.status == 0, "\(r.err)")
+            let j = try jsonObject(r.out)
+            #expect(j["class"] as? String == cls, "0x\(String(a, radix: 16))")
+            #expect(j["chunk"] as? String == "0x" + String(a, radix: 16))
+            let chain = j["chain"] as? [[String: Any]]
+            switch cls {
+            case "definitely_lost":
+                #expect(chain == nil && (j["reason"] as? String)?.contains("nothing points to it") == true, "\(j)")
+            case "indirectly_lost":
+                #expect(chain?.first?["kind"] as? String == "chunk", "from the definitely lost chunk it hangs off: \(j)")
+                #expect((chain?.count ?? 0) >= 2)
+            default:
+                let want = try #require(e.root[a], "no root noted for 0x\(String(a, radix: 16))")
+                let kind = String(want.split(separator: ":")[0])
+                if kind == "chunk" {
+                    #expect(chain?.count == 2 && chain?[1]["kind"] as? String == "chunk", "\(j)")
+                } else {
+                    #expect(chain?.count == 1 && chain?[0]["kind"] as? String == kind, "0x\(String(a, radix: 16)) \(want): \(j)")
+                }
+                if want.contains(":") { #expect(chain?[0]["symbol"] as? String == String(want.split(separator: ":")[1]), "\(j)") }
+            }
+        }
+        let bad = try run(Paths.heapscope, ["why", String(p.pid), "0x10"])
+        #expect(bad.status == 1 && bad.err.contains("is not in the heap"), "\(bad.err)")
     }
 
     @Test("leaks --json: the documented keys, totals equal to the library's")
