@@ -33,7 +33,9 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
-        .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis"),
+        // Analysis: the same compile-time-only exclusivity checking, for the scanner's hot loop.
+        .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis",
+                swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis"],
                 path: "Sources/Inspect"),
         .executableTarget(name: "heapscope", dependencies: [

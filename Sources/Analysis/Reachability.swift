@@ -49,15 +49,19 @@ public struct Blocks: Sendable {
     /// Index of each block in the chunk table it came from.
     public private(set) var chunk: [Int32] = []
 
-    private struct Span { var base: UInt64; var limit: UInt64; var pageFirst: [Int32] }
-    private var spans: [Span] = []
+    // Spans of the address space that hold blocks; per span, from spanPage[s] on in pageFirst,
+    // per 4 KiB page the first block that ends after the page starts (flat arrays: no nesting).
+    private var spanBase: [UInt64] = [], spanLimit: [UInt64] = [], spanPage: [Int] = []
+    private var pageFirst: [Int32] = []
     private static let pageShift: UInt64 = 12
     private static let spanGap: UInt64 = 64 << 20
 
     /// The outstanding chunks of `table` (in_use and mmapped), except those in `excluding`
     /// (chunk indexes: malloc's own, such as tcache structs).
     public init(_ table: ChunkTable, excluding: Set<Int> = []) {
-        for i in 0..<table.count where table.state[i].isOutstanding && !excluding.contains(i) {
+        start.reserveCapacity(table.count); end.reserveCapacity(table.count); chunk.reserveCapacity(table.count)
+        let check = !excluding.isEmpty
+        for i in 0..<table.count where table.state[i].isOutstanding && (!check || !excluding.contains(i)) {
             let s = table.userAddress(i), n = table.usableSize(i)
             guard n > 0 else { continue }
             start.append(s); end.append(s + n); chunk.append(Int32(i))
@@ -83,14 +87,13 @@ public struct Blocks: Sendable {
             var j = i, limit = end[i]
             while j + 1 < start.count && start[j + 1] < limit &+ Blocks.spanGap { j += 1; limit = max(limit, end[j]) }
             let pages = Int((limit - base + (1 << Blocks.pageShift) - 1) >> Blocks.pageShift)
-            var first = [Int32](repeating: Int32(j + 1), count: pages + 1)
+            spanBase.append(base); spanLimit.append(limit); spanPage.append(pageFirst.count)
             var k = i
             for p in 0...pages {
                 let pageStart = base + UInt64(p) << Blocks.pageShift
                 while k <= j && end[k] <= pageStart { k += 1 }
-                first[p] = Int32(k)
+                pageFirst.append(Int32(k))
             }
-            spans.append(Span(base: base, limit: limit, pageFirst: first))
             i = j + 1
         }
     }
@@ -98,14 +101,15 @@ public struct Blocks: Sendable {
     /// The block holding address `a`, if any.
     @inline(__always) public func block(containing a: UInt64) -> Int? {
         var s = 0
-        if spans.count > 1 {
-            var lo = 0, hi = spans.count
-            while lo < hi { let m = (lo + hi) >> 1; if spans[m].limit <= a { lo = m + 1 } else { hi = m } }
+        let nspans = spanBase.count
+        if nspans > 1 {
+            var lo = 0, hi = nspans
+            while lo < hi { let m = (lo + hi) >> 1; if spanLimit[m] <= a { lo = m + 1 } else { hi = m } }
             s = lo
         }
-        guard s < spans.count, a >= spans[s].base, a < spans[s].limit else { return nil }
-        let p = Int((a - spans[s].base) >> Blocks.pageShift)
-        var lo = Int(spans[s].pageFirst[p]), hi = Int(spans[s].pageFirst[p + 1]) + 1
+        guard s < nspans, a >= spanBase[s], a < spanLimit[s] else { return nil }
+        let p = spanPage[s] + Int((a - spanBase[s]) >> Blocks.pageShift)
+        var lo = Int(pageFirst[p]), hi = Int(pageFirst[p + 1]) + 1
         hi = min(hi, start.count)
         // First block in [lo, hi) that ends after a.
         while lo < hi { let m = (lo + hi) >> 1; if end[m] <= a { lo = m + 1 } else { hi = m } }
@@ -129,68 +133,105 @@ public enum Reachability {
     /// interior pointer. One pass with an explicit work stack; memory proportional to the blocks.
     public static func check(blocks: Blocks, memory: MemoryImage, roots: [RootRange], registerWords: [UInt64]) -> LeakReport {
         let n = blocks.count
-        // 0 unreached, 1 possible, 2 reachable, 3 indirect
-        var state = [UInt8](repeating: 0, count: n)
-        var stack: [Int32] = []
-        var scanned: UInt64 = 0
+        let scan = Scanner(blocks: blocks, memory: memory)
+        defer { scan.release() }
+        for w in registerWords { scan.mark(w, definite: true) }
+        for r in roots { scan.scan(r.start, r.end, definite: true) }
+        scan.drain()
+        scan.cliques()
 
-        // Marks from a root or a scanned block: `definite` = the word comes from a root or a
-        // reachable block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
-        @inline(__always) func mark(_ w: UInt64, definite: Bool) {
-            guard let b = blocks.block(containing: w) else { return }
-            if w == blocks.start[b] && definite {
-                if state[b] != 2 { state[b] = 2; stack.append(Int32(b)) }
-            } else if state[b] == 0 {
-                state[b] = 1; stack.append(Int32(b))
+        let order: [LeakClass] = [.definitelyLost, .possiblyLost, .stillReachable, .indirectlyLost]   // by state
+        var classes = [LeakClass](repeating: .definitelyLost, count: n)
+        var counts = [Int](repeating: 0, count: 4), bytes = [UInt64](repeating: 0, count: 4)
+        for b in 0..<n {
+            let st = Int(scan.state[b])
+            classes[b] = order[st]
+            counts[st] += 1
+            bytes[st] += blocks.end[b] - blocks.start[b]
+        }
+        var tallies: [LeakClass: Tally] = [:]
+        for (st, c) in order.enumerated() { tallies[c] = Tally(count: counts[st], bytes: bytes[st]) }
+        return LeakReport(blocks: blocks, leakClass: classes, tallies: tallies, scannedBytes: scan.scanned)
+    }
+}
+
+/// The marking machinery of `check`, on plain buffers (no closures, no copies in the hot loop).
+private final class Scanner {
+    let blocks: Blocks
+    let memory: MemoryImage
+    /// 0 unreached, 1 possible, 2 reachable, 3 indirect
+    let state: UnsafeMutablePointer<UInt8>
+    var stack: [Int32] = []
+    var scanned: UInt64 = 0
+
+    init(blocks: Blocks, memory: MemoryImage) {
+        self.blocks = blocks
+        self.memory = memory
+        state = .allocate(capacity: max(blocks.count, 1))
+        state.initialize(repeating: 0, count: max(blocks.count, 1))
+    }
+    func release() { state.deallocate() }
+
+    /// The copied region holding the word at `a` (blocks are scanned in runs that share one).
+    private var current: Region? = nil
+    @inline(__always) private func region(_ a: UInt64) -> Region? {
+        if let r = current, a >= r.start, a &+ 8 <= r.end { return r }
+        current = memory.region(containing: a, length: 8)
+        return current
+    }
+
+    /// A word from a root or a scanned block: `definite` = it comes from a root or a reachable
+    /// block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
+    @inline(__always) func mark(_ w: UInt64, definite: Bool) {
+        guard let b = blocks.block(containing: w) else { return }
+        if definite && w == blocks.start[b] {
+            if state[b] != 2 { state[b] = 2; stack.append(Int32(b)) }
+        } else if state[b] == 0 {
+            state[b] = 1; stack.append(Int32(b))
+        }
+    }
+
+    /// Every aligned word of [from, to) that was copied.
+    func scan(_ from: UInt64, _ to: UInt64, definite: Bool) {
+        var a = (from + 7) & ~7
+        scanned += to > a ? to - a : 0
+        while a + 8 <= to {
+            guard let r = region(a) else { a = (a | 4095) + 1; continue }
+            let stop = min(to, r.end)
+            let base = r.base, rs = r.start
+            while a + 8 <= stop {
+                mark(base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self), definite: definite)
+                a += 8
             }
         }
-        func scan(_ from: UInt64, _ to: UInt64, _ body: (UInt64) -> Void) {
-            var a = (from + 7) & ~7
-            while a + 8 <= to {
-                guard let r = memory.region(containing: a, length: 8) else {
-                    a = (a | 4095) + 1; continue   // not copied: skip to the next page
-                }
-                let stop = min(to, r.end)
-                let base = r.base, rs = r.start
-                while a + 8 <= stop {
-                    body(base.loadUnaligned(fromByteOffset: Int(a - rs), as: UInt64.self))
-                    a += 8
-                }
-            }
-            scanned += to > from ? to - from : 0
-        }
+    }
 
-        for w in registerWords { mark(w, definite: true) }
-        for r in roots { scan(r.start, r.end) { mark($0, definite: true) } }
+    func drain() {
         while let b = stack.popLast() {
-            let definite = state[Int(b)] == 2
-            scan(blocks.start[Int(b)], blocks.end[Int(b)]) { mark($0, definite: definite) }
+            scan(blocks.start[Int(b)], blocks.end[Int(b)], definite: state[Int(b)] == 2)
         }
+    }
 
-        // Leaked blocks, in address order: each one not yet reached from another leaked block
-        // leads a clique; every unreached block it reaches (start or interior pointer) is
-        // indirectly lost, including earlier leaders, whose cliques join this one.
-        for leader in 0..<n where state[leader] == 0 {
+    /// Leaked blocks, in address order: each one not yet reached from another leaked block
+    /// leads a clique; every unreached block it reaches (start or interior pointer) is
+    /// indirectly lost, including earlier leaders, whose cliques join this one.
+    func cliques() {
+        for leader in 0..<blocks.count where state[leader] == 0 {
             stack.append(Int32(leader))
             while let b = stack.popLast() {
-                scan(blocks.start[Int(b)], blocks.end[Int(b)]) { w in
-                    guard let t = blocks.block(containing: w), t != leader, state[t] == 0 else { return }
-                    state[t] = 3
-                    stack.append(Int32(t))
+                var a = blocks.start[Int(b)]
+                let to = blocks.end[Int(b)]
+                while a + 8 <= to {
+                    guard let r = region(a) else { a = (a | 4095) + 1; continue }
+                    let stop = min(to, r.end)
+                    while a + 8 <= stop {
+                        let w = r.base.loadUnaligned(fromByteOffset: Int(a &- r.start), as: UInt64.self)
+                        if let t = blocks.block(containing: w), t != leader, state[t] == 0 { state[t] = 3; stack.append(Int32(t)) }
+                        a += 8
+                    }
                 }
             }
         }
-
-        var classes = [LeakClass](repeating: .definitelyLost, count: n)
-        var tallies: [LeakClass: Tally] = [:]
-        for c in LeakClass.allCases { tallies[c] = Tally() }
-        for b in 0..<n {
-            let c: LeakClass = [LeakClass.definitelyLost, .possiblyLost, .stillReachable, .indirectlyLost][Int(state[b])]
-            classes[b] = c
-            tallies[c]!.count += 1
-            tallies[c]!.bytes += blocks.end[b] - blocks.start[b]
-        }
-        return LeakReport(blocks: blocks, leakClass: classes, tallies: tallies, scannedBytes: scanned)
     }
 }
 

@@ -57,45 +57,84 @@ struct LeakGroup {
     var leakClass: LeakClass
     var size: UInt64
     var signature: [String]      // "+0x0 -> symbol" for words pointing into modules; "text" for a printable start
-    var blocks: [Int] = []
-    var bytes: UInt64 { size * UInt64(blocks.count) }
+    var count = 0
+    var samples: [Int] = []      // the first few blocks
+    var bytes: UInt64 { size * UInt64(count) }
 }
 
 enum LeakGroups {
+    /// Groups of the blocks in `classes`: by class, size and signature (the symbols its first 64
+    /// bytes point to, or "text" when it starts with printable bytes). One pass over the blocks;
+    /// symbols are looked up once per distinct pointer value.
     static func build(_ r: LeakInspection, classes: Set<LeakClass>, pid: Int32, useDebugInfo: Bool) -> [LeakGroup] {
-        let L = r.leaks, b = L.blocks
-        let chosen = (0..<b.count).filter { classes.contains(L.leakClass[$0]) }
+        let b = r.leaks.blocks, cls = r.leaks.leakClass
+        let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
-        let modules = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.path.hasPrefix("/") }.map { ($0.start, $0.end) }
-        func inModule(_ w: UInt64) -> Bool { modules.contains { w >= $0.0 && w < $0.1 } }
-        var pointers: [(block: Int, offset: UInt64, value: UInt64)] = []
-        for k in chosen {
-            var a = b.start[k]
-            let end = min(b.end[k], b.start[k] + 256)   // the first 256 bytes say what a chunk is
-            while a + 8 <= end {
-                if let w = r.memory.word(a), w > 4096, inModule(w) { pointers.append((k, a - b.start[k], w)) }
-                a += 8
-            }
+        let modules = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.path.hasPrefix("/") }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
+        let lo = modules.first?.0 ?? 0, hi = modules.last?.1 ?? 0
+        func inModule(_ w: UInt64) -> Bool {
+            guard w >= lo && w < hi else { return false }
+            var l = 0, h = modules.count
+            while l < h { let m = (l + h) >> 1; if modules[m].1 <= w { l = m + 1 } else { h = m } }
+            return l < modules.count && w >= modules[l].0
         }
+        struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32 }
+        var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
+        var sigPointers: [[UInt64]] = []
+        let textSig: Int32 = -2
+        var index: [Key: Int] = [:]
+        var found: [(key: Key, count: Int, samples: [Int])] = []
+        var last: (key: Key, at: Int)? = nil
+        var region: Region? = nil
+        for k in 0..<b.count where want[Int(cls[k].rawValue)] {
+            let start = b.start[k], size = b.end[k] - start
+            if region == nil || !region!.contains(start, min(size, 64)) { region = r.memory.region(containing: start, length: min(size, 64)) }
+            var sig: Int32 = -1
+            if let reg = region {
+                let base = reg.base + Int(start - reg.start)
+                var found: [UInt64] = []
+                var off = 0
+                while off + 8 <= min(Int(size), 64) {
+                    let w = base.loadUnaligned(fromByteOffset: off, as: UInt64.self)
+                    if w > 4096 && inModule(w) { found.append(UInt64(off)); found.append(w) }
+                    off += 8
+                }
+                if !found.isEmpty {
+                    if let id = pointerSets[found] { sig = id } else {
+                        sig = Int32(sigPointers.count); pointerSets[found] = sig; sigPointers.append(found)
+                    }
+                } else if size >= 4 {
+                    var printable = true
+                    for i in 0..<4 { let c = base.load(fromByteOffset: i, as: UInt8.self); if c < 0x20 || c >= 0x7f { printable = false } }
+                    if printable { sig = textSig }
+                }
+            }
+            let key = Key(cls: cls[k].rawValue, size: size, sig: sig)
+            let at: Int
+            if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
+                at = found.count; index[key] = at; found.append((key, 0, []))
+            }
+            last = (key, at)
+            found[at].count += 1
+            if found[at].samples.count < 3 { found[at].samples.append(k) }
+        }
+        // Symbols for the pointer values of the signatures.
         var names: [UInt64: String] = [:]
-        if !pointers.isEmpty, let session = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
-            let values = Array(Set(pointers.map(\.value)))
+        let values = Array(Set(sigPointers.flatMap { p in stride(from: 1, to: p.count, by: 2).map { p[$0] } }))
+        if !values.isEmpty, let session = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
             for (v, res) in zip(values, session.resolve(values)) {
                 if let s = res.symbol { names[v] = res.offset == 0 ? s : "\(s)+0x\(String(res.offset, radix: 16))" }
             }
         }
-        var sig: [Int: [String]] = [:]
-        for p in pointers { if let n = names[p.value] { sig[p.block, default: []].append("+0x\(String(p.offset, radix: 16)) -> \(n)") } }
-        var groups: [String: LeakGroup] = [:]
-        for k in chosen {
-            let size = b.end[k] - b.start[k]
-            var s = sig[k] ?? []
-            if s.isEmpty, let bytes = r.memory.bytes(b.start[k], count: Int(min(size, 8))), bytes.count >= 4,
-               bytes.prefix(4).allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) { s = ["text"] }
-            let key = "\(L.leakClass[k].rawValue) \(size) " + s.joined(separator: ";")
-            groups[key, default: LeakGroup(leakClass: L.leakClass[k], size: size, signature: s)].blocks.append(k)
+        func signature(_ id: Int32) -> [String] {
+            if id == textSig { return ["text"] }
+            guard id >= 0 else { return [] }
+            let p = sigPointers[Int(id)]
+            return stride(from: 0, to: p.count, by: 2).map { "+0x\(String(p[$0], radix: 16)) -> \(names[p[$0 + 1]] ?? hex(p[$0 + 1]))" }
         }
-        return groups.values.sorted { ($0.bytes, $1.leakClass.rawValue, $1.size) > ($1.bytes, $0.leakClass.rawValue, $0.size) }
+        return found.map { LeakGroup(leakClass: LeakClass(rawValue: $0.key.cls)!, size: $0.key.size, signature: signature($0.key.sig),
+                                     count: $0.count, samples: $0.samples) }
+            .sorted { ($0.bytes, $1.leakClass.rawValue, $1.size) > ($1.bytes, $0.leakClass.rawValue, $0.size) }
     }
 }
 
@@ -125,9 +164,9 @@ enum LeakFormat {
         if groups.isEmpty { return }
         out.write("\n\(total) group\(total == 1 ? "" : "s") (class, size, what the chunk points to), largest first\(groups.count < total ? "; showing \(groups.count)" : ""):\n")
         for g in groups {
-            out.write("\(g.leakClass.name): \(g.blocks.count) chunk\(g.blocks.count == 1 ? "" : "s") of \(g.size) bytes = \(g.bytes) bytes")
+            out.write("\(g.leakClass.name): \(g.count) chunk\(g.count == 1 ? "" : "s") of \(g.size) bytes = \(g.bytes) bytes")
             out.write(g.signature.isEmpty ? "\n" : "; " + g.signature.joined(separator: ", ") + "\n")
-            for k in g.blocks.prefix(3) {
+            for k in g.samples {
                 let a = r.leaks.blocks.start[k]
                 let p = preview(r.memory, a, g.size)
                 out.write("    \(hex(a))  \(p.hex)  |\(p.ascii)|\n")
@@ -145,9 +184,9 @@ enum LeakFormat {
         out.write(",\"groups\":[")
         for (i, g) in groups.enumerated() {
             if i > 0 { out.write(",") }
-            out.write("{\"class\":\"\(g.leakClass.name)\",\"size\":\(g.size),\"count\":\(g.blocks.count),\"bytes\":\(g.bytes)")
+            out.write("{\"class\":\"\(g.leakClass.name)\",\"size\":\(g.size),\"count\":\(g.count),\"bytes\":\(g.bytes)")
             out.write(",\"signature\":[" + g.signature.map(jsonString).joined(separator: ",") + "],\"samples\":[")
-            for (j, k) in g.blocks.prefix(3).enumerated() {
+            for (j, k) in g.samples.enumerated() {
                 let a = r.leaks.blocks.start[k]
                 let p = preview(r.memory, a, g.size)
                 out.write((j > 0 ? "," : "") + "{\"address\":\"\(hex(a))\",\"hex\":\(jsonString(p.hex)),\"ascii\":\(jsonString(p.ascii))}")
