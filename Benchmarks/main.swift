@@ -111,6 +111,7 @@ for sc in scenarios {
     print("  heapscope stat total        \(fmt(wall, 2)) s   (aim <= 2 s for 10M chunks; includes pre-faulting buffers before the pause)")
     print("  chunks per second (total)   \(fmt(Double(chunks) / wall / 1e6, 2)) M/s")
     print("  peak RSS of heapscope       \(fmt(median(rss), 0)) MiB   (heap copied: \(fmt(Double(bytes) / 1048576, 0)) MiB)")
+    try leaksBenchmark(pid: pid, statWall: wall, valgrindScenario: sc.threads == 0 ? sc : nil)
     print("")
     target.closeStdin()
     _ = target.wait(timeoutSeconds: 60)

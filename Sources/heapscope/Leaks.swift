@@ -175,7 +175,7 @@ enum LeakFormat {
     }
 
     static func json(_ r: LeakInspection, groups: [LeakGroup], into out: inout OutputBuffer) {
-        out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds)")
+        out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"scanned_bytes\":\(r.leaks.scannedBytes)")
         for c in order {
             let t = r.leaks.tallies[c] ?? Tally()
             out.write(",\"\(c.name)\":{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}")
