@@ -366,6 +366,39 @@ final class ModuleIndex {
         return dwarf_diename(&die).map { absolutePath(String(cString: $0), compDir: compilationDirectory(cuDies[cu])) }
     }
 
+    /// Where the variable at run-time address `a` (its first byte) is defined: DW_AT_decl_file
+    /// and DW_AT_decl_line of the DW_TAG_variable whose DW_AT_location is `DW_OP_addr a`,
+    /// looked for in every compile unit (top level and namespaces).
+    func variableDefinition(at a: UInt64) -> (file: String, line: Int)? {
+        guard dwarf != nil else { return nil }
+        let want = a &- bias
+        for cu in cuDies {
+            var die = cu
+            var child = Dwarf_Die()
+            guard dwarf_child(&die, &child) == 0 else { continue }
+            var pending: [Dwarf_Die] = []
+            repeat { pending.append(child) } while nextSibling(&child)
+            while var d = pending.popLast() {
+                let tag = dwarf_tag(&d)
+                if tag == Int32(DW_TAG_namespace), dwarf_child(&d, &child) == 0 {
+                    repeat { pending.append(child) } while nextSibling(&child)
+                    continue
+                }
+                guard tag == Int32(DW_TAG_variable) else { continue }
+                var attr = Dwarf_Attribute()
+                guard dwarf_attr(&d, UInt32(DW_AT_location), &attr) != nil else { continue }
+                var expr: UnsafeMutablePointer<Dwarf_Op>? = nil
+                var len = 0
+                guard dwarf_getlocation(&attr, &expr, &len) == 0, len == 1, let e = expr,
+                      e.pointee.atom == UInt8(DW_OP_addr), e.pointee.number == want else { continue }
+                var line: Int32 = 0
+                guard let f = dwarf_decl_file(&d), dwarf_decl_line(&d, &line) == 0 else { return nil }
+                return (cleanPath(absolutePath(String(cString: f), compDir: compilationDirectory(cu))), Int(line))
+            }
+        }
+        return nil
+    }
+
     /// Run-time address of a file offset in the module's main ELF file (through its PT_LOAD headers).
     func address(ofFileOffset off: UInt64) -> UInt64? {
         var b: GElf_Addr = 0

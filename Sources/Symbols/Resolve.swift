@@ -66,6 +66,14 @@ extension SymbolSession {
         return k
     }
 
+    /// Where the global variable whose first byte is at `a` is defined (from DWARF), if known.
+    public func variableDefinition(at a: UInt64) -> (file: String, line: Int)? {
+        SymbolSession.lock.locked {
+            guard let m = dwfl_addrmodule(dwfl, Dwarf_Addr(a)) ?? bssTails.first(where: { a >= $0.start && a < $0.end })?.module else { return nil }
+            return index(for: m).variableDefinition(at: a)
+        }
+    }
+
     /// One symbol as `gensyms` lists it.
     public struct ListedSymbol: Sendable {
         public var module: String

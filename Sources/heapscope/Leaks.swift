@@ -253,12 +253,16 @@ struct Why: ParsableCommand {
 /// Symbols of the root word's address and of the values the chain holds.
 struct WhyNames {
     var rootSymbol: Resolution?
+    var definition: (file: String, line: Int)?
     init(_ r: LeakInspection, chain: ReferenceChain?, pid: Int32, useDebugInfo: Bool) {
         guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0,
               r.roots[root].kind == .moduleData || r.roots[root].kind == .tls,
               let s = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) else { return }
         let res = s.resolve([addr])[0]
-        if res.symbol != nil { rootSymbol = res }
+        if res.symbol != nil {
+            rootSymbol = res
+            definition = s.variableDefinition(at: addr - res.offset)
+        }
     }
 }
 
@@ -278,7 +282,8 @@ enum WhyFormat {
             case .moduleData, .tls:
                 if let s = names.rootSymbol, let sym = s.symbol {
                     let what = sym + (s.offset > 0 ? "+0x\(String(s.offset, radix: 16))" : "")
-                    return (root.kind.rawValue, "\(what) (\(s.type.map(String.init) ?? "?") in \(s.module ?? root.label)) at \(hex(a))")
+                    let def = names.definition.map { ", \(basename($0.file)):\($0.line)" } ?? ""
+                    return (root.kind.rawValue, "\(what) (\(s.type.map(String.init) ?? "?") in \(s.module ?? root.label)\(def)) at \(hex(a))")
                 }
                 return (root.kind.rawValue, "\(root.label) at \(hex(a))")
             default:
@@ -312,7 +317,9 @@ enum WhyFormat {
         if let c = chain {
             let (kind, text) = rootText(r, c, names)
             var items = ["{\"kind\":\(jsonString(kind)),\"description\":\(jsonString(text)),\"value\":\"\(hex(c.rootValue))\""
-                + (names.rootSymbol?.symbol.map { ",\"symbol\":\(jsonString($0))" } ?? "") + "}"]
+                + (names.rootSymbol?.symbol.map { ",\"symbol\":\(jsonString($0))" } ?? "")
+                + (names.rootSymbol?.module.map { ",\"module\":\(jsonString($0))" } ?? "")
+                + (names.definition.map { ",\"file\":\(jsonString($0.file)),\"line\":\($0.line)" } ?? "") + "}"]
             for h in c.hops {
                 items.append("{\"kind\":\"chunk\",\"chunk\":\"\(hex(b.start[h.block]))\",\"offset\":\(h.offset),\"value\":\"\(hex(h.value))\"}")
             }

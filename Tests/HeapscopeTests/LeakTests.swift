@@ -114,7 +114,16 @@ struct LeakTests {
                 } else {
                     #expect(chain?.count == 1 && chain?[0]["kind"] as? String == kind, "0x\(String(a, radix: 16)) \(want): \(j)")
                 }
-                if want.contains(":") { #expect(chain?[0]["symbol"] as? String == String(want.split(separator: ":")[1]), "\(j)") }
+                if want.contains(":") {
+                    let symbol = String(want.split(separator: ":")[1])
+                    #expect(chain?[0]["symbol"] as? String == symbol, "\(j)")
+                    // its definition: the first top-level line of leaks.c that declares it
+                    let source = try String(contentsOfFile: Paths.root + "/TestTargets/leaks.c", encoding: .utf8)
+                    let line = source.split(separator: "\n", omittingEmptySubsequences: false)
+                        .firstIndex { !$0.hasPrefix(" ") && ($0.contains("*\(symbol);") || $0.contains(" \(symbol) =") || $0.contains("*\(symbol) =")) }
+                    #expect(chain?[0]["line"] as? Int == line.map { $0 + 1 }, "\(symbol): \(j)")
+                    #expect((chain?[0]["file"] as? String)?.hasSuffix("/TestTargets/leaks.c") == true)
+                }
             }
         }
         let bad = try run(Paths.heapscope, ["why", String(p.pid), "0x10"])
