@@ -43,6 +43,8 @@ public final class SymbolSession {
     /// Serialises all use of libdw/libelf in this process.
     public static let lock = Mutex()
     var indexes: [UnsafeMutableRawPointer: ModuleIndex] = [:]
+    /// Unwind states handed to libdwfl (released after dwfl_end).
+    var unwindStates: [UnsafeMutableRawPointer] = []
     var lastIndex: (key: UnsafeMutableRawPointer?, index: ModuleIndex?) = (nil, nil)   // consecutive addresses share a module
     /// A live process's .bss tails: the anonymous mapping right after a module's last file mapping,
     /// which libdwfl does not count as part of the module.
@@ -141,6 +143,7 @@ public final class SymbolSession {
             indexes.removeAll()
             dwfl_end(dwfl)
         }
+        for a in unwindStates { Unmanaged<AnyObject>.fromOpaque(a).release() }
         callbacks.deallocate()
     }
 

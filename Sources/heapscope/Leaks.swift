@@ -254,9 +254,26 @@ struct Why: ParsableCommand {
 struct WhyNames {
     var rootSymbol: Resolution?
     var definition: (file: String, line: Int)?
+    /// For a stack root: the function of the frame whose part of the stack holds the word.
+    var frame: String?
     init(_ r: LeakInspection, chain: ReferenceChain?, pid: Int32, useDebugInfo: Bool) {
-        guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0,
-              r.roots[root].kind == .moduleData || r.roots[root].kind == .tls,
+        guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0 else { return }
+        if r.roots[root].kind == .stack, let t = r.registers.first(where: { "thread \($0.tid) stack" == r.roots[root].label }),
+           let s = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
+            let frames = s.unwind(threads: [(t.tid, t.words)], read: { r.memory.word($0) })[t.tid] ?? []
+            for k in frames.indices where frames[k].sp != 0 && frames[k].sp <= addr && k + 1 < frames.count && addr < frames[k + 1].sp {
+                let f = frames[k]
+                let res = s.resolve([f.isActivation ? f.pc : f.pc - 1])[0]
+                frame = res.symbol.map { "in \($0)" + (res.frames.first.map { f in " at \(basename(f.file ?? "?")):\(f.line)" } ?? "") }
+                    ?? "in frame #\(k) (pc \(hex(f.pc)))"
+                break
+            }
+            if frame == nil, let last = frames.last, last.sp != 0, addr >= last.sp {
+                frame = "above the last of \(frames.count) unwound frames"
+            }
+            return
+        }
+        guard r.roots[root].kind == .moduleData || r.roots[root].kind == .tls,
               let s = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) else { return }
         let res = s.resolve([addr])[0]
         if res.symbol != nil {
@@ -278,7 +295,7 @@ enum WhyFormat {
             switch root.kind {
             case .stack:
                 let sp = r.registers.first { "thread \($0.tid) stack" == root.label }?.words[19] ?? root.start
-                return ("stack", "\(root.label) at \(hex(a)) (sp+0x\(String(a &- sp, radix: 16)))")
+                return ("stack", "\(root.label) at \(hex(a)) (sp+0x\(String(a &- sp, radix: 16))\(names.frame.map { ", " + $0 } ?? ""))")
             case .moduleData, .tls:
                 if let s = names.rootSymbol, let sym = s.symbol {
                     let what = sym + (s.offset > 0 ? "+0x\(String(s.offset, radix: 16))" : "")
@@ -319,7 +336,8 @@ enum WhyFormat {
             var items = ["{\"kind\":\(jsonString(kind)),\"description\":\(jsonString(text)),\"value\":\"\(hex(c.rootValue))\""
                 + (names.rootSymbol?.symbol.map { ",\"symbol\":\(jsonString($0))" } ?? "")
                 + (names.rootSymbol?.module.map { ",\"module\":\(jsonString($0))" } ?? "")
-                + (names.definition.map { ",\"file\":\(jsonString($0.file)),\"line\":\($0.line)" } ?? "") + "}"]
+                + (names.definition.map { ",\"file\":\(jsonString($0.file)),\"line\":\($0.line)" } ?? "")
+                + (names.frame.map { ",\"frame\":\(jsonString($0))" } ?? "") + "}"]
             for h in c.hops {
                 items.append("{\"kind\":\"chunk\",\"chunk\":\"\(hex(b.start[h.block]))\",\"offset\":\(h.offset),\"value\":\"\(hex(h.value))\"}")
             }
