@@ -6,7 +6,8 @@
  * stack below main's frame is scrubbed before waiting. The pointer only in a register lives in
  * r12 of a thread blocked in a raw pause() syscall.
  *   definitely_lost        a single chunk; the head of a leaked list; one of a leaked cycle;
- *                          a chunk whose address is only stored xor'ed
+ *                          a chunk whose address is only stored xor'ed; a chunk holding a
+ *                          function's and a global's address; a string
  *   indirectly_lost        the rest of the list; the other of the cycle
  *   possibly_lost          a chunk referenced only by an interior pointer (from .data); the
  *                          thread's dtv (glibc points to its second element)
@@ -58,6 +59,17 @@ static __attribute__((noinline)) void make_chain(void) {
     a[1] = b; chain_head = a;
     hs_note("leak", a, "still_reachable/module_data:chain_head"); hs_note("leak", b, "still_reachable/chunk");
 }
+/* Leaked chunks whose contents say what they are: a function and a global's address (leaks
+ * groups them by those symbols), and a string. */
+static __attribute__((noinline)) void make_described(void) {
+    void **d = t_malloc(48);
+    memset(d, 0, 48);
+    d[0] = (void *)make; d[1] = &bss_ptr;
+    hs_note("leak", d, "definitely_lost/signature:make,bss_ptr");
+    char *t = t_malloc(32);
+    strcpy(t, "a leaked string");
+    hs_note("leak", t, "definitely_lost/signature:text");
+}
 static __attribute__((noinline)) void scrub(void) {
     volatile char buf[1 << 16];
     for (size_t i = 0; i < sizeof buf; i++) buf[i] = 0;
@@ -98,6 +110,7 @@ int main(int argc, char **argv) {
     pool = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     pool[3] = un(make(104, "still_reachable/anonymous"));
     make_chain();
+    make_described();
     void *volatile on_stack = un(make(120, "still_reachable/stack"));
     pthread_t t;
     pthread_create(&t, 0, register_thread, 0);

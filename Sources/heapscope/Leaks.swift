@@ -70,7 +70,11 @@ enum LeakGroups {
         let b = r.leaks.blocks, cls = r.leaks.leakClass
         let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
-        let modules = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.path.hasPrefix("/") }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
+        // (and the .bss tail: the anonymous mapping right after a module's file mappings)
+        let maps = (try? ProcFS.maps(pid: pid)) ?? []
+        let modules = zip([nil] + maps.map { Optional($0) }, maps)
+            .filter { prev, m in m.path.hasPrefix("/") || (m.isAnonymous && prev.map { $0.path.hasPrefix("/") && $0.end == m.start } == true) }
+            .map { ($0.1.start, $0.1.end) }
         let lo = modules.first?.0 ?? 0, hi = modules.last?.1 ?? 0
         func inModule(_ w: UInt64) -> Bool {
             guard w >= lo && w < hi else { return false }

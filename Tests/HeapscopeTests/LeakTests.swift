@@ -31,7 +31,7 @@ struct LeakTests {
         let r = try Inspector.leaks(pid: p.pid, anonymousRoots: anonymousRoots)
         var want = expected(p).byAddress
         for (a, c) in override { want[a] = c }
-        #expect(want.count == 17, "the target notes 17 chunks")
+        #expect(want.count == 19, "the target notes 19 chunks")
         let b = r.leaks.blocks
         // Exactly the live chunks of the target are the blocks.
         #expect(Set(b.start) == Set(p.manifest.live.keys))
@@ -149,6 +149,14 @@ struct LeakTests {
         #expect((j["pause_us"] as? Int ?? 0) > 0)
         let groups = try #require(j["groups"] as? [[String: Any]])
         #expect(groups.reduce(0) { $0 + ($1["count"] as? Int ?? 0) } == lib.leaks.blocks.count, "with --show reachable every chunk is in a group")
+        // Groups say what their chunks point to: symbols of code and globals, or text.
+        let described = try #require(expected(p).root.first { $0.value == "signature:make,bss_ptr" }?.key)
+        let group = groups.first { ($0["samples"] as? [[String: Any]])?.contains { $0["address"] as? String == "0x" + String(described, radix: 16) } == true }
+        #expect(group?["signature"] as? [String] == ["+0x0 -> make", "+0x8 -> bss_ptr"], "\(group ?? [:])")
+        let texted = try #require(expected(p).root.first { $0.value == "signature:text" }?.key)
+        let tgroup = groups.first { ($0["samples"] as? [[String: Any]])?.contains { $0["address"] as? String == "0x" + String(texted, radix: 16) } == true }
+        #expect(tgroup?["signature"] as? [String] == ["text"])
+        #expect(((tgroup?["samples"] as? [[String: Any]])?.first?["ascii"] as? String)?.hasPrefix("a leaked string") == true)
         let text = try run(Paths.heapscope, ["leaks", String(p.pid)])
         #expect(text.out.contains("definitely lost:"))
         #expect(p.release().ok)
