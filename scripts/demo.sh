@@ -14,6 +14,9 @@ echo
 echo "\$ heapscope chunks $tpid --limit 20"
 "$hs" chunks "$tpid" --limit 20
 echo
+echo "\$ heapscope leaks $tpid --limit 3"
+"$hs" leaks "$tpid" --limit 3
+echo
 # main's run-time address: its file address plus the load base (a PIE's first mapping).
 base=$(awk -v t="$(readlink -f "$target")" '$6 == t { split($1, a, "-"); print a[1]; exit }' /proc/$tpid/maps)
 off=$(nm "$target" | awk '$3 == "main" { print $1 }')
