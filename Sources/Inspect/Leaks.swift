@@ -68,19 +68,14 @@ extension Inspector {
         var metadata: [(UInt64, UInt64)] = capture.arenas.map { ($0, $0 + L.arenaSize) }
         if capture.mp != 0 { metadata.append((capture.mp, capture.mp + L.mpSize)) }
 
-        var previousFile: String? = nil, previousEnd: UInt64 = 0
-        for m in maps {
-            defer { previousEnd = m.end }
-            if m.path == "[heap]" || stackMaps.contains(m.start) || m.path == "[stack]" || m.path.hasPrefix("[v") {
-                previousFile = nil; continue
-            }
+        for (previous, m) in zip([nil] + maps.map { Optional($0) }, maps) {
+            if m.path == "[heap]" || stackMaps.contains(m.start) || m.path == "[stack]" || m.path.hasPrefix("[v") { continue }
             let kind: RootKind, label: String
             if m.path.hasPrefix("/") {
-                kind = .moduleData; label = m.path; previousFile = m.path
-            } else if m.isAnonymous, let f = previousFile, m.start == previousEnd {
-                kind = .moduleData; label = f + " .bss"; previousFile = nil
+                kind = .moduleData; label = m.path
+            } else if m.isBSSTail(after: previous) {
+                kind = .moduleData; label = previous!.path + " .bss"
             } else {
-                previousFile = nil
                 guard anonymous else { continue }
                 kind = .anonymous; label = m.path.isEmpty ? "anonymous" : m.path
             }

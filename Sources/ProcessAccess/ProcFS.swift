@@ -14,6 +14,12 @@ public struct Mapping: Sendable, Equatable {
     public var size: UInt64 { end - start }
     public var isAnonymous: Bool { inode == 0 && (path.isEmpty || path.hasPrefix("[anon")) }
     public func contains(_ a: UInt64) -> Bool { a >= start && a < end }
+    /// Whether this is the .bss tail of the module mapped just before it: anonymous, writable,
+    /// starting where a file mapping ends (the part of .bss past the file's last page).
+    public func isBSSTail(after previous: Mapping?) -> Bool {
+        guard let p = previous else { return false }
+        return isAnonymous && writable && start == p.end && p.path.hasPrefix("/")
+    }
 }
 
 /// Small readers for /proc files; every failure names the file.

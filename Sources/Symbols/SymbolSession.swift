@@ -78,7 +78,7 @@ public final class SymbolSession {
             throw .processGone(pid: pid)   // fully initialised: deinit ends the session
         }
         if r == 0, let maps = try? ProcFS.maps(pid: pid) {
-            for (prev, m) in zip(maps, maps.dropFirst()) where m.isAnonymous && m.writable && m.start == prev.end && prev.path.hasPrefix("/") {
+            for (prev, m) in zip(maps, maps.dropFirst()) where m.isBSSTail(after: prev) {
                 if let mod = SymbolSession.lock.locked({ dwfl_addrmodule(dwfl, Dwarf_Addr(prev.end - 1)) }) {
                     bssTails.append((m.start, m.end, mod))
                 }

@@ -73,7 +73,7 @@ enum LeakGroups {
         // (and the .bss tail: the anonymous mapping right after a module's file mappings)
         let maps = (try? ProcFS.maps(pid: pid)) ?? []
         let modules = zip([nil] + maps.map { Optional($0) }, maps)
-            .filter { prev, m in m.path.hasPrefix("/") || (m.isAnonymous && prev.map { $0.path.hasPrefix("/") && $0.end == m.start } == true) }
+            .filter { prev, m in m.path.hasPrefix("/") || m.isBSSTail(after: prev) }
             .map { ($0.1.start, $0.1.end) }
         let lo = modules.first?.0 ?? 0, hi = modules.last?.1 ?? 0
         func inModule(_ w: UInt64) -> Bool {
