@@ -78,6 +78,19 @@ static __attribute__((noinline)) void scrub(void) {
 static pthread_mutex_t ready_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ready_cond = PTHREAD_COND_INITIALIZER;
 static int ready;
+static pid_t register_tid;
+/* True once thread `tid` is blocked in pause() (so its chunk is held in r12 only). */
+static int blocked_in_pause(pid_t tid) {
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    return atoi(buf) == SYS_pause;
+}
 /* Holds its chunk in r12 only, blocked in pause() forever (the process ends with main). */
 static void *register_thread(void *arg) {
     (void)arg;
@@ -89,6 +102,7 @@ static void *register_thread(void *arg) {
     hs_note("leak", (void *)(dtv1 - 16), "possibly_lost/stack");
     dtv1 = 0;
     scrub();
+    register_tid = (pid_t)syscall(SYS_gettid);
     pthread_mutex_lock(&ready_lock); ready = 1; pthread_cond_signal(&ready_cond); pthread_mutex_unlock(&ready_lock);
     register uintptr_t r12 __asm__("r12") = d ^ KEY;
     for (;;) {
@@ -117,6 +131,7 @@ int main(int argc, char **argv) {
     pthread_mutex_lock(&ready_lock);
     while (!ready) pthread_cond_wait(&ready_cond, &ready_lock);
     pthread_mutex_unlock(&ready_lock);
+    while (!blocked_in_pause(register_tid)) usleep(1000);
     scrub();
     hs_write_manifest(2);
     scrub();
