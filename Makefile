@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
@@ -68,6 +68,9 @@ bench: deps targets
 
 clean:
 	rm -rf .build $(TT)
+
+$(TT)/types: TestTargets/types.cpp TestTargets/manifest.h | $(TT)
+	g++ -g -O0 -Wall -Wno-unused-function -DINTERPOSE -o $@ $< -lpthread
 
 $(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<

@@ -18,7 +18,9 @@
  */
 #ifndef HS_MANIFEST_H
 #define HS_MANIFEST_H
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <malloc.h>
