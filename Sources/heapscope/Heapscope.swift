@@ -19,7 +19,7 @@ struct Heapscope: ParsableCommand {
 
         Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
         """,
-        subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Sym.self, Gensyms.self])
+        subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Show.self, Sym.self, Gensyms.self])
 }
 
 /// Options every command that attaches shares.

@@ -2,6 +2,8 @@ import ArgumentParser
 import Glibc
 import HeapModel
 import Inspect
+import ProcessAccess
+import Symbols
 
 struct Types: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -52,6 +54,91 @@ struct Types: ParsableCommand {
                 let share = total > 0 ? Double(bytes[i]) * 100 / Double(total) : 0
                 out.write("\(pad(String(count[i]), 10)) \(pad(String(bytes[i]), 12)) \(pad(format1(share) + "%", 6))  \(pad(conf(i), 10, left: true))  \(name(i))\n")
             }
+        }
+        out.flush()
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One chunk: header, state, type, its words interpreted (pointers to chunks and symbols), a hex dump.")
+    @OptionGroup var target: TargetOptions
+    @Argument(help: "An address inside the chunk (hex, with or without 0x).") var address: String
+    @Option(help: "Show at most this many bytes of the chunk.") var bytes = 256
+
+    func run() throws {
+        guard case .success(let a) = parseHexAddress(address) else {
+            FileHandleErr.write("heapscope: not an address: '\(address)'\n"); throw ExitCode(64)
+        }
+        var o = InspectOptions()
+        if target.noDebuginfo { o.useDebugInfo = false }
+        let r: TypeInspection
+        do { r = try Inspector.types(pid: target.pid, options: o) } catch {
+            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode)
+        }
+        let t = r.heap.chunks
+        guard let i = t.index(containing: a) else {
+            FileHandleErr.write("heapscope: \(hex(a)) is not in the heap (no chunk holds it)\n"); throw ExitCode(1)
+        }
+        let user = t.userAddress(i), usable = t.usableSize(i)
+        let block = r.blocks.block(containing: user)
+        let type = block.flatMap { r.label[$0] >= 0 ? (r.names[Int(r.label[$0])], r.confidence[Int(r.label[$0])].rawValue) : nil }
+        let n = Int(min(usable, UInt64(max(bytes, 0))))
+        let content = r.memory.bytes(user, count: n) ?? []
+        // Words: pointers into chunks (with their type), into modules (symbols), or text.
+        var words: [(offset: Int, value: UInt64)] = []
+        var off = 0
+        while off + 8 <= content.count {
+            words.append((off, content[off..<off + 8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }))
+            off += 8
+        }
+        let maps = (try? ProcFS.maps(pid: target.pid)) ?? []
+        let inModule = words.filter { w in maps.contains { $0.path.hasPrefix("/") && $0.contains(w.value) } }.map(\.value)
+        var symbols: [UInt64: String] = [:]
+        if !inModule.isEmpty, let s = try? SymbolSession(pid: target.pid, useDebugInfo: o.useDebugInfo) {
+            for (v, res) in zip(inModule, s.resolve(inModule)) {
+                if let sym = res.symbol { symbols[v] = res.offset == 0 ? sym : "\(sym)+0x\(String(res.offset, radix: 16))" }
+            }
+        }
+        func meaning(_ v: UInt64) -> String? {
+            if let s = symbols[v] { return s }
+            if let j = t.index(containing: v), t.state[j] != .top {
+                let u = t.userAddress(j)
+                let ty = r.blocks.block(containing: v).flatMap { r.label[$0] >= 0 ? " " + r.names[Int(r.label[$0])] : nil } ?? ""
+                return "chunk \(hex(u))\(v == u ? "" : " +0x" + String(v &- u, radix: 16)) (\(t.state[j].name)\(ty))"
+            }
+            return nil
+        }
+        var out = OutputBuffer()
+        if target.json {
+            out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(user))\",\"size\":\(t.size[i])"
+                      + ",\"usable_size\":\(usable),\"state\":\"\(t.state[i].name)\",\"type\":\(type.map { jsonString($0.0) } ?? "null")"
+                      + ",\"confidence\":\(type.map { jsonString($0.1) } ?? "null"),\"words\":[")
+            for (k, w) in words.enumerated() {
+                out.write((k > 0 ? "," : "") + "{\"offset\":\(w.offset),\"value\":\"\(hex(w.value))\",\"points_to\":\(meaning(w.value).map(jsonString) ?? "null")}")
+            }
+            out.write("]}\n")
+        } else {
+            out.write("chunk \(hex(t.address[i])): \(t.size[i]) bytes, \(t.state[i].name), user \(hex(user)) (\(usable) usable)")
+            out.write(type.map { ", type \($0.0) (\($0.1))\n" } ?? ", type unknown\n")
+            for w in words {
+                guard let m = meaning(w.value) else { continue }
+                out.write("  +0x\(pad(String(w.offset, radix: 16), 3, left: true)) \(hex(w.value)) -> \(m)\n")
+            }
+            let hexd = Array("0123456789abcdef")
+            var line = 0
+            while line < content.count {
+                let row = content[line..<min(line + 16, content.count)]
+                var h = "", s = ""
+                for (k, x) in row.enumerated() {
+                    if k == 8 { h += " " }
+                    h.append(hexd[Int(x >> 4)]); h.append(hexd[Int(x & 15)]); h += " "
+                    s.append(x >= 0x20 && x < 0x7f ? Character(UnicodeScalar(x)) : ".")
+                }
+                out.write("  \(hex(user + UInt64(line)))  \(pad(h, 49, left: true)) |\(s)|\n")
+                line += 16
+            }
+            if UInt64(n) < usable { out.write("  ... \(usable - UInt64(n)) more bytes (--bytes)\n") }
         }
         out.flush()
     }

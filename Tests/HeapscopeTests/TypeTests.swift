@@ -37,4 +37,25 @@ struct TypeTests {
         #expect(rows.first { $0["type"] as? String == "Both" }?["confidence"] as? String == "vtable")
         #expect(rows.first { $0["type"] as? String == "char[]" }?["confidence"] as? String == "heuristic")
     }
+
+    @Test("show: header, type, words pointing to vtables, hex dump; an address outside the heap is an error")
+    func show() throws {
+        let p = try TargetProcess("types")
+        defer { p.release() }
+        func noted(_ type: String) throws -> UInt64 {
+            let line = try #require(p.manifestText.split(separator: "\n").first { $0.hasPrefix("type ") && $0.hasSuffix(" " + type) })
+            return UInt64(line.split(separator: " ")[1], radix: 16)!
+        }
+        let both = try noted("Both")
+        let j = try jsonObject(run(Paths.heapscope, ["show", String(p.pid), "0x" + String(both + 8, radix: 16), "--json"]).out)
+        #expect(j["user_address"] as? String == "0x" + String(both, radix: 16))
+        #expect(j["type"] as? String == "Both" && j["confidence"] as? String == "vtable")
+        #expect(j["usable_size"] as? Int == Int(p.manifest.live[both] ?? 0))
+        let words = try #require(j["words"] as? [[String: Any]])
+        #expect((words.first?["points_to"] as? String)?.hasPrefix("vtable for Both+0x") == true, "\(words.first ?? [:])")
+        let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(try noted("char[]"), radix: 16)])
+        #expect(text.out.contains("type char[] (heuristic)") && text.out.contains("|string number "), "\(text.out)")
+        let bad = try run(Paths.heapscope, ["show", String(p.pid), "0x10"])
+        #expect(bad.status == 1 && bad.err.contains("is not in the heap"))
+    }
 }
