@@ -105,6 +105,13 @@ public enum Inspector {
         /// the heap capture did not copy; empty unless asked for.
         var maps: [Mapping] = []
         var writable = MemoryImage()
+        /// Everything copied: the heap capture and the other writable mappings.
+        func memory() -> MemoryImage {
+            let m = MemoryImage()
+            for r in capture.image.regions { m.add(r) }
+            for r in writable.regions { m.add(r) }
+            return m
+        }
     }
 
     static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {

@@ -23,9 +23,7 @@ extension Inspector {
     public static func leaks(pid: Int32, options: InspectOptions = InspectOptions(),
                              anonymousRoots: Bool = true) throws(InspectError) -> LeakInspection {
         let c = try inspectCapturing(pid: pid, options: options, writable: true)
-        let memory = MemoryImage()
-        for r in c.capture.image.regions { memory.add(r) }
-        for r in c.writable.regions { memory.add(r) }
+        let memory = c.memory()
         let walk = c.report.heap
         let (roots, sets) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
                                             anonymous: anonymousRoots)

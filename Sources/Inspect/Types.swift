@@ -30,9 +30,7 @@ extension Inspector {
     /// `vtable for X`, through the process's symbol tables), a string by its bytes.
     public static func types(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {
         let c = try inspectCapturing(pid: pid, options: options, writable: true)
-        let memory = MemoryImage()
-        for r in c.capture.image.regions { memory.add(r) }
-        for r in c.writable.regions { memory.add(r) }
+        let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
         var label = [Int32](repeating: -1, count: blocks.count)
         var names: [String] = [], confidence: [TypeConfidence] = []
