@@ -52,10 +52,15 @@ extension Inspector {
                 roots.append(RootRange(start: max(m.start, t.stackPointer &- 128), end: m.end, kind: .stack, label: "thread \(t.tid) stack"))
                 stackMaps.insert(m.start)
             }
-            if let m = maps.first(where: { $0.contains(t.fsBase) }) {
-                roots.append(RootRange(start: max(m.start, t.fsBase &- (64 << 10)), end: min(m.end, t.fsBase + 4096),
-                                       kind: .tls, label: "thread \(t.tid) TLS"))
-            }
+        }
+        // Static TLS; a thread whose descriptor lies in its stack mapping (all but the main one)
+        // has it scanned with the stack already. Each window is cut out of the other roots.
+        var tls: [(UInt64, UInt64)] = []
+        for t in threads {
+            guard let m = maps.first(where: { $0.contains(t.fsBase) }), !stackMaps.contains(m.start) else { continue }
+            let w = (max(m.start, t.fsBase &- (64 << 10)), min(m.end, t.fsBase + 4096))
+            roots.append(RootRange(start: w.0, end: w.1, kind: .tls, label: "thread \(t.tid) TLS"))
+            tls.append(w)
         }
         // malloc's own: heap segments, mmapped chunks (as data), arena structs and mp_ (as roots).
         var mallocOwned: [(UInt64, UInt64)] = []
@@ -77,7 +82,7 @@ extension Inspector {
                 guard anonymous else { continue }
                 kind = .anonymous; label = m.path.isEmpty ? "anonymous" : m.path
             }
-            for (s, e) in subtract((m.start, m.end), mallocOwned + metadata) {
+            for (s, e) in subtract((m.start, m.end), mallocOwned + metadata + tls) {
                 roots.append(RootRange(start: s, end: e, kind: kind, label: label))
             }
         }
