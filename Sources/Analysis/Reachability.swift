@@ -56,12 +56,11 @@ public struct Blocks: Sendable {
     private static let pageShift: UInt64 = 12
     private static let spanGap: UInt64 = 64 << 20
 
-    /// The outstanding chunks of `table` (in_use and mmapped), except those in `excluding`
-    /// (chunk indexes: malloc's own, such as tcache structs).
-    public init(_ table: ChunkTable, excluding: Set<Int> = []) {
+    /// The outstanding chunks of `table` (in_use and mmapped; malloc's own, such as tcache
+    /// structs, are `mallocInternal` and not among them).
+    public init(_ table: ChunkTable) {
         start.reserveCapacity(table.count); end.reserveCapacity(table.count); chunk.reserveCapacity(table.count)
-        let check = !excluding.isEmpty
-        for i in 0..<table.count where table.state[i].isOutstanding && (!check || !excluding.contains(i)) {
+        for i in 0..<table.count where table.state[i].isOutstanding {
             let s = table.userAddress(i), n = table.usableSize(i)
             guard n > 0 else { continue }
             start.append(s); end.append(s + n); chunk.append(Int32(i))

@@ -4,7 +4,7 @@ import HeapModel
 /// Buffered stdout for large outputs (millions of rows).
 struct OutputBuffer {
     var bytes: [UInt8] = []
-    init() { bytes.reserveCapacity(1 << 20) }
+    init(capacity: Int = 1 << 20) { bytes.reserveCapacity(capacity) }
     mutating func write(_ s: String) {
         bytes.append(contentsOf: s.utf8)
         if bytes.count > 1 << 20 { flush() }
@@ -89,18 +89,9 @@ func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
     s.count >= n ? s : (left ? s + String(repeating: " ", count: n - s.count) : String(repeating: " ", count: n - s.count) + s)
 }
 func jsonString(_ s: String) -> String {
-    var o = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": o += "\\\""
-        case "\\": o += "\\\\"
-        case "\n": o += "\\n"
-        case "\t": o += "\\t"
-        default:
-            if u.value < 0x20 { o += "\\u" + pad(String(u.value, radix: 16), 4).replacingSpaces() } else { o.unicodeScalars.append(u) }
-        }
-    }
-    return o + "\""
+    var b = OutputBuffer(capacity: s.utf8.count + 2)
+    b.write(json: s)
+    return String(decoding: b.bytes, as: UTF8.self)
 }
 extension String {
     func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }

@@ -32,16 +32,24 @@ struct TargetOptions: ParsableArguments {
         if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
     }
 
-    func inspect() throws -> HeapReport {
+    var options: InspectOptions {
         var o = InspectOptions()
         if noDebuginfo { o.useDebugInfo = false }
+        return o
+    }
+
+    /// Run one inspection of the target (progress on a terminal); its failure ends the command
+    /// with the message and the documented exit code.
+    func attach<T>(_ body: (Int32, InspectOptions) throws(InspectError) -> T) throws -> T {
         if isatty(2) != 0 && !json { FileHandleErr.write("heapscope: inspecting \(pid)...\r") }
         defer { if isatty(2) != 0 && !json { FileHandleErr.write("\u{1b}[2K\r") } }
-        do { return try Inspector.inspect(pid: pid, options: o) } catch {
+        do { return try body(pid, options) } catch {
             FileHandleErr.write("heapscope: \(error.description)\n")
             throw ExitCode(error.exitCode)
         }
     }
+
+    func inspect() throws -> HeapReport { try attach { pid, o throws(InspectError) in try Inspector.inspect(pid: pid, options: o) } }
 }
 
 enum FileHandleErr {

@@ -34,13 +34,8 @@ struct Leaks: ParsableCommand {
     }
 
     func run() throws {
-        var o = InspectOptions()
-        if target.noDebuginfo { o.useDebugInfo = false }
-        let r: LeakInspection
-        do { r = try Inspector.leaks(pid: target.pid, options: o, anonymousRoots: !noAnonymousRoots) } catch {
-            FileHandleErr.write("heapscope: \(error.description)\n")
-            throw ExitCode(error.exitCode)
-        }
+        let anonymous = !noAnonymousRoots, o = target.options
+        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }
         var classes: Set<LeakClass> = [.definitelyLost, .indirectlyLost, .possiblyLost]
         if show == "reachable" { classes.insert(.stillReachable) }
         let groups = LeakGroups.build(r, classes: classes, pid: target.pid, useDebugInfo: o.useDebugInfo)
@@ -218,15 +213,9 @@ struct Why: ParsableCommand {
     @Flag(help: "Do not count writable anonymous memory outside malloc as roots.") var noAnonymousRoots = false
 
     func run() throws {
-        guard case .success(let a) = parseHexAddress(address) else {
-            FileHandleErr.write("heapscope: not an address: '\(address)'\n"); throw ExitCode(64)
-        }
-        var o = InspectOptions()
-        if target.noDebuginfo { o.useDebugInfo = false }
-        let r: LeakInspection
-        do { r = try Inspector.leaks(pid: target.pid, options: o, anonymousRoots: !noAnonymousRoots) } catch {
-            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode)
-        }
+        let a = try addressArgument(address)
+        let anonymous = !noAnonymousRoots, o = target.options
+        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }
         let b = r.leaks.blocks
         guard let k = b.block(containing: a) else {
             let t = r.heap.chunks

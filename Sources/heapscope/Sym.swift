@@ -322,6 +322,14 @@ struct SymAnswer {
 
 struct AddressParseError: Error { let message: String }
 
+/// A command-line address argument, or exit 64 (usage) saying why not.
+func addressArgument(_ s: String) throws -> UInt64 {
+    switch parseHexAddress(s) {
+    case .success(let a): return a
+    case .failure(let e): FileHandleErr.write("heapscope: \(e.message)\n"); throw ExitCode(64)
+    }
+}
+
 /// Hex with or without 0x; at most 64 bits.
 func parseHexAddress(_ s: String) -> Result<UInt64, AddressParseError> {
     var s = s

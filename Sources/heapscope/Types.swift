@@ -22,12 +22,7 @@ struct Types: ParsableCommand {
     }
 
     func run() throws {
-        var o = InspectOptions()
-        if target.noDebuginfo { o.useDebugInfo = false }
-        let r: TypeInspection
-        do { r = try Inspector.types(pid: target.pid, options: o) } catch {
-            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode)
-        }
+        let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
         let b = r.blocks, table = r.heap.chunks
         var count = [Int](repeating: 0, count: r.names.count + 1), bytes = [UInt64](repeating: 0, count: r.names.count + 1)
         var total: UInt64 = 0
@@ -67,15 +62,9 @@ struct Show: ParsableCommand {
     @Option(help: "Show at most this many bytes of the chunk.") var bytes = 256
 
     func run() throws {
-        guard case .success(let a) = parseHexAddress(address) else {
-            FileHandleErr.write("heapscope: not an address: '\(address)'\n"); throw ExitCode(64)
-        }
-        var o = InspectOptions()
-        if target.noDebuginfo { o.useDebugInfo = false }
-        let r: TypeInspection
-        do { r = try Inspector.types(pid: target.pid, options: o) } catch {
-            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode)
-        }
+        let a = try addressArgument(address)
+        let o = target.options
+        let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
         let t = r.heap.chunks
         guard let i = t.index(containing: a) else {
             FileHandleErr.write("heapscope: \(hex(a)) is not in the heap (no chunk holds it)\n"); throw ExitCode(1)

@@ -13,6 +13,13 @@ enum Paths {
     static var heapscope: String { "\(root)/.build/debug/heapscope" }
 }
 
+/// A new private directory /tmp/heapscope-NAME-XXXXXX (the caller removes it).
+func temporaryDirectory(_ name: String) throws -> String {
+    var tmpl = Array("/tmp/heapscope-\(name)-XXXXXX".utf8CString)
+    guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed: \(String(cString: strerror(errno)))") }
+    return tmpl.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
 struct HarnessError: Error, CustomStringConvertible {
     var description: String
 }
@@ -67,9 +74,7 @@ final class TargetProcess {
     /// `launcher`: run `launcher[0]` with `launcher[1...] + [manifest] + args` instead (it must end
     /// up exec'ing the target in the same process, as `unshare` and `sh -c 'exec ...'` do).
     init(_ name: String, args: [String] = [], env: [String] = [], launcher: [String] = []) throws {
-        var tmpl = Array("/tmp/heapscope-test-XXXXXX".utf8CString)
-        guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed") }
-        dir = String(cString: tmpl)
+        dir = try temporaryDirectory("test")
         manifestPath = dir + "/manifest"
         let child: Spawned
         let path = launcher.first ?? (name.hasPrefix("/") ? name : Paths.target(name))
@@ -135,9 +140,7 @@ final class TargetProcess {
 /// Run a command, capturing stdout and stderr (through files), with a time limit; `input` is its stdin.
 func run(_ path: String, _ args: [String], env: [String: String] = [:], input: String? = nil,
          timeout: TimeInterval = 60) throws -> (status: Int32, out: String, err: String) {
-    var tmpl = Array("/tmp/heapscope-run-XXXXXX".utf8CString)
-    guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed") }
-    let dir = String(cString: tmpl)
+    let dir = try temporaryDirectory("run")
     defer { try? FileManager.default.removeItem(atPath: dir) }
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }

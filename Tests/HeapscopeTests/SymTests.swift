@@ -170,9 +170,7 @@ struct SymTests {
 
     @Test("a binary deleted after it started is read through /proc/PID/map_files")
     func deletedBinary() throws {
-        var tmpl = Array("/tmp/heapscope-deleted-XXXXXX".utf8CString)
-        try #require(mkdtemp(&tmpl) != nil)
-        let dir = String(cString: tmpl)
+        let dir = try temporaryDirectory("deleted")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let copy = dir + "/symbols"
         try FileManager.default.copyItem(atPath: Self.symbols, toPath: copy)
@@ -189,9 +187,7 @@ struct SymTests {
 
     @Test("a process in another mount namespace (a container) whose path names another file here: read through /proc/PID/map_files")
     func otherMountNamespace() throws {
-        var tmpl = Array("/tmp/heapscope-mntns-XXXXXX".utf8CString)
-        try #require(mkdtemp(&tmpl) != nil)
-        let dir = String(cString: tmpl)
+        let dir = try temporaryDirectory("mntns")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // Here: an unrelated program at DIR/symbols. In the target's namespace: the symbols target.
         try FileManager.default.copyItem(atPath: "/bin/true", toPath: dir + "/symbols")
