@@ -29,7 +29,7 @@ let package = Package(
         // Exclusivity is checked at compile time only in Symbols: the run-time checks on its index
         // classes cost 9% of `sym` (measured with perf on 1M addresses); the code is single-threaded
         // under SymbolSession.lock.
-        .target(name: "Symbols", dependencies: ["CLibdw", "CShim", "ProcessAccess"], path: "Sources/Symbols",
+        .target(name: "Symbols", dependencies: ["CLibdw", "CShim", "ProcessAccess", "HeapModel"], path: "Sources/Symbols",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),

@@ -14,6 +14,8 @@ public struct LeakInspection: Sendable {
     public var rootBytes: [RootKind: UInt64]
     /// The copied memory (heap and roots), for printing contents and following references.
     public var memory: MemoryImage
+    /// Type labels of the blocks (as `types` computes them), when asked for.
+    public var types: TypeInspection?
 }
 
 extension Inspector {
@@ -21,7 +23,7 @@ extension Inspector {
     /// every outstanding chunk as Valgrind memcheck does. `anonymousRoots: false` does not count
     /// writable anonymous memory that malloc does not own (custom pools, mmaps) as roots.
     public static func leaks(pid: Int32, options: InspectOptions = InspectOptions(),
-                             anonymousRoots: Bool = true) throws(InspectError) -> LeakInspection {
+                             anonymousRoots: Bool = true, types: Bool = false) throws(InspectError) -> LeakInspection {
         let c = try inspectCapturing(pid: pid, options: options, writable: true)
         let memory = c.memory()
         let walk = c.report.heap
@@ -32,7 +34,8 @@ extension Inspector {
         var bytes: [RootKind: UInt64] = [:]
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
-        return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory)
+        let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: pid, options: options) : nil
+        return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels)
     }
 
     /// The roots of a leak check: every register of every thread; each thread's stack from its

@@ -4,66 +4,87 @@ import HeapModel
 import ProcessAccess
 import Symbols
 
-/// How a chunk's type is known.
-public enum TypeConfidence: String, Sendable, CaseIterable {
-    /// Its first word points into `vtable for X` (C++ object of dynamic type X).
-    case vtable
-    /// Its contents look like it: a NUL-terminated printable string is `char[]`.
-    case heuristic
-    case unknown
-}
-
 /// A type label per outstanding chunk.
 public struct TypeInspection: Sendable {
     public var heap: HeapReport
     public var blocks: Blocks
-    /// Per block: index into `names`, or -1 for unknown.
-    public var label: [Int32]
-    public var names: [String]
-    public var confidence: [TypeConfidence]   // per name
+    public var labels: TypeLabels
     public var memory: MemoryImage
+    /// Time spent reading debug info (roots, types) and propagating, in microseconds.
+    public var debugInfoMicroseconds: UInt64
+    public var propagationMicroseconds: UInt64
+    /// Modules whose DWARF was read.
+    public var modules: [String]
+
+    /// The label of block `k`: "struct node", "shapes::Circle", "char[]", nil for unknown.
+    public func label(_ k: Int) -> String? { labels.label(k) }
+    public func confidence(_ k: Int) -> TypeConfidence { labels.confidence[k] }
+    /// The root that owns block `k` (first reached it), if any.
+    public func owner(_ k: Int) -> String? { labels.owner[k] >= 0 ? labels.roots[Int(labels.owner[k])].name : nil }
 }
 
 extension Inspector {
-    /// Stop the target once (as `leaks` does), detach, and label every outstanding chunk whose
-    /// contents tell its type: a C++ object by the vtable its first word points into (symbol
-    /// `vtable for X`, through the process's symbol tables), a string by its bytes.
+    /// Stop the target once (as `leaks` does), detach, and label every outstanding chunk:
+    /// declared types from DWARF followed from typed roots (globals, the executable's TLS, every
+    /// frame's locals and parameters — stacks unwound offline from the copy) through pointer
+    /// members; C++ objects by the `vtable for X` their first word points into; strings by their bytes.
     public static func types(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {
         let c = try inspectCapturing(pid: pid, options: options, writable: true)
         let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
-        var label = [Int32](repeating: -1, count: blocks.count)
-        var names: [String] = [], confidence: [TypeConfidence] = []
-        var nameIndex: [String: Int32] = [:]
-        func id(_ n: String, _ conf: TypeConfidence) -> Int32 {
-            if let i = nameIndex[n] { return i }
-            names.append(n); confidence.append(conf)
-            nameIndex[n] = Int32(names.count - 1)
-            return Int32(names.count - 1)
-        }
+        return label(captured: c, memory: memory, blocks: blocks, pid: pid, options: options)
+    }
+
+    /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`).
+    static func label(captured c: Captured, memory: MemoryImage, blocks: Blocks, pid: Int32,
+                      options: InspectOptions) -> TypeInspection {
+        let t0 = nowNs()
         // First words that point into a module's read-only data: vtable candidates.
-        let maps = (try? ProcFS.maps(pid: pid)) ?? []
-        let modules = maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
-        let lo = modules.map(\.0).min() ?? 0, hi = modules.map(\.1).max() ?? 0
+        let ranges = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
+        let lo = ranges.map(\.0).min() ?? 0, hi = ranges.map(\.1).max() ?? 0
         var firstWord = [UInt64](repeating: 0, count: blocks.count)
         var candidates = Set<UInt64>()
         for k in 0..<blocks.count where blocks.end[k] - blocks.start[k] >= 8 {
             guard let w = memory.word(blocks.start[k]) else { continue }
             firstWord[k] = w
-            if w & 7 == 0, w >= lo, w < hi, modules.contains(where: { w >= $0.0 && w < $0.1 }) { candidates.insert(w) }
+            if w & 7 == 0, w >= lo, w < hi, ranges.contains(where: { w >= $0.0 && w < $0.1 }) { candidates.insert(w) }
         }
-        var vtableType: [UInt64: String] = [:]
-        if !candidates.isEmpty, let s = try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo) {
+        var vtableClass: [UInt64: String] = [:]
+        var declared = DeclaredTypes(table: TypeTable(), roots: [], classes: [:], modules: [])
+        SymbolSession.lock.locked {
+            guard let s = try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo) else { return }
             let values = Array(candidates)
             for (v, r) in zip(values, s.resolve(values)) {
-                if let sym = r.symbol, sym.hasPrefix("vtable for ") { vtableType[v] = String(sym.dropFirst(11)) }
+                if let sym = r.symbol, sym.hasPrefix("vtable for ") { vtableClass[v] = String(sym.dropFirst(11)) }
             }
+            let regs: [(tid: Int32, regs: [UInt64])] = c.capture.threads.map { t in
+                (t.tid, withUnsafeBytes(of: t.regs) { Array($0.bindMemory(to: UInt64.self)) })
+            }
+            let frames = s.unwind(threads: regs, read: { memory.word($0) })
+            let threads = c.capture.threads.map { ThreadFrames(tid: $0.tid, threadPointer: $0.fsBase, frames: frames[$0.tid] ?? []) }
+            declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), read: { memory.word($0) })
         }
+        let t1 = nowNs()
+        var table = declared.table
+        var classType: [String: Int32] = declared.classes
+        var seeds: [(block: Int, type: Int32)] = []
         for k in 0..<blocks.count {
-            if let t = vtableType[firstWord[k]] { label[k] = id(t, .vtable); continue }
-            if isString(memory, blocks.start[k], blocks.end[k]) { label[k] = id("char[]", .heuristic) }
+            guard let name = vtableClass[firstWord[k]] else { continue }
+            if classType[name] == nil { classType[name] = table.add(.init(kind: .structure, name: name, size: 0)) }
+            seeds.append((k, classType[name]!))
         }
-        return TypeInspection(heap: c.report, blocks: blocks, label: label, names: names, confidence: confidence, memory: memory)
+        var labels = TypePropagation.run(table: table, roots: declared.roots, seeds: seeds, blocks: blocks, memory: memory)
+        // The rest: text.
+        var char: Int32 = -1
+        for k in 0..<blocks.count where labels.type[k] < 0 && isString(memory, blocks.start[k], blocks.end[k]) {
+            if char < 0 { char = labels.table.add(.init(kind: .base, name: "char", size: 1, encoding: 6)) }
+            labels.type[k] = char
+            labels.confidence[k] = .heuristic
+        }
+        let t2 = nowNs()
+        return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
+                              debugInfoMicroseconds: (t1 - t0) / 1000, propagationMicroseconds: (t2 - t1) / 1000,
+                              modules: declared.modules)
     }
 
     /// Printable text (at least 2 characters) up to a NUL inside the chunk.
@@ -78,5 +99,43 @@ extension Inspector {
             n += 1; a += 1
         }
         return false
+    }
+}
+
+extension TypeInspection {
+    /// One row of the type histogram.
+    public struct Row: Sendable {
+        public var type: String          // "(unknown)" for unlabelled chunks
+        public var confidence: TypeConfidence
+        /// Reached only through union members.
+        public var ambiguous: Bool
+        public var chunks: Int
+        public var bytes: UInt64
+        /// The roots owning most of these chunks, most first: (root, chunks).
+        public var owners: [(name: String, chunks: Int)]
+    }
+
+    /// The label a histogram groups by: arrays of any length together ("struct node*[]").
+    public func groupLabel(_ k: Int) -> String {
+        let t = labels.type[k]
+        guard t >= 0 else { return "(unknown)" }
+        return TypeLabels.name(labels.table, t, 1) + (labels.count[k] > 1 ? "[]" : "")
+    }
+
+    /// Outstanding chunks by type (only blocks `include` accepts), most bytes first.
+    public func histogram(topOwners: Int = 3, include: (Int) -> Bool = { _ in true }) -> [Row] {
+        struct Key: Hashable { var type: String; var conf: TypeConfidence; var amb: Bool }
+        var rows: [Key: (chunks: Int, bytes: UInt64, owners: [Int32: Int])] = [:]
+        for k in 0..<blocks.count where include(k) {
+            let key = Key(type: groupLabel(k), conf: labels.confidence[k], amb: labels.ambiguous[k])
+            rows[key, default: (0, 0, [:])].chunks += 1
+            rows[key]!.bytes += blocks.end[k] - blocks.start[k]
+            if labels.owner[k] >= 0 { rows[key]!.owners[labels.owner[k], default: 0] += 1 }
+        }
+        return rows.map { key, v in
+            let owners = v.owners.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(topOwners)
+                .map { (labels.roots[Int($0.key)].name, $0.value) }
+            return Row(type: key.type, confidence: key.conf, ambiguous: key.amb, chunks: v.chunks, bytes: v.bytes, owners: owners)
+        }.sorted { ($0.bytes, $0.chunks, $1.type) > ($1.bytes, $1.chunks, $0.type) }
     }
 }

@@ -7,6 +7,9 @@ public struct StackFrame: Sendable {
     public var sp: UInt64
     /// False for frames of callers: their pc is a return address (look up pc - 1).
     public var isActivation: Bool
+    /// DWARF registers 0...16 (rax rdx rcx rbx rsi rdi rbp rsp r8-r15 rip) where the unwinder
+    /// knows them: all in the innermost frame, the callee-saved ones in callers.
+    public var registers: [UInt64?] = []
 }
 
 /// The state libdwfl's unwinder reads through the callbacks: registers and memory copied while
@@ -84,7 +87,12 @@ extension SymbolSession {
                     var activation = false
                     guard dwfl_frame_pc(frame, &pc, &activation) else { return Int32(DWARF_CB_ABORT) }
                     if dwfl_frame_reg(frame, 7, &sp) != 0 { sp = 0 }
-                    s.frames.append(StackFrame(pc: pc, sp: sp, isActivation: activation))
+                    var regs = [UInt64?](repeating: nil, count: 17)
+                    for r in 0..<17 {
+                        var v: Dwarf_Word = 0
+                        if dwfl_frame_reg(frame, UInt32(r), &v) == 0 { regs[r] = v }
+                    }
+                    s.frames.append(StackFrame(pc: pc, sp: sp, isActivation: activation, registers: regs))
                     return s.frames.count < 1024 ? Int32(DWARF_CB_OK) : Int32(DWARF_CB_ABORT)
                 }, arg)
                 out[t.tid] = s.frames

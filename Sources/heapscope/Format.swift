@@ -1,5 +1,6 @@
 import Glibc
 import HeapModel
+import Inspect
 
 /// Buffered stdout for large outputs (millions of rows).
 struct OutputBuffer {
@@ -164,27 +165,51 @@ enum StatFormat {
 }
 
 enum ChunkFormat {
-    static func text(_ r: HeapReport, rows: [Int], into out: inout OutputBuffer) {
+    /// Per chunk row: its block in `types` (outstanding chunks only), -1 otherwise.
+    static func blockOfChunk(_ types: TypeInspection?, count: Int) -> [Int32] {
+        guard let ty = types else { return [] }
+        var m = [Int32](repeating: -1, count: count)
+        for k in 0..<ty.blocks.count { m[Int(ty.blocks.chunk[k])] = Int32(k) }
+        return m
+    }
+
+    static func text(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
         let t = r.chunks
+        let block = blockOfChunk(types, count: t.count)
         out.write("# pid \(r.pid), paused \(r.pauseMicroseconds) us, \(rows.count) of \(t.count) chunks\n")
-        out.write(pad("chunk", 16) + " " + pad("user", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  state\n")
+        out.write(pad("chunk", 16) + " " + pad("user", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  "
+                  + (types == nil ? "state\n" : pad("state", 9, left: true) + " type\n"))
         for i in rows {
             let arena = t.arena[i] == ChunkTable.noArena ? "-" : String(t.arena[i])
             out.write(pad(hex(t.address[i]), 16) + " " + pad(hex(t.userAddress(i)), 16) + " " + pad(String(t.size[i]), 10) + " "
-                      + pad(String(t.usableSize(i)), 10) + " " + pad(arena, 5) + "  " + t.state[i].name + "\n")
+                      + pad(String(t.usableSize(i)), 10) + " " + pad(arena, 5) + "  ")
+            if let ty = types {
+                let k = Int(block[i])
+                let label = k >= 0 ? ty.label(k).map { "\($0) (\(ty.confidence(k).name)\(ty.labels.ambiguous[k] ? ", via union" : ""))" } ?? "-" : "-"
+                out.write(pad(t.state[i].name, 9, left: true) + " " + label + "\n")
+            } else {
+                out.write(t.state[i].name + "\n")
+            }
         }
         if !r.warnings.isEmpty { out.write("# \(r.warnings.count) warning(s); run `heapscope stat` for details\n") }
     }
 
-    static func json(_ r: HeapReport, rows: [Int], into out: inout OutputBuffer) {
+    static func json(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
         let t = r.chunks
+        let block = blockOfChunk(types, count: t.count)
         out.write("{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"total_chunks\":\(t.count),\"chunks\":[")
         var first = true
         for i in rows {
             if !first { out.write(",") }
             first = false
             let arena = t.arena[i] == ChunkTable.noArena ? "null" : String(t.arena[i])
-            out.write("{\"address\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(t.userAddress(i)))\",\"size\":\(t.size[i]),\"usable_size\":\(t.usableSize(i)),\"arena\":\(arena),\"state\":\"\(t.state[i].name)\"}")
+            out.write("{\"address\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(t.userAddress(i)))\",\"size\":\(t.size[i]),\"usable_size\":\(t.usableSize(i)),\"arena\":\(arena),\"state\":\"\(t.state[i].name)\"")
+            if let ty = types {
+                let k = Int(block[i])
+                let label = k >= 0 ? ty.label(k) : nil
+                out.write(",\"type\":\(label.map(jsonString) ?? "null"),\"confidence\":\"\(label == nil ? "unknown" : ty.confidence(k).name)\",\"ambiguous\":\(k >= 0 && ty.labels.ambiguous[k])")
+            }
+            out.write("}")
         }
         out.write("],\"warnings\":[" + r.warnings.map { w in
             "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"

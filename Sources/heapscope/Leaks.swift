@@ -19,7 +19,8 @@ struct Leaks: ParsableCommand {
         Classes: still_reachable (a chain of pointers to chunk starts leads to it from a root), \
         possibly_lost (only chains through interior pointers do), definitely_lost (nothing \
         points to it from roots or reachable chunks), indirectly_lost (only lost chunks point \
-        to it). Groups: lost chunks of one size whose words point to the same symbols.
+        to it). Groups: lost chunks of one size and type (as `heapscope types` labels them) whose \
+        words point to the same symbols.
         """)
     @OptionGroup var target: TargetOptions
     @Option(help: "Also list groups of this class: reachable (still_reachable) or possible (possibly_lost is listed anyway).")
@@ -27,6 +28,7 @@ struct Leaks: ParsableCommand {
     @Flag(help: "Do not count writable anonymous memory outside malloc (custom pools, mmaps) as roots.")
     var noAnonymousRoots = false
     @Option(help: "List at most this many groups.") var limit = 20
+    @Flag(help: "Do not label chunks with types (skips reading debug info).") var noTypes = false
 
     func validate() throws {
         if let s = show, s != "reachable" && s != "possible" { throw ValidationError("--show takes 'reachable' or 'possible'") }
@@ -34,8 +36,8 @@ struct Leaks: ParsableCommand {
     }
 
     func run() throws {
-        let anonymous = !noAnonymousRoots, o = target.options
-        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }
+        let anonymous = !noAnonymousRoots, o = target.options, types = !noTypes
+        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types) }
         var classes: Set<LeakClass> = [.definitelyLost, .indirectlyLost, .possiblyLost]
         if show == "reachable" { classes.insert(.stillReachable) }
         let groups = LeakGroups.build(r, classes: classes, pid: target.pid, useDebugInfo: o.useDebugInfo)
@@ -52,6 +54,8 @@ struct LeakGroup {
     var leakClass: LeakClass
     var size: UInt64
     var signature: [String]      // "+0x0 -> symbol" for words pointing into modules; "text" for a printable start
+    var type: String?            // the type label of its chunks
+    var confidence: TypeConfidence = .unknown
     var count = 0
     var samples: [Int] = []      // the first few blocks
     var bytes: UInt64 { size * UInt64(count) }
@@ -77,7 +81,16 @@ enum LeakGroups {
             while l < h { let m = (l + h) >> 1; if modules[m].1 <= w { l = m + 1 } else { h = m } }
             return l < modules.count && w >= modules[l].0
         }
-        struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32 }
+        struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32; var type: Int32 }
+        var typeIDs: [String: Int32] = [:], typeNames: [(String, TypeConfidence)] = []
+        func typeID(_ k: Int) -> Int32 {
+            guard let t = r.types, let l = t.label(k) else { return -1 }
+            let name = l + (t.labels.ambiguous[k] ? " (via union)" : "")
+            if let id = typeIDs[name + t.confidence(k).name] { return id }
+            typeNames.append((name, t.confidence(k)))
+            typeIDs[name + t.confidence(k).name] = Int32(typeNames.count - 1)
+            return Int32(typeNames.count - 1)
+        }
         var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
         var sigPointers: [[UInt64]] = []
         let textSig: Int32 = -2
@@ -108,7 +121,7 @@ enum LeakGroups {
                     if printable { sig = textSig }
                 }
             }
-            let key = Key(cls: cls[k].rawValue, size: size, sig: sig)
+            let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: typeID(k))
             let at: Int
             if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
                 at = found.count; index[key] = at; found.append((key, 0, []))
@@ -132,6 +145,8 @@ enum LeakGroups {
             return stride(from: 0, to: p.count, by: 2).map { "+0x\(String(p[$0], radix: 16)) -> \(names[p[$0 + 1]] ?? hex(p[$0 + 1]))" }
         }
         return found.map { LeakGroup(leakClass: LeakClass(rawValue: $0.key.cls)!, size: $0.key.size, signature: signature($0.key.sig),
+                                     type: $0.key.type >= 0 ? typeNames[Int($0.key.type)].0 : nil,
+                                     confidence: $0.key.type >= 0 ? typeNames[Int($0.key.type)].1 : .unknown,
                                      count: $0.count, samples: $0.samples) }
             .sorted { ($0.bytes, $1.leakClass.rawValue, $1.size) > ($1.bytes, $0.leakClass.rawValue, $0.size) }
     }
@@ -161,9 +176,10 @@ enum LeakFormat {
             out.write("  \(pad(c.name.replacingUnderscores() + ":", 17, left: true)) \(pad(String(t.bytes), 12)) bytes in \(pad(String(t.count), 9)) chunks\n")
         }
         if groups.isEmpty { return }
-        out.write("\n\(total) group\(total == 1 ? "" : "s") (class, size, what the chunk points to), largest first\(groups.count < total ? "; showing \(groups.count)" : ""):\n")
+        out.write("\n\(total) group\(total == 1 ? "" : "s") (class, size, type, what the chunk points to), largest first\(groups.count < total ? "; showing \(groups.count)" : ""):\n")
         for g in groups {
             out.write("\(g.leakClass.name): \(g.count) chunk\(g.count == 1 ? "" : "s") of \(g.size) bytes = \(g.bytes) bytes")
+            if let t = g.type { out.write("; type \(t) (\(g.confidence.name))") }
             out.write(g.signature.isEmpty ? "\n" : "; " + g.signature.joined(separator: ", ") + "\n")
             for k in g.samples {
                 let a = r.leaks.blocks.start[k]
@@ -184,6 +200,7 @@ enum LeakFormat {
         for (i, g) in groups.enumerated() {
             if i > 0 { out.write(",") }
             out.write("{\"class\":\"\(g.leakClass.name)\",\"size\":\(g.size),\"count\":\(g.count),\"bytes\":\(g.bytes)")
+            out.write(",\"type\":\(g.type.map(jsonString) ?? "null"),\"confidence\":\"\(g.confidence.name)\"")
             out.write(",\"signature\":[" + g.signature.map(jsonString).joined(separator: ",") + "],\"samples\":[")
             for (j, k) in g.samples.enumerated() {
                 let a = r.leaks.blocks.start[k]

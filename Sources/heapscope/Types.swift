@@ -7,15 +7,19 @@ import Symbols
 
 struct Types: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Outstanding chunks by type: count, bytes, share, and how the type is known.",
+        abstract: "Outstanding chunks by type: count, bytes, share, how the type is known, and who owns them.",
         discussion: """
-        Types come from the chunks' contents so far: a C++ object by the vtable its first word \
-        points into ("vtable for X": confidence vtable), a NUL-terminated printable string as \
-        char[] (heuristic); the rest is unknown. Declared types from DWARF (globals, TLS, stack \
-        locals, pointer members) are not propagated yet.
+        Types come from the program's debug info and the chunks' contents. declared: reached \
+        through a typed pointer from a global, a TLS variable of the executable, or a local or \
+        parameter of any frame of any thread (stacks are unwound from the copy), following \
+        pointer members, arrays and unions (a chunk reached only through a union member is \
+        marked "via union"). vtable: a C++ object whose first word points into "vtable for X". \
+        heuristic: a NUL-terminated printable string (char[]). The rest is unknown. Owners are \
+        the root variables the chunks were first reached from.
         """)
     @OptionGroup var target: TargetOptions
     @Option(help: "Only chunks in this state: in_use or mmapped.") var state: String?
+    @Option(help: "Show this many owners per type.") var owners = 3
 
     func validate() throws {
         if let s = state, s != "in_use" && s != "mmapped" { throw ValidationError("--state takes in_use or mmapped") }
@@ -23,31 +27,28 @@ struct Types: ParsableCommand {
 
     func run() throws {
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
-        let b = r.blocks, table = r.heap.chunks
-        var count = [Int](repeating: 0, count: r.names.count + 1), bytes = [UInt64](repeating: 0, count: r.names.count + 1)
-        var total: UInt64 = 0
-        for k in 0..<b.count {
-            if let s = state, table.state[Int(b.chunk[k])].name != s { continue }
-            let i = r.label[k] < 0 ? r.names.count : Int(r.label[k])
-            count[i] += 1; bytes[i] += b.end[k] - b.start[k]; total += b.end[k] - b.start[k]
-        }
-        let rows = (0...r.names.count).filter { count[$0] > 0 }.sorted { (bytes[$0], count[$0]) > (bytes[$1], count[$1]) }
-        func name(_ i: Int) -> String { i == r.names.count ? "(unknown)" : r.names[i] }
-        func conf(_ i: Int) -> String { i == r.names.count ? TypeConfidence.unknown.rawValue : r.confidence[i].rawValue }
+        let table = r.heap.chunks
+        let rows = r.histogram(topOwners: max(owners, 0)) { k in state.map { table.state[Int(r.blocks.chunk[k])].name == $0 } ?? true }
+        let total = rows.reduce(UInt64(0)) { $0 + $1.bytes }
         var out = OutputBuffer()
         if target.json {
-            out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"bytes\":\(total),\"types\":[")
-            for (n, i) in rows.enumerated() {
-                out.write((n > 0 ? "," : "") + "{\"type\":\(jsonString(name(i))),\"confidence\":\"\(conf(i))\",\"chunks\":\(count[i]),\"bytes\":\(bytes[i])}")
+            out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"bytes\":\(total),\"conflicts\":\(r.labels.conflicts),\"types\":[")
+            for (n, row) in rows.enumerated() {
+                out.write((n > 0 ? "," : "") + "{\"type\":\(jsonString(row.type)),\"confidence\":\"\(row.confidence.name)\",\"ambiguous\":\(row.ambiguous),\"chunks\":\(row.chunks),\"bytes\":\(row.bytes),\"owners\":[")
+                out.write(row.owners.map { "{\"root\":\(jsonString($0.name)),\"chunks\":\($0.chunks)}" }.joined(separator: ","))
+                out.write("]}")
             }
             out.write("]}\n")
         } else {
             let ms = Double(r.heap.pauseMicroseconds) / 1000
-            out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; \(human(total)) outstanding\n")
+            let typed = rows.filter { $0.confidence != .unknown }.reduce(0) { $0 + $1.chunks }
+            out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; \(human(total)) outstanding in \(rows.reduce(0) { $0 + $1.chunks }) chunks, \(typed) typed")
+            out.write(r.labels.conflicts > 0 ? " (\(r.labels.conflicts) reached with conflicting types)\n" : "\n")
             out.write("\(pad("chunks", 10)) \(pad("bytes", 12))  share  confidence  type\n")
-            for i in rows {
-                let share = total > 0 ? Double(bytes[i]) * 100 / Double(total) : 0
-                out.write("\(pad(String(count[i]), 10)) \(pad(String(bytes[i]), 12)) \(pad(format1(share) + "%", 6))  \(pad(conf(i), 10, left: true))  \(name(i))\n")
+            for row in rows {
+                let share = total > 0 ? Double(row.bytes) * 100 / Double(total) : 0
+                out.write("\(pad(String(row.chunks), 10)) \(pad(String(row.bytes), 12)) \(pad(format1(share) + "%", 6))  \(pad(row.confidence.name, 10, left: true))  \(row.type)\(row.ambiguous ? " (via union)" : "")\n")
+                for o in row.owners { out.write("\(String(repeating: " ", count: 44))\(pad(String(o.chunks), 8)) from \(o.name)\n") }
             }
         }
         out.flush()
@@ -56,7 +57,12 @@ struct Types: ParsableCommand {
 
 struct Show: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "One chunk: header, state, type, its words interpreted (pointers to chunks and symbols), a hex dump.")
+        abstract: "One chunk: header, state, type, its fields decoded by name (pointers to chunks and symbols), a hex dump.",
+        discussion: """
+        A chunk of a known type is decoded field by field from its DWARF layout (an array \
+        element by element); pointers say what they point to: a symbol, or chunk X with its type. \
+        A chunk of unknown type lists the words that point to symbols or chunks. Then a hex dump.
+        """)
     @OptionGroup var target: TargetOptions
     @Argument(help: "An address inside the chunk (hex, with or without 0x).") var address: String
     @Option(help: "Show at most this many bytes of the chunk.") var bytes = 256
@@ -71,16 +77,30 @@ struct Show: ParsableCommand {
         }
         let user = t.userAddress(i), usable = t.usableSize(i)
         let block = r.blocks.block(containing: user)
-        let type = block.flatMap { r.label[$0] >= 0 ? (r.names[Int(r.label[$0])], r.confidence[Int(r.label[$0])].rawValue) : nil }
+        let type = block.flatMap { k in r.label(k).map { ($0, r.confidence(k).name) } }
         let n = Int(min(usable, UInt64(max(bytes, 0))))
         let content = r.memory.bytes(user, count: n) ?? []
+        func word(_ off: Int, _ size: Int = 8) -> UInt64 {
+            guard off >= 0, off + size <= content.count else { return 0 }
+            var v: UInt64 = 0
+            for k in 0..<size { v |= UInt64(content[off + k]) << (8 * UInt64(k)) }
+            return v
+        }
+        // Fields of a typed chunk: its type's layout, once per element.
+        let table = r.labels.table
+        var fields: [(offset: Int, path: String, type: Int32, bitSize: UInt8)] = []
+        if let k = block, r.labels.type[k] >= 0, table.size(r.labels.type[k]) > 0 {
+            let ty = r.labels.type[k], es = table.size(ty), count = r.labels.count[k]
+            for e in 0..<UInt64(count) where e * es < UInt64(n) && fields.count < 512 {
+                for f in table.fields(of: ty, bytes: UInt64(n) - e * es) {
+                    fields.append((Int(e * es + f.offset), (count > 1 ? "[\(e)]" : "") + (f.path.isEmpty || count <= 1 ? f.path : (f.path.hasPrefix("[") ? f.path : "." + f.path)), f.type, f.bitSize))
+                }
+            }
+        }
         // Words: pointers into chunks (with their type), into modules (symbols), or text.
         var words: [(offset: Int, value: UInt64)] = []
         var off = 0
-        while off + 8 <= content.count {
-            words.append((off, content[off..<off + 8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }))
-            off += 8
-        }
+        while off + 8 <= content.count { words.append((off, word(off))); off += 8 }
         let maps = (try? ProcFS.maps(pid: target.pid)) ?? []
         let inModule = words.filter { w in maps.contains { $0.path.hasPrefix("/") && $0.contains(w.value) } }.map(\.value)
         var symbols: [UInt64: String] = [:]
@@ -93,26 +113,73 @@ struct Show: ParsableCommand {
             if let s = symbols[v] { return s }
             if let j = t.index(containing: v), t.state[j] != .top {
                 let u = t.userAddress(j)
-                let ty = r.blocks.block(containing: v).flatMap { r.label[$0] >= 0 ? " " + r.names[Int(r.label[$0])] : nil } ?? ""
+                let ty = r.blocks.block(containing: v).flatMap { r.label($0).map { " " + $0 } } ?? ""
                 return "chunk \(hex(u))\(v == u ? "" : " +0x" + String(v &- u, radix: 16)) (\(t.state[j].name)\(ty))"
             }
             return nil
         }
+        /// A field's value as C would print it.
+        func value(_ f: (offset: Int, path: String, type: Int32, bitSize: UInt8)) -> (String, UInt64?) {
+            let s = table.strip(f.type)
+            guard s >= 0 else { return ("?", nil) }
+            let e = table[s]
+            let size = Int(e.size)
+            if f.bitSize > 0 { return ("(\(f.bitSize)-bit field)", nil) }
+            guard size > 0, f.offset + min(size, 8) <= content.count else { return ("", nil) }
+            switch e.kind {
+            case .pointer:
+                return (hex(word(f.offset)), word(f.offset))
+            case .array:   // char arrays
+                let bytes = content[f.offset..<min(content.count, f.offset + size)]
+                let text = bytes.prefix { $0 != 0 }
+                return ("\"" + String(decoding: text.prefix(64).map { $0 >= 0x20 && $0 < 0x7f ? $0 : UInt8(ascii: ".") }, as: UTF8.self) + (text.count > 64 ? "..." : "") + "\"", nil)
+            case .base, .enumeration:
+                let v = word(f.offset, min(size, 8))
+                switch (e.encoding, size) {
+                case (4, 4): return (String(Float(bitPattern: UInt32(truncatingIfNeeded: v))), nil)
+                case (4, 8): return (String(Double(bitPattern: v)), nil)
+                case (2, _): return (v != 0 ? "true" : "false", nil)
+                case (5, _), (6, _), (0, _) where e.kind == .enumeration || e.encoding != 0:
+                    let shift = UInt64(64 - 8 * min(size, 8))
+                    let signed = Int64(bitPattern: v << shift) >> Int64(shift)
+                    return (e.encoding == 6 && size == 1 && v >= 0x20 && v < 0x7f ? "\(signed) '\(Character(UnicodeScalar(UInt8(v))))'" : String(signed), nil)
+                default: return (String(v), nil)
+                }
+            default:
+                return ("", nil)
+            }
+        }
+        let owner = block.flatMap { r.owner($0) }
         var out = OutputBuffer()
         if target.json {
             out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(user))\",\"size\":\(t.size[i])"
                       + ",\"usable_size\":\(usable),\"state\":\"\(t.state[i].name)\",\"type\":\(type.map { jsonString($0.0) } ?? "null")"
-                      + ",\"confidence\":\(type.map { jsonString($0.1) } ?? "null"),\"words\":[")
+                      + ",\"confidence\":\(type.map { jsonString($0.1) } ?? "null"),\"owner\":\(owner.map(jsonString) ?? "null"),\"fields\":[")
+            for (k, f) in fields.enumerated() {
+                let (v, p) = value(f)
+                out.write((k > 0 ? "," : "") + "{\"offset\":\(f.offset),\"name\":\(jsonString(f.path)),\"type\":\(jsonString(table.name(f.type))),\"value\":\(jsonString(v)),\"points_to\":\(p.flatMap(meaning).map(jsonString) ?? "null")}")
+            }
+            out.write("],\"words\":[")
             for (k, w) in words.enumerated() {
                 out.write((k > 0 ? "," : "") + "{\"offset\":\(w.offset),\"value\":\"\(hex(w.value))\",\"points_to\":\(meaning(w.value).map(jsonString) ?? "null")}")
             }
             out.write("]}\n")
         } else {
             out.write("chunk \(hex(t.address[i])): \(t.size[i]) bytes, \(t.state[i].name), user \(hex(user)) (\(usable) usable)")
-            out.write(type.map { ", type \($0.0) (\($0.1))\n" } ?? ", type unknown\n")
-            for w in words {
-                guard let m = meaning(w.value) else { continue }
-                out.write("  +0x\(pad(String(w.offset, radix: 16), 3, left: true)) \(hex(w.value)) -> \(m)\n")
+            out.write(type.map { ", type \($0.0) (\($0.1))" } ?? ", type unknown")
+            out.write(owner.map { ", owner \($0)\n" } ?? "\n")
+            if !fields.isEmpty {
+                let tw = min(28, fields.map { table.name($0.type).count }.max() ?? 0), nw = min(24, fields.map(\.path.count).max() ?? 0)
+                for f in fields {
+                    let (v, p) = value(f)
+                    out.write("  +0x\(pad(String(f.offset, radix: 16), 3, left: true)) \(pad(table.name(f.type), tw, left: true)) \(pad(f.path, nw, left: true)) = \(v)")
+                    out.write(p.flatMap(meaning).map { " -> \($0)\n" } ?? "\n")
+                }
+            } else {
+                for w in words {
+                    guard let m = meaning(w.value) else { continue }
+                    out.write("  +0x\(pad(String(w.offset, radix: 16), 3, left: true)) \(hex(w.value)) -> \(m)\n")
+                }
             }
             let hexd = Array("0123456789abcdef")
             var line = 0

@@ -3,59 +3,150 @@ import Glibc
 import Inspect
 import Testing
 
-/// `types` on TestTargets/types.cpp, which notes the type of every chunk it makes: C++ objects
-/// (virtual methods, a template, multiple inheritance), strings, and plain structs (unknown).
+/// The manifest's "type ADDR CONFIDENCE NAME" notes (NAME "-" = unknown) and "owner ADDR ROOT" notes.
+struct TypeNotes {
+    var type: [UInt64: (confidence: String, name: String)] = [:]
+    var owner: [UInt64: String] = [:]
+    init(_ text: String) {
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("type ") {
+                let f = line.split(separator: " ", maxSplits: 3)
+                type[UInt64(f[1], radix: 16)!] = (String(f[2]), f[3] == "-" ? "(unknown)" : String(f[3]))
+            } else if line.hasPrefix("owner ") {
+                let f = line.split(separator: " ", maxSplits: 2)
+                owner[UInt64(f[1], radix: 16)!] = String(f[2])
+            }
+        }
+    }
+    /// Chunks per "NAME (CONFIDENCE)".
+    var counts: [String: Int] {
+        var c: [String: Int] = [:]
+        for (_, v) in type { c["\(v.name) (\(v.confidence))", default: 0] += 1 }
+        return c
+    }
+}
+
+extension TypeInspection {
+    /// "NAME (CONFIDENCE)" as the notes spell it.
+    func noted(_ k: Int) -> String {
+        guard let l = label(k) else { return "(unknown) (unknown)" }
+        return "\(l)\(labels.ambiguous[k] ? " (via union)" : "") (\(confidence(k).name))"
+    }
+}
+
+/// `types`, `show`, `chunks` and `leaks` labels on TestTargets/types.cpp (C++: vtables, strings,
+/// a std::vector and a std::map of class pointers) and TestTargets/typed.c (declared types from
+/// globals, TLS and locals of two threads' frames, through lists, a tree, a hash table, an array
+/// of structs, a union, an anonymous struct's typedef, a majority vote).
 @Suite("Types of chunks", .serialized, .timeLimit(.minutes(3)))
 struct TypeTests {
-    @Test("vtable and string types exactly; every other chunk unknown; types --json agrees")
-    func types() throws {
+    @Test("C++: vtable, declared (std::vector buffer, std::map nodes) and string types exactly; types --json agrees")
+    func cplusplus() throws {
         let p = try TargetProcess("types")
         defer { p.release() }
-        var want: [UInt64: String] = [:]
-        for line in p.manifestText.split(separator: "\n") where line.hasPrefix("type ") {
-            let f = line.split(separator: " ", maxSplits: 2)
-            want[UInt64(f[1], radix: 16)!] = f[2] == "-" ? "(unknown)" : String(f[2])
-        }
-        #expect(want.count == 23)
+        let notes = TypeNotes(p.manifestText)
+        #expect(notes.type.count == 40)
         let r = try Inspector.types(pid: p.pid)
         #expect(Set(r.blocks.start) == Set(p.manifest.live.keys))
-        var counts: [String: Int] = [:]
+        var got: [String: Int] = [:], want: [String: Int] = [:]
         for k in 0..<r.blocks.count {
-            let got = r.label[k] < 0 ? "(unknown)" : r.names[Int(r.label[k])]
-            counts[got, default: 0] += 1
+            let a = r.blocks.start[k]
             // Chunks the target did not make itself (libstdc++'s emergency pool) are unknown.
-            #expect(got == (want[r.blocks.start[k]] ?? "(unknown)"), "0x\(String(r.blocks.start[k], radix: 16))")
+            let expected = notes.type[a].map { "\($0.name) (\($0.confidence))" } ?? "(unknown) (unknown)"
+            #expect(r.noted(k) == expected, "0x\(String(a, radix: 16))")
+            got[r.noted(k), default: 0] += 1
+            want[expected, default: 0] += 1
         }
-        var expected: [String: Int] = [:]
-        for a in r.blocks.start { expected[want[a] ?? "(unknown)", default: 0] += 1 }
-        #expect(counts == expected)
+        #expect(got == want)
         let j = try jsonObject(run(Paths.heapscope, ["types", String(p.pid), "--json"]).out)
         let rows = try #require(j["types"] as? [[String: Any]])
         var fromJSON: [String: Int] = [:]
-        for row in rows { fromJSON[row["type"] as! String] = row["chunks"] as? Int }
-        #expect(fromJSON == expected)
-        #expect(rows.first { $0["type"] as? String == "Both" }?["confidence"] as? String == "vtable")
-        #expect(rows.first { $0["type"] as? String == "char[]" }?["confidence"] as? String == "heuristic")
+        for row in rows {
+            let name = (row["type"] as! String).replacingOccurrences(of: "[]", with: "")
+            fromJSON["\(name) (\(row["confidence"] as! String))", default: 0] += row["chunks"] as! Int
+        }
+        var wantJSON: [String: Int] = [:]
+        for (k, v) in want {
+            let name = k.replacingOccurrences(of: #"\[[0-9]*\]"#, with: "", options: .regularExpression)
+            wantJSON[name, default: 0] += v
+        }
+        #expect(fromJSON == wantJSON)
+        let map = try #require(rows.first { ($0["type"] as? String)?.hasPrefix("std::_Rb_tree_node<") == true })
+        #expect(((map["owners"] as? [[String: Any]])?.first?["root"] as? String)?.hasPrefix("by_id (types.cpp:") == true, "\(map)")
     }
 
-    @Test("show: header, type, words pointing to vtables, hex dump; an address outside the heap is an error")
+    @Test("C: declared types from globals, TLS, locals and parameters of two threads; majority vote; union; owners")
+    func declared() throws {
+        let p = try TargetProcess("typed")
+        defer { p.release() }
+        let notes = TypeNotes(p.manifestText)
+        #expect(Set(notes.type.keys) == Set(p.manifest.live.keys), "every chunk of the program is noted")
+        let r = try Inspector.types(pid: p.pid)
+        var got: [String: Int] = [:]
+        for k in 0..<r.blocks.count {
+            let a = r.blocks.start[k]
+            guard let n = notes.type[a] else { continue }   // libc's own (a thread's DTV)
+            got[r.noted(k), default: 0] += 1
+            #expect(r.noted(k) == "\(n.name) (\(n.confidence))", "0x\(String(a, radix: 16)) owner \(r.owner(k) ?? "-")")
+            if let o = notes.owner[a] { #expect(r.owner(k)?.hasPrefix(o) == true, "0x\(String(a, radix: 16)): \(r.owner(k) ?? "-") is not \(o)") }
+        }
+        #expect(got == notes.counts)
+        #expect(notes.owner.count == 7)
+        #expect(r.labels.conflicts >= 2, "the shared tail and the union")
+
+        // chunks and show agree with the labels.
+        let chunks = try jsonObject(run(Paths.heapscope, ["chunks", String(p.pid), "--json", "--state", "in_use"]).out)
+        for row in try #require(chunks["chunks"] as? [[String: Any]]) {
+            guard let a = UInt64((row["user_address"] as! String).dropFirst(2), radix: 16), let n = notes.type[a] else { continue }
+            let name = n.name.replacingOccurrences(of: " (via union)", with: "")
+            #expect(row["type"] as? String == (n.name == "(unknown)" ? nil : name) && row["confidence"] as? String == n.confidence, "\(row)")
+        }
+        let point = try #require(notes.type.first { $0.value.name.hasPrefix("struct point[") }?.key)
+        let show = try jsonObject(run(Paths.heapscope, ["show", String(p.pid), "0x" + String(point, radix: 16), "--json", "--bytes", "4096"]).out)
+        let fields = try #require(show["fields"] as? [[String: Any]])
+        #expect(fields.count == 30 && fields[11]["name"] as? String == "[3].tag" && fields[11]["type"] as? String == "struct node*")
+        #expect((fields[11]["points_to"] as? String)?.hasSuffix("(in_use struct node)") == true, "\(fields[11])")
+        #expect(fields[10]["value"] as? String == "-3.0" && fields[27]["value"] as? String == "9.0")
+        let node = try #require(notes.type.first { $0.value.name == "struct node" && notes.owner[$0.key] == nil }?.key)
+        let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(node, radix: 16)]).out
+        #expect(text.contains("type struct node (declared)") && text.contains(" key ") && text.contains(" name "), "\(text)")
+        #expect(text.contains("(in_use char[])"), "\(text)")
+    }
+
+    @Test("show: header, type, fields of a C++ object, hex dump; an address outside the heap is an error")
     func show() throws {
         let p = try TargetProcess("types")
         defer { p.release() }
-        func noted(_ type: String) throws -> UInt64 {
-            let line = try #require(p.manifestText.split(separator: "\n").first { $0.hasPrefix("type ") && $0.hasSuffix(" " + type) })
-            return UInt64(line.split(separator: " ")[1], radix: 16)!
-        }
-        let both = try noted("Both")
+        let notes = TypeNotes(p.manifestText)
+        let both = try #require(notes.type.first { $0.value.name == "Both" }?.key)
         let j = try jsonObject(run(Paths.heapscope, ["show", String(p.pid), "0x" + String(both + 8, radix: 16), "--json"]).out)
         #expect(j["user_address"] as? String == "0x" + String(both, radix: 16))
         #expect(j["type"] as? String == "Both" && j["confidence"] as? String == "vtable")
         #expect(j["usable_size"] as? Int == Int(p.manifest.live[both] ?? 0))
         let words = try #require(j["words"] as? [[String: Any]])
         #expect((words.first?["points_to"] as? String)?.hasPrefix("vtable for Both+0x") == true, "\(words.first ?? [:])")
-        let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(try noted("char[]"), radix: 16)])
+        // Both : shapes::Circle, Named — fields through both bases, the second base's vptr at +0x18.
+        let fields = try #require(j["fields"] as? [[String: Any]])
+        let names = fields.map { $0["name"] as? String ?? "" }
+        #expect(names.contains("shapes::Circle::r") && names.contains("Named::tag") && names.contains("extra"), "\(names)")
+        #expect(fields.first { ($0["name"] as? String)?.hasPrefix("Named::_vptr") == true }?["offset"] as? Int == 24, "\(fields)")
+        let string = try #require(notes.type.first { $0.value.name == "char[]" }?.key)
+        let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(string, radix: 16)])
         #expect(text.out.contains("type char[] (heuristic)") && text.out.contains("|string number "), "\(text.out)")
         let bad = try run(Paths.heapscope, ["show", String(p.pid), "0x10"])
         #expect(bad.status == 1 && bad.err.contains("is not in the heap"))
+    }
+
+    @Test("leaks groups carry the type of their chunks")
+    func leakGroups() throws {
+        let p = try TargetProcess("types")
+        defer { p.release() }
+        let j = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json"]).out)
+        let groups = try #require(j["groups"] as? [[String: Any]])
+        let lost = groups.filter { $0["class"] as? String == "definitely_lost" }
+        #expect(lost.count == 1 && lost.first?["type"] as? String == "shapes::Circle" && lost.first?["confidence"] as? String == "vtable"
+                && lost.first?["count"] as? Int == 2, "\(groups)")
+        let plain = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--no-types"]).out)
+        #expect((plain["groups"] as? [[String: Any]])?.allSatisfy { $0["type"] is NSNull } == true)
     }
 }

@@ -1,0 +1,120 @@
+/// Declared types as the analyses see them: a flat table built from a program's debug info
+/// (DWARF), independent of where it came from. Index -1 is `void` / unknown everywhere.
+public struct TypeTable: Sendable {
+    public enum Kind: UInt8, Sendable {
+        case base, pointer, structure, union, array, function, enumeration, typedef, qualified
+    }
+    public struct Member: Sendable {
+        public var name: String
+        public var offset: UInt64
+        public var type: Int32
+        /// A base class (C++ inheritance) rather than a data member.
+        public var isBase: Bool
+        /// Bit-field: width in bits (0 = not a bit-field).
+        public var bitSize: UInt8
+        public init(name: String, offset: UInt64, type: Int32, isBase: Bool = false, bitSize: UInt8 = 0) {
+            self.name = name; self.offset = offset; self.type = type; self.isBase = isBase; self.bitSize = bitSize
+        }
+    }
+    public struct Entry: Sendable {
+        public var kind: Kind
+        /// As a C or C++ programmer writes it: "struct node", "shapes::Circle", "char*", "long[4]".
+        public var name: String
+        public var size: UInt64
+        /// pointer, array, typedef, qualified: the type it refers to (-1: void).
+        public var target: Int32
+        /// array: element count (0: unknown or flexible).
+        public var count: UInt64
+        public var members: [Member]
+        /// base: DWARF encoding (DW_ATE_*: 2 boolean, 4 float, 5 signed, 6 signed char, 7 unsigned, 8 unsigned char).
+        public var encoding: UInt8
+        /// structure: node types it declares (a typedef member naming `D` or `D*`, D deriving at
+        /// offset 0 from a base B): its B* pointers point to D's (std::map's _Link_type, std::list's _Node).
+        public var nodes: [Int32] = []
+        public init(kind: Kind, name: String, size: UInt64, target: Int32 = -1, count: UInt64 = 0,
+                    members: [Member] = [], encoding: UInt8 = 0) {
+            self.kind = kind; self.name = name; self.size = size; self.target = target; self.count = count
+            self.members = members; self.encoding = encoding
+        }
+    }
+
+    public private(set) var entries: [Entry] = []
+    public init() {}
+
+    public var count: Int { entries.count }
+    public subscript(_ i: Int32) -> Entry { entries[Int(i)] }
+
+    @discardableResult
+    public mutating func add(_ e: Entry) -> Int32 {
+        entries.append(e)
+        return Int32(entries.count - 1)
+    }
+    public mutating func update(_ i: Int32, _ body: (inout Entry) -> Void) { body(&entries[Int(i)]) }
+
+    /// The type behind typedefs and const/volatile.
+    public func strip(_ t: Int32) -> Int32 {
+        var t = t, n = 0
+        while t >= 0, n < 64, entries[Int(t)].kind == .typedef || entries[Int(t)].kind == .qualified {
+            t = entries[Int(t)].target; n += 1
+        }
+        return t
+    }
+
+    public func name(_ t: Int32) -> String { t < 0 ? "void" : entries[Int(t)].name }
+    public func size(_ t: Int32) -> UInt64 { t < 0 ? 0 : entries[Int(strip(t))].size }
+}
+
+/// A variable whose declared type is known: where the analyses start typing memory.
+public struct TypedRoot: Sendable {
+    public enum Location: Sendable, Equatable {
+        /// The variable lives in memory at this address.
+        case memory(UInt64)
+        /// The variable's value (a register, or a computed value): only its pointee can be typed.
+        case value(UInt64)
+    }
+    public enum Kind: UInt8, Sendable { case global, tls, local }
+    public var location: Location
+    public var type: Int32
+    public var kind: Kind
+    /// "list_head (main.c:12)", "tree in build_tree (thread 1234)".
+    public var name: String
+    public init(location: Location, type: Int32, kind: Kind, name: String) {
+        self.location = location; self.type = type; self.kind = kind; self.name = name
+    }
+}
+
+extension TypeTable {
+    /// One leaf field of a type laid out in memory: "next", "pos.x", "items[2]", "Shape::id".
+    public struct Field: Sendable {
+        public var path: String
+        public var offset: UInt64
+        public var type: Int32
+        public var bitSize: UInt8
+    }
+
+    /// The leaf fields of `t` (structs, unions and arrays flattened; union members overlap),
+    /// at most `limit` of them and none at or beyond `bytes`.
+    public func fields(of t: Int32, bytes: UInt64, limit: Int = 512) -> [Field] {
+        var out: [Field] = []
+        func walk(_ t: Int32, _ path: String, _ off: UInt64, _ bits: UInt8, _ depth: Int) {
+            guard out.count < limit, off < bytes else { return }
+            let s = strip(t)
+            guard s >= 0, depth < 16 else { out.append(Field(path: path, offset: off, type: t, bitSize: bits)); return }
+            let e = entries[Int(s)]
+            switch e.kind {
+            case .structure, .union where !e.members.isEmpty:
+                for m in e.members {
+                    let name = m.isBase ? m.name + "::" : m.name
+                    let p = path.isEmpty ? name : (path.hasSuffix("::") ? path + name : path + "." + name)
+                    walk(m.type, m.isBase ? p : p, off + m.offset, m.bitSize, depth + 1)
+                }
+            case .array where e.count > 0 && size(e.target) > 0 && !(strip(e.target) >= 0 && entries[Int(strip(e.target))].kind == .base && size(e.target) == 1):
+                for i in 0..<e.count { walk(e.target, path + "[\(i)]", off + i * size(e.target), 0, depth + 1) }
+            default:
+                out.append(Field(path: path, offset: off, type: t, bitSize: bits))
+            }
+        }
+        walk(t, "", 0, 0, 0)
+        return out
+    }
+}
