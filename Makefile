@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
@@ -75,6 +75,9 @@ $(TT)/types: TestTargets/types.cpp TestTargets/manifest.h | $(TT)
 # Declared types: -O0 keeps every local in its frame; only the program's own allocations are recorded.
 $(TT)/typed: TestTargets/typed.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread
+
+$(TT)/typedbig: TestTargets/typedbig.c TestTargets/manifest.h | $(TT)
+	$(CC) -g -O2 -Wall -Wno-unused-function -o $@ $<
 
 $(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<

@@ -54,6 +54,12 @@ public enum TypePropagation {
     /// changes (at most 4 rounds).
     public static func run(table: TypeTable, roots: [TypedRoot], seeds: [(block: Int, type: Int32)],
                            blocks: Blocks, memory: MemoryImage) -> TypeLabels {
+        if roots.isEmpty && seeds.isEmpty {
+            let n = blocks.count
+            return TypeLabels(table: table, type: .init(repeating: -1, count: n), count: .init(repeating: 1, count: n),
+                              confidence: .init(repeating: .unknown, count: n), ambiguous: .init(repeating: false, count: n),
+                              owner: .init(repeating: -1, count: n), roots: [], conflicts: 0, rounds: 0)
+        }
         let engine = Engine(table: table, blocks: blocks, memory: memory)
         for s in seeds { engine.pin[s.block] = s.type; engine.pinnedByVtable[s.block] = true }
         var rounds = 0
@@ -74,56 +80,94 @@ public enum TypePropagation {
             confidence[k] = engine.pinnedByVtable[k] ? .vtable : .declared
             count[k] = engine.elements(k)
         }
-        return TypeLabels(table: engine.table, type: engine.type, count: count, confidence: confidence,
-                          ambiguous: engine.ambiguous, owner: engine.owner, roots: roots,
+        let (type, ambiguous, owner) = engine.result()
+        return TypeLabels(table: engine.table, type: type, count: count, confidence: confidence,
+                          ambiguous: ambiguous, owner: owner, roots: roots,
                           conflicts: engine.votes.count, rounds: rounds)
     }
 }
 
-/// The propagation state. Layouts (pointer slots of a type, nested structs and arrays flattened)
-/// are computed once per type.
+/// The propagation state: per-block arrays in unmanaged buffers (the hot loop touches them
+/// millions of times), pointer-slot layouts of every type computed up front in one flat pool.
 private final class Engine {
     struct Slot { var offset: UInt64; var target: Int32; var ambiguous: Bool }
-    struct Layout { var size: UInt64; var slots: [Slot] }
 
     var table: TypeTable
     let blocks: Blocks
     let memory: MemoryImage
-    var type: [Int32]
-    var ambiguous: [Bool]
-    var owner: [Int32]
-    var support: [UInt32]
+    let n: Int
+    let type: UnsafeMutablePointer<Int32>
+    let ambiguous: UnsafeMutablePointer<Bool>
+    let owner: UnsafeMutablePointer<Int32>
+    let support: UnsafeMutablePointer<UInt32>
+    let pin: UnsafeMutablePointer<Int32>
+    let pinnedByVtable: UnsafeMutablePointer<Bool>
+    let hasVotes: UnsafeMutablePointer<Bool>
     var votes: [Int: [Int32: (n: UInt32, type: Int32)]] = [:]   // per block, per canonical type
-    var pin: [Int: Int32] = [:]
-    var pinnedByVtable: [Bool]
     var queue: [Int32] = []
-    private var layouts: [Int32: Layout] = [:]
     private var canonical: [Int32] = []            // per type: id of its name (types repeat per compile unit)
     private var canonicalIDs: [String: Int32] = [:]
     private var labelOf: [Int32] = []              // per pointee type: the type to label blocks with
+    // Layouts: per type (by index), slots [start, start + count) of `pool`, element size.
+    private var layoutStart: [Int32] = [], layoutCount: [Int32] = [], layoutSize: [UInt64] = []
+    private var pool: UnsafeMutableBufferPointer<Slot> = .init(start: nil, count: 0)
 
     init(table: TypeTable, blocks: Blocks, memory: MemoryImage) {
         self.table = table; self.blocks = blocks; self.memory = memory
-        type = .init(repeating: -1, count: blocks.count)
-        ambiguous = .init(repeating: false, count: blocks.count)
-        owner = .init(repeating: -1, count: blocks.count)
-        support = .init(repeating: 0, count: blocks.count)
-        pinnedByVtable = .init(repeating: false, count: blocks.count)
+        let n = blocks.count
+        self.n = n
+        func make<T>(_ v: T) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: v, count: max(n, 1))
+            return p
+        }
+        type = make(-1); ambiguous = make(false); owner = make(-1); support = make(0)
+        pin = make(-1); pinnedByVtable = make(false); hasVotes = make(false)
         canonical = .init(repeating: -2, count: table.count)
         labelOf = .init(repeating: -2, count: table.count)
+        var all: [Slot] = []
+        layoutStart = .init(repeating: 0, count: table.count)
+        layoutCount = .init(repeating: 0, count: table.count)
+        layoutSize = .init(repeating: 0, count: table.count)
+        for t in 0..<Int32(table.count) {
+            let s = table.strip(t)
+            layoutSize[Int(t)] = table.size(s)
+            if s != t { continue }
+            var slots: [Slot] = []
+            // A node type's own base-class pointers point to nodes like it.
+            collect(s, 0, false, &slots, hints: nodeTypes.contains(canon(s)) ? [s] : [], depth: 0)
+            layoutStart[Int(t)] = Int32(all.count); layoutCount[Int(t)] = Int32(slots.count)
+            all.append(contentsOf: slots)
+        }
+        for t in 0..<table.count {   // typedefs and qualified types share their target's layout
+            let s = table.strip(Int32(t))
+            if s >= 0 && s != Int32(t) { layoutStart[t] = layoutStart[Int(s)]; layoutCount[t] = layoutCount[Int(s)] }
+        }
+        pool = .allocate(capacity: max(all.count, 1))
+        _ = pool.initialize(from: all)
+    }
+
+    deinit {
+        type.deallocate(); ambiguous.deallocate(); owner.deallocate(); support.deallocate()
+        pin.deallocate(); pinnedByVtable.deallocate(); hasVotes.deallocate(); pool.deallocate()
+    }
+
+    func result() -> (type: [Int32], ambiguous: [Bool], owner: [Int32]) {
+        (Array(UnsafeBufferPointer(start: type, count: n)), Array(UnsafeBufferPointer(start: ambiguous, count: n)),
+         Array(UnsafeBufferPointer(start: owner, count: n)))
     }
 
     func reset() {
-        for k in 0..<blocks.count { type[k] = -1; ambiguous[k] = false; owner[k] = -1; support[k] = 0 }
+        for k in 0..<n { type[k] = -1; ambiguous[k] = false; owner[k] = -1; support[k] = 0; hasVotes[k] = false }
         votes = [:]
         queue = []
     }
 
     func canon(_ t: Int32) -> Int32 {
         if canonical[Int(t)] != -2 { return canonical[Int(t)] }
-        let n = table.name(table.strip(t) >= 0 ? table.strip(t) : t)
-        let id = canonicalIDs[n] ?? Int32(canonicalIDs.count)
-        canonicalIDs[n] = id
+        let name = table.name(table.strip(t) >= 0 ? table.strip(t) : t)
+        let id = canonicalIDs[name] ?? Int32(canonicalIDs.count)
+        canonicalIDs[name] = id
         canonical[Int(t)] = id
         return id
     }
@@ -160,17 +204,6 @@ private final class Engine {
             if t >= 0 { out.append(canon(t)) }
         }
         return out
-    }
-
-    func layout(_ t: Int32) -> Layout {
-        let s = table.strip(t)
-        if let l = layouts[s] { return l }
-        var slots: [Slot] = []
-        // A node type's own base-class pointers point to nodes like it.
-        collect(s, 0, false, &slots, hints: s >= 0 && nodeTypes.contains(canon(s)) ? [s] : [], depth: 0)
-        let l = Layout(size: table.size(s), slots: slots)
-        layouts[s] = l
-        return l
     }
 
     /// Pointer slots of `t` at `base`. `hints`: node types declared by the enclosing classes; a
@@ -219,18 +252,19 @@ private final class Engine {
     @inline(__always) func reach(_ k: Int, _ target: Int32, ambiguous amb: Bool, owner o: Int32) {
         let current = type[k]
         if current < 0 {
-            type[k] = pin[k] ?? target
-            ambiguous[k] = amb && pin[k] == nil
+            let p = pin[k]
+            type[k] = p >= 0 ? p : target
+            ambiguous[k] = amb && p < 0
             owner[k] = o
             support[k] = 1
-            if pin[k] != nil && canon(pin[k]!) != canon(target) && !pinnedByVtable[k] { vote(k, target) }
+            if p >= 0 && canon(p) != canon(target) && !pinnedByVtable[k] { vote(k, target) }
             queue.append(Int32(k))
             return
         }
-        if canon(current) == canon(target) {
+        if current == target || canon(current) == canon(target) {
             support[k] &+= 1
             if !amb { ambiguous[k] = false }
-            if votes[k] != nil { votes[k]![canon(target), default: (0, target)].n += 1 }
+            if hasVotes[k] { votes[k]![canon(target), default: (0, target)].n += 1 }
             return
         }
         // A vtable's class overrides any declared base class of it.
@@ -239,12 +273,13 @@ private final class Engine {
     }
 
     private func vote(_ k: Int, _ target: Int32) {
-        if votes[k] == nil { votes[k] = [canon(type[k]): (support[k], type[k])] }
+        if !hasVotes[k] { votes[k] = [canon(type[k]): (support[k], type[k])]; hasVotes[k] = true }
         votes[k]![canon(target), default: (0, target)].n += 1
     }
 
     /// Type the memory of a root.
     func root(_ r: TypedRoot, owner o: Int32) {
+        guard r.type >= 0 else { return }
         switch r.location {
         case .value(let v):
             let s = table.strip(r.type)
@@ -252,22 +287,25 @@ private final class Engine {
             let l = labelType(table[s].target)
             if l >= 0, let k = blocks.block(containing: v), blocks.start[k] == v { reach(k, l, ambiguous: false, owner: o) }
         case .memory(let a):
-            let lay = layout(r.type)
-            guard !lay.slots.isEmpty, let region = memory.region(containing: a, length: max(lay.size, 8)) else { return }
-            scan(region, a, lay, count: 1, end: a + max(lay.size, 8), owner: o)
+            let t = Int(r.type), size = layoutSize[t]
+            guard layoutCount[t] > 0, let region = memory.region(containing: a, length: max(size, 8)) else { return }
+            scan(region, a, t, count: 1, end: a + max(size, 8), owner: o, ambiguous: false)
         }
     }
 
-    @inline(__always) private func scan(_ region: Region, _ a: UInt64, _ lay: Layout, count: UInt64, end: UInt64, owner o: Int32) {
+    @inline(__always) private func scan(_ region: Region, _ a: UInt64, _ t: Int, count: UInt64, end: UInt64, owner o: Int32, ambiguous amb: Bool) {
         let base = region.base, rs = region.start, re = min(region.end, end)
+        let size = layoutSize[t], first = Int(layoutStart[t]), slots = Int(layoutCount[t])
+        let pool = self.pool
         for e in 0..<count {
-            let at = a + e * lay.size
-            for sl in lay.slots {
+            let at = a + e * size
+            for i in first..<first + slots {
+                let sl = pool[i]
                 let w = at + sl.offset
                 guard w >= rs, w + 8 <= re else { continue }
                 let v = base.loadUnaligned(fromByteOffset: Int(w - rs), as: UInt64.self)
                 guard v & 7 == 0, v != 0, let k = blocks.block(containing: v), blocks.start[k] == v else { continue }
-                reach(k, sl.target, ambiguous: sl.ambiguous, owner: o)
+                reach(k, sl.target, ambiguous: sl.ambiguous || amb, owner: o)
             }
         }
     }
@@ -275,13 +313,13 @@ private final class Engine {
     func drain() {
         while let k32 = queue.popLast() {
             let k = Int(k32)
-            let t = type[k]
-            let lay = layout(t)
-            guard !lay.slots.isEmpty, lay.size > 0 else { continue }
+            let t = Int(type[k])
+            let size = layoutSize[t]
+            guard layoutCount[t] > 0, size > 0 else { continue }
             let start = blocks.start[k], usable = blocks.end[k] - start
-            guard let region = memory.region(containing: start, length: min(usable, lay.size)) else { continue }
-            let n = max(1, usable / lay.size)
-            scan(region, start, lay, count: lay.size > usable ? 1 : n, end: blocks.end[k], owner: owner[k])
+            guard let region = memory.region(containing: start, length: min(usable, size)) else { continue }
+            let n = max(1, usable / size)
+            scan(region, start, t, count: size > usable ? 1 : n, end: blocks.end[k], owner: owner[k], ambiguous: ambiguous[k])
         }
     }
 
@@ -292,7 +330,7 @@ private final class Engine {
             let mine = canon(type[k])
             guard let top = v.values.map(\.n).max(), (v[mine]?.n ?? 0) < top,
                   let best = v.first(where: { $0.value.n == top })?.value.type else { continue }
-            if pin[k].map({ canon($0) != canon(best) }) ?? true {
+            if pin[k] < 0 || canon(pin[k]) != canon(best) {
                 pin[k] = best
                 changed = true
             }

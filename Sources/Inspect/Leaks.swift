@@ -22,8 +22,10 @@ extension Inspector {
     /// Stop the target once, copy its heap and every other writable mapping, detach, and classify
     /// every outstanding chunk as Valgrind memcheck does. `anonymousRoots: false` does not count
     /// writable anonymous memory that malloc does not own (custom pools, mmaps) as roots.
+    /// `types`: label the lost chunks (and with `typesOfReachable`, every chunk) as `types` does.
     public static func leaks(pid: Int32, options: InspectOptions = InspectOptions(),
-                             anonymousRoots: Bool = true, types: Bool = false) throws(InspectError) -> LeakInspection {
+                             anonymousRoots: Bool = true, types: Bool = false,
+                             typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
         let c = try inspectCapturing(pid: pid, options: options, writable: true)
         let memory = c.memory()
         let walk = c.report.heap
@@ -34,7 +36,9 @@ extension Inspector {
         var bytes: [RootKind: UInt64] = [:]
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
-        let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: pid, options: options) : nil
+        // Lost chunks are reached from no root: their types come from their contents alone.
+        let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: pid, options: options,
+                                   only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels)
     }
 

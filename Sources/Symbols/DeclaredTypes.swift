@@ -31,8 +31,9 @@ public struct ThreadFrames: Sendable {
 
 extension SymbolSession {
     /// Read the declared roots and their types. `read` gives words of the copied memory (the
-    /// process is not touched); `classNames` are C++ classes whose layout is wanted.
-    public func declaredTypes(threads: [ThreadFrames], classNames: Set<String>,
+    /// process is not touched); `classNames` are C++ classes whose layout is wanted; with
+    /// `roots: false` only those are read.
+    public func declaredTypes(threads: [ThreadFrames], classNames: Set<String>, roots: Bool = true,
                               read: @escaping (UInt64) -> UInt64?) -> DeclaredTypes {
         SymbolSession.lock.locked {
             let r = TypeReader(read: read)
@@ -50,10 +51,11 @@ extension SymbolSession {
                 guard dwfl_module_getdwarf(m, &bias) != nil else { continue }
                 let name = dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) } ?? "?"
                 names.append(name)
+                guard roots else { continue }
                 let isMain = exe != nil && (name == exe || name == exe! + " (deleted)")
                 r.readGlobals(module: m, bias: bias, tls: isMain ? tlsBlocks(module: m, threads: threads, read: read) : [])
             }
-            for t in threads { r.readLocals(dwfl: dwfl, thread: t) }
+            if roots { for t in threads { r.readLocals(dwfl: dwfl, thread: t) } }
             var classes: [String: Int32] = [:]
             if !classNames.isEmpty {
                 for m in modules { r.indexDefinitions(module: m) }

@@ -36,8 +36,9 @@ struct Leaks: ParsableCommand {
     }
 
     func run() throws {
-        let anonymous = !noAnonymousRoots, o = target.options, types = !noTypes
-        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types) }
+        let anonymous = !noAnonymousRoots, o = target.options, types = !noTypes, reachable = show == "reachable"
+        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types,
+                                                                                typesOfReachable: reachable) }
         var classes: Set<LeakClass> = [.definitelyLost, .indirectlyLost, .possiblyLost]
         if show == "reachable" { classes.insert(.stillReachable) }
         let groups = LeakGroups.build(r, classes: classes, pid: target.pid, useDebugInfo: o.useDebugInfo)
@@ -82,14 +83,24 @@ enum LeakGroups {
             return l < modules.count && w >= modules[l].0
         }
         struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32; var type: Int32 }
+        // Type ids: one per label and confidence; looked up by (type, array, confidence, union) slot.
         var typeIDs: [String: Int32] = [:], typeNames: [(String, TypeConfidence)] = []
+        let labels = r.types?.labels
+        let ltype = labels?.type ?? [], lcount = labels?.count ?? [], lconf = labels?.confidence ?? [], lamb = labels?.ambiguous ?? []
+        var slotID = [Int32](repeating: -2, count: ((labels?.table.count ?? 0) + 1) * 16)
         func typeID(_ k: Int) -> Int32 {
-            guard let t = r.types, let l = t.label(k) else { return -1 }
-            let name = l + (t.labels.ambiguous[k] ? " (via union)" : "")
-            if let id = typeIDs[name + t.confidence(k).name] { return id }
-            typeNames.append((name, t.confidence(k)))
-            typeIDs[name + t.confidence(k).name] = Int32(typeNames.count - 1)
-            return Int32(typeNames.count - 1)
+            guard !ltype.isEmpty, ltype[k] >= 0, let t = r.types else { return -1 }
+            let slot = (Int(ltype[k]) + 1) * 16 + (lcount[k] > 1 ? 8 : 0) + Int(lconf[k].rawValue) * 2 + (lamb[k] ? 1 : 0)
+            if slotID[slot] != -2 { return slotID[slot] }
+            let name = t.groupLabel(k) + (lamb[k] ? " (via union)" : "")
+            let id: Int32
+            if let i = typeIDs[name + " " + lconf[k].name] { id = i } else {
+                typeNames.append((name, lconf[k]))
+                id = Int32(typeNames.count - 1)
+                typeIDs[name + " " + lconf[k].name] = id
+            }
+            slotID[slot] = id
+            return id
         }
         var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
         var sigPointers: [[UInt64]] = []

@@ -28,11 +28,12 @@ struct Types: ParsableCommand {
     func run() throws {
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
         let table = r.heap.chunks
-        let rows = r.histogram(topOwners: max(owners, 0)) { k in state.map { table.state[Int(r.blocks.chunk[k])].name == $0 } ?? true }
+        let want = state.flatMap { ChunkState(name: $0) }, chunk = r.blocks.chunk
+        let rows = r.histogram(topOwners: max(owners, 0)) { k in want.map { table.state[Int(chunk[k])] == $0 } ?? true }
         let total = rows.reduce(UInt64(0)) { $0 + $1.bytes }
         var out = OutputBuffer()
         if target.json {
-            out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"bytes\":\(total),\"conflicts\":\(r.labels.conflicts),\"types\":[")
+            out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"debug_info_us\":\(r.debugInfoMicroseconds),\"propagation_us\":\(r.propagationMicroseconds),\"rounds\":\(r.labels.rounds),\"bytes\":\(total),\"conflicts\":\(r.labels.conflicts),\"types\":[")
             for (n, row) in rows.enumerated() {
                 out.write((n > 0 ? "," : "") + "{\"type\":\(jsonString(row.type)),\"confidence\":\"\(row.confidence.name)\",\"ambiguous\":\(row.ambiguous),\"chunks\":\(row.chunks),\"bytes\":\(row.bytes),\"owners\":[")
                 out.write(row.owners.map { "{\"root\":\(jsonString($0.name)),\"chunks\":\($0.chunks)}" }.joined(separator: ","))
