@@ -29,10 +29,11 @@ void *opaque;                      /* a void *: its chunk stays unknown */
 __thread struct node *tls_list;    /* one list per thread */
 __thread struct tree *tls_tree; static const int tls_tree_line = __LINE__;
 
-static char labels[64][64];
+static char labels[256][64];
 static int nlabels;
 /* Note `p` with a label built by printf (kept in static storage: notes keep the pointer). */
 static void note(void *p, const char *fmt, ...) {
+    if (nlabels >= 256) _exit(4);
     char *l = labels[nlabels++];
     va_list ap; va_start(ap, fmt); vsnprintf(l, 64, fmt, ap); va_end(ap);
     hs_note("type", p, l);

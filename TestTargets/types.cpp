@@ -36,7 +36,7 @@ static int nkeep;
 std::vector<shapes::Shape *> by_area;     // its buffer: shapes::Shape*[n]; the objects by vtable
 std::map<int, Named *> by_id;             // its nodes: declared through the tree's base pointers
 Named *as_named;                          // points into the middle of a Both (interior: no vote)
-static char labels[64][96];
+static char labels[128][96];
 static int nlabels;
 static void note(void *p, const char *l) {
     snprintf(labels[nlabels], sizeof labels[0], "%s", l);
