@@ -14,6 +14,9 @@ echo
 echo "\$ heapscope chunks $tpid --limit 20"
 "$hs" chunks "$tpid" --limit 20
 echo
+echo "\$ heapscope types $tpid"
+"$hs" types "$tpid"
+echo
 echo "\$ heapscope leaks $tpid --limit 3"
 "$hs" leaks "$tpid" --limit 3
 echo

@@ -39,6 +39,12 @@ public struct TypeLabels: Sendable {
         return TypeLabels.name(table, t, count[k])
     }
 
+    /// As `name`, with any element count as "[]": how histograms group arrays.
+    public static func groupName(_ table: TypeTable, _ t: Int32, array: Bool) -> String {
+        let one = name(table, t, 1)
+        return array && !one.hasSuffix("[]") ? one + "[]" : one
+    }
+
     public static func name(_ table: TypeTable, _ t: Int32, _ n: UInt32) -> String {
         let s = table.strip(t)
         if s >= 0, table[s].kind == .base, table[s].size == 1 { return table.name(s) + "[]" }

@@ -96,7 +96,8 @@ extension TypeTable {
     /// at most `limit` of them and none at or beyond `bytes`.
     public func fields(of t: Int32, bytes: UInt64, limit: Int = 512) -> [Field] {
         var out: [Field] = []
-        func walk(_ t: Int32, _ path: String, _ off: UInt64, _ bits: UInt8, _ depth: Int) {
+        // A base class's members are named by that class ("shapes::Shape::id"), as in C++.
+        func walk(_ t: Int32, _ path: String, _ base: String?, _ off: UInt64, _ bits: UInt8, _ depth: Int) {
             guard out.count < limit, off < bytes else { return }
             let s = strip(t)
             guard s >= 0, depth < 16 else { out.append(Field(path: path, offset: off, type: t, bitSize: bits)); return }
@@ -104,17 +105,17 @@ extension TypeTable {
             switch e.kind {
             case .structure, .union where !e.members.isEmpty:
                 for m in e.members {
-                    let name = m.isBase ? m.name + "::" : m.name
-                    let p = path.isEmpty ? name : (path.hasSuffix("::") ? path + name : path + "." + name)
-                    walk(m.type, m.isBase ? p : p, off + m.offset, m.bitSize, depth + 1)
+                    if m.isBase { walk(m.type, path, m.name, off + m.offset, 0, depth + 1); continue }
+                    let name = (base.map { $0 + "::" } ?? "") + m.name
+                    walk(m.type, path.isEmpty ? name : path + "." + name, nil, off + m.offset, m.bitSize, depth + 1)
                 }
             case .array where e.count > 0 && size(e.target) > 0 && !(strip(e.target) >= 0 && entries[Int(strip(e.target))].kind == .base && size(e.target) == 1):
-                for i in 0..<e.count { walk(e.target, path + "[\(i)]", off + i * size(e.target), 0, depth + 1) }
+                for i in 0..<e.count { walk(e.target, path + "[\(i)]", nil, off + i * size(e.target), 0, depth + 1) }
             default:
                 out.append(Field(path: path, offset: off, type: t, bitSize: bits))
             }
         }
-        walk(t, "", 0, 0, 0)
+        walk(t, "", nil, 0, 0, 0)
         return out
     }
 }

@@ -133,7 +133,7 @@ extension TypeInspection {
     public func groupLabel(_ k: Int) -> String {
         let t = labels.type[k]
         guard t >= 0 else { return "(unknown)" }
-        return TypeLabels.name(labels.table, t, 1) + (labels.count[k] > 1 ? "[]" : "")
+        return TypeLabels.groupName(labels.table, t, array: labels.count[k] > 1)
     }
 
     /// Outstanding chunks by type (only blocks `include` accepts), most bytes first.
@@ -158,7 +158,7 @@ extension TypeInspection {
         for slot in 0..<chunks.count where chunks[slot] > 0 {
             let t = Int32(slot / width - 1), array = slot % width >= 8
             let conf = TypeConfidence(rawValue: UInt8((slot % 8) / 2))!, amb = slot % 2 == 1
-            let name = t < 0 ? "(unknown)" : TypeLabels.name(labels.table, t, 1) + (array ? "[]" : "")
+            let name = t < 0 ? "(unknown)" : TypeLabels.groupName(labels.table, t, array: array)
             let key = Key(type: name, conf: conf, amb: amb)
             rows[key, default: (0, 0, [:])].chunks += chunks[slot]
             rows[key]!.bytes += bytes[slot]

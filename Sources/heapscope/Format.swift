@@ -178,7 +178,7 @@ enum ChunkFormat {
         let block = blockOfChunk(types, count: t.count)
         out.write("# pid \(r.pid), paused \(r.pauseMicroseconds) us, \(rows.count) of \(t.count) chunks\n")
         out.write(pad("chunk", 16) + " " + pad("user", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  "
-                  + (types == nil ? "state\n" : pad("state", 9, left: true) + " type\n"))
+                  + (types == nil ? "state\n" : pad("state", 15, left: true) + " type\n"))
         for i in rows {
             let arena = t.arena[i] == ChunkTable.noArena ? "-" : String(t.arena[i])
             out.write(pad(hex(t.address[i]), 16) + " " + pad(hex(t.userAddress(i)), 16) + " " + pad(String(t.size[i]), 10) + " "
@@ -186,7 +186,7 @@ enum ChunkFormat {
             if let ty = types {
                 let k = Int(block[i])
                 let label = k >= 0 ? ty.label(k).map { "\($0) (\(ty.confidence(k).name)\(ty.labels.ambiguous[k] ? ", via union" : ""))" } ?? "-" : "-"
-                out.write(pad(t.state[i].name, 9, left: true) + " " + label + "\n")
+                out.write(pad(t.state[i].name, 15, left: true) + " " + label + "\n")
             } else {
                 out.write(t.state[i].name + "\n")
             }
