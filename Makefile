@@ -73,8 +73,10 @@ $(TT)/types: TestTargets/types.cpp TestTargets/manifest.h | $(TT)
 	g++ -g -O0 -Wall -Wno-unused-function -DINTERPOSE -o $@ $< -lpthread
 
 # Declared types: -O0 keeps every local in its frame; only the program's own allocations are recorded.
-$(TT)/typed: TestTargets/typed.c TestTargets/manifest.h | $(TT)
-	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread
+$(TT)/typed: TestTargets/typed.c TestTargets/manifest.h $(TT)/libtypedlib.so | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $< -L$(TT) -ltypedlib -Wl,-rpath,'$$ORIGIN' -lpthread
+$(TT)/libtypedlib.so: TestTargets/typedlib.c | $(TT)
+	$(CC) $(CFLAGS_TT) -shared -fPIC -o $@ $<
 
 $(TT)/typedbig: TestTargets/typedbig.c TestTargets/manifest.h | $(TT)
 	$(CC) -g -O2 -Wall -Wno-unused-function -o $@ $<

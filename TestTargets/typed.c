@@ -29,6 +29,10 @@ void *opaque;                      /* a void *: its chunk stays unknown */
 __thread struct node *tls_list;    /* one list per thread */
 __thread struct tree *tls_tree; static const int tls_tree_line = __LINE__;
 
+/* TestTargets/typedlib.c: a shared library's TLS variable (heapscope reads its DWARF too). */
+struct blob;
+struct blob *lib_blob_make(long serial);
+extern const int lib_blob_line;
 static char labels[256][64];
 static int nlabels;
 /* Note `p` with a label built by printf (kept in static storage: notes keep the pointer). */
@@ -45,6 +49,13 @@ static void owner(void *p, const char *fmt, ...) {
     char *l = owners[nowners++];
     va_list ap; va_start(ap, fmt); vsnprintf(l, 96, fmt, ap); va_end(ap);
     hs_note("owner", p, l);
+}
+
+static void blob(long serial) {
+    struct blob *b = lib_blob_make(serial);
+    hs_add(b);   /* malloc'ed by the library: record it by hand */
+    note(b, "declared struct blob");
+    owner(b, "lib_blob (typedlib.c:%d) (thread %d)", lib_blob_line, (int)gettid());
 }
 
 static char *text(const char *s) {
@@ -100,6 +111,7 @@ static void *worker(void *arg) {
     tls_list = make_list(2, 300, NULL);
     int c = 100;
     tls_tree = make_tree(1, &c);
+    blob(2);
     owner(tls_tree, "tls_tree (typed.c:%d) (thread %d)", tls_tree_line, (int)gettid());
     level1();
     return NULL;
@@ -161,6 +173,7 @@ int main(int argc, char **argv) {
     note(opaque, "unknown -");
 
     tls_list = make_list(3, 200, NULL);
+    blob(1);
 
     pthread_t t;
     pthread_create(&t, NULL, worker, NULL);

@@ -25,7 +25,7 @@ public struct TypeInspection: Sendable {
 
 extension Inspector {
     /// Stop the target once (as `leaks` does), detach, and label every outstanding chunk:
-    /// declared types from DWARF followed from typed roots (globals, the executable's TLS, every
+    /// declared types from DWARF followed from typed roots (globals, TLS of the modules loaded at start-up, every
     /// frame's locals and parameters — stacks unwound offline from the copy) through pointer
     /// members; C++ objects by the `vtable for X` their first word points into; strings by their bytes.
     public static func types(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {

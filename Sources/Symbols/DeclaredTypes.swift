@@ -45,6 +45,7 @@ extension SymbolSession {
                 }, p, 0)
             }
             let exe = pid > 0 ? ProcFS.exePath(pid: pid) : file
+            let tlsIDs = roots ? tlsModuleIDs(modules: modules, exe: exe, threads: threads, read: read) : [:]
             var names: [String] = []
             for m in modules {
                 var bias: Dwarf_Addr = 0
@@ -52,8 +53,7 @@ extension SymbolSession {
                 let name = dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) } ?? "?"
                 names.append(name)
                 guard roots else { continue }
-                let isMain = exe != nil && (name == exe || name == exe! + " (deleted)")
-                r.readGlobals(module: m, bias: bias, tls: isMain ? tlsBlocks(module: m, threads: threads, read: read) : [])
+                r.readGlobals(module: m, bias: bias, tls: tlsIDs[m].map { tlsBlocks(id: $0, threads: threads, read: read) } ?? [])
             }
             if roots { for t in threads { r.readLocals(dwfl: dwfl, thread: t) } }
             var classes: [String: Int32] = [:]
@@ -66,25 +66,84 @@ extension SymbolSession {
         }
     }
 
-    /// The start of the main executable's static TLS block in each thread: dtv[1] (module id 1 is
-    /// the executable), else (x86_64 TLS variant II) the thread pointer less the aligned block size.
-    private func tlsBlocks(module m: OpaquePointer, threads: [ThreadFrames], read: (UInt64) -> UInt64?) -> [(tid: Int32, block: UInt64)] {
-        var b: GElf_Addr = 0
-        guard let e = dwfl_module_getelf(m, &b) else { return [] }
-        var n = 0
-        guard elf_getphdrnum(e, &n) == 0 else { return [] }
-        var memsz: UInt64 = 0, align: UInt64 = 1
-        var found = false
-        for i in 0..<n {
-            var ph = GElf_Phdr()
-            guard gelf_getphdr(e, Int32(i), &ph) != nil, ph.p_type == UInt32(PT_TLS) else { continue }
-            memsz = ph.p_memsz; align = max(ph.p_align, 1); found = true
+    /// Module ids of the modules with a TLS segment, as the dynamic linker assigns them: in load
+    /// order (the executable first, then its DT_NEEDED libraries breadth-first), counting only
+    /// modules that have PT_TLS. Checked against every thread's dtv: each module's block must
+    /// lie below the thread pointer, in module-id order, at least its TLS size apart; if that
+    /// fails only the executable (always id 1) is kept. dlopen'ed modules get no id here.
+    private func tlsModuleIDs(modules: [OpaquePointer], exe: String?, threads: [ThreadFrames],
+                              read: (UInt64) -> UInt64?) -> [OpaquePointer: (id: UInt64, memsz: UInt64, align: UInt64)] {
+        struct Info { var soname: String?; var needed: [String]; var tls: (UInt64, UInt64)? }
+        var info: [OpaquePointer: Info] = [:]
+        var byName: [String: OpaquePointer] = [:]
+        var main: OpaquePointer? = nil
+        for m in modules {
+            var b: GElf_Addr = 0
+            guard let e = dwfl_module_getelf(m, &b) else { continue }
+            var i = Info(soname: nil, needed: [], tls: nil)
+            var n = 0
+            if elf_getphdrnum(e, &n) == 0 {
+                for k in 0..<n {
+                    var ph = GElf_Phdr()
+                    if gelf_getphdr(e, Int32(k), &ph) != nil, ph.p_type == UInt32(PT_TLS) { i.tls = (ph.p_memsz, max(ph.p_align, 1)) }
+                }
+            }
+            var scn: OpaquePointer? = nil
+            while true {
+                scn = elf_nextscn(e, scn)
+                guard let sc = scn else { break }
+                var sh = GElf_Shdr()
+                guard gelf_getshdr(sc, &sh) != nil, sh.sh_type == UInt32(SHT_DYNAMIC), let data = elf_getdata(sc, nil) else { continue }
+                for k in 0..<Int(sh.sh_size / max(sh.sh_entsize, 1)) {
+                    var d = GElf_Dyn()
+                    guard gelf_getdyn(data, Int32(k), &d) != nil else { continue }
+                    guard d.d_tag == Int64(DT_NEEDED) || d.d_tag == Int64(DT_SONAME),
+                          let s = elf_strptr(e, Int(sh.sh_link), Int(d.d_un.d_val)) else { continue }
+                    if d.d_tag == Int64(DT_NEEDED) { i.needed.append(String(cString: s)) } else { i.soname = String(cString: s) }
+                }
+            }
+            info[m] = i
+            let name = dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) } ?? ""
+            if let so = i.soname { byName[so] = m }
+            if let base = name.split(separator: "/").last { byName[String(base), default: m] = byName[String(base)] ?? m }
+            if exe != nil && (name == exe || name == exe! + " (deleted)") { main = m }
         }
-        guard found else { return [] }
-        return threads.compactMap { t in
-            let fallback = t.threadPointer &- ((memsz + align - 1) / align * align)
-            guard let dtv = read(t.threadPointer + 8), dtv != 0, let block = read(dtv + 16), block != 0, block != UInt64.max,
-                  block < t.threadPointer, t.threadPointer - block <= 1 << 24 else { return (t.tid, fallback) }
+        guard let main else { return [:] }
+        var order: [OpaquePointer] = [main], seen: Set<OpaquePointer> = [main], k = 0
+        while k < order.count {
+            for n in info[order[k]]?.needed ?? [] {
+                if let m = byName[n], seen.insert(m).inserted { order.append(m) }
+            }
+            k += 1
+        }
+        var ids: [OpaquePointer: (id: UInt64, memsz: UInt64, align: UInt64)] = [:]
+        var next: UInt64 = 1
+        for m in order { if let t = info[m]?.tls { ids[m] = (next, t.0, t.1); next += 1 } }
+        // Check the numbering against the threads' dtvs.
+        let sorted = ids.sorted { $0.value.id < $1.value.id }
+        for t in threads {
+            guard let dtv = read(t.threadPointer + 8), dtv != 0 else { continue }
+            var previous = t.threadPointer
+            for (_, v) in sorted {
+                guard let block = read(dtv + 16 * v.id), block < previous, previous - block >= v.memsz,
+                      t.threadPointer - block <= 1 << 24 else {
+                    return ids.filter { $0.key == main }
+                }
+                previous = block
+            }
+        }
+        return ids
+    }
+
+    /// Each thread's TLS block of a module: dtv[id] (x86_64 TLS variant II: the thread pointer's
+    /// second word points to the dtv; entries are 16 bytes); for the executable, failing that, the
+    /// thread pointer less its aligned block size.
+    private func tlsBlocks(id: (id: UInt64, memsz: UInt64, align: UInt64), threads: [ThreadFrames],
+                           read: (UInt64) -> UInt64?) -> [(tid: Int32, block: UInt64)] {
+        threads.compactMap { t in
+            let fallback: (Int32, UInt64)? = id.id == 1 ? (t.tid, t.threadPointer &- ((id.memsz + id.align - 1) / id.align * id.align)) : nil
+            guard let dtv = read(t.threadPointer + 8), dtv != 0, let block = read(dtv + 16 * id.id), block != 0, block != UInt64.max,
+                  block < t.threadPointer, t.threadPointer - block <= 1 << 24 else { return fallback }
             return (t.tid, block)
         }
     }

@@ -10,7 +10,7 @@ struct Types: ParsableCommand {
         abstract: "Outstanding chunks by type: count, bytes, share, how the type is known, and who owns them.",
         discussion: """
         Types come from the program's debug info and the chunks' contents. declared: reached \
-        through a typed pointer from a global, a TLS variable of the executable, or a local or \
+        through a typed pointer from a global, a TLS variable (of the executable or a library loaded with it), or a local or \
         parameter of any frame of any thread (stacks are unwound from the copy), following \
         pointer members, arrays and unions (a chunk reached only through a union member is \
         marked "via union"). vtable: a C++ object whose first word points into "vtable for X". \

@@ -75,7 +75,7 @@ struct TypeTests {
         #expect(((map["owners"] as? [[String: Any]])?.first?["root"] as? String)?.hasPrefix("by_id (types.cpp:") == true, "\(map)")
     }
 
-    @Test("C: declared types from globals, TLS, locals and parameters of two threads; majority vote; union; owners")
+    @Test("C: declared types from globals, TLS (of the executable and of a library), locals and parameters of two threads; majority vote; union; owners")
     func declared() throws {
         let p = try TargetProcess("typed")
         defer { p.release() }
@@ -91,7 +91,7 @@ struct TypeTests {
             if let o = notes.owner[a] { #expect(r.owner(k)?.hasPrefix(o) == true, "0x\(String(a, radix: 16)): \(r.owner(k) ?? "-") is not \(o)") }
         }
         #expect(got == notes.counts)
-        #expect(notes.owner.count == 7)
+        #expect(notes.owner.count == 9)
         #expect(r.labels.conflicts >= 2, "the shared tail and the union")
 
         // chunks and show agree with the labels.
