@@ -9,7 +9,8 @@ import PackageDescription
 //   HeapModel      allocator-independent chunk table, states, stats (what analysis sees)
 //   GlibcMalloc    the glibc ptmalloc2 walker (the only code that knows glibc internals)
 //   Analysis       allocator-independent analysis on HeapModel: reachability (leaks)
-//   Inspect        orchestration: find allocator, attach, copy, detach, walk
+//   Snapshot       the snapshot file format (write, read, checks)
+//   Inspect        orchestration: find allocator, attach, copy, detach, walk; snapshots
 //   heapscope      the command-line interface (thin)
 let package = Package(
     name: "heapscope",
@@ -32,20 +33,22 @@ let package = Package(
         .target(name: "Symbols", dependencies: ["CLibdw", "CShim", "ProcessAccess", "HeapModel"], path: "Sources/Symbols",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
+        // The snapshot file format (no dependency on how a snapshot was taken).
+        .target(name: "Snapshot", dependencies: ["HeapModel"], path: "Sources/Snapshot"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
         // Analysis: the same compile-time-only exclusivity checking, for the scanner's hot loop.
         .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // Inspect: the same (per-block loops over the copied heap when labelling types: 5% of `leaks`).
-        .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis"],
+        .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis", "Snapshot"],
                 path: "Sources/Inspect", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .executableTarget(name: "heapscope", dependencies: [
-            "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess",
+            "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],
                           path: "Benchmarks"),
-        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis"],
+        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot"],
                     path: "Tests/HeapscopeTests"),
     ],
     swiftLanguageModes: [.v6]

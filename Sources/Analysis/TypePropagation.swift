@@ -32,6 +32,12 @@ public struct TypeLabels: Sendable {
     /// Propagation rounds until the labels stopped changing.
     public var rounds: Int
 
+    public init(table: TypeTable, type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool],
+                owner: [Int32], roots: [TypedRoot], conflicts: Int, rounds: Int) {
+        self.table = table; self.type = type; self.count = count; self.confidence = confidence; self.ambiguous = ambiguous
+        self.owner = owner; self.roots = roots; self.conflicts = conflicts; self.rounds = rounds
+    }
+
     /// "struct node", "shapes::Circle", "struct node*[16]", "char[]".
     public func label(_ k: Int) -> String? {
         let t = type[k]

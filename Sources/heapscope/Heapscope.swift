@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import HeapModel
 import Inspect
+import Snapshot
 
 @main
 struct Heapscope: ParsableCommand {
@@ -15,21 +16,43 @@ struct Heapscope: ParsableCommand {
         Exit codes: 0 success; 1 other error; 2 finished, but heap corruption was found; \
         3 no such process; 4 permission denied; 5 target exited during inspection; \
         6 target does not use (a supported) glibc malloc; 7 malloc state not found or not initialised; \
+        8 a snapshot file that cannot be read (truncated, corrupted, foreign, newer format); \
         64 usage error; 128+N interrupted by signal N (the target is detached first).
+
+        stat, chunks and types also take a snapshot file (heapscope snapshot) instead of a PID.
 
         Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
         """,
-        subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Show.self, Sym.self, Gensyms.self])
+        subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Show.self, SnapshotCommand.self, Diff.self, Sym.self, Gensyms.self])
 }
 
 /// Options every command that attaches shares.
 struct TargetOptions: ParsableArguments {
-    @Argument(help: "Process id of the target.") var pid: Int32
+    @Argument(help: "Process id of the target (stat, chunks, types: or a snapshot file).") var target: String
     @Flag(help: "Print JSON instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
 
+    var pid: Int32 { Int32(target) ?? 0 }
+    /// The snapshot file named instead of a PID.
+    var snapshotPath: String? { Int32(target) == nil ? target : nil }
+
     func validate() throws {
-        if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
+        if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
+    }
+
+    /// Commands that need the live process (its memory, its symbols).
+    func requireLive(_ command: String) throws {
+        guard let path = snapshotPath else { return }
+        throw ValidationError("\(command) needs a live process (a PID); '\(path)' is not one. Snapshots give stat, chunks, types and diff")
+    }
+
+    /// The snapshot file named instead of a PID, read and checked (exit 8 if it cannot be).
+    func loadSnapshot() throws -> Snapshot { try readSnapshot(snapshotPath ?? target) }
+
+    /// Type labels of the target: inspected, or as a snapshot recorded them.
+    func types() throws -> TypeInspection {
+        if snapshotPath != nil { return TypeInspection(snapshot: try loadSnapshot()) }
+        return try attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
     }
 
     var options: InspectOptions {
@@ -49,7 +72,17 @@ struct TargetOptions: ParsableArguments {
         }
     }
 
-    func inspect() throws -> HeapReport { try attach { pid, o throws(InspectError) in try Inspector.inspect(pid: pid, options: o) } }
+    func inspect() throws -> HeapReport {
+        if snapshotPath != nil { return try loadSnapshot().report }
+        return try attach { pid, o throws(InspectError) in try Inspector.inspect(pid: pid, options: o) }
+    }
+}
+
+func readSnapshot(_ path: String) throws -> Snapshot {
+    do { return try SnapshotFile.read(path) } catch {
+        FileHandleErr.write("heapscope: \(error.description)\n")
+        throw ExitCode(8)
+    }
 }
 
 enum FileHandleErr {
@@ -99,7 +132,7 @@ struct Chunks: ParsableCommand {
         var types: TypeInspection? = nil
         let r: HeapReport
         if noTypes { r = try target.inspect() } else {
-            types = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
+            types = try target.types()
             r = types!.heap
         }
         let want = state.flatMap { ChunkState(name: $0) }

@@ -36,6 +36,7 @@ struct Leaks: ParsableCommand {
     }
 
     func run() throws {
+        try target.requireLive("leaks")
         let anonymous = !noAnonymousRoots, o = target.options, types = !noTypes, reachable = show == "reachable"
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types,
                                                                                 typesOfReachable: reachable) }
@@ -241,6 +242,7 @@ struct Why: ParsableCommand {
     @Flag(help: "Do not count writable anonymous memory outside malloc as roots.") var noAnonymousRoots = false
 
     func run() throws {
+        try target.requireLive("why")
         let a = try addressArgument(address)
         let anonymous = !noAnonymousRoots, o = target.options
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }

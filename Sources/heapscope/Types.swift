@@ -26,7 +26,7 @@ struct Types: ParsableCommand {
     }
 
     func run() throws {
-        let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
+        let r = try target.types()
         let table = r.heap.chunks
         let want = state.flatMap { ChunkState(name: $0) }, chunk = r.blocks.chunk
         let rows = r.histogram(topOwners: max(owners, 0)) { k in want.map { table.state[Int(chunk[k])] == $0 } ?? true }
@@ -69,6 +69,7 @@ struct Show: ParsableCommand {
     @Option(help: "Show at most this many bytes of the chunk.") var bytes = 256
 
     func run() throws {
+        try target.requireLive("show")
         let a = try addressArgument(address)
         let o = target.options
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }

@@ -1,0 +1,83 @@
+import Analysis
+import Glibc
+import HeapModel
+import ProcessAccess
+import Snapshot
+
+extension Inspector {
+    /// One inspection with everything the analyses produce — heap walk, leak class and type of
+    /// every outstanding chunk, owners — as a snapshot; chunk contents only with `contents`.
+    public static func snapshot(pid: Int32, options: InspectOptions = InspectOptions(), contents: Bool = false) throws(InspectError) -> Snapshot {
+        let t0 = nowNs()
+        let r = try leaks(pid: pid, options: options, types: true, typesOfReachable: true)
+        let table = r.heap.chunks, n = table.count
+        var cls = [UInt8](repeating: 255, count: n), type = [Int32](repeating: -1, count: n), count = [UInt32](repeating: 1, count: n)
+        var conf = [UInt8](repeating: 0, count: n), amb = [Bool](repeating: false, count: n), owner = [Int32](repeating: -1, count: n)
+        var types: [(name: String, kind: UInt8, size: UInt64)] = [], typeIDs: [Int32: Int32] = [:], nameIDs: [String: Int32] = [:]
+        var owners: [String] = [], ownerIDs: [Int32: Int32] = [:]
+        let b = r.leaks.blocks
+        var bytes: [UInt8]? = contents ? [] : nil
+        for k in 0..<b.count {
+            let i = Int(b.chunk[k])
+            cls[i] = r.leaks.leakClass[k].rawValue
+            if let t = r.types {
+                let l = t.labels
+                if l.type[k] >= 0 {
+                    let ty = l.type[k]
+                    if typeIDs[ty] == nil {
+                        // One entry per name: element name, kind and size, so that "T[n]" and "char[]" print as before.
+                        let s = l.table.strip(ty) >= 0 ? l.table.strip(ty) : ty
+                        let name = l.table.name(ty)
+                        let id = nameIDs[name] ?? Int32(types.count)
+                        if id == Int32(types.count) { types.append((name, l.table[s].kind.rawValue, l.table.size(ty))); nameIDs[name] = id }
+                        typeIDs[ty] = id
+                    }
+                    type[i] = typeIDs[ty]!; count[i] = l.count[k]; conf[i] = l.confidence[k].rawValue; amb[i] = l.ambiguous[k]
+                } else if l.confidence[k] != .unknown { conf[i] = l.confidence[k].rawValue }
+                if l.owner[k] >= 0 {
+                    if ownerIDs[l.owner[k]] == nil { ownerIDs[l.owner[k]] = Int32(owners.count); owners.append(l.roots[Int(l.owner[k])].name) }
+                    owner[i] = ownerIDs[l.owner[k]]!
+                }
+            }
+            if bytes != nil {
+                let u = table.userAddress(i), size = Int(table.usableSize(i))
+                bytes! += r.memory.bytes(u, count: size) ?? [UInt8](repeating: 0, count: size)
+            }
+        }
+        var meta: [(key: String, value: String)] = [
+            ("pid", String(pid)), ("exe", ProcFS.exePath(pid: pid) ?? ""), ("start_time", ProcFS.startTime(pid: pid).map(String.init) ?? ""),
+            ("taken_at_unix_ns", String(realtimeNs())), ("glibc", r.heap.allocatorVersion),
+            ("inspection_us", String((nowNs() - t0) / 1000)), ("contents", contents ? "yes" : "no"),
+        ]
+        var hostname = [CChar](repeating: 0, count: 256)
+        if gethostname(&hostname, 255) == 0 { meta.append(("host", String(cString: hostname))) }
+        return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,
+                        owner: owner, types: types, owners: owners, contents: bytes)
+    }
+}
+
+extension TypeInspection {
+    /// The labels a snapshot recorded, as `types` computed them (no fields: only the names).
+    public init(snapshot s: Snapshot) {
+        let blocks = Blocks(s.report.chunks)
+        var table = TypeTable()
+        for t in s.types { table.add(.init(kind: TypeTable.Kind(rawValue: t.kind) ?? .structure, name: t.name, size: t.size)) }
+        var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [],
+                                roots: s.owners.map { TypedRoot(location: .value(0), type: -1, kind: .global, name: $0) },
+                                conflicts: 0, rounds: 0)
+        for k in 0..<blocks.count {
+            let i = Int(blocks.chunk[k])
+            labels.type.append(s.type[i]); labels.count.append(s.count[i])
+            labels.confidence.append(TypeConfidence(rawValue: s.confidence[i]) ?? .unknown)
+            labels.ambiguous.append(s.ambiguous[i]); labels.owner.append(s.owner[i])
+        }
+        self.init(heap: s.report, blocks: blocks, labels: labels, memory: MemoryImage(), debugInfoMicroseconds: 0,
+                  propagationMicroseconds: 0, modules: [])
+    }
+}
+
+func realtimeNs() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_REALTIME, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}

@@ -1,0 +1,379 @@
+import Glibc
+import HeapModel
+
+/// One heap snapshot: what the analyses of one inspection produced, with chunk contents only
+/// when asked for. The file format is described in README.md ("Snapshot files").
+public struct Snapshot: Sendable {
+    /// Who and when: pid, exe, start_time (clock ticks after boot, /proc/PID/stat field 22),
+    /// taken_at (Unix ns), build-ids ("build_id:/path" = hex), glibc, and so on.
+    public var meta: [(key: String, value: String)]
+    public var report: HeapReport
+    /// Per chunk (the chunk table's order): leak class raw value (255: not outstanding).
+    public var leakClass: [UInt8]
+    /// Per chunk: index into `types` (-1: unknown), element count, confidence raw value, union flag.
+    public var type: [Int32]
+    public var count: [UInt32]
+    public var confidence: [UInt8]
+    public var ambiguous: [Bool]
+    /// Per chunk: index into `owners` (-1: none).
+    public var owner: [Int32]
+    /// Distinct types the labels use (name, kind raw value, element size): enough to print them.
+    public var types: [(name: String, kind: UInt8, size: UInt64)]
+    public var owners: [String]
+    /// Usable bytes of every outstanding chunk, in chunk order (only with --contents).
+    public var contents: [UInt8]?
+
+    public init(meta: [(key: String, value: String)], report: HeapReport, leakClass: [UInt8], type: [Int32], count: [UInt32],
+                confidence: [UInt8], ambiguous: [Bool], owner: [Int32], types: [(name: String, kind: UInt8, size: UInt64)],
+                owners: [String], contents: [UInt8]?) {
+        self.meta = meta; self.report = report; self.leakClass = leakClass; self.type = type; self.count = count
+        self.confidence = confidence; self.ambiguous = ambiguous; self.owner = owner; self.types = types
+        self.owners = owners; self.contents = contents
+    }
+
+    public func value(_ key: String) -> String? { meta.first { $0.key == key }?.value }
+}
+
+/// Why a file is not a snapshot heapscope can read.
+public enum SnapshotError: Error, CustomStringConvertible, Sendable {
+    case io(path: String, errno: Int32, doing: String)
+    case notSnapshot(path: String)
+    case newerVersion(path: String, version: UInt32)
+    case truncated(path: String, have: UInt64, need: UInt64)
+    case corrupted(path: String, what: String)
+
+    public var description: String {
+        switch self {
+        case .io(let p, let e, let doing): return "cannot \(doing) \(p): \(String(cString: strerror(e)))"
+        case .notSnapshot(let p): return "\(p) is not a heapscope snapshot (no HSNAP magic)"
+        case .newerVersion(let p, let v):
+            return "\(p) is snapshot format version \(v); this heapscope reads version \(SnapshotFile.version) and older"
+        case .truncated(let p, let have, let need): return "\(p) is truncated: \(have) bytes, the header says \(need)"
+        case .corrupted(let p, let what): return "\(p) is corrupted: \(what)"
+        }
+    }
+}
+
+/// The container: header, section table, sections, each with a checksum.
+///
+///     offset 0   magic "HSNAP\r\n\u{1a}" (8 bytes; a text-mode transfer or a text file fails here)
+///            8   format version (u32 LE), section count (u32 LE)
+///           16   file length (u64 LE)
+///           24   checksum of the section table (u64 LE)
+///           32   section table: per section id (u32), reserved (u32), offset, length, checksum (u64 each)
+///                then the sections. Integers inside sections are LEB128 varints unless noted.
+public enum SnapshotFile {
+    public static let version: UInt32 = 1
+    static let magic: [UInt8] = Array("HSNAP\r\n".utf8) + [0x1a]
+    enum Section: UInt32, CaseIterable {
+        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents
+        var name: String { "\(self)" }
+    }
+
+    // MARK: write
+
+    /// Write `s` to `path`, created with mode 0600 (heap contents are secrets): a temporary file
+    /// in the same directory, renamed into place when complete.
+    public static func write(_ s: Snapshot, to path: String) throws(SnapshotError) {
+        let bytes = encode(s)
+        let tmp = path + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .io(path: tmp, errno: errno, doing: "create") }
+        _ = fchmod(fd, 0o600)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, bytes.count - off) }
+            if n < 0 { if errno == EINTR { continue }; let e = errno; close(fd); unlink(tmp); throw .io(path: tmp, errno: e, doing: "write") }
+            off += n
+        }
+        if fsync(fd) != 0 || close(fd) != 0 { let e = errno; unlink(tmp); throw .io(path: tmp, errno: e, doing: "write") }
+        if rename(tmp, path) != 0 { let e = errno; unlink(tmp); throw .io(path: path, errno: e, doing: "create") }
+    }
+
+    public static func encode(_ s: Snapshot) -> [UInt8] {
+        var sections: [(Section, [UInt8])] = []
+        var w = Writer()
+        w.uv(UInt64(s.meta.count)); for (k, v) in s.meta { w.str(k); w.str(v) }
+        sections.append((.meta, w.take()))
+        w.uv(UInt64(s.types.count)); for t in s.types { w.str(t.name); w.uv(UInt64(t.kind)); w.uv(t.size) }
+        w.uv(UInt64(s.owners.count)); for o in s.owners { w.str(o) }
+        sections.append((.strings, w.take()))
+        let r = s.report
+        w.uv(UInt64(UInt32(bitPattern: r.pid))); w.uv(r.pauseMicroseconds); w.uv(UInt64(r.attempts)); w.str(r.allocator)
+        w.str(r.allocatorVersion); w.str(r.discovery); w.uv(UInt64(r.copiedBytes)); w.uv(r.analysisMicroseconds)
+        w.uv(UInt64(r.heap.mmapped.count)); w.uv(r.heap.mmapped.bytes)
+        for (_, v) in r.mallinfo2.fields { w.uv(v) }
+        let t = r.chunks
+        w.uv(t.userOffset); w.uv(t.usableLoss); w.uv(t.usableLossMmapped)
+        sections.append((.report, w.take()))
+        w.uv(UInt64(r.arenas.count))
+        for a in r.arenas {
+            w.uv(UInt64(a.index)); w.uv(a.address); w.uv(a.isMain ? 1 : 0); w.uv(a.systemBytes); w.uv(a.attachedThreads)
+            w.uv(a.mutexHeld ? 1 : 0); w.uv(a.top); w.uv(a.topSize)
+            w.uv(UInt64(a.segments.count)); for g in a.segments { w.uv(g.start); w.uv(g.end) }
+            w.uv(UInt64(a.byState.count))
+            for (st, ta) in a.byState.sorted(by: { $0.key < $1.key }) { w.uv(UInt64(st.rawValue)); w.uv(UInt64(ta.count)); w.uv(ta.bytes) }
+        }
+        sections.append((.arenas, w.take()))
+        w.uv(UInt64(r.threads.count))
+        for th in r.threads { w.uv(UInt64(UInt32(bitPattern: th.tid))); w.uv(th.pc); w.uv(th.sp); w.uv(th.threadPointer); w.uv(th.cacheAddress.map { $0 + 1 } ?? 0) }
+        sections.append((.threads, w.take()))
+        w.uv(UInt64(r.warnings.count))
+        for x in r.warnings { w.str(x.kind.rawValue); w.uv(x.address.map { $0 + 1 } ?? 0); w.str(x.message) }
+        sections.append((.warnings, w.take()))
+        // Chunks: gap to the previous chunk's end (0 in a heap segment), size / 8, state, arena + 1.
+        w.uv(UInt64(t.count))
+        w.bytes.reserveCapacity(t.count * 4)
+        var end: UInt64 = 0
+        for i in 0..<t.count {
+            w.uv(t.address[i] &- end); w.uv(t.size[i] >> 3)
+            w.bytes.append(t.state[i].rawValue)
+            w.uv(t.arena[i] == ChunkTable.noArena ? 0 : UInt64(t.arena[i]) + 1)
+            end = t.address[i] &+ t.size[i]
+        }
+        sections.append((.chunks, w.take()))
+        // Labels: class, then type + 1, count, confidence | union << 7, owner + 1 (types only when typed).
+        w.bytes.reserveCapacity(t.count * 4)
+        for i in 0..<t.count {
+            w.bytes.append(s.leakClass[i])
+            w.uv(UInt64(Int64(s.type[i]) + 1))
+            if s.type[i] >= 0 { w.uv(UInt64(s.count[i])); w.bytes.append(s.confidence[i] | (s.ambiguous[i] ? 0x80 : 0)) }
+            w.uv(UInt64(Int64(s.owner[i]) + 1))
+        }
+        sections.append((.labels, w.take()))
+        if let c = s.contents { sections.append((.contents, c)) }
+
+        let tableSize = 32 * sections.count
+        var out = [UInt8](); out.reserveCapacity(32 + tableSize + sections.reduce(0) { $0 + $1.1.count })
+        out += magic
+        put32(&out, version); put32(&out, UInt32(sections.count))
+        var table = [UInt8]()
+        var offset = UInt64(32 + tableSize)
+        for (id, body) in sections {
+            put32(&table, id.rawValue); put32(&table, 0); put64(&table, offset); put64(&table, UInt64(body.count))
+            put64(&table, checksum(body[...]))
+            offset += UInt64(body.count)
+        }
+        put64(&out, offset); put64(&out, checksum(table[...]))
+        out += table
+        for (_, body) in sections { out += body }
+        return out
+    }
+
+    // MARK: read
+
+    public static func read(_ path: String) throws(SnapshotError) -> Snapshot {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(path: path, errno: errno, doing: "open") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .io(path: path, errno: errno, doing: "read") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 { if errno == EINTR { continue }; throw .io(path: path, errno: errno, doing: "read") }
+            if n == 0 { break }
+            off += n
+        }
+        return try decode(bytes[..<off], path: path)
+    }
+
+    public static func decode(_ b: ArraySlice<UInt8>, path: String) throws(SnapshotError) -> Snapshot {
+        let b = Array(b)
+        guard b.count >= 8, Array(b[0..<8]) == magic else { throw .notSnapshot(path: path) }
+        guard b.count >= 32 else { throw .truncated(path: path, have: UInt64(b.count), need: 32) }
+        let version = get32(b, 8), count = Int(get32(b, 12)), length = get64(b, 16)
+        if version > SnapshotFile.version || version == 0 { throw .newerVersion(path: path, version: version) }
+        if UInt64(b.count) < length { throw .truncated(path: path, have: UInt64(b.count), need: length) }
+        if UInt64(b.count) > length { throw .corrupted(path: path, what: "\(UInt64(b.count) - length) bytes after the end the header gives") }
+        guard count <= 64, 32 + 32 * count <= b.count else { throw .corrupted(path: path, what: "section table (\(count) sections)") }
+        guard checksum(b[32..<32 + 32 * count]) == get64(b, 24) else { throw .corrupted(path: path, what: "section table checksum mismatch") }
+        var body: [Section: ArraySlice<UInt8>] = [:]
+        for k in 0..<count {
+            let e = 32 + 32 * k
+            let id = get32(b, e), o = get64(b, e + 8), n = get64(b, e + 16), sum = get64(b, e + 24)
+            guard o <= length, n <= length - o else { throw .corrupted(path: path, what: "section \(id) lies outside the file") }
+            guard let sec = Section(rawValue: id) else { continue }   // unknown sections of the same version: skipped
+            let slice = b[Int(o)..<Int(o + n)]
+            guard checksum(slice) == sum else { throw .corrupted(path: path, what: "section \(sec.name) checksum mismatch") }
+            body[sec] = slice
+        }
+        for sec in [Section.meta, .strings, .report, .arenas, .threads, .warnings, .chunks, .labels] where body[sec] == nil {
+            throw .corrupted(path: path, what: "section \(sec.name) is missing")
+        }
+        do {
+            var r = Reader(body[.meta]!)
+            var meta: [(key: String, value: String)] = []
+            for _ in 0..<(try r.count(2)) { meta.append((try r.str(), try r.str())) }
+            r = Reader(body[.strings]!)
+            var types: [(name: String, kind: UInt8, size: UInt64)] = []
+            for _ in 0..<(try r.count(3)) { types.append((try r.str(), UInt8(truncatingIfNeeded: try r.uv()), try r.uv())) }
+            var owners: [String] = []
+            for _ in 0..<(try r.count(1)) { owners.append(try r.str()) }
+            r = Reader(body[.report]!)
+            let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: try r.uv())), pause = try r.uv(), attempts = Int(try r.uv())
+            let allocator = try r.str(), allocVersion = try r.str(), discovery = try r.str()
+            let copied = Int(truncatingIfNeeded: try r.uv()), analysis = try r.uv()
+            let mm = Tally(count: Int(try r.uv()), bytes: try r.uv())
+            var mi = MallInfo2()
+            mi.arena = try r.uv(); mi.ordblks = try r.uv(); mi.smblks = try r.uv(); mi.hblks = try r.uv(); mi.hblkhd = try r.uv()
+            mi.usmblks = try r.uv(); mi.fsmblks = try r.uv(); mi.uordblks = try r.uv(); mi.fordblks = try r.uv(); mi.keepcost = try r.uv()
+            let userOffset = try r.uv(), loss = try r.uv(), lossMm = try r.uv()
+            r = Reader(body[.arenas]!)
+            var arenas: [ArenaSummary] = []
+            for _ in 0..<(try r.count(10)) {
+                let index = Int(try r.uv()), address = try r.uv(), isMain = try r.uv() != 0, system = try r.uv(), attached = try r.uv()
+                let held = try r.uv() != 0, top = try r.uv(), topSize = try r.uv()
+                var segs: [Segment] = []
+                for _ in 0..<(try r.count(2)) { segs.append(Segment(start: try r.uv(), end: try r.uv())) }
+                var by: [ChunkState: Tally] = [:]
+                for _ in 0..<(try r.count(3)) {
+                    guard let st = ChunkState(rawValue: UInt8(truncatingIfNeeded: try r.uv())) else { throw Reader.Bad.value("chunk state") }
+                    by[st] = Tally(count: Int(try r.uv()), bytes: try r.uv())
+                }
+                arenas.append(ArenaSummary(index: index, address: address, isMain: isMain, systemBytes: system, segments: segs,
+                                           attachedThreads: attached, mutexHeld: held, byState: by, top: top, topSize: topSize))
+            }
+            r = Reader(body[.threads]!)
+            var threads: [ThreadInfo] = []
+            for _ in 0..<(try r.count(5)) {
+                let tid = Int32(bitPattern: UInt32(truncatingIfNeeded: try r.uv())), pc = try r.uv(), sp = try r.uv(), tp = try r.uv(), c = try r.uv()
+                threads.append(ThreadInfo(tid: tid, pc: pc, sp: sp, threadPointer: tp, cacheAddress: c == 0 ? nil : c - 1))
+            }
+            r = Reader(body[.warnings]!)
+            var warnings: [HeapWarning] = []
+            for _ in 0..<(try r.count(3)) {
+                let kind = try r.str(), a = try r.uv(), msg = try r.str()
+                guard let k = HeapWarning.Kind(rawValue: kind) else { throw Reader.Bad.value("warning kind \(kind)") }
+                warnings.append(HeapWarning(k, a == 0 ? nil : a - 1, msg))
+            }
+            r = Reader(body[.chunks]!)
+            let n = try r.count(4)
+            var address = [UInt64](), size = [UInt64](), state = [ChunkState](), arena = [UInt16]()
+            address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)
+            var end: UInt64 = 0
+            for _ in 0..<n {
+                let a = end &+ (try r.uv()), sz = (try r.uv()) << 3
+                guard let st = ChunkState(rawValue: try r.byte()) else { throw Reader.Bad.value("chunk state") }
+                let ar = try r.uv()
+                guard ar <= UInt64(arenas.count) else { throw Reader.Bad.value("arena \(ar - 1)") }
+                address.append(a); size.append(sz); state.append(st); arena.append(ar == 0 ? ChunkTable.noArena : UInt16(ar - 1))
+                end = a &+ sz
+            }
+            r = Reader(body[.labels]!)
+            var cls = [UInt8](repeating: 255, count: n), type = [Int32](repeating: -1, count: n), cnt = [UInt32](repeating: 1, count: n)
+            var conf = [UInt8](repeating: 0, count: n), amb = [Bool](repeating: false, count: n), own = [Int32](repeating: -1, count: n)
+            for i in 0..<n {
+                cls[i] = try r.byte()
+                let t = try r.uv()
+                guard t <= UInt64(types.count) else { throw Reader.Bad.value("type \(t - 1)") }
+                type[i] = Int32(t) - 1
+                if t > 0 {
+                    cnt[i] = UInt32(truncatingIfNeeded: try r.uv())
+                    let c = try r.byte()
+                    conf[i] = c & 0x7f; amb[i] = c & 0x80 != 0
+                }
+                let o = try r.uv()
+                guard o <= UInt64(owners.count) else { throw Reader.Bad.value("owner \(o - 1)") }
+                own[i] = Int32(o) - 1
+            }
+            let table = ChunkTable(address: address, size: size, state: state, arena: arena, userOffset: userOffset,
+                                   usableLoss: loss, usableLossMmapped: lossMm)
+            let walk = HeapWalk(arenas: arenas, mmapped: mm, mallinfo2: mi, chunks: table, threads: threads, warnings: warnings)
+            let report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempts, allocator: allocator,
+                                    allocatorVersion: allocVersion, discovery: discovery, heap: walk, copiedBytes: copied,
+                                    analysisMicroseconds: analysis)
+            let contents = body[.contents].map { Array($0) }
+            if let c = contents {
+                var need: UInt64 = 0
+                for i in 0..<n where state[i].isOutstanding { need += table.usableSize(i) }
+                guard UInt64(c.count) == need else { throw Reader.Bad.value("contents hold \(c.count) bytes, the chunks \(need)") }
+            }
+            return Snapshot(meta: meta, report: report, leakClass: cls, type: type, count: cnt, confidence: conf, ambiguous: amb,
+                            owner: own, types: types, owners: owners, contents: contents)
+        } catch let e as Reader.Bad {
+            throw .corrupted(path: path, what: e.description)
+        } catch {
+            throw .corrupted(path: path, what: "\(error)")
+        }
+    }
+
+    // MARK: primitives
+
+    /// A 64-bit checksum over 8-byte words (multiply-rotate mixing; ~4 GB/s), then the tail.
+    static func checksum(_ s: ArraySlice<UInt8>) -> UInt64 {
+        var h: UInt64 = 0x9e37_79b9_7f4a_7c15 ^ UInt64(s.count)
+        s.withUnsafeBytes { p in
+            let n = p.count / 8
+            for i in 0..<n {
+                let w = p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+                h = (h ^ (w &* 0xff51_afd7_ed55_8ccd)).rotatedLeft(27) &* 0xc4ce_b9fe_1a85_ec53 &+ 0x52dc_e729
+            }
+            for i in (n * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3 }
+        }
+        h ^= h >> 33; h = h &* 0xff51_afd7_ed55_8ccd; h ^= h >> 33
+        return h
+    }
+    static func put32(_ o: inout [UInt8], _ v: UInt32) { for k in 0..<4 { o.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(k)))) } }
+    static func put64(_ o: inout [UInt8], _ v: UInt64) { for k in 0..<8 { o.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) } }
+    static func get32(_ b: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) } }
+    static func get64(_ b: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
+}
+
+extension UInt64 {
+    @inline(__always) func rotatedLeft(_ n: UInt64) -> UInt64 { (self << n) | (self >> (64 - n)) }
+}
+
+struct Writer {
+    var bytes: [UInt8] = []
+    @inline(__always) mutating func uv(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 { bytes.append(UInt8(v & 0x7f) | 0x80); v >>= 7 }
+        bytes.append(UInt8(v))
+    }
+    mutating func str(_ s: String) { let u = Array(s.utf8); uv(UInt64(u.count)); bytes += u }
+    mutating func take() -> [UInt8] { defer { bytes = [] }; return bytes }
+}
+
+/// Bounded reading of a section: every read checks the end.
+struct Reader {
+    enum Bad: Error, CustomStringConvertible {
+        case end, value(String)
+        var description: String {
+            switch self {
+            case .end: return "a section ends in the middle of a value"
+            case .value(let s): return "impossible value: \(s)"
+            }
+        }
+    }
+    let b: ArraySlice<UInt8>
+    var i: Int
+    init(_ b: ArraySlice<UInt8>) { self.b = b; i = b.startIndex }
+    @inline(__always) mutating func byte() throws(Bad) -> UInt8 {
+        guard i < b.endIndex else { throw .end }
+        defer { i += 1 }
+        return b[i]
+    }
+    @inline(__always) mutating func uv() throws(Bad) -> UInt64 {
+        var v: UInt64 = 0, shift: UInt64 = 0
+        while true {
+            let x = try byte()
+            guard shift < 64 else { throw .value("varint longer than 64 bits") }
+            v |= UInt64(x & 0x7f) << shift
+            if x < 0x80 { return v }
+            shift += 7
+        }
+    }
+    /// A count of items of at least `minBytes` each: no larger than what is left can hold.
+    mutating func count(_ minBytes: Int) throws(Bad) -> Int {
+        let n = try uv()
+        guard n <= UInt64(b.endIndex - i) / UInt64(max(minBytes, 1)) else { throw .value("count \(n) for \(b.endIndex - i) bytes") }
+        return Int(n)
+    }
+    mutating func str() throws(Bad) -> String {
+        let n = try count(1)
+        defer { i += n }
+        return String(decoding: b[i..<i + n], as: UTF8.self)
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Glibc
+import HeapModel
+import Inspect
+import Snapshot
+import Testing
+
+/// Snapshot files: written 0600, read back field for field, the commands that take a file give
+/// what the snapshot recorded, bad files give exact errors (exit 8), diff counts exactly.
+@Suite("Snapshots", .serialized, .timeLimit(.minutes(3)))
+struct SnapshotTests {
+    @Test("round trip: every field back as written; mode 0600; stat, chunks and types read the file")
+    func roundTrip() throws {
+        let p = try TargetProcess("typed")
+        defer { p.release() }
+        let dir = try temporaryDirectory("snap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let s = try Inspector.snapshot(pid: p.pid, contents: true)
+        let path = dir + "/a.snap"
+        try SnapshotFile.write(s, to: path)
+        var st = stat()
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        let r = try SnapshotFile.read(path)
+        let a = s.report.chunks, b = r.report.chunks
+        #expect(a.address == b.address && a.size == b.size && a.state == b.state && a.arena == b.arena)
+        #expect(r.report.mallinfo2 == s.report.mallinfo2 && r.report.pid == p.pid && r.report.arenas.count == s.report.arenas.count)
+        #expect(r.report.arenas.map(\.byState) == s.report.arenas.map(\.byState) && r.report.threads.map(\.tid) == s.report.threads.map(\.tid))
+        #expect(r.leakClass == s.leakClass && r.type == s.type && r.count == s.count && r.confidence == s.confidence)
+        #expect(r.ambiguous == s.ambiguous && r.owner == s.owner && r.owners == s.owners && r.types.map(\.name) == s.types.map(\.name))
+        #expect(r.contents == s.contents && r.value("exe")?.hasSuffix("/typed") == true)
+        // The manifest's chunks, their contents and labels.
+        let t = TypeInspection(snapshot: r)
+        let notes = TypeNotes(p.manifestText)
+        var offset = 0
+        for k in 0..<t.blocks.count {
+            let size = Int(t.blocks.end[k] - t.blocks.start[k])
+            defer { offset += size }
+            guard let n = notes.type[t.blocks.start[k]] else { continue }
+            #expect(t.noted(k) == "\(n.name) (\(n.confidence))")
+            if n.name == "char[]" { #expect(r.contents![offset] != 0) }
+        }
+        // Commands on the file.
+        let chunks = try jsonObject(run(Paths.heapscope, ["chunks", path, "--json"]).out)
+        let rows = try #require(chunks["chunks"] as? [[String: Any]])
+        #expect(rows.count == b.count && rows.map { $0["size"] as? Int ?? 0 } == b.size.map { Int($0) })
+        let types = try jsonObject(run(Paths.heapscope, ["types", path, "--json"]).out)
+        let live = try jsonObject(run(Paths.heapscope, ["types", String(p.pid), "--json"]).out)
+        func counts(_ j: [String: Any]) -> [String: Int] {
+            var c: [String: Int] = [:]
+            for row in j["types"] as? [[String: Any]] ?? [] { c["\(row["type"]!) \(row["confidence"]!)"] = row["chunks"] as? Int }
+            return c
+        }
+        #expect(counts(types) == counts(live) && !counts(types).isEmpty)
+        let stat = try run(Paths.heapscope, ["stat", path, "--json"])
+        let statJSON = try jsonObject(stat.out)
+        #expect(stat.status == 0 && statJSON["pid"] as? Int == Int(p.pid))
+        let leaks = try run(Paths.heapscope, ["leaks", path])
+        #expect(leaks.status == 64 && leaks.err.contains("leaks needs a live process"))
+    }
+
+    @Test("truncated, corrupted, foreign and newer files: exit 8 and a message naming the problem")
+    func badFiles() throws {
+        let p = try TargetProcess("types")
+        defer { p.release() }
+        let dir = try temporaryDirectory("snap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let good = dir + "/good.snap"
+        let w = try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", good])
+        #expect(w.status == 0 && w.out.hasPrefix("wrote \(good): "), "\(w)")
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: good)))
+        func check(_ name: String, _ b: [UInt8], _ message: String) throws {
+            let path = dir + "/" + name
+            try Data(b).write(to: URL(fileURLWithPath: path))
+            let r = try run(Paths.heapscope, ["stat", path])
+            #expect(r.status == 8 && r.err == "heapscope: \(path) \(message)\n", "\(name): \(r.err)")
+        }
+        try check("truncated", Array(bytes.dropLast(10)), "is truncated: \(bytes.count - 10) bytes, the header says \(bytes.count)")
+        try check("short", Array(bytes.prefix(20)), "is truncated: 20 bytes, the header says 32")
+        try check("foreign", Array("pid 1\nglibc 2.36\n".utf8), "is not a heapscope snapshot (no HSNAP magic)")
+        var newer = bytes; newer[8] = 2
+        try check("newer", newer, "is snapshot format version 2; this heapscope reads version 1 and older")
+        var table = bytes; table[40] ^= 0x40
+        try check("table", table, "is corrupted: section table checksum mismatch")
+        // Flip one byte in every section in turn: each is named.
+        let count = Int(bytes[12])
+        for k in 0..<count {
+            let e = 32 + 32 * k
+            let off = (0..<8).reduce(0) { $0 | Int(bytes[e + 8 + $1]) << (8 * $1) }, len = (0..<8).reduce(0) { $0 | Int(bytes[e + 16 + $1]) << (8 * $1) }
+            guard len > 0 else { continue }
+            var flipped = bytes; flipped[off + len / 2] ^= 0x01
+            let names = ["", "meta", "strings", "report", "arenas", "threads", "warnings", "chunks", "labels", "contents"]
+            try check("flip\(k)", flipped, "is corrupted: section \(names[Int(bytes[e])]) checksum mismatch")
+        }
+        let missing = try run(Paths.heapscope, ["types", dir + "/none.snap"])
+        #expect(missing.status == 8 && missing.err.contains("cannot open \(dir)/none.snap: No such file or directory"))
+    }
+
+    @Test("diff: a snapshot against itself changes nothing; two programs differ by every chunk, per type exactly")
+    func diff() throws {
+        let p1 = try TargetProcess("typed"), p2 = try TargetProcess("types")
+        defer { p1.release(); p2.release() }
+        let dir = try temporaryDirectory("snap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = dir + "/a.snap", b = dir + "/b.snap"
+        #expect(try run(Paths.heapscope, ["snapshot", String(p1.pid), "-o", a, "--contents"]).status == 0)
+        #expect(try run(Paths.heapscope, ["snapshot", String(p2.pid), "-o", b]).status == 0)
+        let sa = try SnapshotFile.read(a), sb = try SnapshotFile.read(b)
+        let na = sa.report.chunks.state.filter(\.isOutstanding).count, nb = sb.report.chunks.state.filter(\.isOutstanding).count
+        let same = try jsonObject(run(Paths.heapscope, ["diff", a, a, "--json"]).out)
+        #expect((same["survivors"] as? [String: Any])?["chunks"] as? Int == na && same["changed"] as? Int == 0)
+        #expect((same["new"] as? [String: Any])?["chunks"] as? Int == 0 && (same["groups"] as? [[String: Any]])?.allSatisfy { $0["change_bytes"] as? Int == 0 } == true)
+        let d = try jsonObject(run(Paths.heapscope, ["diff", a, b, "--json", "--limit", "1000"]).out)
+        #expect((d["new"] as? [String: Any])?["chunks"] as? Int == nb && (d["gone"] as? [String: Any])?["chunks"] as? Int == na)
+        #expect(d["changed"] is NSNull)
+        // Per type: B's count less A's, as each snapshot's own labels say.
+        func perType(_ s: Snapshot) -> [String: Int] {
+            let t = TypeInspection(snapshot: s)
+            var c: [String: Int] = [:]
+            for k in 0..<t.blocks.count { c[t.groupLabel(k) + (t.labels.ambiguous[k] ? " (via union)" : ""), default: 0] += 1 }
+            return c
+        }
+        let ca = perType(sa), cb = perType(sb)
+        for g in try #require(d["groups"] as? [[String: Any]]) {
+            let key = g["key"] as! String
+            #expect(g["change_chunks"] as? Int == (cb[key] ?? 0) - (ca[key] ?? 0), "\(key)")
+        }
+        #expect((d["groups"] as? [[String: Any]])?.count == Set(ca.keys).union(cb.keys).count)
+    }
+}
