@@ -15,28 +15,34 @@ extension Inspector {
         var conf = [UInt8](repeating: 0, count: n), amb = [Bool](repeating: false, count: n), owner = [Int32](repeating: -1, count: n)
         var types: [(name: String, kind: UInt8, size: UInt64)] = [], typeIDs: [Int32: Int32] = [:], nameIDs: [String: Int32] = [:]
         var owners: [String] = [], ownerIDs: [Int32: Int32] = [:]
-        let b = r.leaks.blocks
+        let b = r.leaks.blocks, leakClass = r.leaks.leakClass
         var bytes: [UInt8]? = contents ? [] : nil
+        // (arrays hoisted out of the loop: reaching them through the structs costs retains per block)
+        let labels = r.types?.labels
+        let ltype = labels?.type ?? [], lcount = labels?.count ?? [], lconf = labels?.confidence ?? []
+        let lamb = labels?.ambiguous ?? [], lowner = labels?.owner ?? []
+        let chunkOf = b.chunk, roots = labels?.roots ?? [], hasLabels = labels != nil
+        let ltable = labels?.table ?? TypeTable()
         for k in 0..<b.count {
-            let i = Int(b.chunk[k])
-            cls[i] = r.leaks.leakClass[k].rawValue
-            if let t = r.types {
-                let l = t.labels
-                if l.type[k] >= 0 {
-                    let ty = l.type[k]
+            let i = Int(chunkOf[k])
+            cls[i] = leakClass[k].rawValue
+            if hasLabels {
+                if ltype[k] >= 0 {
+                    let ty = ltype[k]
                     if typeIDs[ty] == nil {
                         // One entry per name: element name, kind and size, so that "T[n]" and "char[]" print as before.
-                        let s = l.table.strip(ty) >= 0 ? l.table.strip(ty) : ty
-                        let name = l.table.name(ty)
+                        let s = ltable.strip(ty) >= 0 ? ltable.strip(ty) : ty
+                        let name = ltable.name(ty)
                         let id = nameIDs[name] ?? Int32(types.count)
-                        if id == Int32(types.count) { types.append((name, l.table[s].kind.rawValue, l.table.size(ty))); nameIDs[name] = id }
+                        if id == Int32(types.count) { types.append((name, ltable[s].kind.rawValue, ltable.size(ty))); nameIDs[name] = id }
                         typeIDs[ty] = id
                     }
-                    type[i] = typeIDs[ty]!; count[i] = l.count[k]; conf[i] = l.confidence[k].rawValue; amb[i] = l.ambiguous[k]
-                } else if l.confidence[k] != .unknown { conf[i] = l.confidence[k].rawValue }
-                if l.owner[k] >= 0 {
-                    if ownerIDs[l.owner[k]] == nil { ownerIDs[l.owner[k]] = Int32(owners.count); owners.append(l.roots[Int(l.owner[k])].name) }
-                    owner[i] = ownerIDs[l.owner[k]]!
+                    type[i] = typeIDs[ty]!; count[i] = lcount[k]; conf[i] = lconf[k].rawValue; amb[i] = lamb[k]
+                }
+                let o = lowner[k]
+                if o >= 0 {
+                    if ownerIDs[o] == nil { ownerIDs[o] = Int32(owners.count); owners.append(roots[Int(o)].name) }
+                    owner[i] = ownerIDs[o]!
                 }
             }
             if bytes != nil {
