@@ -81,19 +81,9 @@ extension SymbolSession {
             var b: GElf_Addr = 0
             guard let e = dwfl_module_getelf(m, &b) else { continue }
             var i = Info(soname: nil, needed: [], tls: nil)
-            var n = 0
-            if elf_getphdrnum(e, &n) == 0 {
-                for k in 0..<n {
-                    var ph = GElf_Phdr()
-                    if gelf_getphdr(e, Int32(k), &ph) != nil, ph.p_type == UInt32(PT_TLS) { i.tls = (ph.p_memsz, max(ph.p_align, 1)) }
-                }
-            }
-            var scn: OpaquePointer? = nil
-            while true {
-                scn = elf_nextscn(e, scn)
-                guard let sc = scn else { break }
-                var sh = GElf_Shdr()
-                guard gelf_getshdr(sc, &sh) != nil, sh.sh_type == UInt32(SHT_DYNAMIC), let data = elf_getdata(sc, nil) else { continue }
+            for ph in elfProgramHeaders(e) where ph.p_type == UInt32(PT_TLS) { i.tls = (ph.p_memsz, max(ph.p_align, 1)) }
+            for (sc, sh) in elfSections(e) {
+                guard sh.sh_type == UInt32(SHT_DYNAMIC), let data = elf_getdata(sc, nil) else { continue }
                 for k in 0..<Int(sh.sh_size / max(sh.sh_entsize, 1)) {
                     var d = GElf_Dyn()
                     guard gelf_getdyn(data, Int32(k), &d) != nil else { continue }
@@ -105,7 +95,7 @@ extension SymbolSession {
             info[m] = i
             let name = dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) } ?? ""
             if let so = i.soname { byName[so] = m }
-            if let base = name.split(separator: "/").last { byName[String(base), default: m] = byName[String(base)] ?? m }
+            if let base = name.split(separator: "/").last, byName[String(base)] == nil { byName[String(base)] = m }
             if exe != nil && (name == exe || name == exe! + " (deleted)") { main = m }
         }
         guard let main else { return [:] }
@@ -163,7 +153,7 @@ final class TypeReader {
     private var qualified: [DieKey: String] = [:]
     private var walkedCUs: Set<DieKey> = []
     /// Complete struct/class/union definitions by name, over the modules indexed.
-    private var definitions: [String: (die: Dwarf_Die, dwarf: OpaquePointer)] = [:]
+    private var definitions: [String: Dwarf_Die] = [:]
     private var indexedModules: Set<OpaquePointer> = []
     /// Incomplete types (declarations) to point at their definitions at the end.
     private var declarations: [Int32] = []
@@ -176,45 +166,60 @@ final class TypeReader {
     /// Globals and statics (at namespace scope, in functions and blocks) with a fixed address;
     /// the executable's TLS variables at `tls` blocks.
     func readGlobals(module m: OpaquePointer, bias: Dwarf_Addr, tls: [(tid: Int32, block: UInt64)]) {
+        eachCompileUnit(m) { cu, cpp in
+            walkTree(under: &cu) { d, tag, scope in
+                switch tag {
+                case Int32(DW_TAG_namespace):
+                    return cpp ? scope + (dieName(&d) ?? "(anonymous namespace)") + "::" : scope
+                case Int32(DW_TAG_subprogram), Int32(DW_TAG_lexical_block):
+                    return scope
+                case Int32(DW_TAG_variable):
+                    var attr = Dwarf_Attribute()
+                    var expr: UnsafeMutablePointer<Dwarf_Op>? = nil
+                    var len = 0
+                    guard dwarf_attr(&d, UInt32(DW_AT_location), &attr) != nil, dwarf_getlocation(&attr, &expr, &len) == 0,
+                          let e = expr, len >= 1 else { return nil }
+                    let ops = Array(UnsafeBufferPointer(start: e, count: len))
+                    let type = referenced(&d)
+                    guard type >= 0 else { return nil }
+                    let name = scope + (dieName(&d) ?? "?") + declSuffix(&d)
+                    if len == 1, ops[0].atom == UInt8(DW_OP_addr) {
+                        roots.append(TypedRoot(location: .memory(ops[0].number &+ bias), type: type, kind: .global, name: name))
+                    } else if len == 2, ops[1].atom == UInt8(DW_OP_form_tls_address) || ops[1].atom == UInt8(DW_OP_GNU_push_tls_address) {
+                        for t in tls {
+                            roots.append(TypedRoot(location: .memory(t.block &+ ops[0].number), type: type, kind: .tls, name: "\(name) (thread \(t.tid))"))
+                        }
+                    }
+                    return nil
+                default:
+                    return nil
+                }
+            }
+        }
+    }
+
+    /// Every compile unit of a module, and whether it is C++.
+    private func eachCompileUnit(_ m: OpaquePointer, _ body: (inout Dwarf_Die, Bool) -> Void) {
         var b: Dwarf_Addr = 0
         var cu: UnsafeMutablePointer<Dwarf_Die>? = nil
         while true {
             cu = dwfl_module_nextcu(m, cu, &b)
-            guard let c = cu else { break }
-            var cuDie = c.pointee
-            let cpp = isCPlusPlus(&cuDie)
-            var child = Dwarf_Die()
-            guard dwarf_child(&cuDie, &child) == 0 else { continue }
-            var pending: [(Dwarf_Die, String)] = []
-            repeat { pending.append((child, "")) } while nextSibling(&child)
-            while let (die, prefix) = pending.popLast() {
-                var d = die
-                let tag = dwarf_tag(&d)
-                switch tag {
-                case Int32(DW_TAG_namespace), Int32(DW_TAG_subprogram), Int32(DW_TAG_lexical_block):
-                    guard dwarf_haschildren(&d) != 0, dwarf_child(&d, &child) == 0 else { continue }
-                    let p = tag == Int32(DW_TAG_namespace) && cpp ? prefix + (dieName(&d) ?? "(anonymous namespace)") + "::" : prefix
-                    repeat { pending.append((child, p)) } while nextSibling(&child)
-                case Int32(DW_TAG_variable):
-                    var attr = Dwarf_Attribute()
-                    guard dwarf_attr(&d, UInt32(DW_AT_location), &attr) != nil else { continue }
-                    var expr: UnsafeMutablePointer<Dwarf_Op>? = nil
-                    var len = 0
-                    guard dwarf_getlocation(&attr, &expr, &len) == 0, let e = expr, len >= 1 else { continue }
-                    let ops = Array(UnsafeBufferPointer(start: e, count: len))
-                    guard let type = variableType(&d) else { continue }
-                    let name = prefix + (dieName(&d) ?? "?") + declSuffix(&d)
-                    if len == 1, ops[0].atom == UInt8(DW_OP_addr) {
-                        roots.append(TypedRoot(location: .memory(ops[0].number &+ bias), type: type, kind: .global, name: name))
-                    } else if len == 2, ops[1].atom == UInt8(DW_OP_form_tls_address) || ops[1].atom == UInt8(DW_OP_GNU_push_tls_address) {
-                        let off = ops[0].number
-                        for t in tls {
-                            roots.append(TypedRoot(location: .memory(t.block &+ off), type: type, kind: .tls, name: "\(name) (thread \(t.tid))"))
-                        }
-                    }
-                default: continue
-                }
-            }
+            guard let c = cu else { return }
+            var die = c.pointee
+            body(&die, isCPlusPlus(&die))
+        }
+    }
+
+    /// Depth first over the DIEs under `root`: `visit` gets each DIE, its tag and the scope
+    /// prefix of its parent, and returns the prefix for its children, or nil to leave them out.
+    private func walkTree(under root: inout Dwarf_Die, _ visit: (inout Dwarf_Die, Int32, String) -> String?) {
+        var child = Dwarf_Die()
+        guard dwarf_child(&root, &child) == 0 else { return }
+        var pending: [(Dwarf_Die, String)] = []
+        repeat { pending.append((child, "")) } while nextSibling(&child)
+        while var (d, prefix) = pending.popLast() {
+            guard let inner = visit(&d, dwarf_tag(&d), prefix), dwarf_haschildren(&d) != 0, dwarf_child(&d, &child) == 0 else { continue }
+            repeat { pending.append((child, inner)) } while nextSibling(&child)
         }
     }
 
@@ -256,7 +261,9 @@ final class TypeReader {
                     var attr = Dwarf_Attribute()
                     guard dwarf_attr(&child, UInt32(DW_AT_location), &attr) != nil, let ops = location(&attr, pc: ctx.pc),
                           !(ops.count == 1 && ops[0].atom == UInt8(DW_OP_addr)),   // statics: read as globals
-                          let where_ = evaluate(ops, &ctx), let type = variableType(&child) else { continue }
+                          let where_ = evaluate(ops, &ctx) else { continue }
+                    let type = referenced(&child)
+                    guard type >= 0 else { continue }
                     let name = "\(dieName(&child, integrate: true) ?? "?") in \(scopeFunction ?? functionName) (thread \(t.tid))"
                     roots.append(TypedRoot(location: where_, type: type, kind: .local, name: name))
                 } while nextSibling(&child)
@@ -332,12 +339,7 @@ final class TypeReader {
 
     // MARK: types
 
-    private func variableType(_ d: inout Dwarf_Die) -> Int32? {
-        var attr = Dwarf_Attribute(), t = Dwarf_Die()
-        guard dwarf_attr_integrate(&d, UInt32(DW_AT_type), &attr) != nil, dwarf_formref_die(&attr, &t) != nil else { return nil }
-        return type(of: &t)
-    }
-
+    /// The type a DIE's DW_AT_type names (through abstract origins), -1 for none (void).
     private func referenced(_ d: inout Dwarf_Die) -> Int32 {
         var attr = Dwarf_Attribute(), t = Dwarf_Die()
         guard dwarf_attr_integrate(&d, UInt32(DW_AT_type), &attr) != nil, dwarf_formref_die(&attr, &t) != nil else { return -1 }
@@ -505,19 +507,12 @@ final class TypeReader {
     /// Record qualified names of every namespace-scope DIE of a C++ compile unit (once).
     private func walkScopes(cu: inout Dwarf_Die) {
         guard let ck = key(&cu), walkedCUs.insert(ck).inserted else { return }
-        var child = Dwarf_Die()
-        guard dwarf_child(&cu, &child) == 0 else { return }
-        var pending: [(Dwarf_Die, String)] = []
-        repeat { pending.append((child, "")) } while nextSibling(&child)
-        while let (die, prefix) = pending.popLast() {
-            var d = die
-            let tag = dwarf_tag(&d)
-            guard let n = dieName(&d) ?? (tag == Int32(DW_TAG_namespace) ? "(anonymous namespace)" : nil) else { continue }
+        walkTree(under: &cu) { d, tag, prefix in
+            guard let n = dieName(&d) ?? (tag == Int32(DW_TAG_namespace) ? "(anonymous namespace)" : nil) else { return nil }
             if let k = key(&d) { qualified[k] = prefix + n }
-            if tag == Int32(DW_TAG_namespace) || tag == Int32(DW_TAG_structure_type) || tag == Int32(DW_TAG_class_type) || tag == Int32(DW_TAG_union_type),
-               dwarf_haschildren(&d) != 0, dwarf_child(&d, &child) == 0 {
-                repeat { pending.append((child, prefix + n + "::")) } while nextSibling(&child)
-            }
+            let scope = tag == Int32(DW_TAG_namespace) || tag == Int32(DW_TAG_structure_type) || tag == Int32(DW_TAG_class_type)
+                || tag == Int32(DW_TAG_union_type)
+            return scope ? prefix + n + "::" : nil
         }
     }
 
@@ -526,36 +521,22 @@ final class TypeReader {
     /// Index the complete struct/class/union definitions at namespace scope of a module.
     func indexDefinitions(module m: OpaquePointer) {
         guard indexedModules.insert(m).inserted else { return }
-        var b: Dwarf_Addr = 0
-        var cu: UnsafeMutablePointer<Dwarf_Die>? = nil
-        while true {
-            cu = dwfl_module_nextcu(m, cu, &b)
-            guard let c = cu else { break }
-            var cuDie = c.pointee
-            let cpp = isCPlusPlus(&cuDie)
-            var child = Dwarf_Die()
-            guard dwarf_child(&cuDie, &child) == 0 else { continue }
-            var pending: [(Dwarf_Die, String)] = []
-            repeat { pending.append((child, "")) } while nextSibling(&child)
-            while let (die, prefix) = pending.popLast() {
-                var d = die
-                let tag = dwarf_tag(&d)
+        eachCompileUnit(m) { cu, cpp in
+            walkTree(under: &cu) { d, tag, prefix in
                 let isRecord = tag == Int32(DW_TAG_structure_type) || tag == Int32(DW_TAG_class_type) || tag == Int32(DW_TAG_union_type)
-                guard isRecord || (cpp && tag == Int32(DW_TAG_namespace)), let n = dieName(&d) else { continue }
+                guard isRecord || (cpp && tag == Int32(DW_TAG_namespace)), let n = dieName(&d) else { return nil }
                 var a = Dwarf_Attribute()
                 if isRecord, dwarf_attr(&d, UInt32(DW_AT_declaration), &a) == nil {
                     let full = cpp ? prefix + n : (tag == Int32(DW_TAG_union_type) ? "union " : "struct ") + n
-                    if definitions[full] == nil, let k = key(&d) { definitions[full] = (d, k.dwarf) }
+                    if definitions[full] == nil { definitions[full] = d }
                 }
-                if cpp, dwarf_haschildren(&d) != 0, dwarf_child(&d, &child) == 0 {
-                    repeat { pending.append((child, prefix + n + "::")) } while nextSibling(&child)
-                }
+                return cpp ? prefix + n + "::" : nil
             }
         }
     }
 
     func definition(named n: String) -> Int32? {
-        guard var d = definitions[n]?.die else { return nil }
+        guard var d = definitions[n] else { return nil }
         return type(of: &d)
     }
 

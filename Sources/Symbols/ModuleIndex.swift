@@ -201,23 +201,11 @@ final class ModuleIndex {
     private static func hasSection(_ e: OpaquePointer, named name: String) -> Bool {
         var shstrndx = 0
         guard elf_getshdrstrndx(e, &shstrndx) == 0 else { return false }
-        var scn: OpaquePointer? = nil
-        while true {
-            scn = elf_nextscn(e, scn)
-            guard let s = scn else { return false }
-            var sh = GElf_Shdr()
-            if gelf_getshdr(s, &sh) != nil, let n = elf_strptr(e, shstrndx, Int(sh.sh_name)), String(cString: n) == name { return true }
-        }
+        return elfSections(e).contains { sec in elf_strptr(e, shstrndx, Int(sec.header.sh_name)).map { String(cString: $0) == name } ?? false }
     }
 
     private static func hasSection(_ e: OpaquePointer, type: UInt32) -> Bool {
-        var scn: OpaquePointer? = nil
-        while true {
-            scn = elf_nextscn(e, scn)
-            guard let s = scn else { return false }
-            var sh = GElf_Shdr()
-            if gelf_getshdr(s, &sh) != nil, sh.sh_type == type { return true }
-        }
+        elfSections(e).contains { $0.header.sh_type == type }
     }
 
     // MARK: symbols
@@ -403,11 +391,7 @@ final class ModuleIndex {
     func address(ofFileOffset off: UInt64) -> UInt64? {
         var b: GElf_Addr = 0
         guard let e = dwfl_module_getelf(module, &b) else { return nil }
-        var n = 0
-        guard elf_getphdrnum(e, &n) == 0 else { return nil }
-        for i in 0..<n {
-            var ph = GElf_Phdr()
-            guard gelf_getphdr(e, Int32(i), &ph) != nil, ph.p_type == UInt32(PT_LOAD) else { continue }
+        for ph in elfProgramHeaders(e) where ph.p_type == UInt32(PT_LOAD) {
             if off >= ph.p_offset && off < ph.p_offset + ph.p_filesz { return off - ph.p_offset + ph.p_vaddr + b }
         }
         return nil
@@ -652,6 +636,28 @@ func absolutePath(_ p: String, compDir: String?) -> String {
 
 /// libdw joins a directory "/" and a file as "//file"; show "/file" as other tools do.
 func cleanPath(_ p: String) -> String { p.hasPrefix("//") ? String(p.dropFirst()) : p }
+
+/// The sections of an ELF file with their headers.
+func elfSections(_ e: OpaquePointer) -> [(scn: OpaquePointer, header: GElf_Shdr)] {
+    var out: [(OpaquePointer, GElf_Shdr)] = []
+    var scn: OpaquePointer? = nil
+    while true {
+        scn = elf_nextscn(e, scn)
+        guard let s = scn else { return out }
+        var sh = GElf_Shdr()
+        if gelf_getshdr(s, &sh) != nil { out.append((s, sh)) }
+    }
+}
+
+/// The program headers of an ELF file.
+func elfProgramHeaders(_ e: OpaquePointer) -> [GElf_Phdr] {
+    var n = 0
+    guard elf_getphdrnum(e, &n) == 0 else { return [] }
+    return (0..<n).compactMap { i in
+        var ph = GElf_Phdr()
+        return gelf_getphdr(e, Int32(i), &ph) != nil ? ph : nil
+    }
+}
 
 /// Advance `d` to its next sibling; false when there is none.
 @inline(__always) func nextSibling(_ d: inout Dwarf_Die) -> Bool {

@@ -261,12 +261,8 @@ public enum DynamicSymbols {
         defer { elf_end(e) }
         var result: Set<String> = []
         var undefined: Set<String> = []
-        var scn: OpaquePointer? = nil
-        while true {
-            scn = elf_nextscn(e, scn)
-            guard let s = scn else { break }
-            var shdr = GElf_Shdr()
-            guard gelf_getshdr(s, &shdr) != nil, shdr.sh_type == UInt32(SHT_DYNSYM), let data = elf_getdata(s, nil) else { continue }
+        for (s, shdr) in elfSections(e) {
+            guard shdr.sh_type == UInt32(SHT_DYNSYM), let data = elf_getdata(s, nil) else { continue }
             let count = Int(shdr.sh_size / max(shdr.sh_entsize, 1))
             for i in 0..<count {
                 var sym = GElf_Sym()
