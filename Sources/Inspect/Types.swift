@@ -136,38 +136,57 @@ extension TypeInspection {
         return TypeLabels.groupName(labels.table, t, array: labels.count[k] > 1)
     }
 
+    /// Blocks grouped by type label, confidence and union flag — what histograms, leak groups and
+    /// diffs count by. `of`: per block, its group (-1: unknown).
+    public struct Groups: Sendable {
+        public var of: [Int32]
+        public var label: [String]
+        public var confidence: [TypeConfidence]
+        public var ambiguous: [Bool]
+        /// "struct tree (via union)".
+        public func name(_ g: Int32) -> String { g < 0 ? "(unknown)" : label[Int(g)] + (ambiguous[Int(g)] ? " (via union)" : "") }
+    }
+
+    public func groups() -> Groups {
+        // Per (type, array or not, confidence, union) slot — no hashing per block; a type repeats
+        // in the table once per compile unit, so slots merge by name into groups.
+        var slotGroup = [Int32](repeating: -2, count: (labels.table.count + 1) * 16)
+        var byName: [String: Int32] = [:]
+        var g = Groups(of: [Int32](repeating: -1, count: blocks.count), label: [], confidence: [], ambiguous: [])
+        let type = labels.type, count = labels.count, conf = labels.confidence, amb = labels.ambiguous
+        for k in 0..<blocks.count where type[k] >= 0 {
+            let slot = Int(type[k]) * 16 + (count[k] > 1 ? 8 : 0) + Int(conf[k].rawValue) * 2 + (amb[k] ? 1 : 0)
+            if slotGroup[slot] == -2 {
+                let label = groupLabel(k), key = "\(label)\u{0}\(conf[k].rawValue)\u{0}\(amb[k])"
+                if let id = byName[key] { slotGroup[slot] = id } else {
+                    slotGroup[slot] = Int32(g.label.count); byName[key] = slotGroup[slot]
+                    g.label.append(label); g.confidence.append(conf[k]); g.ambiguous.append(amb[k])
+                }
+            }
+            g.of[k] = slotGroup[slot]
+        }
+        return g
+    }
+
     /// Outstanding chunks by type (only blocks `include` accepts), most bytes first.
     public func histogram(topOwners: Int = 3, include: (Int) -> Bool = { _ in true }) -> [Row] {
-        // One slot per (type, array or not, confidence, ambiguous): no hashing per block.
-        let width = 16
-        var chunks = [Int](repeating: 0, count: (labels.table.count + 1) * width)
-        var bytes = [UInt64](repeating: 0, count: chunks.count)
-        var owners: [Int: Int] = [:]     // slot << 32 | owner -> chunks
+        let g = groups()
+        let n = g.label.count + 1          // the last one: unknown
+        var chunks = [Int](repeating: 0, count: n), bytes = [UInt64](repeating: 0, count: n)
+        var owners: [Int: Int] = [:]       // group << 32 | owner -> chunks
         for k in 0..<blocks.count where include(k) {
-            let slot = (Int(labels.type[k]) + 1) * width + (labels.count[k] > 1 ? 8 : 0)
-                + Int(labels.confidence[k].rawValue) * 2 + (labels.ambiguous[k] ? 1 : 0)
-            chunks[slot] += 1
-            bytes[slot] += blocks.end[k] - blocks.start[k]
-            if labels.owner[k] >= 0 { owners[slot << 32 | Int(labels.owner[k]), default: 0] += 1 }
+            let i = g.of[k] < 0 ? n - 1 : Int(g.of[k])
+            chunks[i] += 1
+            bytes[i] += blocks.end[k] - blocks.start[k]
+            if labels.owner[k] >= 0 { owners[i << 32 | Int(labels.owner[k]), default: 0] += 1 }
         }
         var ownersOf: [Int: [(Int32, Int)]] = [:]
-        for (key, n) in owners { ownersOf[key >> 32, default: []].append((Int32(truncatingIfNeeded: key & 0xffff_ffff), n)) }
-        // Rows by name (a type repeats in the table once per compile unit that declares it).
-        struct Key: Hashable { var type: String; var conf: TypeConfidence; var amb: Bool }
-        var rows: [Key: (chunks: Int, bytes: UInt64, owners: [Int32: Int])] = [:]
-        for slot in 0..<chunks.count where chunks[slot] > 0 {
-            let t = Int32(slot / width - 1), array = slot % width >= 8
-            let conf = TypeConfidence(rawValue: UInt8((slot % 8) / 2))!, amb = slot % 2 == 1
-            let name = t < 0 ? "(unknown)" : TypeLabels.groupName(labels.table, t, array: array)
-            let key = Key(type: name, conf: conf, amb: amb)
-            rows[key, default: (0, 0, [:])].chunks += chunks[slot]
-            rows[key]!.bytes += bytes[slot]
-            for (o, n) in ownersOf[slot] ?? [] { rows[key]!.owners[o, default: 0] += n }
-        }
-        return rows.map { key, v in
-            let owners = v.owners.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(topOwners)
-                .map { (labels.roots[Int($0.key)].name, $0.value) }
-            return Row(type: key.type, confidence: key.conf, ambiguous: key.amb, chunks: v.chunks, bytes: v.bytes, owners: owners)
+        for (key, c) in owners { ownersOf[key >> 32, default: []].append((Int32(truncatingIfNeeded: key & 0xffff_ffff), c)) }
+        return (0..<n).filter { chunks[$0] > 0 }.map { i in
+            let top = (ownersOf[i] ?? []).sorted { ($0.1, $1.0) > ($1.1, $0.0) }.prefix(topOwners).map { (labels.roots[Int($0.0)].name, $0.1) }
+            let known = i < n - 1
+            return Row(type: known ? g.label[i] : "(unknown)", confidence: known ? g.confidence[i] : .unknown,
+                       ambiguous: known && g.ambiguous[i], chunks: chunks[i], bytes: bytes[i], owners: top)
         }.sorted { ($0.bytes, $0.chunks, $1.type) > ($1.bytes, $1.chunks, $0.type) }
     }
 }

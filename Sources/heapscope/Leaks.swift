@@ -84,25 +84,8 @@ enum LeakGroups {
             return l < modules.count && w >= modules[l].0
         }
         struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32; var type: Int32 }
-        // Type ids: one per label and confidence; looked up by (type, array, confidence, union) slot.
-        var typeIDs: [String: Int32] = [:], typeNames: [(String, TypeConfidence)] = []
-        let labels = r.types?.labels
-        let ltype = labels?.type ?? [], lcount = labels?.count ?? [], lconf = labels?.confidence ?? [], lamb = labels?.ambiguous ?? []
-        var slotID = [Int32](repeating: -2, count: ((labels?.table.count ?? 0) + 1) * 16)
-        func typeID(_ k: Int) -> Int32 {
-            guard !ltype.isEmpty, ltype[k] >= 0, let t = r.types else { return -1 }
-            let slot = (Int(ltype[k]) + 1) * 16 + (lcount[k] > 1 ? 8 : 0) + Int(lconf[k].rawValue) * 2 + (lamb[k] ? 1 : 0)
-            if slotID[slot] != -2 { return slotID[slot] }
-            let name = t.groupLabel(k) + (lamb[k] ? " (via union)" : "")
-            let id: Int32
-            if let i = typeIDs[name + " " + lconf[k].name] { id = i } else {
-                typeNames.append((name, lconf[k]))
-                id = Int32(typeNames.count - 1)
-                typeIDs[name + " " + lconf[k].name] = id
-            }
-            slotID[slot] = id
-            return id
-        }
+        let typeGroups = r.types?.groups()
+        let groupOf = typeGroups?.of ?? []
         var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
         var sigPointers: [[UInt64]] = []
         let textSig: Int32 = -2
@@ -133,7 +116,7 @@ enum LeakGroups {
                     if printable { sig = textSig }
                 }
             }
-            let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: typeID(k))
+            let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf.isEmpty ? -1 : groupOf[k])
             let at: Int
             if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
                 at = found.count; index[key] = at; found.append((key, 0, []))
@@ -157,8 +140,8 @@ enum LeakGroups {
             return stride(from: 0, to: p.count, by: 2).map { "+0x\(String(p[$0], radix: 16)) -> \(names[p[$0 + 1]] ?? hex(p[$0 + 1]))" }
         }
         return found.map { LeakGroup(leakClass: LeakClass(rawValue: $0.key.cls)!, size: $0.key.size, signature: signature($0.key.sig),
-                                     type: $0.key.type >= 0 ? typeNames[Int($0.key.type)].0 : nil,
-                                     confidence: $0.key.type >= 0 ? typeNames[Int($0.key.type)].1 : .unknown,
+                                     type: $0.key.type >= 0 ? typeGroups?.name($0.key.type) : nil,
+                                     confidence: $0.key.type >= 0 ? typeGroups!.confidence[Int($0.key.type)] : .unknown,
                                      count: $0.count, samples: $0.samples) }
             .sorted { ($0.bytes, $1.leakClass.rawValue, $1.size) > ($1.bytes, $0.leakClass.rawValue, $0.size) }
     }
