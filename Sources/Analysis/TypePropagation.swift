@@ -330,8 +330,7 @@ private final class Engine {
             guard layoutCount[t] > 0, size > 0 else { continue }
             let start = blocks.start[k], usable = blocks.end[k] - start
             guard let region = memory.region(containing: start, length: min(usable, size)) else { continue }
-            let n = max(1, usable / size)
-            scan(region, start, t, count: size > usable ? 1 : n, end: blocks.end[k], owner: owner[k], ambiguous: ambiguous[k])
+            scan(region, start, t, count: UInt64(elements(k)), end: blocks.end[k], owner: owner[k], ambiguous: ambiguous[k])
         }
     }
 

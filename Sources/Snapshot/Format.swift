@@ -176,11 +176,11 @@ public enum SnapshotFile {
             if n == 0 { break }
             off += n
         }
-        return try decode(bytes[..<off], path: path)
+        bytes.removeLast(bytes.count - off)
+        return try decode(bytes, path: path)
     }
 
-    public static func decode(_ b: ArraySlice<UInt8>, path: String) throws(SnapshotError) -> Snapshot {
-        let b = Array(b)
+    public static func decode(_ b: [UInt8], path: String) throws(SnapshotError) -> Snapshot {
         guard b.count >= 8, Array(b[0..<8]) == magic else { throw .notSnapshot(path: path) }
         guard b.count >= 32 else { throw .truncated(path: path, have: UInt64(b.count), need: 32) }
         let version = get32(b, 8), count = Int(get32(b, 12)), length = get64(b, 16)

@@ -1,5 +1,6 @@
 import Analysis
 import ArgumentParser
+import CShim
 import Glibc
 import HeapModel
 import Inspect
@@ -81,19 +82,20 @@ struct SnapshotDiff {
     init(_ sa: Snapshot, _ sb: Snapshot, by: String) {
         self.sa = sa; self.sb = sb; self.by = by
         let ta = TypeInspection(snapshot: sa), tb = TypeInspection(snapshot: sb)
-        func key(_ t: TypeInspection, _ s: Snapshot, _ k: Int) -> String {
+        func key(_ t: TypeInspection, _ s: Snapshot, _ groups: TypeInspection.Groups, _ k: Int) -> String {
             let i = Int(t.blocks.chunk[k])
             switch by {
             case "size": return String(t.blocks.end[k] - t.blocks.start[k])
             case "owner": return s.owner[i] >= 0 ? s.owners[Int(s.owner[i])] : "(no owner)"
             case "state": return s.report.chunks.state[i].name
-            default: return t.groupLabel(k) + (t.labels.ambiguous[k] ? " (via union)" : "")
+            default: return groups.name(groups.of[k])
             }
         }
         var index: [String: Int] = [:]
         func add(_ t: TypeInspection, _ s: Snapshot, _ isA: Bool) {
+            let typeGroups = t.groups()
             for k in 0..<t.blocks.count {
-                let g = key(t, s, k), bytes = t.blocks.end[k] - t.blocks.start[k]
+                let g = key(t, s, typeGroups, k), bytes = t.blocks.end[k] - t.blocks.start[k]
                 let at = index[g] ?? { groups.append(Group(key: g)); index[g] = groups.count - 1; return groups.count - 1 }()
                 if isA { groups[at].a.add(bytes) } else { groups[at].b.add(bytes) }
             }
@@ -170,8 +172,4 @@ struct SnapshotDiff {
     }
 }
 
-func monotonic() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-}
+func monotonic() -> Double { Double(hs_monotonic_ns()) / 1e9 }
