@@ -92,7 +92,7 @@ struct TypeTests {
         }
         #expect(got == notes.counts)
         #expect(notes.owner.count == 9)
-        #expect(r.labels.conflicts >= 2, "the shared tail and the union")
+        #expect(r.labels.conflicts == 2, "the shared tail (struct node 2 : struct tree 1) and the union (tree or node)")
 
         // chunks and show agree with the labels.
         let chunks = try jsonObject(run(Paths.heapscope, ["chunks", String(p.pid), "--json", "--state", "in_use"]).out)
