@@ -51,6 +51,8 @@ public final class GlibcCapture: @unchecked Sendable {
     public internal(set) var warnings: [HeapWarning] = []
     public internal(set) var discovery: String = ""
     public internal(set) var heapBytesCopied = 0
+    /// Exited threads whose stacks are still mapped (nil: descriptors of this glibc not known).
+    public internal(set) var exited: [ExitedThread]?
     /// Non-contiguous main arena: mappings holding its mmap'd regions, split into regions after
     /// detaching (see `resolveMainRegions`).
     public internal(set) var mainRegionMappings: [Segment] = []
@@ -164,6 +166,9 @@ extension GlibcCapture {
             warnings.append(.init(.unreadable, r.start, "could only copy \(got) of \(r.count) bytes of \(r.label) at 0x\(hex(r.start))"))
         }
         heapBytesCopied = copyRequests.reduce(0) { $0 + $1.count }
+        // 8. Exited threads' stacks (a few words per anonymous mapping above a guard page).
+        exited = exitedThreads(remote: remote)
+        trace.mark("exited threads")
     }
 
     private func mainSegments(remote: RemoteMemory, requests: inout [BulkCopier.Request]) {

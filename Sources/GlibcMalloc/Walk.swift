@@ -245,7 +245,7 @@ extension GlibcCapture {
         info.hblkhd = mmappedMem
         info.keepcost = topSizes.first ?? 0
         return HeapWalk(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
-                               threads: threadInfos, warnings: warnings)
+                               threads: threadInfos, warnings: warnings, exitedThreads: exited)
     }
 
     private func estimateChunkCount() -> Int {

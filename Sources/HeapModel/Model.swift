@@ -186,6 +186,26 @@ public struct ThreadInfo: Sendable {
     }
 }
 
+/// A thread that has exited while its stack stays mapped: either nobody has joined it yet (the
+/// thread library must keep its descriptor and stack until pthread_join), or it was joined or
+/// detached and its stack waits in the library's cache for reuse.
+public struct ExitedThread: Sendable, Equatable {
+    public enum State: UInt8, Sendable { case unjoined = 0, cached = 1 }
+    /// The thread descriptor (what pthread_self() returned in the thread).
+    public var descriptor: UInt64
+    /// The whole stack mapping, guard page included.
+    public var start: UInt64
+    public var end: UInt64
+    public var state: State
+    /// An address inside the heap block the thread library allocated for the thread and frees at
+    /// join (glibc: its dtv, calloc'ed by pthread_create); 0 if none.
+    public var heapBlock: UInt64
+    public init(descriptor: UInt64, start: UInt64, end: UInt64, state: State, heapBlock: UInt64 = 0) {
+        self.descriptor = descriptor; self.start = start; self.end = end; self.state = state; self.heapBlock = heapBlock
+    }
+    public var bytes: UInt64 { end - start }
+}
+
 /// What an allocator walker learned about a heap.
 public struct HeapWalk: Sendable {
     public var arenas: [ArenaSummary]
@@ -194,10 +214,13 @@ public struct HeapWalk: Sendable {
     public var chunks: ChunkTable
     public var threads: [ThreadInfo]
     public var warnings: [HeapWarning]
+    /// Threads that have exited but whose stacks (with their descriptors) are still mapped; nil
+    /// when the thread library's descriptors could not be read (unknown layout).
+    public var exitedThreads: [ExitedThread]?
     public init(arenas: [ArenaSummary], mmapped: Tally, mallinfo2: MallInfo2, chunks: ChunkTable,
-                threads: [ThreadInfo], warnings: [HeapWarning]) {
+                threads: [ThreadInfo], warnings: [HeapWarning], exitedThreads: [ExitedThread]? = nil) {
         self.arenas = arenas; self.mmapped = mmapped; self.mallinfo2 = mallinfo2
-        self.chunks = chunks; self.threads = threads; self.warnings = warnings
+        self.chunks = chunks; self.threads = threads; self.warnings = warnings; self.exitedThreads = exitedThreads
     }
 }
 
@@ -230,5 +253,33 @@ public struct HeapReport: Sendable {
         for a in arenas { for (s, v) in a.byState { t[s, default: Tally()] = t[s, default: Tally()] + v } }
         if mmapped.count > 0 { t[.mmapped] = mmapped }
         return t
+    }
+}
+
+extension HeapWalk {
+    /// Exited threads by state: how many, and the bytes of their stack mappings.
+    public func exitedTally(_ state: ExitedThread.State) -> Tally {
+        (exitedThreads ?? []).filter { $0.state == state }.reduce(Tally()) { var t = $0; t.add($1.end - $1.start); return t }
+    }
+
+    /// Free memory `malloc_trim(0)` would give back to the system, as glibc's mtrim does it: the
+    /// whole pages inside every free chunk in the bins (fastbins are consolidated first: counted
+    /// alike; tcache chunks stay, malloc counts them in use), past the chunk's own list pointers
+    /// (48 bytes); and each arena's top beyond its minimum chunk, in whole pages. An estimate: the
+    /// consolidation can merge neighbours into larger runs of pages.
+    public func trimmableBytes(pageSize: UInt64 = 4096) -> UInt64 {
+        let c = chunks, mask = pageSize - 1
+        var total: UInt64 = 0
+        for i in 0..<c.count {
+            switch c.state[i] {
+            case .fastbin, .unsorted, .small, .large:
+                let lo = (c.address[i] + 48 + mask) & ~mask, hi = (c.address[i] + c.size[i]) & ~mask
+                if hi > lo { total += hi - lo }
+            case .top:
+                if c.size[i] > 33 { total += (c.size[i] - 33) & ~mask }
+            default: break
+            }
+        }
+        return total
     }
 }

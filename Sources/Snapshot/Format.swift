@@ -66,7 +66,7 @@ public enum SnapshotFile {
     public static let version: UInt32 = 1
     static let magic: [UInt8] = Array("HSNAP\r\n".utf8) + [0x1a]
     enum Section: UInt32, CaseIterable {
-        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents
+        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents, exitedThreads
         var name: String { "\(self)" }
     }
 
@@ -142,6 +142,12 @@ public enum SnapshotFile {
         }
         sections.append((.labels, w.take()))
         if let c = s.contents { sections.append((.contents, c)) }
+        // Exited threads' stacks (absent: the descriptors could not be read; older files).
+        if let ex = r.heap.exitedThreads {
+            w.uv(UInt64(ex.count))
+            for x in ex { w.uv(x.descriptor); w.uv(x.start); w.uv(x.end &- x.start); w.bytes.append(x.state.rawValue); w.uv(x.heapBlock) }
+            sections.append((.exitedThreads, w.take()))
+        }
 
         let tableSize = 32 * sections.count
         var out = [UInt8](); out.reserveCapacity(32 + tableSize + sections.reduce(0) { $0 + $1.1.count })
@@ -280,7 +286,19 @@ public enum SnapshotFile {
             }
             let table = ChunkTable(address: address, size: size, state: state, arena: arena, userOffset: userOffset,
                                    usableLoss: loss, usableLossMmapped: lossMm)
-            let walk = HeapWalk(arenas: arenas, mmapped: mm, mallinfo2: mi, chunks: table, threads: threads, warnings: warnings)
+            var exited: [ExitedThread]?
+            if let e = body[.exitedThreads] {
+                r = Reader(e)
+                var list: [ExitedThread] = []
+                for _ in 0..<(try r.count(5)) {
+                    let d = try r.uv(), start = try r.uv(), size = try r.uv()
+                    guard let st = ExitedThread.State(rawValue: try r.byte()), start <= UInt64.max - size else { throw Reader.Bad.value("exited thread") }
+                    list.append(ExitedThread(descriptor: d, start: start, end: start + size, state: st, heapBlock: try r.uv()))
+                }
+                exited = list
+            }
+            let walk = HeapWalk(arenas: arenas, mmapped: mm, mallinfo2: mi, chunks: table, threads: threads, warnings: warnings,
+                                exitedThreads: exited)
             let report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempts, allocator: allocator,
                                     allocatorVersion: allocVersion, discovery: discovery, heap: walk, copiedBytes: copied,
                                     analysisMicroseconds: analysis)

@@ -121,6 +121,10 @@ enum StatFormat {
             s += zip(cols, widths).map { pad($0, $1) }.joined(separator: " ") + "\n"
         }
         s += "\nmmapped: \(r.mmapped.count) chunk\(r.mmapped.count == 1 ? "" : "s"), \(human(r.mmapped.bytes))\n"
+        if let ex = r.heap.exitedThreads, !ex.isEmpty {
+            let u = r.heap.exitedTally(.unjoined), c = r.heap.exitedTally(.cached)
+            s += "exited threads: \(u.count) not joined (stacks \(human(u.bytes)) kept until pthread_join), \(c.count) stack\(c.count == 1 ? "" : "s") cached by glibc (\(human(c.bytes)))\n"
+        }
         let t = r.totals
         let outstanding = (t[.inUse] ?? Tally()) + (t[.mmapped] ?? Tally())
         let free = freeKinds.reduce(Tally()) { $0 + (t[$1] ?? Tally()) }
@@ -154,6 +158,10 @@ enum StatFormat {
             return o + "}"
         }.joined(separator: ",")
         s += "],\"mmapped\":\(tallyJSON(r.mmapped))"
+        s += ",\"exited_threads\":" + (r.heap.exitedThreads.map { ex in
+            "{\"unjoined\":\(tallyJSON(r.heap.exitedTally(.unjoined))),\"cached\":\(tallyJSON(r.heap.exitedTally(.cached))),\"stacks\":["
+                + ex.map { "{\"descriptor\":\(jsonString(hex($0.descriptor))),\"start\":\(jsonString(hex($0.start))),\"end\":\(jsonString(hex($0.end))),\"state\":\"\($0.state == .unjoined ? "unjoined" : "cached")\"}" }.joined(separator: ",") + "]}"
+        } ?? "null")
         let t = r.totals
         s += ",\"totals\":{" + ChunkState.allCases.map { "\(jsonString($0.name)):\(tallyJSON(t[$0] ?? Tally()))" }.joined(separator: ",") + "}"
         s += ",\"mallinfo2\":{" + r.mallinfo2.fields.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
