@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
@@ -118,3 +118,7 @@ $(TT)/symbols_minidebuginfo: $(TT)/symbols
 	strip --strip-all -o $@.tmp $<
 	objcopy --add-section .gnu_debugdata=$@.mini.xz $@.tmp $@
 	rm -f $@.dynsyms $@.funcsyms $@.keep $@.debug $@.mini.xz $@.tmp
+
+# Snapshot diffs: a heap that changes in three phases, one per SIGUSR1.
+$(TT)/phases: TestTargets/phases.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread

@@ -58,101 +58,33 @@ struct Diff: ParsableCommand {
     @Flag(help: "Print JSON instead of text.") var json = false
 
     func validate() throws {
-        if !["type", "size", "owner", "state"].contains(by) { throw ValidationError("--by takes type, size, owner or state") }
+        if SnapshotDiff.Key(rawValue: by) == nil { throw ValidationError("--by takes type, size, owner or state") }
         if limit < 0 { throw ValidationError("--limit must be >= 0") }
     }
 
     func run() throws {
         let sa = try readSnapshot(a), sb = try readSnapshot(b)
-        let d = SnapshotDiff(sa, sb, by: by)
+        let d = SnapshotDiff(sa, sb, by: SnapshotDiff.Key(rawValue: by)!)
         var out = OutputBuffer()
-        if json { d.json(into: &out, limit: limit, a: a, b: b) } else { d.text(into: &out, limit: limit, a: a, b: b) }
+        if json { d.json(into: &out, limit: limit, a: a, b: b) } else { d.text(into: &out, limit: limit, a: a, b: b, sa, sb) }
         out.flush()
     }
 }
 
-/// The comparison of two snapshots (see Diff).
-struct SnapshotDiff {
-    struct Group { var key: String; var a = Tally(); var b = Tally() }
-    var groups: [Group] = []
-    var new = Tally(), gone = Tally(), survivors = Tally(), changed = 0
-    var causes: [(name: String, a: Int64, b: Int64)] = []
-    let sa: Snapshot, sb: Snapshot, by: String
-
-    init(_ sa: Snapshot, _ sb: Snapshot, by: String) {
-        self.sa = sa; self.sb = sb; self.by = by
-        let ta = TypeInspection(snapshot: sa), tb = TypeInspection(snapshot: sb)
-        func key(_ t: TypeInspection, _ s: Snapshot, _ groups: TypeInspection.Groups, _ k: Int) -> String {
-            let i = Int(t.blocks.chunk[k])
-            switch by {
-            case "size": return String(t.blocks.end[k] - t.blocks.start[k])
-            case "owner": return s.owner[i] >= 0 ? s.owners[Int(s.owner[i])] : "(no owner)"
-            case "state": return s.report.chunks.state[i].name
-            default: return groups.name(groups.of[k])
-            }
-        }
-        var index: [String: Int] = [:]
-        func add(_ t: TypeInspection, _ s: Snapshot, _ isA: Bool) {
-            let typeGroups = t.groups()
-            for k in 0..<t.blocks.count {
-                let g = key(t, s, typeGroups, k), bytes = t.blocks.end[k] - t.blocks.start[k]
-                let at = index[g] ?? { groups.append(Group(key: g)); index[g] = groups.count - 1; return groups.count - 1 }()
-                if isA { groups[at].a.add(bytes) } else { groups[at].b.add(bytes) }
-            }
-        }
-        add(ta, sa, true); add(tb, sb, false)
-        groups.sort { Int64(bitPattern: $0.b.bytes &- $0.a.bytes) > Int64(bitPattern: $1.b.bytes &- $1.a.bytes) }
-        // Chunk identity: same user address, size and label.
-        func offsets(_ t: TypeInspection) -> [UInt64] {
-            var o: [UInt64] = [], sum: UInt64 = 0
-            for k in 0..<t.blocks.count { o.append(sum); sum += t.blocks.end[k] - t.blocks.start[k] }
-            return o
-        }
-        let oa = offsets(ta), ob = offsets(tb)
-        var ka = 0
-        var matchedA = [Bool](repeating: false, count: ta.blocks.count)
-        for k in 0..<tb.blocks.count {
-            let start = tb.blocks.start[k], size = tb.blocks.end[k] - start
-            while ka < ta.blocks.count && ta.blocks.start[ka] < start { ka += 1 }
-            if ka < ta.blocks.count, ta.blocks.start[ka] == start, ta.blocks.end[ka] - ta.blocks.start[ka] == size,
-               ta.label(ka) == tb.label(k) {
-                matchedA[ka] = true
-                survivors.add(size)
-                if let ca = sa.contents, let cb = sb.contents,
-                   ca[Int(oa[ka])..<Int(oa[ka] + size)] != cb[Int(ob[k])..<Int(ob[k] + size)] { changed += 1 }
-            } else { new.add(size) }
-        }
-        for k in 0..<ta.blocks.count where !matchedA[k] { gone.add(ta.blocks.end[k] - ta.blocks.start[k]) }
-        // Causes of growth.
-        func tally(_ s: Snapshot) -> [Int64] {
-            let c = s.report.chunks
-            var reach: Int64 = 0, lost: Int64 = 0, free: Int64 = 0, top: Int64 = 0, mm: Int64 = 0
-            for i in 0..<c.count {
-                let sz = Int64(c.size[i])
-                switch c.state[i] {
-                case .inUse: if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach += sz } else { lost += sz }
-                case .mmapped: mm += sz
-                case .top: top += sz
-                case .mallocInternal: break
-                default: free += sz
-                }
-            }
-            return [reach, lost, free, top, mm, Int64(s.report.arenas.count), Int64(s.report.threads.count)]
-        }
-        let xa = tally(sa), xb = tally(sb)
-        causes = zip(["in use, reachable (bytes)", "in use, lost (bytes)", "free in bins and tcache (bytes)", "top (bytes)",
-                      "mmapped chunks (bytes)", "arenas", "threads"], zip(xa, xb)).map { ($0, $1.0, $1.1) }
-    }
-
+extension SnapshotDiff {
     static func signed(_ v: Int64) -> String { v > 0 ? "+\(v)" : String(v) }
 
-    func text(into out: inout OutputBuffer, limit: Int, a: String, b: String) {
+    func text(into out: inout OutputBuffer, limit: Int, a: String, b: String, _ sa: Snapshot, _ sb: Snapshot) {
         func who(_ s: Snapshot) -> String { "pid \(s.report.pid) (\(s.value("exe") ?? "?")), \(s.report.chunks.count) chunks" }
         out.write("A: \(a): \(who(sa))\nB: \(b): \(who(sb))\n")
         out.write("chunks: new in B \(new.count) (\(new.bytes) bytes), gone since A \(gone.count) (\(gone.bytes) bytes), survivors \(survivors.count) (\(survivors.bytes) bytes)")
-        out.write(sa.contents != nil && sb.contents != nil ? ", \(changed) of them with changed contents\n" : "\n")
-        out.write("\ngrowth by cause             \(pad("A", 14)) \(pad("B", 14)) \(pad("change", 14))\n")
-        for c in causes { out.write("  \(pad(c.name, 32, left: true)) \(pad(String(c.a), 12)) \(pad(String(c.b), 14)) \(pad(SnapshotDiff.signed(c.b - c.a), 14))\n") }
+        out.write(changed.map { ", \($0) of them with changed contents\n" } ?? "\n")
+        out.write("\ngrowth by cause                              \(pad("A", 14)) \(pad("B", 14)) \(pad("change", 14))\n")
+        for c in causes {
+            let name = c.name
+            out.write("  \(pad(name, 43, left: true)) \(pad(String(c.a), 14)) \(pad(String(c.b), 14)) \(pad(SnapshotDiff.signed(c.b - c.a), 14))\n")
+        }
+        if sb.report.heap.exitedThreads == nil { out.write("  (exited threads: this glibc's thread descriptors are not known)\n") }
         out.write("\nby \(by), largest growth first\(groups.count > limit ? " (\(limit) of \(groups.count))" : ""):\n")
         out.write("\(pad("A chunks", 10)) \(pad("A bytes", 12)) \(pad("B chunks", 10)) \(pad("B bytes", 12)) \(pad("chunks", 9)) \(pad("bytes", 12))  \(by)\n")
         for g in groups.prefix(limit) {
@@ -163,9 +95,9 @@ struct SnapshotDiff {
 
     func json(into out: inout OutputBuffer, limit: Int, a: String, b: String) {
         func t(_ x: Tally) -> String { "{\"chunks\":\(x.count),\"bytes\":\(x.bytes)}" }
-        out.write("{\"a\":\(jsonString(a)),\"b\":\(jsonString(b)),\"by\":\"\(by)\",\"new\":\(t(new)),\"gone\":\(t(gone)),\"survivors\":\(t(survivors))")
-        out.write(",\"changed\":\(sa.contents != nil && sb.contents != nil ? String(changed) : "null"),\"causes\":[")
-        out.write(causes.map { "{\"cause\":\(jsonString($0.name)),\"a\":\($0.a),\"b\":\($0.b),\"change\":\($0.b - $0.a)}" }.joined(separator: ","))
+        out.write("{\"a\":\(jsonString(a)),\"b\":\(jsonString(b)),\"by\":\"\(by.rawValue)\",\"new\":\(t(new)),\"gone\":\(t(gone)),\"survivors\":\(t(survivors))")
+        out.write(",\"changed\":\(changed.map(String.init) ?? "null"),\"causes\":[")
+        out.write(causes.map { "{\"id\":\"\($0.id)\",\"cause\":\(jsonString($0.name)),\"unit\":\"\($0.unit)\",\"a\":\($0.a),\"b\":\($0.b),\"change\":\($0.b - $0.a)}" }.joined(separator: ","))
         out.write("],\"groups\":[")
         out.write(groups.prefix(limit).map { "{\"key\":\(jsonString($0.key)),\"a\":\(t($0.a)),\"b\":\(t($0.b)),\"change_chunks\":\(Int64($0.b.count) - Int64($0.a.count)),\"change_bytes\":\(Int64($0.b.bytes) - Int64($0.a.bytes))}" }.joined(separator: ","))
         out.write("]}\n")

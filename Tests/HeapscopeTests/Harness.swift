@@ -126,6 +126,22 @@ final class TargetProcess {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
+    /// Send `sig` and wait until the program has rewritten its manifest with `line` in it.
+    func signal(_ sig: Int32, thenWaitFor line: String) throws {
+        kill(pid, sig)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let s = try? String(contentsOfFile: manifestPath, encoding: .utf8), s.hasSuffix("end\n"),
+               s.split(separator: "\n").contains(Substring(line)) {
+                manifest = Manifest(text: s)
+                manifestText = s
+                return
+            }
+            usleep(2000)
+        }
+        throw HarnessError(description: "no manifest with \"\(line)\" after signal \(sig)")
+    }
+
     /// One-letter states of every thread (e.g. "S", "R"; "t"/"T" = stopped).
     func threadStates() -> [String] {
         let tids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []

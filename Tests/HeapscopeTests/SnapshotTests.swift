@@ -131,3 +131,79 @@ struct SnapshotTests {
         #expect((d["groups"] as? [[String: Any]])?.count == Set(ca.keys).union(cb.keys).count)
     }
 }
+
+/// What TestTargets/phases.c says after a phase.
+struct PhaseNotes {
+    var records: [UInt64: UInt64] = [:], leaks: [UInt64: UInt64] = [:], dtv: [UInt64: UInt64] = [:]
+    var exited: [(descriptor: UInt64, start: UInt64, end: UInt64)] = []
+    init(_ text: String) {
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ").map(String.init)
+            func h(_ i: Int) -> UInt64 { UInt64(f[i], radix: 16)! }
+            switch f.first {
+            case "record": records[h(1)] = UInt64(f[2])!
+            case "leak": leaks[h(1)] = UInt64(f[2])!
+            case "dtv": dtv[h(1)] = UInt64(f[2])!
+            case "exited": exited.append((h(1), h(2), h(3)))
+            default: break
+            }
+        }
+    }
+    static func sum(_ d: [UInt64: UInt64]) -> Int { Int(d.values.reduce(0, +)) }
+    /// Usable bytes (what type groups count): chunk size less the 8-byte header.
+    static func usable(_ d: [UInt64: UInt64]) -> Int { Int(d.values.reduce(0) { $0 + $1 - 8 }) }
+}
+
+extension SnapshotTests {
+    @Test("phases: diffs after each phase give exact counts and bytes per type and per cause, unjoined threads included")
+    func phases() throws {
+        let p = try TargetProcess("phases")
+        defer { p.release() }
+        let dir = try temporaryDirectory("snap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var notes: [PhaseNotes] = []
+        for phase in 1...3 {
+            if phase > 1 { try p.signal(SIGUSR1, thenWaitFor: "phase \(phase)") }
+            notes.append(PhaseNotes(p.manifestText))
+            let r = try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", "\(dir)/\(phase).snap"])
+            #expect(r.status == 0, "\(r)")
+        }
+        let (n1, n2, n3) = (notes[0], notes[1], notes[2])
+        #expect(n2.records.count == n1.records.count + 40 && n2.leaks.count == 5 && n3.records.count == 25 && n3.exited.count == 3)
+        func diff(_ a: Int, _ b: Int) throws -> (groups: [String: (chunks: Int, bytes: Int)], causes: [String: Int], json: [String: Any]) {
+            let j = try jsonObject(run(Paths.heapscope, ["diff", "\(dir)/\(a).snap", "\(dir)/\(b).snap", "--json", "--limit", "1000"]).out)
+            var g: [String: (Int, Int)] = [:], c: [String: Int] = [:]
+            for row in j["groups"] as? [[String: Any]] ?? [] { g[row["key"] as! String] = (row["change_chunks"] as! Int, row["change_bytes"] as! Int) }
+            for row in j["causes"] as? [[String: Any]] ?? [] { c[row["id"] as! String] = row["change"] as? Int }
+            return (g, c, j)
+        }
+        // Phase 2: +40 records, 5 leaked chunks (no pointer kept: lost, untyped); nothing else changes.
+        let d12 = try diff(1, 2)
+        #expect(d12.groups["struct record"]! == (40, PhaseNotes.usable(n2.records) - PhaseNotes.usable(n1.records)))
+        #expect(d12.groups["(unknown)"]! == (5, PhaseNotes.usable(n2.leaks)))
+        for (k, v) in d12.groups where k != "struct record" && k != "(unknown)" { #expect(v == (0, 0), "\(k)") }
+        #expect(d12.causes["in_use_reachable"] == PhaseNotes.sum(n2.records) - PhaseNotes.sum(n1.records))
+        #expect(d12.causes["in_use_lost"] == PhaseNotes.sum(n2.leaks))
+        #expect(d12.causes["unjoined_threads"] == 0 && d12.causes["unjoined_stacks"] == 0 && d12.causes["mmapped"] == 0 && d12.causes["arenas"] == 0)
+        #expect((d12.json["new"] as? [String: Any])?["chunks"] as? Int == 45 && (d12.json["gone"] as? [String: Any])?["chunks"] as? Int == 0)
+        // Phase 3: 15 records freed (kept by malloc in tcache and fastbins); 3 threads exited
+        // unjoined: their stacks stay mapped and their dtv blocks stay allocated.
+        let d23 = try diff(2, 3)
+        let freed = PhaseNotes.sum(n2.records) - PhaseNotes.sum(n3.records)
+        #expect(d23.groups["struct record"]! == (-15, PhaseNotes.usable(n3.records) - PhaseNotes.usable(n2.records)))
+        #expect(d23.groups["(unknown)"]! == (3, PhaseNotes.usable(n3.dtv)))
+        for (k, v) in d23.groups where k != "struct record" && k != "(unknown)" { #expect(v == (0, 0), "\(k)") }
+        #expect(d23.causes["in_use_reachable"] == -freed && d23.causes["in_use_lost"] == 0)
+        #expect(d23.causes["free_bins"]! + d23.causes["free_top"]! == freed - PhaseNotes.sum(n3.dtv))
+        #expect(d23.causes["unjoined_threads"] == 3 && d23.causes["unjoined_heap"] == PhaseNotes.sum(n3.dtv))
+        #expect(d23.causes["unjoined_stacks"] == n3.exited.reduce(0) { $0 + Int($1.end - $1.start) })
+        #expect(d23.causes["threads"] == 0 && d23.causes["arenas"] == 0 && d23.causes["cached_stacks"] == 0)
+        // The snapshot names each stack as /proc/self/maps showed it to the program.
+        let s3 = try SnapshotFile.read("\(dir)/3.snap")
+        let ex = try #require(s3.report.heap.exitedThreads)
+        #expect(ex.map { "\($0.descriptor) \($0.start) \($0.end) \($0.state)" }.sorted()
+                == n3.exited.map { "\($0.descriptor) \($0.start) \($0.end) unjoined" }.sorted())
+        let text = try run(Paths.heapscope, ["diff", "\(dir)/2.snap", "\(dir)/3.snap"]).out
+        #expect(text.contains("threads exited, not joined") && text.contains("struct record"), "\(text)")
+    }
+}

@@ -1,0 +1,112 @@
+import Analysis
+import HeapModel
+import Snapshot
+
+/// Two snapshots compared: groups of outstanding chunks (by type, size, owner or state) in A and
+/// B, chunks new in B, gone since A and surviving, and growth explained by cause.
+public struct SnapshotDiff: Sendable {
+    public enum Key: String, Sendable, CaseIterable { case type, size, owner, state }
+    public struct Group: Sendable { public var key: String; public var a = Tally(); public var b = Tally() }
+    /// One cause of growth: `a` and `b` in `unit` ("bytes", "threads", "arenas").
+    public struct Cause: Sendable { public var id: String; public var name: String; public var unit: String; public var a: Int64; public var b: Int64 }
+
+    public private(set) var groups: [Group] = []
+    public private(set) var new = Tally(), gone = Tally(), survivors = Tally()
+    /// Survivors whose bytes differ (nil: not both snapshots hold contents).
+    public private(set) var changed: Int?
+    public private(set) var causes: [Cause] = []
+    public let by: Key
+
+    public init(_ sa: Snapshot, _ sb: Snapshot, by: Key) {
+        self.by = by
+        let ta = TypeInspection(snapshot: sa), tb = TypeInspection(snapshot: sb)
+        var index: [String: Int] = [:]
+        func add(_ t: TypeInspection, _ s: Snapshot, _ isA: Bool) {
+            let typeGroups = t.groups()
+            for k in 0..<t.blocks.count {
+                let i = Int(t.blocks.chunk[k]), bytes = t.blocks.end[k] - t.blocks.start[k]
+                let g: String
+                switch by {
+                case .size: g = String(bytes)
+                case .owner: g = s.owner[i] >= 0 ? s.owners[Int(s.owner[i])] : "(no owner)"
+                case .state: g = s.report.chunks.state[i].name
+                case .type: g = typeGroups.name(typeGroups.of[k])
+                }
+                let at = index[g] ?? { groups.append(Group(key: g)); index[g] = groups.count - 1; return groups.count - 1 }()
+                if isA { groups[at].a.add(bytes) } else { groups[at].b.add(bytes) }
+            }
+        }
+        add(ta, sa, true); add(tb, sb, false)
+        groups.sort {
+            let x = Int64(bitPattern: $0.b.bytes &- $0.a.bytes), y = Int64(bitPattern: $1.b.bytes &- $1.a.bytes)
+            return x != y ? x > y : $0.key < $1.key
+        }
+        // Chunk identity: same user address, size and label; same bytes when both hold contents.
+        func offsets(_ t: TypeInspection) -> [UInt64] {
+            var o: [UInt64] = [], sum: UInt64 = 0
+            for k in 0..<t.blocks.count { o.append(sum); sum += t.blocks.end[k] - t.blocks.start[k] }
+            return o
+        }
+        let oa = offsets(ta), ob = offsets(tb)
+        var ka = 0, differing = 0
+        var matchedA = [Bool](repeating: false, count: ta.blocks.count)
+        for k in 0..<tb.blocks.count {
+            let start = tb.blocks.start[k], size = tb.blocks.end[k] - start
+            while ka < ta.blocks.count && ta.blocks.start[ka] < start { ka += 1 }
+            if ka < ta.blocks.count, ta.blocks.start[ka] == start, ta.blocks.end[ka] - ta.blocks.start[ka] == size,
+               ta.label(ka) == tb.label(k) {
+                matchedA[ka] = true
+                survivors.add(size)
+                if let ca = sa.contents, let cb = sb.contents,
+                   ca[Int(oa[ka])..<Int(oa[ka] + size)] != cb[Int(ob[k])..<Int(ob[k] + size)] { differing += 1 }
+            } else { new.add(size) }
+        }
+        for k in 0..<ta.blocks.count where !matchedA[k] { gone.add(ta.blocks.end[k] - ta.blocks.start[k]) }
+        changed = sa.contents != nil && sb.contents != nil ? differing : nil
+        let xa = SnapshotDiff.causes(sa), xb = SnapshotDiff.causes(sb)
+        causes = zip(xa, xb).map { Cause(id: $0.0.id, name: $0.0.name, unit: $0.0.unit, a: $0.0.value, b: $0.1.value) }
+    }
+
+    /// The seeds' four case studies in one table: in-use growth (reachable, lost), memory malloc
+    /// keeps free (bins and caches, top; what malloc_trim would return), mmapped chunks, arenas,
+    /// and threads that exited without being joined (their stacks stay mapped until pthread_join).
+    static func causes(_ s: Snapshot) -> [(id: String, name: String, unit: String, value: Int64)] {
+        let c = s.report.chunks
+        let heap = s.report.heap
+        // The heap blocks of unjoined threads count with their threads, not as in use.
+        let threadBlocks = Set((heap.exitedThreads ?? []).compactMap { t in
+            c.index(containing: t.heapBlock).flatMap { t.heapBlock != 0 && c.state[$0].isOutstanding ? $0 : nil } })
+        var reach: Int64 = 0, lost: Int64 = 0, free: Int64 = 0, top: Int64 = 0, mm: Int64 = 0, blocks: Int64 = 0
+        for i in 0..<c.count {
+            let sz = Int64(c.size[i])
+            if threadBlocks.contains(i) { blocks += sz; continue }
+            switch c.state[i] {
+            case .inUse: if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach += sz } else { lost += sz }
+            case .mmapped: mm += sz
+            case .top: top += sz
+            case .mallocInternal: break
+            default: free += sz
+            }
+        }
+        let unjoined = heap.exitedTally(.unjoined), cached = heap.exitedTally(.cached)
+        let known = heap.exitedThreads != nil
+        var rows: [(String, String, String, Int64)] = [
+            ("in_use_reachable", "in use, reachable", "bytes", reach),
+            ("in_use_lost", "in use, lost", "bytes", lost),
+            ("free_bins", "free in bins and tcache", "bytes", free),
+            ("free_top", "free at the top of arenas", "bytes", top),
+            ("trimmable", "of the free: malloc_trim(0) would return", "bytes", Int64(heap.trimmableBytes())),
+            ("mmapped", "mmapped chunks", "bytes", mm),
+            ("arenas", "arenas", "arenas", Int64(heap.arenas.count)),
+            ("arena_system", "arena memory from the system", "bytes", Int64(heap.arenas.reduce(0) { $0 + $1.systemBytes })),
+            ("threads", "threads running", "threads", Int64(heap.threads.count)),
+        ]
+        if known {
+            rows += [("unjoined_threads", "threads exited, not joined", "threads", Int64(unjoined.count)),
+                     ("unjoined_stacks", "their stacks and descriptors", "bytes", Int64(unjoined.bytes)),
+                     ("unjoined_heap", "their blocks in the heap (freed at join)", "bytes", blocks),
+                     ("cached_stacks", "stacks glibc caches after join", "bytes", Int64(cached.bytes))]
+        }
+        return rows.map { (id: $0.0, name: $0.1, unit: $0.2, value: $0.3) }
+    }
+}
