@@ -26,6 +26,8 @@ let package = Package(
         .target(name: "CShim", path: "Sources/CShim", linkerSettings: [.linkedLibrary("stdc++"), .linkedLibrary("iberty")]),
         .systemLibrary(name: "CLibdw", path: "Sources/CLibdw", pkgConfig: "libdw",
                        providers: [.apt(["libdw-dev", "libelf-dev"])]),
+        // zlib, for gzip (pprof profiles are gzipped protobuf). libdw links it already.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "ProcessAccess", dependencies: ["CShim"], path: "Sources/ProcessAccess"),
         // Exclusivity is checked at compile time only in Symbols: the run-time checks on its index
         // classes cost 9% of `sym` (measured with perf on 1M addresses); the code is single-threaded
@@ -34,7 +36,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         // The snapshot file format (no dependency on how a snapshot was taken).
-        .target(name: "Snapshot", dependencies: ["HeapModel"], path: "Sources/Snapshot"),
+        .target(name: "Snapshot", dependencies: ["HeapModel", "CZlib"], path: "Sources/Snapshot"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
         // Analysis: the same compile-time-only exclusivity checking, for the scanner's hot loop.
         .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis",

@@ -26,6 +26,9 @@ public struct TypeLabels: Sendable {
     public var ambiguous: [Bool]
     /// The root (index into `roots`) the block was first reached from; -1 none.
     public var owner: [Int32]
+    /// The block whose pointer first reached this one (-1: a root or a vtable seed, or untyped):
+    /// the owner chain root → … → block, one tree.
+    public var parent: [Int32]
     public var roots: [TypedRoot]
     /// Blocks reached with more than one type (counted once each).
     public var conflicts: Int
@@ -33,9 +36,10 @@ public struct TypeLabels: Sendable {
     public var rounds: Int
 
     public init(table: TypeTable, type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool],
-                owner: [Int32], roots: [TypedRoot], conflicts: Int, rounds: Int) {
+                owner: [Int32], parent: [Int32]? = nil, roots: [TypedRoot], conflicts: Int, rounds: Int) {
         self.table = table; self.type = type; self.count = count; self.confidence = confidence; self.ambiguous = ambiguous
-        self.owner = owner; self.roots = roots; self.conflicts = conflicts; self.rounds = rounds
+        self.owner = owner; self.parent = parent ?? .init(repeating: -1, count: type.count)
+        self.roots = roots; self.conflicts = conflicts; self.rounds = rounds
     }
 
     /// "struct node", "shapes::Circle", "struct node*[16]", "char[]".
@@ -81,7 +85,7 @@ public enum TypePropagation {
             for (i, r) in roots.enumerated() { engine.root(r, owner: Int32(i)) }
             engine.drain()
             for s in seeds where engine.type[s.block] < 0 {
-                engine.reach(s.block, s.type, ambiguous: false, owner: -1)
+                engine.reach(s.block, s.type, ambiguous: false, owner: -1, from: -1)
             }
             engine.drain()
             if rounds >= 4 || !engine.settle() { break }
@@ -92,9 +96,9 @@ public enum TypePropagation {
             confidence[k] = engine.pinnedByVtable[k] ? .vtable : .declared
             count[k] = engine.elements(k)
         }
-        let (type, ambiguous, owner) = engine.result()
+        let (type, ambiguous, owner, parent) = engine.result()
         return TypeLabels(table: engine.table, type: type, count: count, confidence: confidence,
-                          ambiguous: ambiguous, owner: owner, roots: roots,
+                          ambiguous: ambiguous, owner: owner, parent: parent, roots: roots,
                           conflicts: engine.votes.count, rounds: rounds)
     }
 }
@@ -111,6 +115,7 @@ private final class Engine {
     let type: UnsafeMutablePointer<Int32>
     let ambiguous: UnsafeMutablePointer<Bool>
     let owner: UnsafeMutablePointer<Int32>
+    let parent: UnsafeMutablePointer<Int32>
     let support: UnsafeMutablePointer<UInt32>
     let pin: UnsafeMutablePointer<Int32>
     let pinnedByVtable: UnsafeMutablePointer<Bool>
@@ -133,7 +138,7 @@ private final class Engine {
             p.initialize(repeating: v, count: max(n, 1))
             return p
         }
-        type = make(-1); ambiguous = make(false); owner = make(-1); support = make(0)
+        type = make(-1); ambiguous = make(false); owner = make(-1); parent = make(-1); support = make(0)
         pin = make(-1); pinnedByVtable = make(false); hasVotes = make(false)
         canonical = .init(repeating: -2, count: table.count)
         labelOf = .init(repeating: -2, count: table.count)
@@ -160,17 +165,17 @@ private final class Engine {
     }
 
     deinit {
-        type.deallocate(); ambiguous.deallocate(); owner.deallocate(); support.deallocate()
+        type.deallocate(); ambiguous.deallocate(); owner.deallocate(); parent.deallocate(); support.deallocate()
         pin.deallocate(); pinnedByVtable.deallocate(); hasVotes.deallocate(); pool.deallocate()
     }
 
-    func result() -> (type: [Int32], ambiguous: [Bool], owner: [Int32]) {
+    func result() -> (type: [Int32], ambiguous: [Bool], owner: [Int32], parent: [Int32]) {
         (Array(UnsafeBufferPointer(start: type, count: n)), Array(UnsafeBufferPointer(start: ambiguous, count: n)),
-         Array(UnsafeBufferPointer(start: owner, count: n)))
+         Array(UnsafeBufferPointer(start: owner, count: n)), Array(UnsafeBufferPointer(start: parent, count: n)))
     }
 
     func reset() {
-        for k in 0..<n { type[k] = -1; ambiguous[k] = false; owner[k] = -1; support[k] = 0; hasVotes[k] = false }
+        for k in 0..<n { type[k] = -1; ambiguous[k] = false; owner[k] = -1; parent[k] = -1; support[k] = 0; hasVotes[k] = false }
         votes = [:]
         queue = []
     }
@@ -261,13 +266,14 @@ private final class Engine {
     }
 
     /// A pointer of type `target*` reaches block `k` (at its start).
-    @inline(__always) func reach(_ k: Int, _ target: Int32, ambiguous amb: Bool, owner o: Int32) {
+    @inline(__always) func reach(_ k: Int, _ target: Int32, ambiguous amb: Bool, owner o: Int32, from: Int32) {
         let current = type[k]
         if current < 0 {
             let p = pin[k]
             type[k] = p >= 0 ? p : target
             ambiguous[k] = amb && p < 0
             owner[k] = o
+            parent[k] = from
             support[k] = 1
             if p >= 0 && canon(p) != canon(target) && !pinnedByVtable[k] { vote(k, target) }
             queue.append(Int32(k))
@@ -297,15 +303,15 @@ private final class Engine {
             let s = table.strip(r.type)
             guard s >= 0, table[s].kind == .pointer, table[s].target >= 0 else { return }
             let l = labelType(table[s].target)
-            if l >= 0, let k = blocks.block(containing: v), blocks.start[k] == v { reach(k, l, ambiguous: false, owner: o) }
+            if l >= 0, let k = blocks.block(containing: v), blocks.start[k] == v { reach(k, l, ambiguous: false, owner: o, from: -1) }
         case .memory(let a):
             let t = Int(r.type), size = layoutSize[t]
             guard layoutCount[t] > 0, let region = memory.region(containing: a, length: max(size, 8)) else { return }
-            scan(region, a, t, count: 1, end: a + max(size, 8), owner: o, ambiguous: false)
+            scan(region, a, t, count: 1, end: a + max(size, 8), owner: o, ambiguous: false, from: -1)
         }
     }
 
-    @inline(__always) private func scan(_ region: Region, _ a: UInt64, _ t: Int, count: UInt64, end: UInt64, owner o: Int32, ambiguous amb: Bool) {
+    @inline(__always) private func scan(_ region: Region, _ a: UInt64, _ t: Int, count: UInt64, end: UInt64, owner o: Int32, ambiguous amb: Bool, from: Int32) {
         let base = region.base, rs = region.start, re = min(region.end, end)
         let size = layoutSize[t], first = Int(layoutStart[t]), slots = Int(layoutCount[t])
         let pool = self.pool
@@ -317,7 +323,7 @@ private final class Engine {
                 guard w >= rs, w + 8 <= re else { continue }
                 let v = base.loadUnaligned(fromByteOffset: Int(w - rs), as: UInt64.self)
                 guard v & 7 == 0, v != 0, let k = blocks.block(containing: v), blocks.start[k] == v else { continue }
-                reach(k, sl.target, ambiguous: sl.ambiguous || amb, owner: o)
+                reach(k, sl.target, ambiguous: sl.ambiguous || amb, owner: o, from: from)
             }
         }
     }
@@ -330,7 +336,7 @@ private final class Engine {
             guard layoutCount[t] > 0, size > 0 else { continue }
             let start = blocks.start[k], usable = blocks.end[k] - start
             guard let region = memory.region(containing: start, length: min(usable, size)) else { continue }
-            scan(region, start, t, count: UInt64(elements(k)), end: blocks.end[k], owner: owner[k], ambiguous: ambiguous[k])
+            scan(region, start, t, count: UInt64(elements(k)), end: blocks.end[k], owner: owner[k], ambiguous: ambiguous[k], from: Int32(k))
         }
     }
 

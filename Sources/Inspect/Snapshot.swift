@@ -20,7 +20,8 @@ extension Inspector {
         // (arrays hoisted out of the loop: reaching them through the structs costs retains per block)
         let labels = r.types?.labels
         let ltype = labels?.type ?? [], lcount = labels?.count ?? [], lconf = labels?.confidence ?? []
-        let lamb = labels?.ambiguous ?? [], lowner = labels?.owner ?? []
+        let lamb = labels?.ambiguous ?? [], lowner = labels?.owner ?? [], lparent = labels?.parent ?? []
+        var parent = [Int32](repeating: -1, count: n)
         let chunkOf = b.chunk, roots = labels?.roots ?? [], hasLabels = labels != nil
         let ltable = labels?.table ?? TypeTable()
         for k in 0..<b.count {
@@ -39,6 +40,7 @@ extension Inspector {
                     }
                     type[i] = typeIDs[ty]!; count[i] = lcount[k]; conf[i] = lconf[k].rawValue; amb[i] = lamb[k]
                 }
+                if lparent[k] >= 0 { parent[i] = chunkOf[Int(lparent[k])] }
                 let o = lowner[k]
                 if o >= 0 {
                     if ownerIDs[o] == nil { ownerIDs[o] = Int32(owners.count); owners.append(roots[Int(o)].name) }
@@ -58,7 +60,7 @@ extension Inspector {
         var hostname = [CChar](repeating: 0, count: 256)
         if gethostname(&hostname, 255) == 0 { meta.append(("host", String(cString: hostname))) }
         return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,
-                        owner: owner, types: types, owners: owners, contents: bytes)
+                        owner: owner, parent: parent, types: types, owners: owners, contents: bytes)
     }
 }
 
@@ -68,7 +70,9 @@ extension TypeInspection {
         let blocks = Blocks(s.report.chunks)
         var table = TypeTable()
         for t in s.types { table.add(.init(kind: TypeTable.Kind(rawValue: t.kind) ?? .structure, name: t.name, size: t.size)) }
-        var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [],
+        var blockOf = [Int32](repeating: -1, count: s.report.chunks.count)
+        for k in 0..<blocks.count { blockOf[Int(blocks.chunk[k])] = Int32(k) }
+        var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [], parent: [],
                                 roots: s.owners.map { TypedRoot(location: .value(0), type: -1, kind: .global, name: $0) },
                                 conflicts: 0, rounds: 0)
         for k in 0..<blocks.count {
@@ -76,6 +80,7 @@ extension TypeInspection {
             labels.type.append(s.type[i]); labels.count.append(s.count[i])
             labels.confidence.append(TypeConfidence(rawValue: s.confidence[i]) ?? .unknown)
             labels.ambiguous.append(s.ambiguous[i]); labels.owner.append(s.owner[i])
+            labels.parent.append(s.parent[i] >= 0 ? blockOf[Int(s.parent[i])] : -1)
         }
         self.init(heap: s.report, blocks: blocks, labels: labels, memory: MemoryImage(), debugInfoMicroseconds: 0,
                   propagationMicroseconds: 0, modules: [])

@@ -17,6 +17,8 @@ public struct Snapshot: Sendable {
     public var ambiguous: [Bool]
     /// Per chunk: index into `owners` (-1: none).
     public var owner: [Int32]
+    /// Per chunk: the chunk whose pointer first reached it while typing (-1: a root, or none).
+    public var parent: [Int32]
     /// Distinct types the labels use (name, kind raw value, element size): enough to print them.
     public var types: [(name: String, kind: UInt8, size: UInt64)]
     public var owners: [String]
@@ -24,8 +26,9 @@ public struct Snapshot: Sendable {
     public var contents: [UInt8]?
 
     public init(meta: [(key: String, value: String)], report: HeapReport, leakClass: [UInt8], type: [Int32], count: [UInt32],
-                confidence: [UInt8], ambiguous: [Bool], owner: [Int32], types: [(name: String, kind: UInt8, size: UInt64)],
-                owners: [String], contents: [UInt8]?) {
+                confidence: [UInt8], ambiguous: [Bool], owner: [Int32], parent: [Int32]? = nil,
+                types: [(name: String, kind: UInt8, size: UInt64)], owners: [String], contents: [UInt8]?) {
+        self.parent = parent ?? .init(repeating: -1, count: leakClass.count)
         self.meta = meta; self.report = report; self.leakClass = leakClass; self.type = type; self.count = count
         self.confidence = confidence; self.ambiguous = ambiguous; self.owner = owner; self.types = types
         self.owners = owners; self.contents = contents
@@ -66,7 +69,7 @@ public enum SnapshotFile {
     public static let version: UInt32 = 1
     static let magic: [UInt8] = Array("HSNAP\r\n".utf8) + [0x1a]
     enum Section: UInt32, CaseIterable {
-        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents, exitedThreads
+        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents, exitedThreads, parents
         var name: String { "\(self)" }
     }
 
@@ -75,7 +78,11 @@ public enum SnapshotFile {
     /// Write `s` to `path`, created with mode 0600 (heap contents are secrets): a temporary file
     /// in the same directory, renamed into place when complete.
     public static func write(_ s: Snapshot, to path: String) throws(SnapshotError) {
-        let bytes = encode(s)
+        try writeFile(encode(s), to: path)
+    }
+
+    /// Write `bytes` to `path` as snapshots are written: mode 0600, temporary file, rename.
+    public static func writeFile(_ bytes: [UInt8], to path: String) throws(SnapshotError) {
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .io(path: tmp, errno: errno, doing: "create") }
@@ -142,6 +149,17 @@ public enum SnapshotFile {
         }
         sections.append((.labels, w.take()))
         if let c = s.contents { sections.append((.contents, c)) }
+        // Parents: zigzag(i - parent) per chunk, 0 for none (a chunk never reaches itself first).
+        if s.parent.contains(where: { $0 >= 0 }) {
+            w.bytes.reserveCapacity(t.count * 2)
+            for i in 0..<t.count {
+                let p = s.parent[i]
+                if p < 0 { w.bytes.append(0); continue }
+                let d = Int64(i) - Int64(p)
+                w.uv(UInt64(bitPattern: (d << 1) ^ (d >> 63)))
+            }
+            sections.append((.parents, w.take()))
+        }
         // Exited threads' stacks (absent: the descriptors could not be read; older files).
         if let ex = r.heap.exitedThreads {
             w.uv(UInt64(ex.count))
@@ -308,8 +326,19 @@ public enum SnapshotFile {
                 for i in 0..<n where state[i].isOutstanding { need += table.usableSize(i) }
                 guard UInt64(c.count) == need else { throw Reader.Bad.value("contents hold \(c.count) bytes, the chunks \(need)") }
             }
+            var parent = [Int32](repeating: -1, count: n)
+            if let body = body[.parents] {
+                r = Reader(body)
+                for i in 0..<n {
+                    let z = try r.uv()
+                    guard z != 0 else { continue }
+                    let d = Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))), p = Int64(i) - d
+                    guard p >= 0, p < Int64(n) else { throw Reader.Bad.value("parent of chunk \(i)") }
+                    parent[i] = Int32(p)
+                }
+            }
             return Snapshot(meta: meta, report: report, leakClass: cls, type: type, count: cnt, confidence: conf, ambiguous: amb,
-                            owner: own, types: types, owners: owners, contents: contents)
+                            owner: own, parent: parent, types: types, owners: owners, contents: contents)
         } catch let e as Reader.Bad {
             throw .corrupted(path: path, what: e.description)
         } catch {

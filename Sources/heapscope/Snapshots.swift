@@ -18,6 +18,8 @@ struct SnapshotCommand: ParsableCommand {
     @OptionGroup var target: TargetOptions
     @Option(name: .shortAndLong, help: "The file to write.") var output: String
     @Flag(help: "Also save the contents of every outstanding chunk.") var contents = false
+    @Option(help: ArgumentHelp("Also write the heap as a gzipped pprof profile (inuse_objects, inuse_space; stacks = owner chains).", valueName: "file"))
+    var pprof: String?
 
     func run() throws {
         try target.requireLive("snapshot")
@@ -25,7 +27,10 @@ struct SnapshotCommand: ParsableCommand {
         let t0 = monotonic()
         let s = try target.attach { pid, o throws(InspectError) in try Inspector.snapshot(pid: pid, options: o, contents: withContents) }
         let t1 = monotonic()
-        do { try SnapshotFile.write(s, to: output) } catch {
+        do {
+            try SnapshotFile.write(s, to: output)
+            if let pprof { try PprofProfile(heapOf: s).write(to: pprof) }
+        } catch {
             FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
         }
         let t2 = monotonic()
@@ -56,6 +61,8 @@ struct Diff: ParsableCommand {
     @Option(help: "Group by type, size, owner or state.") var by = "type"
     @Option(help: "Print at most this many groups.") var limit = 30
     @Flag(help: "Print JSON instead of text.") var json = false
+    @Option(help: ArgumentHelp("Also write B minus A per owner chain as a gzipped pprof profile (what pprof -diff_base shows).", valueName: "file"))
+    var pprof: String?
 
     func validate() throws {
         if SnapshotDiff.Key(rawValue: by) == nil { throw ValidationError("--by takes type, size, owner or state") }
@@ -65,6 +72,11 @@ struct Diff: ParsableCommand {
     func run() throws {
         let sa = try readSnapshot(a), sb = try readSnapshot(b)
         let d = SnapshotDiff(sa, sb, by: SnapshotDiff.Key(rawValue: by)!)
+        if let pprof {
+            do { try PprofProfile(heapOf: sb, base: sa).write(to: pprof) } catch {
+                FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
+            }
+        }
         var out = OutputBuffer()
         if json { d.json(into: &out, limit: limit, a: a, b: b) } else { d.text(into: &out, limit: limit, a: a, b: b, sa, sb) }
         out.flush()

@@ -27,7 +27,8 @@ struct SnapshotTests {
         #expect(r.report.arenas.map(\.byState) == s.report.arenas.map(\.byState) && r.report.threads.map(\.tid) == s.report.threads.map(\.tid))
         #expect(r.leakClass == s.leakClass && r.type == s.type && r.count == s.count && r.confidence == s.confidence)
         #expect(r.ambiguous == s.ambiguous && r.owner == s.owner && r.owners == s.owners && r.types.map(\.name) == s.types.map(\.name))
-        #expect(r.contents == s.contents && r.value("exe")?.hasSuffix("/typed") == true)
+        #expect(r.contents == s.contents && r.value("exe")?.hasSuffix("/typed") == true && r.parent == s.parent && r.parent.contains { $0 >= 0 })
+        #expect(r.report.heap.exitedThreads == s.report.heap.exitedThreads && r.report.heap.exitedThreads != nil)
         // The manifest's chunks, their contents and labels.
         let t = TypeInspection(snapshot: r)
         let notes = TypeNotes(p.manifestText)
@@ -92,7 +93,7 @@ struct SnapshotTests {
             let off = (0..<8).reduce(0) { $0 | Int(bytes[e + 8 + $1]) << (8 * $1) }, len = (0..<8).reduce(0) { $0 | Int(bytes[e + 16 + $1]) << (8 * $1) }
             guard len > 0 else { continue }
             var flipped = bytes; flipped[off + len / 2] ^= 0x01
-            let names = ["", "meta", "strings", "report", "arenas", "threads", "warnings", "chunks", "labels", "contents"]
+            let names = ["", "meta", "strings", "report", "arenas", "threads", "warnings", "chunks", "labels", "contents", "exitedThreads", "parents"]
             try check("flip\(k)", flipped, "is corrupted: section \(names[Int(bytes[e])]) checksum mismatch")
         }
         let missing = try run(Paths.heapscope, ["types", dir + "/none.snap"])
@@ -205,5 +206,106 @@ extension SnapshotTests {
                 == n3.exited.map { "\($0.descriptor) \($0.start) \($0.end) unjoined" }.sorted())
         let text = try run(Paths.heapscope, ["diff", "\(dir)/2.snap", "\(dir)/3.snap"]).out
         #expect(text.contains("threads exited, not joined") && text.contains("struct record"), "\(text)")
+    }
+}
+
+/// A pprof profile as `protoc --decode` prints it (against Tests/pprof/profile.proto): samples as
+/// stacks of frame names, leaf first, with their values.
+struct DecodedProfile {
+    var sampleTypes: [String] = []
+    var samples: [(stack: [String], values: [Int])] = []
+    var total: [Int] { (0..<sampleTypes.count).map { i in samples.reduce(0) { $0 + $1.values[i] } } }
+
+    init(gzipped path: String) throws {
+        let dir = try temporaryDirectory("pprof")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try run("/bin/sh", ["-c", "gzip -dc \"$0\" | protoc --decode=perftools.profiles.Profile -I \"$1\" profile.proto",
+                                    path, Paths.root + "/Tests/pprof"])
+        guard r.status == 0 else { throw HarnessError(description: "protoc: \(r.err)") }
+        var strings: [String] = [], types: [Int] = [], fnName: [Int: Int] = [:], locFn: [Int: Int] = [:]
+        var raw: [(locs: [Int], values: [Int])] = []
+        var block: [String] = [], id = 0, name = 0, fid = 0, locs: [Int] = [], values: [Int] = []
+        for line in r.out.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if line.hasSuffix("{") { block.append(String(line.dropLast(2))); continue }
+            if line == "}" {
+                switch block.popLast() {
+                case "sample": raw.append((locs, values)); locs = []; values = []
+                case "function": fnName[id] = name
+                case "location": locFn[id] = fid
+                default: break
+                }
+                continue
+            }
+            let kv = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard kv.count == 2 else { continue }
+            switch (block.last ?? "", kv[0]) {
+            case ("", "string_table"): strings.append(DecodedProfile.unquote(kv[1]))
+            case ("sample_type", "type"): types.append(Int(kv[1])!)
+            case ("sample", "location_id"): locs.append(Int(kv[1])!)
+            case ("sample", "value"): values.append(Int(kv[1])!)
+            case ("function", "id"), ("location", "id"): id = Int(kv[1])!
+            case ("function", "name"): name = Int(kv[1])!
+            case ("line", "function_id"): fid = Int(kv[1])!
+            default: break
+            }
+        }
+        sampleTypes = types.map { strings[$0] }
+        samples = raw.map { (s: (locs: [Int], values: [Int])) in (s.locs.map { strings[fnName[locFn[$0]!]!] }, s.values) }
+    }
+
+    /// A protoc text-format string: quotes, backslash escapes, octal bytes.
+    static func unquote(_ s: String) -> String {
+        var bytes: [UInt8] = [], i = 0
+        let it = Array(s.utf8.dropFirst().dropLast())
+        while i < it.count {
+            if it[i] == UInt8(ascii: "\\"), i + 1 < it.count {
+                let digits = it[(i + 1)..<min(i + 4, it.count)]
+                if digits.count == 3, digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }),
+                   let d = Int(String(decoding: digits, as: UTF8.self), radix: 8) {
+                    bytes.append(UInt8(d)); i += 4; continue
+                }
+                let c = it[i + 1]
+                bytes.append(c == UInt8(ascii: "n") ? 10 : c); i += 2; continue
+            }
+            bytes.append(it[i]); i += 1
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension SnapshotTests {
+    @Test("pprof: the profile decodes with protoc; totals equal the snapshot's; stacks run from each noted owner to the type; diff = B - A")
+    func pprof() throws {
+        let p = try TargetProcess("typed"), q = try TargetProcess("phases")
+        defer { p.release(); q.release() }
+        let dir = try temporaryDirectory("snap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", dir + "/a.snap", "--pprof", dir + "/a.pb.gz"])
+        #expect(r.status == 0, "\(r)")
+        var st = stat()
+        #expect(stat(dir + "/a.pb.gz", &st) == 0 && st.st_mode & 0o777 == 0o600)
+        let s = try SnapshotFile.read(dir + "/a.snap")
+        let t = TypeInspection(snapshot: s)
+        let usable = (0..<t.blocks.count).reduce(0) { $0 + Int(t.blocks.end[$1] - t.blocks.start[$1]) }
+        let prof = try DecodedProfile(gzipped: dir + "/a.pb.gz")
+        #expect(prof.sampleTypes == ["inuse_objects", "inuse_space"])
+        #expect(prof.total == [t.blocks.count, usable])
+        // Every noted owner is the root of a stack whose leaf is the type noted for its chunk.
+        let notes = TypeNotes(p.manifestText)
+        #expect(!notes.owner.isEmpty)
+        for (addr, root) in notes.owner {
+            let leaf = notes.type[addr].map { $0.name.hasSuffix("]") ? String($0.name[..<$0.name.lastIndex(of: "[")!]) + "[]" : $0.name }
+            #expect(prof.samples.contains { $0.stack.last == root && $0.stack.first == leaf }, "\(root) -> \(leaf ?? "?")")
+        }
+        // Diff profile of the phases target: B - A per stack; the 40 records under their root.
+        #expect(try run(Paths.heapscope, ["snapshot", String(q.pid), "-o", dir + "/1.snap"]).status == 0)
+        try q.signal(SIGUSR1, thenWaitFor: "phase 2")
+        #expect(try run(Paths.heapscope, ["snapshot", String(q.pid), "-o", dir + "/2.snap"]).status == 0)
+        #expect(try run(Paths.heapscope, ["diff", dir + "/1.snap", dir + "/2.snap", "--pprof", dir + "/d.pb.gz"]).status == 0)
+        let d = try DecodedProfile(gzipped: dir + "/d.pb.gz")
+        let n = PhaseNotes(q.manifestText)
+        #expect(d.total == [45, PhaseNotes.usable(n.records) + PhaseNotes.usable(n.leaks)])
+        #expect(d.samples.filter { $0.stack.first == "struct record" }.map(\.values) == [[40, PhaseNotes.usable(n.records)]])
+        #expect(d.samples.filter { $0.stack.first == "(unknown)" }.map(\.stack) == [["(unknown)", "(definitely lost)"]])
     }
 }

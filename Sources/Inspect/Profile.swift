@@ -1,0 +1,88 @@
+import Analysis
+import HeapModel
+import Snapshot
+
+extension PprofProfile {
+    /// The outstanding chunks of `b` as a pprof heap profile: sample types inuse_objects/count and
+    /// inuse_space/bytes (usable bytes); each chunk's "stack" is its owner chain, root first — the
+    /// root variable that reached it (or its leak class when no typed root did), then the types
+    /// of the chunks whose pointers led to it (runs of one type, as in a list, folded into one
+    /// frame), then its own type. With `base`: B minus A for every stack, what
+    /// `pprof -diff_base=A B` shows, in one file.
+    public init(heapOf b: Snapshot, base a: Snapshot? = nil) {
+        self.init(sampleTypes: [("inuse_objects", "count"), ("inuse_space", "bytes")])
+        defaultSampleType = "inuse_space"
+        var trie = StackTrie()
+        var objects: [Int64] = [], bytes: [Int64] = []
+        func add(_ s: Snapshot, _ sign: Int64) {
+            let t = TypeInspection(snapshot: s), g = t.groups(), n = t.blocks.count
+            let parent = t.labels.parent, owner = t.labels.owner
+            var node = [Int32](repeating: -1, count: n)
+            var path: [Int] = []
+            for k in 0..<n where node[k] < 0 {
+                path.removeAll(keepingCapacity: true)
+                var j = k
+                while j >= 0 && node[j] < 0 && path.count <= n { path.append(j); j = Int(parent[j]) }
+                var at: Int32
+                if j >= 0 { at = node[j] } else {
+                    let top = path.last!, o = owner[top]
+                    let root = o >= 0 ? t.labels.roots[Int(o)].name
+                        : "(" + String((LeakClass(rawValue: s.leakClass[Int(t.blocks.chunk[top])])?.name ?? "not outstanding").map { $0 == "_" ? " " : $0 }) + ")"
+                    at = trie.child(root, of: -1)
+                }
+                for p in path.reversed() {
+                    let name = g.name(g.of[p])
+                    if trie.frameName(at) != name { at = trie.child(name, of: trie.capped(at)) }
+                    node[p] = at
+                }
+            }
+            objects += .init(repeating: 0, count: trie.count - objects.count)
+            bytes += .init(repeating: 0, count: trie.count - bytes.count)
+            for k in 0..<n {
+                let x = Int(node[k])
+                objects[x] += sign; bytes[x] += sign * Int64(t.blocks.end[k] - t.blocks.start[k])
+            }
+        }
+        if let a { add(a, -1) }
+        add(b, 1)
+        frames = trie.frames
+        for x in 0..<objects.count where objects[x] != 0 || bytes[x] != 0 {
+            samples.append((trie.stack(Int32(x)), [objects[x], bytes[x]]))
+        }
+        timeNanos = Int64(b.value("taken_at_unix_ns") ?? "") ?? 0
+        comments = ["heapscope: pid \(b.report.pid) \(b.value("exe") ?? "")" + (a != nil ? " minus pid \(a!.report.pid) (base)" : "")]
+    }
+}
+
+/// Stacks as a trie of frames: each node one frame under its parent (root first).
+struct StackTrie {
+    var frames: [String] = []
+    private var frameIDs: [String: Int32] = [:]
+    private var frame: [Int32] = [], parent: [Int32] = [], depth: [Int32] = []
+    private var index: [UInt64: Int32] = [:]
+    static let maxDepth: Int32 = 64
+    var count: Int { frame.count }
+
+    mutating func child(_ name: String, of p: Int32) -> Int32 {
+        let f = frameIDs[name] ?? { frames.append(name); frameIDs[name] = Int32(frames.count - 1); return Int32(frames.count - 1) }()
+        let key = UInt64(UInt32(bitPattern: f)) << 32 | UInt64(UInt32(bitPattern: p &+ 1))
+        if let x = index[key] { return x }
+        frame.append(f); parent.append(p); depth.append(p < 0 ? 1 : depth[Int(p)] + 1)
+        index[key] = Int32(frame.count - 1)
+        return Int32(frame.count - 1)
+    }
+    func frameName(_ x: Int32) -> String { frames[Int(frame[Int(x)])] }
+    /// `x`, or past the depth limit an "…" frame under its ancestor a few frames up.
+    mutating func capped(_ x: Int32) -> Int32 {
+        guard depth[Int(x)] >= StackTrie.maxDepth else { return x }
+        var y = x
+        while depth[Int(y)] > StackTrie.maxDepth - 2 { y = parent[Int(y)] }
+        return child("…", of: y)
+    }
+    /// Frame indexes of node `x`'s stack, leaf first.
+    func stack(_ x: Int32) -> [Int] {
+        var out: [Int] = [], y = x
+        while y >= 0 { out.append(Int(frame[Int(y)])); y = parent[Int(y)] }
+        return out
+    }
+}
