@@ -3,6 +3,7 @@ import Glibc
 import HeapModel
 import ProcessAccess
 import Snapshot
+import Symbols
 
 extension Inspector {
     /// One inspection with everything the analyses produce — heap walk, leak class and type of
@@ -57,6 +58,11 @@ extension Inspector {
             ("taken_at_unix_ns", String(realtimeNs())), ("glibc", r.heap.allocatorVersion),
             ("inspection_us", String((nowNs() - t0) / 1000)), ("contents", contents ? "yes" : "no"),
         ]
+        // Build-ids of the mapped files, to tell whether a later snapshot ran the same code.
+        var seen: Set<String> = []
+        for m in (try? ProcFS.maps(pid: pid)) ?? [] where m.offset == 0 && m.path.hasPrefix("/") && seen.insert(m.path).inserted {
+            if let id = elfBuildID(path: ProcFS.mappedFilePath(pid: pid, mapping: m)) { meta.append(("build_id:" + m.path, id)) }
+        }
         var hostname = [CChar](repeating: 0, count: 256)
         if gethostname(&hostname, 255) == 0 { meta.append(("host", String(cString: hostname))) }
         return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,

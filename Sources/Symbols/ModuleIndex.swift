@@ -441,7 +441,7 @@ final class ModuleIndex {
     }
 }
 
-private func format2hex(_ b: UInt8) -> String {
+func format2hex(_ b: UInt8) -> String {
     let d = Array("0123456789abcdef")
     return String([d[Int(b >> 4)], d[Int(b & 15)]])
 }

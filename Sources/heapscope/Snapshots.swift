@@ -89,6 +89,9 @@ extension SnapshotDiff {
     func text(into out: inout OutputBuffer, limit: Int, a: String, b: String, _ sa: Snapshot, _ sb: Snapshot) {
         func who(_ s: Snapshot) -> String { "pid \(s.report.pid) (\(s.value("exe") ?? "?")), \(s.report.chunks.count) chunks" }
         out.write("A: \(a): \(who(sa))\nB: \(b): \(who(sb))\n")
+        for (k, v) in sb.meta where k.hasPrefix("build_id:") {
+            if let old = sa.value(k), old != v { out.write("note: \(k.dropFirst(9)) is another build in B (build-id \(old) -> \(v))\n") }
+        }
         out.write("chunks: new in B \(new.count) (\(new.bytes) bytes), gone since A \(gone.count) (\(gone.bytes) bytes), survivors \(survivors.count) (\(survivors.bytes) bytes)")
         out.write(changed.map { ", \($0) of them with changed contents\n" } ?? "\n")
         out.write("\ngrowth by cause                              \(pad("A", 14)) \(pad("B", 14)) \(pad("change", 14))\n")

@@ -29,6 +29,12 @@ struct SnapshotTests {
         #expect(r.ambiguous == s.ambiguous && r.owner == s.owner && r.owners == s.owners && r.types.map(\.name) == s.types.map(\.name))
         #expect(r.contents == s.contents && r.value("exe")?.hasSuffix("/typed") == true && r.parent == s.parent && r.parent.contains { $0 >= 0 })
         #expect(r.report.heap.exitedThreads == s.report.heap.exitedThreads && r.report.heap.exitedThreads != nil)
+        // Build-ids of the mapped files, as readelf -n reads them.
+        let exe = try #require(r.value("exe"))
+        let notes0 = try run("/usr/bin/readelf", ["-n", exe]).out
+        let readelfID = notes0.split(separator: "\n").first { $0.contains("Build ID:") }?.split(separator: " ").last.map(String.init)
+        #expect(readelfID != nil && r.value("build_id:" + exe) == readelfID)
+        #expect(r.meta.filter { $0.key.hasPrefix("build_id:") }.count >= 3)   // typed, libtypedlib.so, libc, ld.so
         // The manifest's chunks, their contents and labels.
         let t = TypeInspection(snapshot: r)
         let notes = TypeNotes(p.manifestText)
