@@ -217,7 +217,9 @@ final class TypeReader {
         guard dwarf_child(&root, &child) == 0 else { return }
         var pending: [(Dwarf_Die, String)] = []
         repeat { pending.append((child, "")) } while nextSibling(&child)
-        while var (d, prefix) = pending.popLast() {
+        while let next = pending.popLast() {
+            var d = next.0
+            let prefix = next.1
             guard let inner = visit(&d, dwarf_tag(&d), prefix), dwarf_haschildren(&d) != 0, dwarf_child(&d, &child) == 0 else { continue }
             repeat { pending.append((child, inner)) } while nextSibling(&child)
         }
