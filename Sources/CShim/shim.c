@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -73,6 +74,17 @@ int hs_pending_termination_signal(void) {
     for (unsigned i = 0; i < 4; i++) if (sigismember(&p, sigs[i])) return sigs[i];
     return 0;
 }
+
+static volatile sig_atomic_t stop_signal;
+static void on_stop(int sig) { stop_signal = sig; }
+void hs_catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, 0); sigaction(SIGTERM, &sa, 0); sigaction(SIGHUP, &sa, 0);
+}
+int hs_stop_signal(void) { return stop_signal; }
 
 uint64_t hs_monotonic_ns(void) {
     struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);

@@ -23,7 +23,7 @@ struct Heapscope: ParsableCommand {
 
         Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
         """,
-        subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Show.self, SnapshotCommand.self, Diff.self, Sym.self, Gensyms.self])
+        subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Show.self, SnapshotCommand.self, Diff.self, Watch.self, Sym.self, Gensyms.self])
 }
 
 /// Options every command that attaches shares.

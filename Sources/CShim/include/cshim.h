@@ -50,6 +50,10 @@ ssize_t hs_readv_remote(pid_t pid, const struct iovec *local, unsigned long nloc
 void hs_block_termination_signals(int block);
 /// The first of SIGINT, SIGTERM, SIGHUP, SIGQUIT that is pending, or 0.
 int hs_pending_termination_signal(void);
+/* For long-running commands (watch): SIGINT, SIGTERM and SIGHUP set a flag instead of ending
+ * heapscope (no SA_RESTART: a sleep returns early). hs_stop_signal() is the signal, or 0. */
+void hs_catch_stop_signals(void);
+int hs_stop_signal(void);
 
 /// Monotonic clock in nanoseconds.
 uint64_t hs_monotonic_ns(void);

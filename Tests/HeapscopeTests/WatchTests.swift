@@ -1,0 +1,85 @@
+import Foundation
+import Glibc
+import ProcessAccess
+import Testing
+
+/// `heapscope watch`: one line per sample with what the target's own manifest says it holds,
+/// chunks that never went away, Ctrl-C and a target that exits.
+@Suite("Watch", .serialized, .timeLimit(.minutes(3)))
+struct WatchTests {
+    /// Bytes of outstanding chunks as the manifest lists them (usable + 8-byte header).
+    func inUseBytes(_ m: Manifest) -> Int { m.live.reduce(0) { $0 + Int($1.value) + 8 } }
+
+    @Test("--count 3 --json: three samples of exactly the manifest's in-use bytes; --older-than 0s lists every chunk")
+    func samples() throws {
+        let p = try TargetProcess("phases")
+        defer { p.release() }
+        #expect(p.manifest.mmapped.isEmpty)
+        let r = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "100ms", "--count", "3", "--older-than", "0s", "--json"])
+        #expect(r.status == 0, "\(r)")
+        let lines = try r.out.split(separator: "\n").map { try jsonObject(String($0)) }
+        #expect(lines.count == 4)
+        for (i, s) in lines.prefix(3).enumerated() {
+            #expect(s["sample"] as? Int == i + 1 && s["in_use_bytes"] as? Int == inUseBytes(p.manifest) && s["threads"] as? Int == 1)
+        }
+        #expect(lines[0]["slope_bytes_per_s"] is NSNull && lines[2]["slope_bytes_per_s"] as? Double == 0)
+        let sum = try #require(lines[3]["summary"] as? [String: Any])
+        #expect(sum["samples"] as? Int == 3 && sum["ended"] as? String == "3 samples")
+        let old = try #require(sum["old_chunks"] as? [[String: Any]])
+        #expect(old.reduce(0) { $0 + ($1["chunks"] as! Int) } == p.manifest.live.count)
+        #expect(old.reduce(0) { $0 + ($1["bytes"] as! Int) } == inUseBytes(p.manifest))
+        // Text: a header, three lines, the summary and the table of old chunks.
+        let t = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "50ms", "--count", "2", "--older-than", "1h"])
+        #expect(t.status == 0 && t.out.contains("ended (2 samples) after 2 samples") && t.out.contains("for at least 3600 s: 0 (0 B)"), "\(t.out)")
+        let bad = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "soon"])
+        #expect(bad.status == 64 && bad.err.contains("--interval takes a duration"))
+    }
+
+    /// Start `watch` in the background; its stdout and stderr go to files in `dir`.
+    func startWatch(_ pid: Int32, dir: String, _ extra: [String] = []) throws -> Spawned {
+        try Spawned.start(Paths.heapscope, ["watch", String(pid), "--interval", "100ms", "--json"] + extra, stdinPipe: false,
+                          stdout: dir + "/out", stderr: dir + "/err")
+    }
+    func waitForLines(_ path: String, _ n: Int) -> [String] {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            if lines.count >= n { return lines }
+            usleep(20_000)
+        }
+        return []
+    }
+
+    @Test("Ctrl-C: exit 0 with a summary; the target runs on, not stopped")
+    func interrupt() throws {
+        let p = try TargetProcess("phases")
+        defer { p.release() }
+        let dir = try temporaryDirectory("watch")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let w = try startWatch(p.pid, dir: dir)
+        #expect(waitForLines(dir + "/out", 2).count >= 2)
+        kill(w.pid, SIGINT)
+        let st = try #require(w.wait(timeoutSeconds: 20))
+        #expect(exitCode(ofWaitStatus: st.status) == 0)
+        let lines = waitForLines(dir + "/out", 3)
+        let sum = try #require(try jsonObject(lines.last!)["summary"] as? [String: Any])
+        #expect(sum["ended"] as? String == "signal 2" && (sum["samples"] as? Int ?? 0) >= 2)
+        #expect(kill(p.pid, 0) == 0 && !p.threadStates().contains { $0 == "t" || $0 == "T" })
+        #expect(p.release().ok)
+    }
+
+    @Test("the target exits: a summary and exit 5")
+    func targetExits() throws {
+        let p = try TargetProcess("phases")
+        let dir = try temporaryDirectory("watch")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let w = try startWatch(p.pid, dir: dir)
+        #expect(waitForLines(dir + "/out", 2).count >= 2)
+        p.release()
+        let st = try #require(w.wait(timeoutSeconds: 20))
+        #expect(exitCode(ofWaitStatus: st.status) == 5)
+        let lines = waitForLines(dir + "/out", 3)
+        let sum = try #require(try jsonObject(lines.last!)["summary"] as? [String: Any])
+        #expect(sum["ended"] as? String == "target \(p.pid) exited" && (sum["samples"] as? Int ?? 0) >= 2)
+    }
+}
