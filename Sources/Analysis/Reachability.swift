@@ -123,6 +123,9 @@ public struct LeakReport: Sendable {
     public var tallies: [LeakClass: Tally]
     /// Bytes of roots and blocks scanned.
     public var scannedBytes: UInt64
+    public init(blocks: Blocks, leakClass: [LeakClass], tallies: [LeakClass: Tally], scannedBytes: UInt64) {
+        self.blocks = blocks; self.leakClass = leakClass; self.tallies = tallies; self.scannedBytes = scannedBytes
+    }
 }
 
 public enum Reachability {

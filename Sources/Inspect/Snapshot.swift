@@ -63,6 +63,8 @@ extension Inspector {
         for m in (try? ProcFS.maps(pid: pid)) ?? [] where m.offset == 0 && m.path.hasPrefix("/") && seen.insert(m.path).inserted {
             if let id = elfBuildID(path: ProcFS.mappedFilePath(pid: pid, mapping: m)) { meta.append(("build_id:" + m.path, id)) }
         }
+        for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
+        meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
         var hostname = [CChar](repeating: 0, count: 256)
         if gethostname(&hostname, 255) == 0 { meta.append(("host", String(cString: hostname))) }
         return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,
@@ -88,8 +90,57 @@ extension TypeInspection {
             labels.ambiguous.append(s.ambiguous[i]); labels.owner.append(s.owner[i])
             labels.parent.append(s.parent[i] >= 0 ? blockOf[Int(s.parent[i])] : -1)
         }
-        self.init(heap: s.report, blocks: blocks, labels: labels, memory: MemoryImage(), debugInfoMicroseconds: 0,
+        self.init(heap: s.report, blocks: blocks, labels: labels, memory: s.contentsImage(), debugInfoMicroseconds: 0,
                   propagationMicroseconds: 0, modules: [])
+    }
+}
+
+extension Snapshot {
+    /// The saved contents as memory at their addresses (empty without --contents): one region
+    /// per run of chunks less than a page apart, the gaps (chunk headers) zero.
+    public func contentsImage() -> MemoryImage {
+        let image = MemoryImage()
+        guard let c = contents else { return image }
+        let t = report.chunks
+        var runStart: UInt64 = 0, runEnd: UInt64 = 0, bytes: [UInt8] = [], offset = 0
+        func flush() {
+            guard !bytes.isEmpty else { return }
+            let r = Region(start: runStart, count: bytes.count, label: "snapshot contents")
+            bytes.withUnsafeBytes { r.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            image.add(r)
+            bytes = []
+        }
+        for i in 0..<t.count where t.state[i].isOutstanding {
+            let u = t.userAddress(i), n = Int(t.usableSize(i))
+            if bytes.isEmpty || u < runEnd || u - runEnd > 4096 { flush(); runStart = u; runEnd = u }
+            bytes += [UInt8](repeating: 0, count: Int(u - runEnd))
+            bytes += c[offset..<offset + n]
+            offset += n; runEnd = u + UInt64(n)
+        }
+        flush()
+        return image
+    }
+}
+
+extension Inspector {
+    /// A leak check as a snapshot recorded it: the class of every outstanding chunk, its type,
+    /// the contents when saved; no roots (their memory is not in the file) but their sizes.
+    public static func leaks(snapshot s: Snapshot) -> LeakInspection {
+        let types = TypeInspection(snapshot: s)
+        let b = types.blocks
+        var cls: [LeakClass] = [], tallies: [LeakClass: Tally] = [:]
+        cls.reserveCapacity(b.count)
+        for k in 0..<b.count {
+            let c = LeakClass(rawValue: s.leakClass[Int(b.chunk[k])]) ?? .stillReachable
+            cls.append(c); tallies[c, default: Tally()].add(b.end[k] - b.start[k])
+        }
+        var rootBytes: [RootKind: UInt64] = [:]
+        for (k, v) in s.meta where k.hasPrefix("roots:") {
+            if let kind = RootKind(rawValue: String(k.dropFirst(6))), let n = UInt64(v) { rootBytes[kind] = n }
+        }
+        let scanned = s.value("scanned_bytes").flatMap { UInt64($0) } ?? 0
+        return LeakInspection(heap: s.report, leaks: LeakReport(blocks: b, leakClass: cls, tallies: tallies, scannedBytes: scanned),
+                              roots: [], registers: [], rootBytes: rootBytes, memory: types.memory, types: types)
     }
 }
 

@@ -19,7 +19,8 @@ struct Heapscope: ParsableCommand {
         8 a snapshot file that cannot be read (truncated, corrupted, foreign, newer format); \
         64 usage error; 128+N interrupted by signal N (the target is detached first).
 
-        stat, chunks and types also take a snapshot file (heapscope snapshot) instead of a PID.
+        stat, chunks, types, leaks, why and show also take a snapshot file (heapscope snapshot) \
+        instead of a PID; show needs one taken with --contents.
 
         Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
         """,
@@ -28,7 +29,7 @@ struct Heapscope: ParsableCommand {
 
 /// Options every command that attaches shares.
 struct TargetOptions: ParsableArguments {
-    @Argument(help: "Process id of the target (stat, chunks, types: or a snapshot file).") var target: String
+    @Argument(help: "Process id of the target, or a snapshot file (heapscope snapshot).") var target: String
     @Flag(help: "Print JSON instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
 
@@ -43,7 +44,7 @@ struct TargetOptions: ParsableArguments {
     /// Commands that need the live process (its memory, its symbols).
     func requireLive(_ command: String) throws {
         guard let path = snapshotPath else { return }
-        throw ValidationError("\(command) needs a live process (a PID); '\(path)' is not one. Snapshots give stat, chunks, types and diff")
+        throw ValidationError("\(command) needs a live process (a PID); '\(path)' is not one. Snapshots give stat, chunks, types, leaks, why, show and diff")
     }
 
     /// The snapshot file named instead of a PID, read and checked (exit 8 if it cannot be).

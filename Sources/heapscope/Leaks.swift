@@ -36,13 +36,17 @@ struct Leaks: ParsableCommand {
     }
 
     func run() throws {
-        try target.requireLive("leaks")
         let anonymous = !noAnonymousRoots, o = target.options, types = !noTypes, reachable = show == "reachable"
-        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types,
-                                                                                typesOfReachable: reachable) }
+        let r: LeakInspection
+        if target.snapshotPath != nil {
+            r = Inspector.leaks(snapshot: try target.loadSnapshot())
+        } else {
+            r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types,
+                                                                                 typesOfReachable: reachable) }
+        }
         var classes: Set<LeakClass> = [.definitelyLost, .indirectlyLost, .possiblyLost]
         if show == "reachable" { classes.insert(.stillReachable) }
-        let groups = LeakGroups.build(r, classes: classes, pid: target.pid, useDebugInfo: o.useDebugInfo)
+        let groups = LeakGroups.build(r, classes: classes, pid: target.snapshotPath == nil ? target.pid : nil, useDebugInfo: o.useDebugInfo)
         var out = OutputBuffer()
         if target.json { LeakFormat.json(r, groups: Array(groups.prefix(limit)), into: &out) }
         else { LeakFormat.text(r, groups: Array(groups.prefix(limit)), total: groups.count, into: &out) }
@@ -67,12 +71,13 @@ enum LeakGroups {
     /// Groups of the blocks in `classes`: by class, size and signature (the symbols its first 64
     /// bytes point to, or "text" when it starts with printable bytes). One pass over the blocks;
     /// symbols are looked up once per distinct pointer value.
-    static func build(_ r: LeakInspection, classes: Set<LeakClass>, pid: Int32, useDebugInfo: Bool) -> [LeakGroup] {
+    /// `pid` nil (a snapshot file): no symbols; pointer signatures are not formed.
+    static func build(_ r: LeakInspection, classes: Set<LeakClass>, pid: Int32?, useDebugInfo: Bool) -> [LeakGroup] {
         let b = r.leaks.blocks, cls = r.leaks.leakClass
         let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
         // (and the .bss tail: the anonymous mapping right after a module's file mappings)
-        let maps = (try? ProcFS.maps(pid: pid)) ?? []
+        let maps = pid.flatMap { try? ProcFS.maps(pid: $0) } ?? []
         let modules = zip([nil] + maps.map { Optional($0) }, maps)
             .filter { prev, m in m.path.hasPrefix("/") || m.isBSSTail(after: prev) }
             .map { ($0.1.start, $0.1.end) }
@@ -128,7 +133,7 @@ enum LeakGroups {
         // Symbols for the pointer values of the signatures.
         var names: [UInt64: String] = [:]
         let values = Array(Set(sigPointers.flatMap { p in stride(from: 1, to: p.count, by: 2).map { p[$0] } }))
-        if !values.isEmpty, let session = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
+        if !values.isEmpty, let pid, let session = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
             for (v, res) in zip(values, session.resolve(values)) {
                 if let s = res.symbol { names[v] = res.offset == 0 ? s : "\(s)+0x\(String(res.offset, radix: 16))" }
             }
@@ -225,8 +230,8 @@ struct Why: ParsableCommand {
     @Flag(help: "Do not count writable anonymous memory outside malloc as roots.") var noAnonymousRoots = false
 
     func run() throws {
-        try target.requireLive("why")
         let a = try addressArgument(address)
+        if target.snapshotPath != nil { return try fromSnapshot(a) }
         let anonymous = !noAnonymousRoots, o = target.options
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }
         let b = r.leaks.blocks
@@ -253,6 +258,54 @@ struct Why: ParsableCommand {
         var out = OutputBuffer()
         if target.json { WhyFormat.json(r, a, k, chain, reason, names, into: &out) } else { WhyFormat.text(r, a, k, chain, reason, names, into: &out) }
         out.flush()
+    }
+}
+
+extension Why {
+    /// From a snapshot: the chunk's class and the typed path that reached it (root variable, then
+    /// the chunks whose pointers led to it), as recorded; word offsets are not kept.
+    func fromSnapshot(_ a: UInt64) throws {
+        let s = try target.loadSnapshot()
+        let r = Inspector.leaks(snapshot: s)
+        let b = r.leaks.blocks, t = r.types!
+        guard let k = b.block(containing: a) else {
+            let c = r.heap.chunks
+            let why = c.index(containing: a).map { "is in a \(c.state[$0].name) chunk at \(hex(c.address[$0])), not an outstanding one" }
+                ?? "is not in the heap (no chunk holds it)"
+            FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(1)
+        }
+        var path: [Int] = [k]
+        while let p = path.last.map({ Int(t.labels.parent[$0]) }), p >= 0, path.count <= b.count { path.append(p) }
+        let owner = t.owner(path.last!)
+        let g = t.groups()
+        func item(_ j: Int) -> (chunk: String, size: UInt64, type: String) { (hex(b.start[j]), b.end[j] - b.start[j], g.name(g.of[j])) }
+        let cls = r.leaks.leakClass[k]
+        var out = OutputBuffer()
+        if target.json {
+            out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(b.start[k]))\",\"size\":\(b.end[k] - b.start[k]),\"class\":\"\(cls.name)\",\"chain\":")
+            if let owner {
+                let items = ["{\"kind\":\"root\",\"description\":\(jsonString(owner))}"]
+                    + path.reversed().dropLast().map { j in let x = item(j); return "{\"kind\":\"chunk\",\"chunk\":\"\(x.chunk)\",\"size\":\(x.size),\"type\":\(jsonString(x.type))}" }
+                out.write("[" + items.joined(separator: ",") + "]")
+            } else { out.write("null") }
+            out.write(",\"reason\":" + (owner == nil ? jsonString(reasonText(cls)) : "null") + ",\"from_snapshot\":true}\n")
+        } else {
+            out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes, \(g.name(g.of[k]))), \(cls.name.replacingUnderscores())")
+            if let owner {
+                out.write("\n  \(owner) (typed root, as the snapshot recorded; offsets are not kept)\n")
+                for j in path.reversed().dropLast() { let x = item(j); out.write("  -> chunk \(x.chunk) (\(x.size) bytes, \(x.type))\n") }
+                out.write("  -> chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes)\n")
+            } else { out.write(": \(reasonText(cls))\n") }
+        }
+        out.flush()
+    }
+
+    func reasonText(_ c: LeakClass) -> String {
+        switch c {
+        case .definitelyLost: return "nothing points to it from a root or a reachable chunk"
+        case .indirectlyLost: return "no root reaches it; it hangs off a definitely lost chunk"
+        default: return "the snapshot keeps only typed paths, and no typed root reached it (run why on the live process)"
+        }
     }
 }
 

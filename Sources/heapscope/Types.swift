@@ -69,10 +69,13 @@ struct Show: ParsableCommand {
     @Option(help: "Show at most this many bytes of the chunk.") var bytes = 256
 
     func run() throws {
-        try target.requireLive("show")
         let a = try addressArgument(address)
         let o = target.options
-        let r = try target.attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
+        let live = target.snapshotPath == nil
+        let r = try target.types()
+        if !live && r.memory.regions.isEmpty {
+            FileHandleErr.write("heapscope: \(target.target) holds no chunk contents (take it with heapscope snapshot --contents)\n"); throw ExitCode(1)
+        }
         let t = r.heap.chunks
         guard let i = t.index(containing: a) else {
             FileHandleErr.write("heapscope: \(hex(a)) is not in the heap (no chunk holds it)\n"); throw ExitCode(1)
@@ -103,7 +106,7 @@ struct Show: ParsableCommand {
         var words: [(offset: Int, value: UInt64)] = []
         var off = 0
         while off + 8 <= content.count { words.append((off, word(off))); off += 8 }
-        let maps = (try? ProcFS.maps(pid: target.pid)) ?? []
+        let maps = live ? (try? ProcFS.maps(pid: target.pid)) ?? [] : []
         let inModule = words.filter { w in maps.contains { $0.path.hasPrefix("/") && $0.contains(w.value) } }.map(\.value)
         var symbols: [UInt64: String] = [:]
         if !inModule.isEmpty, let s = try? SymbolSession(pid: target.pid, useDebugInfo: o.useDebugInfo) {

@@ -65,8 +65,28 @@ struct SnapshotTests {
         let stat = try run(Paths.heapscope, ["stat", path, "--json"])
         let statJSON = try jsonObject(stat.out)
         #expect(stat.status == 0 && statJSON["pid"] as? Int == Int(p.pid))
-        let leaks = try run(Paths.heapscope, ["leaks", path])
-        #expect(leaks.status == 64 && leaks.err.contains("leaks needs a live process"))
+        // leaks, why and show on the file say what they say on the process (same heap: the program waits).
+        let leaksFile = try jsonObject(run(Paths.heapscope, ["leaks", path, "--json"]).out)
+        let leaksLive = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json"]).out)
+        for key in ["definitely_lost", "indirectly_lost", "possibly_lost", "still_reachable", "roots", "scanned_bytes"] { #expect(leaksFile[key] as? NSObject == leaksLive[key] as? NSObject && leaksFile[key] != nil, "\(key)") }
+        func groupKeys(_ j: [String: Any]) -> [String] {
+            (j["groups"] as? [[String: Any]] ?? []).map { "\($0["class"]!) \($0["size"]!) \($0["count"]!) \($0["type"] ?? "-")" }
+        }
+        #expect(groupKeys(leaksFile) == groupKeys(leaksLive) && !groupKeys(leaksFile).isEmpty)
+        for (addr, root) in notes.owner {
+            let w = try jsonObject(run(Paths.heapscope, ["why", path, String(addr, radix: 16), "--json"]).out)
+            let chain = try #require(w["chain"] as? [[String: Any]], "\(root)")
+            #expect(chain.first?["description"] as? String == root && w["class"] as? String == "still_reachable")
+        }
+        let someAddr = try #require(notes.owner.keys.first)
+        let showFile = try jsonObject(run(Paths.heapscope, ["show", path, String(someAddr, radix: 16), "--json"]).out)
+        let showLive = try jsonObject(run(Paths.heapscope, ["show", String(p.pid), String(someAddr, radix: 16), "--json"]).out)
+        func words(_ j: [String: Any]) -> [String] { (j["words"] as? [[String: Any]] ?? []).map { "\($0["offset"]!) \($0["value"]!)" } }
+        #expect(words(showFile) == words(showLive) && !words(showFile).isEmpty && showFile["type"] as? String == showLive["type"] as? String)
+        let noContents = dir + "/plain.snap"
+        #expect(try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", noContents]).status == 0)
+        let show = try run(Paths.heapscope, ["show", noContents, String(someAddr, radix: 16)])
+        #expect(show.status == 1 && show.err == "heapscope: \(noContents) holds no chunk contents (take it with heapscope snapshot --contents)\n")
     }
 
     @Test("truncated, corrupted, foreign and newer files: exit 8 and a message naming the problem")
