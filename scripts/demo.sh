@@ -20,6 +20,16 @@ echo
 echo "\$ heapscope leaks $tpid --limit 3"
 "$hs" leaks "$tpid" --limit 3
 echo
+snaps=$(mktemp -d)
+echo "\$ heapscope snapshot $tpid -o a.snap; heapscope watch $tpid --interval 200ms --count 3; heapscope snapshot $tpid -o b.snap"
+"$hs" snapshot "$tpid" -o "$snaps/a.snap"
+"$hs" watch "$tpid" --interval 200ms --count 3
+"$hs" snapshot "$tpid" -o "$snaps/b.snap"
+echo
+echo "\$ heapscope diff a.snap b.snap --limit 5"
+"$hs" diff "$snaps/a.snap" "$snaps/b.snap" --limit 5
+rm -rf "$snaps"
+echo
 # main's run-time address: its file address plus the load base (a PIE's first mapping).
 base=$(awk -v t="$(readlink -f "$target")" '$6 == t { split($1, a, "-"); print a[1]; exit }' /proc/$tpid/maps)
 off=$(nm "$target" | awk '$3 == "main" { print $1 }')
