@@ -44,3 +44,47 @@ func jsonNumber(_ json: String, _ key: String) -> Double? {
     _ = target.wait(timeoutSeconds: 300)
     unlink(manifest)
 }
+
+/// `heapscope snapshot` of the big heap: file size per chunk, time to write it and to read it
+/// back (`stat FILE`), against writing and reading the same number of bytes raw in the same run;
+/// `diff` of the file with itself and its pprof export.
+@MainActor func snapshotBenchmark(pid: Int32) throws {
+    let dir = "/tmp/heapscope-bench-snap-\(getpid())"
+    mkdir(dir, 0o700)
+    defer { _ = try? runTool("/bin/rm", ["-rf", dir], input: "/dev/null") }
+    let file = dir + "/a.snap"
+    var writes: [Double] = [], inspects: [Double] = [], reads: [Double] = [], diffs: [Double] = [], rawW: [Double] = [], rawR: [Double] = []
+    var size = 0, chunks = 0.0
+    for _ in 0..<runs {
+        guard let r = try runTool(heapscope, ["snapshot", String(pid), "-o", file, "--json"], input: "/dev/null") else {
+            print("  heapscope snapshot failed"); return
+        }
+        writes.append((jsonNumber(r.output, "write_ms") ?? 0) / 1000)
+        inspects.append((jsonNumber(r.output, "inspect_ms") ?? 0) / 1000)
+        size = Int(jsonNumber(r.output, "bytes") ?? 0); chunks = jsonNumber(r.output, "chunks") ?? 0
+        // Raw: the same number of bytes written (write + fsync) and read back.
+        let raw = dir + "/raw", buf = [UInt8](repeating: 0x5a, count: size)
+        var t = now()
+        let fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        buf.withUnsafeBytes { p in var off = 0; while off < size { let n = write(fd, p.baseAddress! + off, size - off); if n <= 0 { break }; off += n } }
+        fsync(fd); close(fd)
+        rawW.append(now() - t)
+        t = now()
+        var back = [UInt8](repeating: 0, count: size)
+        let rfd = open(raw, O_RDONLY)
+        back.withUnsafeMutableBytes { p in var off = 0; while off < size { let n = read(rfd, p.baseAddress! + off, size - off); if n <= 0 { break }; off += n } }
+        close(rfd)
+        rawR.append(now() - t)
+        guard let s = try runTool(heapscope, ["stat", file, "--json"], input: "/dev/null") else { print("  stat FILE failed"); return }
+        reads.append(s.wall)
+        guard let d = try runTool(heapscope, ["diff", file, file, "--json", "--pprof", dir + "/d.pb.gz"], input: "/dev/null") else {
+            print("  diff failed"); return
+        }
+        diffs.append(d.wall)
+    }
+    print("  snapshot file               \(fmt(Double(size) / 1048576, 1)) MiB = \(fmt(Double(size) / max(chunks, 1), 1)) bytes per chunk (aim <= 16)")
+    print("  snapshot written in         \(fmt(median(writes), 2)) s   (raw write + fsync of as many bytes: \(fmt(median(rawW), 2)) s = \(fmt(median(writes) / max(median(rawW), 1e-6), 1))x; aim <= 1 s)")
+    print("  snapshot inspection         \(fmt(median(inspects), 2)) s   (leaks and types of every chunk, while detached but for the pause)")
+    print("  stat FILE total             \(fmt(median(reads), 2)) s   (raw read of as many bytes: \(fmt(median(rawR), 3)) s; aim <= 1 s)")
+    print("  diff FILE FILE --pprof      \(fmt(median(diffs), 2)) s")
+}

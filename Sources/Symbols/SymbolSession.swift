@@ -253,12 +253,9 @@ extension SymbolSession {
 public enum DynamicSymbols {
     /// Function names .dynsym defines, and names it imports (undefined).
     public static func functions(path: String) -> (defined: Set<String>, undefined: Set<String>)? {
-        elf_version(UInt32(EV_CURRENT))
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else { return nil }
-        defer { elf_end(e) }
+        withELF(path) { e in functions(e) } ?? nil
+    }
+    static func functions(_ e: OpaquePointer) -> (defined: Set<String>, undefined: Set<String>)? {
         var result: Set<String> = []
         var undefined: Set<String> = []
         for (s, shdr) in elfSections(e) {
@@ -280,12 +277,21 @@ public enum DynamicSymbols {
 
 /// The GNU build-id of an ELF file (NT_GNU_BUILD_ID in a PT_NOTE segment), as hex.
 public func elfBuildID(path: String) -> String? {
+    withELF(path) { e in buildID(e) } ?? nil
+}
+
+/// `body` over the ELF file at `path` (read with libelf, mapped); nil if it cannot be opened.
+func withELF<T>(_ path: String, _ body: (OpaquePointer) -> T) -> T? {
     elf_version(UInt32(EV_CURRENT))
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else { return nil }
     defer { elf_end(e) }
+    return body(e)
+}
+
+private func buildID(_ e: OpaquePointer) -> String? {
     for ph in elfProgramHeaders(e) where ph.p_type == UInt32(PT_NOTE) {
         guard let data = elf_getdata_rawchunk(e, Int64(ph.p_offset), Int(ph.p_filesz), ELF_T_NHDR) else { continue }
         var offset = 0

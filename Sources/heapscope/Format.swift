@@ -142,6 +142,7 @@ enum StatFormat {
     }
 
     static func tallyJSON(_ t: Tally) -> String { "{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}" }
+    static func threadsJSON(_ t: Tally) -> String { "{\"threads\":\(t.count),\"bytes\":\(t.bytes)}" }
 
     static func json(_ r: HeapReport) -> String {
         var s = "{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
@@ -159,7 +160,7 @@ enum StatFormat {
         }.joined(separator: ",")
         s += "],\"mmapped\":\(tallyJSON(r.mmapped))"
         s += ",\"exited_threads\":" + (r.heap.exitedThreads.map { ex in
-            "{\"unjoined\":\(tallyJSON(r.heap.exitedTally(.unjoined))),\"cached\":\(tallyJSON(r.heap.exitedTally(.cached))),\"stacks\":["
+            "{\"unjoined\":\(threadsJSON(r.heap.exitedTally(.unjoined))),\"cached\":\(threadsJSON(r.heap.exitedTally(.cached))),\"stacks\":["
                 + ex.map { "{\"descriptor\":\(jsonString(hex($0.descriptor))),\"start\":\(jsonString(hex($0.start))),\"end\":\(jsonString(hex($0.end))),\"state\":\"\($0.state == .unjoined ? "unjoined" : "cached")\"}" }.joined(separator: ",") + "]}"
         } ?? "null")
         let t = r.totals

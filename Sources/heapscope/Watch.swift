@@ -40,8 +40,7 @@ struct Watch: ParsableCommand {
 
     func validate() throws {
         if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
-        guard let i = Watch.seconds(interval), i > 0 else { throw ValidationError("--interval takes a duration such as 500ms, 10s, 5m: got '\(interval)'") }
-        _ = i
+        if (Watch.seconds(interval) ?? 0) <= 0 { throw ValidationError("--interval takes a duration such as 500ms, 10s, 5m: got '\(interval)'") }
         if let c = count, c <= 0 { throw ValidationError("--count must be > 0") }
         if snapshotEvery <= 0 { throw ValidationError("--snapshot-every must be > 0") }
         if let o = olderThan, Watch.seconds(o) == nil { throw ValidationError("--older-than takes a duration such as 3600s or 1h: got '\(o)'") }

@@ -230,6 +230,10 @@ extension SnapshotTests {
         let ex = try #require(s3.report.heap.exitedThreads)
         #expect(ex.map { "\($0.descriptor) \($0.start) \($0.end) \($0.state)" }.sorted()
                 == n3.exited.map { "\($0.descriptor) \($0.start) \($0.end) unjoined" }.sorted())
+        let stat = try jsonObject(run(Paths.heapscope, ["stat", String(p.pid), "--json"]).out)
+        let exitedJSON = try #require(stat["exited_threads"] as? [String: Any])
+        #expect((exitedJSON["unjoined"] as? [String: Any])?["threads"] as? Int == 3 && (exitedJSON["cached"] as? [String: Any])?["threads"] as? Int == 0)
+        #expect((exitedJSON["unjoined"] as? [String: Any])?["bytes"] as? Int == d23.causes["unjoined_stacks"])
         let text = try run(Paths.heapscope, ["diff", "\(dir)/2.snap", "\(dir)/3.snap"]).out
         #expect(text.contains("threads exited, not joined") && text.contains("struct record"), "\(text)")
     }
