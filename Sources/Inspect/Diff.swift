@@ -16,34 +16,61 @@ public struct SnapshotDiff: Sendable {
     public private(set) var changed: Int?
     public private(set) var causes: [Cause] = []
     public let by: Key
+    /// The two snapshots' labels (for a pprof export of the same diff).
+    public let typesA: TypeInspection, typesB: TypeInspection
 
     public init(_ sa: Snapshot, _ sb: Snapshot, by: Key) {
         self.by = by
         let ta = TypeInspection(snapshot: sa), tb = TypeInspection(snapshot: sb)
+        typesA = ta; typesB = tb
+        let ga = ta.groups(), gb = tb.groups()
         var index: [String: Int] = [:]
-        func add(_ t: TypeInspection, _ s: Snapshot, _ isA: Bool) {
-            let typeGroups = t.groups()
+        // Per block an integer key (no string per block): its group, size, owner or state; the
+        // name of each distinct key is made once.
+        func add(_ t: TypeInspection, _ s: Snapshot, _ g: TypeInspection.Groups, _ isA: Bool) {
+            var groupOfKey: [Int: Int] = [:]
+            var small = [Int](repeating: -1, count: 4096)   // keys -1..<4095 without hashing
+            let chunk = t.blocks.chunk, start = t.blocks.start, end = t.blocks.end
+            var tallies = [Tally](repeating: Tally(), count: 0)
             for k in 0..<t.blocks.count {
-                let i = Int(t.blocks.chunk[k]), bytes = t.blocks.end[k] - t.blocks.start[k]
-                let g: String
+                let i = Int(chunk[k]), bytes = end[k] - start[k]
+                let key: Int
                 switch by {
-                case .size: g = String(bytes)
-                case .owner: g = s.owner[i] >= 0 ? s.owners[Int(s.owner[i])] : "(no owner)"
-                case .state: g = s.report.chunks.state[i].name
-                case .type: g = typeGroups.name(typeGroups.of[k])
+                case .size: key = Int(bytes)
+                case .owner: key = Int(s.owner[i])
+                case .state: key = Int(s.report.chunks.state[i].rawValue)
+                case .type: key = Int(g.of[k])
                 }
-                let at = index[g] ?? { groups.append(Group(key: g)); index[g] = groups.count - 1; return groups.count - 1 }()
-                if isA { groups[at].a.add(bytes) } else { groups[at].b.add(bytes) }
+                let at: Int
+                if key >= -1 && key < 4095 && small[key + 1] >= 0 { at = small[key + 1] } else if let x = groupOfKey[key] { at = x } else {
+                    let name: String
+                    switch by {
+                    case .size: name = String(bytes)
+                    case .owner: name = key >= 0 ? s.owners[key] : "(no owner)"
+                    case .state: name = s.report.chunks.state[i].name
+                    case .type: name = g.name(Int32(key))
+                    }
+                    at = index[name] ?? { groups.append(Group(key: name)); index[name] = groups.count - 1; return groups.count - 1 }()
+                    if key >= -1 && key < 4095 { small[key + 1] = at } else { groupOfKey[key] = at }
+                }
+                if at >= tallies.count { tallies += [Tally](repeating: Tally(), count: at + 1 - tallies.count) }
+                tallies[at].add(bytes)
             }
+            for (at, x) in tallies.enumerated() where x.count > 0 { if isA { groups[at].a = x } else { groups[at].b = x } }
         }
-        add(ta, sa, true); add(tb, sb, false)
+        add(ta, sa, ga, true); add(tb, sb, gb, false)
         groups.sort {
             let x = Int64(bitPattern: $0.b.bytes &- $0.a.bytes), y = Int64(bitPattern: $1.b.bytes &- $1.a.bytes)
             return x != y ? x > y : $0.key < $1.key
         }
-        // Chunk identity: same user address, size and label; same bytes when both hold contents.
+        // Chunk identity: same user address, size and type group (same size and type give the
+        // same label); same bytes when both hold contents. A's groups as B's ids, once.
+        var idOfName: [String: Int32] = [:]
+        for x in 0..<gb.label.count { idOfName[gb.name(Int32(x))] = Int32(x) }
+        let aInB = (0..<ga.label.count).map { idOfName[ga.name(Int32($0))] ?? -2 }
         func offsets(_ t: TypeInspection) -> [UInt64] {
             var o: [UInt64] = [], sum: UInt64 = 0
+            o.reserveCapacity(t.blocks.count)
             for k in 0..<t.blocks.count { o.append(sum); sum += t.blocks.end[k] - t.blocks.start[k] }
             return o
         }
@@ -54,7 +81,7 @@ public struct SnapshotDiff: Sendable {
             let start = tb.blocks.start[k], size = tb.blocks.end[k] - start
             while ka < ta.blocks.count && ta.blocks.start[ka] < start { ka += 1 }
             if ka < ta.blocks.count, ta.blocks.start[ka] == start, ta.blocks.end[ka] - ta.blocks.start[ka] == size,
-               ta.label(ka) == tb.label(k) {
+               (ga.of[ka] < 0 ? -1 : aInB[Int(ga.of[ka])]) == gb.of[k] {
                 matchedA[ka] = true
                 survivors.add(size)
                 if let ca = sa.contents, let cb = sb.contents,

@@ -9,14 +9,23 @@ extension PprofProfile {
     /// of the chunks whose pointers led to it (runs of one type, as in a list, folded into one
     /// frame), then its own type. With `base`: B minus A for every stack, what
     /// `pprof -diff_base=A B` shows, in one file.
-    public init(heapOf b: Snapshot, base a: Snapshot? = nil) {
+    /// `types`: the snapshots' labels when already made (B's, then A's), as `SnapshotDiff` has them.
+    public init(heapOf b: Snapshot, base a: Snapshot? = nil, types: (b: TypeInspection, a: TypeInspection?)? = nil) {
         self.init(sampleTypes: [("inuse_objects", "count"), ("inuse_space", "bytes")])
         defaultSampleType = "inuse_space"
         var trie = StackTrie()
         var objects: [Int64] = [], bytes: [Int64] = []
-        func add(_ s: Snapshot, _ sign: Int64) {
-            let t = TypeInspection(snapshot: s), g = t.groups(), n = t.blocks.count
-            let parent = t.labels.parent, owner = t.labels.owner
+        func add(_ s: Snapshot, _ made: TypeInspection?, _ sign: Int64) {
+            let t = made ?? TypeInspection(snapshot: s), g = t.groups(), n = t.blocks.count
+            let parent = t.labels.parent, owner = t.labels.owner, of = g.of
+            // Frame ids per type group (the last: unknown), per owner and per leak class, made once.
+            var groupFrame = [Int32](repeating: -1, count: g.label.count + 1)
+            func frame(ofGroup x: Int32) -> Int32 {
+                let i = x < 0 ? g.label.count : Int(x)
+                if groupFrame[i] < 0 { groupFrame[i] = trie.frameID(g.name(x)) }
+                return groupFrame[i]
+            }
+            var ownerFrame: [Int32: Int32] = [:], classFrame: [UInt8: Int32] = [:]
             var node = [Int32](repeating: -1, count: n)
             var path: [Int] = []
             for k in 0..<n where node[k] < 0 {
@@ -26,13 +35,21 @@ extension PprofProfile {
                 var at: Int32
                 if j >= 0 { at = node[j] } else {
                     let top = path.last!, o = owner[top]
-                    let root = o >= 0 ? t.labels.roots[Int(o)].name
-                        : "(" + String((LeakClass(rawValue: s.leakClass[Int(t.blocks.chunk[top])])?.name ?? "not outstanding").map { $0 == "_" ? " " : $0 }) + ")"
+                    let root: Int32
+                    if o >= 0 {
+                        root = ownerFrame[o] ?? { let f = trie.frameID(t.labels.roots[Int(o)].name); ownerFrame[o] = f; return f }()
+                    } else {
+                        let c = s.leakClass[Int(t.blocks.chunk[top])]
+                        root = classFrame[c] ?? {
+                            let f = trie.frameID("(" + String((LeakClass(rawValue: c)?.name ?? "not outstanding").map { $0 == "_" ? " " : $0 }) + ")")
+                            classFrame[c] = f; return f
+                        }()
+                    }
                     at = trie.child(root, of: -1)
                 }
                 for p in path.reversed() {
-                    let name = g.name(g.of[p])
-                    if trie.frameName(at) != name { at = trie.child(name, of: trie.capped(at)) }
+                    let f = frame(ofGroup: of[p])
+                    if trie.frameOf(at) != f { at = trie.child(f, of: trie.capped(at)) }
                     node[p] = at
                 }
             }
@@ -43,8 +60,8 @@ extension PprofProfile {
                 objects[x] += sign; bytes[x] += sign * Int64(t.blocks.end[k] - t.blocks.start[k])
             }
         }
-        if let a { add(a, -1) }
-        add(b, 1)
+        if let a { add(a, types?.a, -1) }
+        add(b, types?.b, 1)
         frames = trie.frames
         for x in 0..<objects.count where objects[x] != 0 || bytes[x] != 0 {
             samples.append((trie.stack(Int32(x)), [objects[x], bytes[x]]))
@@ -63,21 +80,32 @@ struct StackTrie {
     static let maxDepth: Int32 = 64
     var count: Int { frame.count }
 
-    mutating func child(_ name: String, of p: Int32) -> Int32 {
-        let f = frameIDs[name] ?? { frames.append(name); frameIDs[name] = Int32(frames.count - 1); return Int32(frames.count - 1) }()
-        let key = UInt64(UInt32(bitPattern: f)) << 32 | UInt64(UInt32(bitPattern: p &+ 1))
-        if let x = index[key] { return x }
-        frame.append(f); parent.append(p); depth.append(p < 0 ? 1 : depth[Int(p)] + 1)
-        index[key] = Int32(frame.count - 1)
-        return Int32(frame.count - 1)
+    /// The id of the frame named `name`.
+    mutating func frameID(_ name: String) -> Int32 {
+        if let f = frameIDs[name] { return f }
+        frames.append(name); frameIDs[name] = Int32(frames.count - 1)
+        return Int32(frames.count - 1)
     }
-    func frameName(_ x: Int32) -> String { frames[Int(frame[Int(x)])] }
+    private var last: (key: UInt64, node: Int32) = (UInt64.max, -1)
+    /// The node for frame `f` under node `p` (-1: a root frame).
+    mutating func child(_ f: Int32, of p: Int32) -> Int32 {
+        let key = UInt64(UInt32(bitPattern: f)) << 32 | UInt64(UInt32(bitPattern: p &+ 1))
+        if key == last.key { return last.node }
+        let x: Int32
+        if let y = index[key] { x = y } else {
+            frame.append(f); parent.append(p); depth.append(p < 0 ? 1 : depth[Int(p)] + 1)
+            x = Int32(frame.count - 1); index[key] = x
+        }
+        last = (key, x)
+        return x
+    }
+    func frameOf(_ x: Int32) -> Int32 { frame[Int(x)] }
     /// `x`, or past the depth limit an "…" frame under its ancestor a few frames up.
     mutating func capped(_ x: Int32) -> Int32 {
         guard depth[Int(x)] >= StackTrie.maxDepth else { return x }
         var y = x
         while depth[Int(y)] > StackTrie.maxDepth - 2 { y = parent[Int(y)] }
-        return child("…", of: y)
+        return child(frameID("…"), of: y)
     }
     /// Frame indexes of node `x`'s stack, leaf first.
     func stack(_ x: Int32) -> [Int] {

@@ -83,6 +83,8 @@ extension TypeInspection {
         var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [], parent: [],
                                 roots: s.owners.map { TypedRoot(location: .value(0), type: -1, kind: .global, name: $0) },
                                 conflicts: 0, rounds: 0)
+        for a in [\TypeLabels.type, \.owner, \.parent] as [WritableKeyPath<TypeLabels, [Int32]>] { labels[keyPath: a].reserveCapacity(blocks.count) }
+        labels.count.reserveCapacity(blocks.count); labels.confidence.reserveCapacity(blocks.count); labels.ambiguous.reserveCapacity(blocks.count)
         for k in 0..<blocks.count {
             let i = Int(blocks.chunk[k])
             labels.type.append(s.type[i]); labels.count.append(s.count[i])

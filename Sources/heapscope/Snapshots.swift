@@ -73,7 +73,7 @@ struct Diff: ParsableCommand {
         let sa = try readSnapshot(a), sb = try readSnapshot(b)
         let d = SnapshotDiff(sa, sb, by: SnapshotDiff.Key(rawValue: by)!)
         if let pprof {
-            do { try PprofProfile(heapOf: sb, base: sa).write(to: pprof) } catch {
+            do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprof) } catch {
                 FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
             }
         }
