@@ -12,6 +12,8 @@ public enum LeakClass: UInt8, Sendable, CaseIterable {
     /// No chain from a root, nor from another lost block (the head of a leaked structure).
     case definitelyLost
 
+    /// In sentences: "possibly lost".
+    public var words: String { String(name.map { $0 == "_" ? " " : $0 }) }
     /// Name in output and JSON.
     public var name: String {
         switch self {

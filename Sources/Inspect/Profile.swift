@@ -41,7 +41,7 @@ extension PprofProfile {
                     } else {
                         let c = s.leakClass[Int(t.blocks.chunk[top])]
                         root = classFrame[c] ?? {
-                            let f = trie.frameID("(" + String((LeakClass(rawValue: c)?.name ?? "not outstanding").map { $0 == "_" ? " " : $0 }) + ")")
+                            let f = trie.frameID("(" + (LeakClass(rawValue: c)?.words ?? "not outstanding") + ")")
                             classFrame[c] = f; return f
                         }()
                     }

@@ -173,7 +173,7 @@ enum LeakFormat {
         out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; roots: \(roots)\n")
         for c in order {
             let t = r.leaks.tallies[c] ?? Tally()
-            out.write("  \(pad(c.name.replacingUnderscores() + ":", 17, left: true)) \(pad(String(t.bytes), 12)) bytes in \(pad(String(t.count), 9)) chunks\n")
+            out.write("  \(pad(c.words + ":", 17, left: true)) \(pad(String(t.bytes), 12)) bytes in \(pad(String(t.count), 9)) chunks\n")
         }
         if groups.isEmpty { return }
         out.write("\n\(total) group\(total == 1 ? "" : "s") (class, size, type, what the chunk points to), largest first\(groups.count < total ? "; showing \(groups.count)" : ""):\n")
@@ -213,10 +213,6 @@ enum LeakFormat {
     }
 }
 
-extension String {
-    func replacingUnderscores() -> String { String(map { $0 == "_" ? " " : $0 }) }
-}
-
 struct Why: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The shortest chain of references from a root to the chunk holding ADDR, or why there is none.",
@@ -235,23 +231,15 @@ struct Why: ParsableCommand {
         let anonymous = !noAnonymousRoots, o = target.options
         let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }
         let b = r.leaks.blocks
-        guard let k = b.block(containing: a) else {
-            let t = r.heap.chunks
-            let why = t.index(containing: a).map { "is in a \(t.state[$0].name) chunk at \(hex(t.address[$0])), not an outstanding one" }
-                ?? "is not in the heap (no chunk holds it)"
-            FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(1)
-        }
+        let k = try outstandingBlock(r, a)
         let cls = r.leaks.leakClass[k]
         var chain = Reachability.shortestChain(to: k, blocks: b, memory: r.memory, roots: r.roots, registers: r.registers)
         var reason: String? = nil
         if chain == nil {
-            switch cls {
-            case .definitelyLost: reason = "nothing points to it from a root or a reachable chunk"
-            case .indirectlyLost:
-                reason = "no root reaches it; it hangs off a definitely lost chunk"
+            reason = Why.reason(cls, live: true)
+            if cls == .indirectlyLost {
                 let heads = (0..<b.count).filter { r.leaks.leakClass[$0] == .definitelyLost }
                 chain = Reachability.shortestChain(to: k, blocks: b, memory: r.memory, roots: [], registers: [], from: heads)
-            default: reason = "no chain found"
             }
         }
         let names = WhyNames(r, chain: chain, pid: target.pid, useDebugInfo: o.useDebugInfo)
@@ -268,12 +256,7 @@ extension Why {
         let s = try target.loadSnapshot()
         let r = Inspector.leaks(snapshot: s)
         let b = r.leaks.blocks, t = r.types!
-        guard let k = b.block(containing: a) else {
-            let c = r.heap.chunks
-            let why = c.index(containing: a).map { "is in a \(c.state[$0].name) chunk at \(hex(c.address[$0])), not an outstanding one" }
-                ?? "is not in the heap (no chunk holds it)"
-            FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(1)
-        }
+        let k = try outstandingBlock(r, a)
         var path: [Int] = [k]
         while let p = path.last.map({ Int(t.labels.parent[$0]) }), p >= 0, path.count <= b.count { path.append(p) }
         let owner = t.owner(path.last!)
@@ -288,24 +271,34 @@ extension Why {
                     + path.reversed().dropLast().map { j in let x = item(j); return "{\"kind\":\"chunk\",\"chunk\":\"\(x.chunk)\",\"size\":\(x.size),\"type\":\(jsonString(x.type))}" }
                 out.write("[" + items.joined(separator: ",") + "]")
             } else { out.write("null") }
-            out.write(",\"reason\":" + (owner == nil ? jsonString(reasonText(cls)) : "null") + ",\"from_snapshot\":true}\n")
+            out.write(",\"reason\":" + (owner == nil ? jsonString(Why.reason(cls, live: false)) : "null") + ",\"from_snapshot\":true}\n")
         } else {
-            out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes, \(g.name(g.of[k]))), \(cls.name.replacingUnderscores())")
+            out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes, \(g.name(g.of[k]))), \(cls.words)")
             if let owner {
                 out.write("\n  \(owner) (typed root, as the snapshot recorded; offsets are not kept)\n")
                 for j in path.reversed().dropLast() { let x = item(j); out.write("  -> chunk \(x.chunk) (\(x.size) bytes, \(x.type))\n") }
                 out.write("  -> chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes)\n")
-            } else { out.write(": \(reasonText(cls))\n") }
+            } else { out.write(": \(Why.reason(cls, live: false))\n") }
         }
         out.flush()
     }
 
-    func reasonText(_ c: LeakClass) -> String {
+    /// Why no chain from a root was found for a chunk of class `c`.
+    static func reason(_ c: LeakClass, live: Bool) -> String {
         switch c {
         case .definitelyLost: return "nothing points to it from a root or a reachable chunk"
         case .indirectlyLost: return "no root reaches it; it hangs off a definitely lost chunk"
-        default: return "the snapshot keeps only typed paths, and no typed root reached it (run why on the live process)"
+        default: return live ? "no chain found" : "the snapshot keeps only typed paths, and no typed root reached it (run why on the live process)"
         }
+    }
+
+    /// The outstanding block holding `a`, or exit 1 saying what `a` is instead.
+    func outstandingBlock(_ r: LeakInspection, _ a: UInt64) throws -> Int {
+        if let k = r.leaks.blocks.block(containing: a) { return k }
+        let t = r.heap.chunks
+        let why = t.index(containing: a).map { "is in a \(t.state[$0].name) chunk at \(hex(t.address[$0])), not an outstanding one" }
+            ?? "is not in the heap (no chunk holds it)"
+        FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(1)
     }
 }
 
@@ -371,7 +364,7 @@ enum WhyFormat {
     static func text(_ r: LeakInspection, _ a: UInt64, _ k: Int, _ chain: ReferenceChain?, _ reason: String?, _ names: WhyNames,
                      into out: inout OutputBuffer) {
         let b = r.leaks.blocks
-        out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes), \(r.leaks.leakClass[k].name.replacingUnderscores())")
+        out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes), \(r.leaks.leakClass[k].words)")
         out.write(reason.map { ": \($0)\n" } ?? "\n")
         guard let c = chain else { return }
         func pointee(_ v: UInt64) -> String {
