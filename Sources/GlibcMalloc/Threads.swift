@@ -34,23 +34,31 @@ extension GlibcCapture {
     func exitedThreads(remote: RemoteMemory) -> [ExitedThread]? {
         guard let N = NPTLLayout(target.layout) else { return nil }
         let maps = target.maps
-        let live = Set(threads.map(\.fsBase))
+        let live = threads.map(\.fsBase).sorted()
+        /// The live thread pointer inside `m`, if any (binary search).
+        func liveThread(in m: Mapping) -> UInt64? {
+            var lo = 0, hi = live.count
+            while lo < hi { let mid = (lo + hi) / 2; if live[mid] < m.start { lo = mid + 1 } else { hi = mid } }
+            return lo < live.count && live[lo] < m.end ? live[lo] : nil
+        }
         var candidates: [(guardStart: UInt64, stack: Mapping)] = []
         for (i, m) in maps.enumerated() where i > 0 && m.isAnonymous && m.readable && m.writable && !m.shared {
             let g = maps[i - 1]
             if g.end == m.start && g.isAnonymous && !g.readable && !g.writable { candidates.append((g.start, m)) }
         }
         func isDescriptor(_ pd: UInt64) -> Bool { remote.word(pd) == pd && remote.word(pd + 16) == pd }
-        // Distances from the top of the stack mapping to the descriptor.
+        // The distance from the top of a stack mapping to its descriptor is the same for every
+        // thread: learned from the first live thread whose stack it is. Reads happen in the
+        // pause; live threads' stacks are not read further.
         var distances: [UInt64] = []
+        var exitedCandidates: [(guardStart: UInt64, stack: Mapping)] = []
         for c in candidates {
-            if let t = live.first(where: { c.stack.contains($0) }), isDescriptor(t), !distances.contains(c.stack.end - t) {
-                distances.append(c.stack.end - t)
-            }
+            guard let t = liveThread(in: c.stack) else { exitedCandidates.append(c); continue }
+            if distances.isEmpty && isDescriptor(t) { distances.append(c.stack.end - t) }
         }
         var scans = 0
         var out: [ExitedThread] = []
-        for c in candidates {
+        for c in exitedCandidates {
             var pd = distances.lazy.map { c.stack.end - $0 }.first { c.stack.contains($0) && isDescriptor($0) }
             if pd == nil && scans < 32 {
                 // Scan the top of the mapping for a descriptor (64-byte aligned, as glibc aligns it).
@@ -69,7 +77,7 @@ extension GlibcCapture {
                 }
                 if let d = pd, !distances.contains(c.stack.end - d) { distances.append(c.stack.end - d) }
             }
-            guard let d = pd, !live.contains(d), let tidWord = remote.word(d + N.tid),
+            guard let d = pd, let tidWord = remote.word(d + N.tid),
                   let cancel = remote.word(d + N.cancelHandling) else { continue }
             let tid = Int32(truncatingIfNeeded: tidWord), flags = cancel & 0xffff_ffff
             let state: ExitedThread.State

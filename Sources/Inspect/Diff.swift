@@ -25,33 +25,37 @@ public struct SnapshotDiff: Sendable {
         typesA = ta; typesB = tb
         let ga = ta.groups(), gb = tb.groups()
         var index: [String: Int] = [:]
-        // Per block an integer key (no string per block): its group, size, owner or state; the
-        // name of each distinct key is made once.
+        // Per block an integer key (no string per block): its group, owner or state — small
+        // dense numbers, looked up in an array — or its size (a dictionary); the name of each
+        // distinct key is made once.
         func add(_ t: TypeInspection, _ s: Snapshot, _ g: TypeInspection.Groups, _ isA: Bool) {
-            var groupOfKey: [Int: Int] = [:]
-            var small = [Int](repeating: -1, count: 4096)   // keys -1..<4095 without hashing
+            let keys: Int? = switch by {
+            case .type: g.label.count + 1
+            case .owner: s.owners.count + 1
+            case .state: ChunkState.allCases.count + 1
+            case .size: nil
+            }
+            var dense = [Int](repeating: -1, count: keys ?? 0), bySize: [UInt64: Int] = [:]
+            var tallies: [Tally] = []
             let chunk = t.blocks.chunk, start = t.blocks.start, end = t.blocks.end
-            var tallies = [Tally](repeating: Tally(), count: 0)
             for k in 0..<t.blocks.count {
                 let i = Int(chunk[k]), bytes = end[k] - start[k]
-                let key: Int
-                switch by {
-                case .size: key = Int(bytes)
-                case .owner: key = Int(s.owner[i])
-                case .state: key = Int(s.report.chunks.state[i].rawValue)
-                case .type: key = Int(g.of[k])
+                let key: Int = switch by {   // -1 (unknown type, no owner) .. keys - 2
+                case .type: Int(g.of[k])
+                case .owner: Int(s.owner[i])
+                case .state: Int(s.report.chunks.state[i].rawValue)
+                case .size: 0
                 }
-                let at: Int
-                if key >= -1 && key < 4095 && small[key + 1] >= 0 { at = small[key + 1] } else if let x = groupOfKey[key] { at = x } else {
-                    let name: String
-                    switch by {
-                    case .size: name = String(bytes)
-                    case .owner: name = key >= 0 ? s.owners[key] : "(no owner)"
-                    case .state: name = s.report.chunks.state[i].name
-                    case .type: name = g.name(Int32(key))
+                var at = keys == nil ? bySize[bytes] ?? -1 : dense[key + 1]
+                if at < 0 {
+                    let name: String = switch by {
+                    case .size: String(bytes)
+                    case .owner: key >= 0 ? s.owners[key] : "(no owner)"
+                    case .state: s.report.chunks.state[i].name
+                    case .type: g.name(Int32(key))
                     }
                     at = index[name] ?? { groups.append(Group(key: name)); index[name] = groups.count - 1; return groups.count - 1 }()
-                    if key >= -1 && key < 4095 { small[key + 1] = at } else { groupOfKey[key] = at }
+                    if keys == nil { bySize[bytes] = at } else { dense[key + 1] = at }
                 }
                 if at >= tallies.count { tallies += [Tally](repeating: Tally(), count: at + 1 - tallies.count) }
                 tallies[at].add(bytes)
@@ -98,15 +102,10 @@ public struct SnapshotDiff: Sendable {
     /// keeps free (bins and caches, top; what malloc_trim would return), mmapped chunks, arenas,
     /// and threads that exited without being joined (their stacks stay mapped until pthread_join).
     static func causes(_ s: Snapshot) -> [(id: String, name: String, unit: String, value: Int64)] {
-        let c = s.report.chunks
-        let heap = s.report.heap
-        // The heap blocks of unjoined threads count with their threads, not as in use.
-        let threadBlocks = Set((heap.exitedThreads ?? []).compactMap { t in
-            c.index(containing: t.heapBlock).flatMap { t.heapBlock != 0 && c.state[$0].isOutstanding ? $0 : nil } })
+        let c = s.report.chunks, heap = s.report.heap
         var reach: Int64 = 0, lost: Int64 = 0, free: Int64 = 0, top: Int64 = 0, mm: Int64 = 0, blocks: Int64 = 0
         for i in 0..<c.count {
             let sz = Int64(c.size[i])
-            if threadBlocks.contains(i) { blocks += sz; continue }
             switch c.state[i] {
             case .inUse: if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach += sz } else { lost += sz }
             case .mmapped: mm += sz
@@ -114,6 +113,13 @@ public struct SnapshotDiff: Sendable {
             case .mallocInternal: break
             default: free += sz
             }
+        }
+        // The heap blocks of unjoined threads count with their threads, not as in use.
+        for t in heap.exitedThreads ?? [] where t.heapBlock != 0 {
+            guard let i = c.index(containing: t.heapBlock), c.state[i] == .inUse else { continue }
+            let sz = Int64(c.size[i])
+            blocks += sz
+            if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach -= sz } else { lost -= sz }
         }
         let unjoined = heap.exitedTally(.unjoined), cached = heap.exitedTally(.cached)
         let known = heap.exitedThreads != nil
