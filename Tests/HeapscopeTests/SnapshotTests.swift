@@ -29,12 +29,15 @@ struct SnapshotTests {
         #expect(r.ambiguous == s.ambiguous && r.owner == s.owner && r.owners == s.owners && r.types.map(\.name) == s.types.map(\.name))
         #expect(r.contents == s.contents && r.value("exe")?.hasSuffix("/typed") == true && r.parent == s.parent && r.parent.contains { $0 >= 0 })
         #expect(r.report.heap.exitedThreads == s.report.heap.exitedThreads && r.report.heap.exitedThreads != nil)
-        // Build-ids of the mapped files, as readelf -n reads them.
-        let exe = try #require(r.value("exe"))
-        let notes0 = try run("/usr/bin/readelf", ["-n", exe]).out
-        let readelfID = notes0.split(separator: "\n").first { $0.contains("Build ID:") }?.split(separator: " ").last.map(String.init)
-        #expect(readelfID != nil && r.value("build_id:" + exe) == readelfID)
-        #expect(r.meta.filter { $0.key.hasPrefix("build_id:") }.count >= 3)   // typed, libtypedlib.so, libc, ld.so
+        // Build-ids: one per file mapped from offset 0, as readelf -n reads it from that file.
+        var expected: [String: String] = [:]
+        for path in Set(try mappedFiles(p.pid)) {
+            let notes = try run("/usr/bin/readelf", ["-n", path]).out
+            if let id = notes.split(separator: "\n").first(where: { $0.contains("Build ID:") })?.split(separator: " ").last { expected[path] = String(id) }
+        }
+        var recorded: [String: String] = [:]
+        for (k, v) in r.meta where k.hasPrefix("build_id:") { recorded[String(k.dropFirst(9))] = v }
+        #expect(recorded == expected && expected.keys.contains { $0.hasSuffix("/typed") } && expected.count >= 4, "\(recorded)")
         // The manifest's chunks, their contents and labels.
         let t = TypeInspection(snapshot: r)
         let notes = TypeNotes(p.manifestText)
@@ -159,6 +162,14 @@ struct SnapshotTests {
     }
 }
 
+/// Files the process maps from offset 0 (its executable and libraries), from /proc/PID/maps.
+func mappedFiles(_ pid: Int32) throws -> [String] {
+    try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8).split(separator: "\n").compactMap { line in
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        return f.count >= 6 && f[2] == "00000000" && f[5].hasPrefix("/") ? String(f[5]) : nil
+    }
+}
+
 /// What TestTargets/phases.c says after a phase.
 struct PhaseNotes {
     var records: [UInt64: UInt64] = [:], leaks: [UInt64: UInt64] = [:], dtv: [UInt64: UInt64] = [:]
@@ -197,8 +208,8 @@ extension SnapshotTests {
         }
         let (n1, n2, n3) = (notes[0], notes[1], notes[2])
         #expect(n2.records.count == n1.records.count + 40 && n2.leaks.count == 5 && n3.records.count == 25 && n3.exited.count == 3)
-        func diff(_ a: Int, _ b: Int) throws -> (groups: [String: (chunks: Int, bytes: Int)], causes: [String: Int], json: [String: Any]) {
-            let j = try jsonObject(run(Paths.heapscope, ["diff", "\(dir)/\(a).snap", "\(dir)/\(b).snap", "--json", "--limit", "1000"]).out)
+        func diff(_ a: Int, _ b: Int, by: String = "type") throws -> (groups: [String: (chunks: Int, bytes: Int)], causes: [String: Int], json: [String: Any]) {
+            let j = try jsonObject(run(Paths.heapscope, ["diff", "\(dir)/\(a).snap", "\(dir)/\(b).snap", "--json", "--limit", "1000", "--by", by]).out)
             var g: [String: (Int, Int)] = [:], c: [String: Int] = [:]
             for row in j["groups"] as? [[String: Any]] ?? [] { g[row["key"] as! String] = (row["change_chunks"] as! Int, row["change_bytes"] as! Int) }
             for row in j["causes"] as? [[String: Any]] ?? [] { c[row["id"] as! String] = row["change"] as? Int }
@@ -213,6 +224,13 @@ extension SnapshotTests {
         #expect(d12.causes["in_use_lost"] == PhaseNotes.sum(n2.leaks))
         #expect(d12.causes["unjoined_threads"] == 0 && d12.causes["unjoined_stacks"] == 0 && d12.causes["mmapped"] == 0 && d12.causes["arenas"] == 0)
         #expect((d12.json["new"] as? [String: Any])?["chunks"] as? Int == 45 && (d12.json["gone"] as? [String: Any])?["chunks"] as? Int == 0)
+        // The same growth by size, owner and state.
+        func changed(_ g: [String: (chunks: Int, bytes: Int)]) -> [String: Int] { g.filter { $0.value.chunks != 0 }.mapValues(\.chunks) }
+        let recordSize = String(n2.records.values.first! - 8), leakSize = String(n2.leaks.values.first! - 8)
+        #expect(changed(try diff(1, 2, by: "size").groups) == [recordSize: 40, leakSize: 5])
+        #expect(changed(try diff(1, 2, by: "state").groups) == ["in_use": 45])
+        let byOwner = changed(try diff(1, 2, by: "owner").groups)
+        #expect(byOwner.count == 2 && byOwner["(no owner)"] == 5 && byOwner.contains { $0.key.hasPrefix("records (phases.c:") && $0.value == 40 }, "\(byOwner)")
         // Phase 3: 15 records freed (kept by malloc in tcache and fastbins); 3 threads exited
         // unjoined: their stacks stay mapped and their dtv blocks stay allocated.
         let d23 = try diff(2, 3)
