@@ -60,7 +60,6 @@ struct Watch: ParsableCommand {
         let step = Watch.seconds(interval)!, start = monotonic()
         var samples: [Sample] = [], survivors = SurvivorTracker(), files: [String] = []
         var ended: (reason: String, code: Int32) = ("", 0)
-        if !json { print("\(pad("time", 8)) \(pad("pause", 9)) \(pad("in use", 10)) \(pad("free", 10)) \(pad("top", 10)) \(pad("mmapped", 10)) \(pad("arenas", 6)) \(pad("threads", 7))  slope of in use") }
         loop: while true {
             let n = samples.count + 1
             let full = out != nil && (n - 1) % snapshotEvery == 0
@@ -77,16 +76,14 @@ struct Watch: ParsableCommand {
                     report = try Inspector.inspect(pid: pid, options: options)
                 }
             } catch {
+                // No sample yet: fail as any command does. Later: the summary, then the exit code.
+                if samples.isEmpty { FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode) }
                 switch error {
-                case .process(.noSuchProcess), .process(.targetExited):
-                    ended = samples.isEmpty ? ("\(error.description)", error.exitCode) : ("target \(pid) exited", 5)
-                    if samples.isEmpty { FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode) }
-                case .process(.interrupted):
-                    ended = ("interrupted", 0)
+                case .process(.noSuchProcess), .process(.targetExited): ended = ("target \(pid) exited", 5)
+                case .process(.interrupted): ended = ("interrupted", 0)
                 default:
                     FileHandleErr.write("heapscope: \(error.description)\n")
-                    if samples.isEmpty { throw ExitCode(error.exitCode) }
-                    ended = ("\(error.description)", error.exitCode)
+                    ended = (error.description, error.exitCode)
                 }
                 break loop
             }
@@ -121,6 +118,7 @@ struct Watch: ParsableCommand {
             o += ",\"slope_bytes_per_s\":\(slope.map { format3($0) } ?? "null"),\"snapshot\":\(file.map(jsonString) ?? "null")}"
             print(o)
         } else {
+            if n == 1 { print("\(pad("time", 8)) \(pad("pause", 9)) \(pad("in use", 10)) \(pad("free", 10)) \(pad("top", 10)) \(pad("mmapped", 10)) \(pad("arenas", 6)) \(pad("threads", 7))  slope of in use") }
             let ms = Double(s.pause) / 1000
             var line = "\(pad(clock(), 8)) \(pad(format1(ms) + " ms", 9)) \(pad(human(s.inUse), 10)) \(pad(human(s.free), 10)) \(pad(human(s.top), 10)) "
             line += "\(pad(human(s.mmapped), 10)) \(pad(String(s.arenas), 6)) \(pad(String(s.threads), 7))  \(slope.map(perMinute) ?? "-")"

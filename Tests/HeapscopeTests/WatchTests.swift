@@ -33,6 +33,8 @@ struct WatchTests {
         #expect(t.status == 0 && t.out.contains("ended (2 samples) after 2 samples") && t.out.contains("for at least 3600 s: 0 (0 B)"), "\(t.out)")
         let bad = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "soon"])
         #expect(bad.status == 64 && bad.err.contains("--interval takes a duration"))
+        let none = try run(Paths.heapscope, ["watch", "2147483646", "--count", "1"])
+        #expect(none.status == 3 && none.out.isEmpty && none.err.contains("2147483646"), "\(none)")
     }
 
     /// Start `watch` in the background; its stdout and stderr go to files in `dir`.
