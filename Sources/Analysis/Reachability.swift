@@ -125,7 +125,16 @@ public struct LeakReport: Sendable {
     public var tallies: [LeakClass: Tally]
     /// Bytes of roots and blocks scanned.
     public var scannedBytes: UInt64
-    public init(blocks: Blocks, leakClass: [LeakClass], tallies: [LeakClass: Tally], scannedBytes: UInt64) {
+    /// The tallies are counted from the classes (every class present, zero or not).
+    public init(blocks: Blocks, leakClass: [LeakClass], scannedBytes: UInt64) {
+        var counts = [Int](repeating: 0, count: 4), bytes = [UInt64](repeating: 0, count: 4)
+        for b in 0..<blocks.count {
+            let c = Int(leakClass[b].rawValue)
+            counts[c] += 1
+            bytes[c] += blocks.end[b] - blocks.start[b]
+        }
+        var tallies: [LeakClass: Tally] = [:]
+        for c in LeakClass.allCases { tallies[c] = Tally(count: counts[Int(c.rawValue)], bytes: bytes[Int(c.rawValue)]) }
         self.blocks = blocks; self.leakClass = leakClass; self.tallies = tallies; self.scannedBytes = scannedBytes
     }
 }
@@ -146,16 +155,8 @@ public enum Reachability {
 
         let order: [LeakClass] = [.definitelyLost, .possiblyLost, .stillReachable, .indirectlyLost]   // by state
         var classes = [LeakClass](repeating: .definitelyLost, count: n)
-        var counts = [Int](repeating: 0, count: 4), bytes = [UInt64](repeating: 0, count: 4)
-        for b in 0..<n {
-            let st = Int(scan.state[b])
-            classes[b] = order[st]
-            counts[st] += 1
-            bytes[st] += blocks.end[b] - blocks.start[b]
-        }
-        var tallies: [LeakClass: Tally] = [:]
-        for (st, c) in order.enumerated() { tallies[c] = Tally(count: counts[st], bytes: bytes[st]) }
-        return LeakReport(blocks: blocks, leakClass: classes, tallies: tallies, scannedBytes: scan.scanned)
+        for b in 0..<n { classes[b] = order[Int(scan.state[b])] }
+        return LeakReport(blocks: blocks, leakClass: classes, scannedBytes: scan.scanned)
     }
 }
 

@@ -130,18 +130,13 @@ extension Inspector {
     public static func leaks(snapshot s: Snapshot) -> LeakInspection {
         let types = TypeInspection(snapshot: s)
         let b = types.blocks
-        var cls: [LeakClass] = [], tallies: [LeakClass: Tally] = [:]
-        cls.reserveCapacity(b.count)
-        for k in 0..<b.count {
-            let c = LeakClass(rawValue: s.leakClass[Int(b.chunk[k])]) ?? .stillReachable
-            cls.append(c); tallies[c, default: Tally()].add(b.end[k] - b.start[k])
-        }
+        let cls = (0..<b.count).map { LeakClass(rawValue: s.leakClass[Int(b.chunk[$0])]) ?? .stillReachable }
         var rootBytes: [RootKind: UInt64] = [:]
         for (k, v) in s.meta where k.hasPrefix("roots:") {
             if let kind = RootKind(rawValue: String(k.dropFirst(6))), let n = UInt64(v) { rootBytes[kind] = n }
         }
         let scanned = s.value("scanned_bytes").flatMap { UInt64($0) } ?? 0
-        return LeakInspection(heap: s.report, leaks: LeakReport(blocks: b, leakClass: cls, tallies: tallies, scannedBytes: scanned),
+        return LeakInspection(heap: s.report, leaks: LeakReport(blocks: b, leakClass: cls, scannedBytes: scanned),
                               roots: [], registers: [], rootBytes: rootBytes, memory: types.memory, types: types)
     }
 }
