@@ -12,8 +12,9 @@ struct SnapshotCommand: ParsableCommand {
         abstract: "Save one inspection to a file: heap walk, arenas, mallinfo2, threads, every chunk with its leak class, type and owner.",
         discussion: """
         One pause, as `leaks`. The file (mode 0600) holds no heap contents unless --contents is \
-        given: then every outstanding chunk's bytes too (secrets!). stat, chunks and types read \
-        the file as they read a process; diff compares two files. Format: README "Snapshot files".
+        given: then every outstanding chunk's bytes too (secrets!). stat, chunks, types, leaks, \
+        why and show read the file instead of a process (show needs --contents); diff compares \
+        two files. --pprof also writes a gzipped pprof heap profile. Format: README "Snapshot files".
         """)
     @OptionGroup var target: TargetOptions
     @Option(name: .shortAndLong, help: "The file to write.") var output: String
@@ -27,13 +28,14 @@ struct SnapshotCommand: ParsableCommand {
         let t0 = monotonic()
         let s = try target.attach { pid, o throws(InspectError) in try Inspector.snapshot(pid: pid, options: o, contents: withContents) }
         let t1 = monotonic()
+        var t2 = t1
         do {
             try SnapshotFile.write(s, to: output)
+            t2 = monotonic()
             if let pprof { try PprofProfile(heapOf: s).write(to: pprof) }
         } catch {
             FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
         }
-        let t2 = monotonic()
         var st = stat()
         let size = stat(output, &st) == 0 ? UInt64(st.st_size) : 0
         let n = s.report.chunks.count
@@ -54,24 +56,25 @@ struct Diff: ParsableCommand {
         and the change, largest growth first. A survivor is a chunk at the same address with the \
         same size and type in both (and, when both snapshots hold contents, the same bytes; \
         otherwise it is counted as changed). Causes: in-use growth split into reachable and \
-        lost, free memory malloc keeps (bins, tcache, top), mmapped chunks, arenas, threads.
+        lost, free memory malloc keeps (bins, tcache, top) and what malloc_trim(0) would return, \
+        mmapped chunks, arenas, threads, and threads that exited without being joined (their \
+        stacks and heap blocks stay until pthread_join).
         """)
     @Argument(help: "The older snapshot file.") var a: String
     @Argument(help: "The newer snapshot file.") var b: String
-    @Option(help: "Group by type, size, owner or state.") var by = "type"
+    @Option(help: "Group by type, size, owner or state.") var by: SnapshotDiff.Key = .type
     @Option(help: "Print at most this many groups.") var limit = 30
     @Flag(help: "Print JSON instead of text.") var json = false
     @Option(help: ArgumentHelp("Also write B minus A per owner chain as a gzipped pprof profile (what pprof -diff_base shows).", valueName: "file"))
     var pprof: String?
 
     func validate() throws {
-        if SnapshotDiff.Key(rawValue: by) == nil { throw ValidationError("--by takes type, size, owner or state") }
         if limit < 0 { throw ValidationError("--limit must be >= 0") }
     }
 
     func run() throws {
         let sa = try readSnapshot(a), sb = try readSnapshot(b)
-        let d = SnapshotDiff(sa, sb, by: SnapshotDiff.Key(rawValue: by)!)
+        let d = SnapshotDiff(sa, sb, by: by)
         if let pprof {
             do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprof) } catch {
                 FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
@@ -82,6 +85,8 @@ struct Diff: ParsableCommand {
         out.flush()
     }
 }
+
+extension SnapshotDiff.Key: ExpressibleByArgument {}
 
 extension SnapshotDiff {
     static func signed(_ v: Int64) -> String { v > 0 ? "+\(v)" : String(v) }
