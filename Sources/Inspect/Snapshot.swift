@@ -66,7 +66,7 @@ extension Inspector {
         for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
         meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
         var hostname = [CChar](repeating: 0, count: 256)
-        if gethostname(&hostname, 255) == 0 { meta.append(("host", String(cString: hostname))) }
+        if gethostname(&hostname, 255) == 0 { meta.append(("host", String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))) }
         return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,
                         owner: owner, parent: parent, types: types, owners: owners, contents: bytes)
     }

@@ -144,7 +144,7 @@ struct Show: ParsableCommand {
                 case (4, 4): return (String(Float(bitPattern: UInt32(truncatingIfNeeded: v))), nil)
                 case (4, 8): return (String(Double(bitPattern: v)), nil)
                 case (2, _): return (v != 0 ? "true" : "false", nil)
-                case (5, _), (6, _), (0, _) where e.kind == .enumeration || e.encoding != 0:
+                case (let enc, _) where enc == 5 || enc == 6 || (enc == 0 && e.kind == .enumeration):   // signed, signed char, enum
                     let shift = UInt64(64 - 8 * min(size, 8))
                     let signed = Int64(bitPattern: v << shift) >> Int64(shift)
                     return (e.encoding == 6 && size == 1 && v >= 0x20 && v < 0x7f ? "\(signed) '\(Character(UnicodeScalar(UInt8(v))))'" : String(signed), nil)
