@@ -36,7 +36,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
         // The snapshot file format (no dependency on how a snapshot was taken).
-        .target(name: "Snapshot", dependencies: ["HeapModel", "CZlib"], path: "Sources/Snapshot"),
+        .target(name: "Snapshot", dependencies: ["HeapModel", "CZlib", "CShim"], path: "Sources/Snapshot"),
         .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
         // Analysis: the same compile-time-only exclusivity checking, for the scanner's hot loop.
         .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis",

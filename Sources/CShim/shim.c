@@ -7,6 +7,7 @@
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(struct user_regs_struct) == 27 * 8, "x86_64 user_regs_struct layout");
 
@@ -89,4 +90,49 @@ int hs_stop_signal(void) { return stop_signal; }
 uint64_t hs_monotonic_ns(void) {
     struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Temporary output files to remove if heapscope is ended by a signal while writing them. The
+ * handler only calls unlink(2), signal(2) and raise(2), which are async-signal-safe. */
+#define HS_CLEANUP_SLOTS 8
+static char cleanup_paths[HS_CLEANUP_SLOTS][4096];
+static volatile sig_atomic_t cleanup_used[HS_CLEANUP_SLOTS];
+
+static void on_fatal_signal(int sig) {
+    for (int i = 0; i < HS_CLEANUP_SLOTS; i++)
+        if (cleanup_used[i]) unlink(cleanup_paths[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+int hs_cleanup_add(const char *path) {
+    if (strlen(path) >= sizeof cleanup_paths[0]) return -1;
+    static int installed;
+    if (!installed) {
+        installed = 1;
+        int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+        for (unsigned i = 0; i < 4; i++) {
+            struct sigaction old;
+            /* A handler installed already (watch's stop flag) stays: it ends the program itself,
+             * and the writer removes its file on the way out. */
+            if (sigaction(sigs[i], 0, &old) == 0 && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) continue;
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_fatal_signal;
+            sigemptyset(&sa.sa_mask);
+            sigaction(sigs[i], &sa, 0);
+        }
+    }
+    for (int i = 0; i < HS_CLEANUP_SLOTS; i++) {
+        if (!cleanup_used[i]) {
+            strcpy(cleanup_paths[i], path);
+            cleanup_used[i] = 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+void hs_cleanup_remove(int slot) {
+    if (slot >= 0 && slot < HS_CLEANUP_SLOTS) cleanup_used[slot] = 0;
 }

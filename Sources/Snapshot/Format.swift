@@ -44,6 +44,8 @@ public enum SnapshotError: Error, CustomStringConvertible, Sendable {
     case newerVersion(path: String, version: UInt32)
     case truncated(path: String, have: UInt64, need: UInt64)
     case corrupted(path: String, what: String)
+    /// An output file heapscope will not write (checked before the target is stopped).
+    case refused(path: String, why: String)
 
     public var description: String {
         switch self {
@@ -53,6 +55,7 @@ public enum SnapshotError: Error, CustomStringConvertible, Sendable {
             return "\(p) is snapshot format version \(v); this heapscope reads version \(SnapshotFile.version) and older"
         case .truncated(let p, let have, let need): return "\(p) is truncated: \(have) bytes, the header says \(need)"
         case .corrupted(let p, let what): return "\(p) is corrupted: \(what)"
+        case .refused(let p, let why): return "will not write \(p): \(why)"
         }
     }
 }
@@ -75,26 +78,14 @@ public enum SnapshotFile {
 
     // MARK: write
 
-    /// Write `s` to `path`, created with mode 0600 (heap contents are secrets): a temporary file
-    /// in the same directory, renamed into place when complete.
-    public static func write(_ s: Snapshot, to path: String) throws(SnapshotError) {
-        try writeFile(encode(s), to: path)
+    /// Write `s` to `file` (mode 0600, temporary file renamed into place: see OutputFile).
+    public static func write(_ s: Snapshot, to file: OutputFile) throws(SnapshotError) {
+        try file.write(encode(s))
     }
 
-    /// Write `bytes` to `path` as snapshots are written: mode 0600, temporary file, rename.
-    public static func writeFile(_ bytes: [UInt8], to path: String) throws(SnapshotError) {
-        let tmp = path + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .io(path: tmp, errno: errno, doing: "create") }
-        _ = fchmod(fd, 0o600)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, bytes.count - off) }
-            if n < 0 { if errno == EINTR { continue }; let e = errno; close(fd); unlink(tmp); throw .io(path: tmp, errno: e, doing: "write") }
-            off += n
-        }
-        if fsync(fd) != 0 || close(fd) != 0 { let e = errno; unlink(tmp); throw .io(path: tmp, errno: e, doing: "write") }
-        if rename(tmp, path) != 0 { let e = errno; unlink(tmp); throw .io(path: path, errno: e, doing: "create") }
+    /// Write `s` to `path`, checked as OutputFile checks it.
+    public static func write(_ s: Snapshot, to path: String) throws(SnapshotError) {
+        try write(s, to: OutputFile(path))
     }
 
     public static func encode(_ s: Snapshot) -> [UInt8] {

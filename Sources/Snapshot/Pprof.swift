@@ -53,9 +53,9 @@ public struct PprofProfile: Sendable {
     }
 
     /// Write the profile gzipped (as pprof reads it), mode 0600.
-    public func write(to path: String) throws(SnapshotError) {
-        guard let gz = gzip(encode()) else { throw .io(path: path, errno: EIO, doing: "compress") }
-        try SnapshotFile.writeFile(gz, to: path)
+    public func write(to file: OutputFile) throws(SnapshotError) {
+        guard let gz = gzip(encode()) else { throw .io(path: file.path, errno: EIO, doing: "compress") }
+        try file.write(gz)
     }
 }
 

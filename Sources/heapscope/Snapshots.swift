@@ -21,18 +21,22 @@ struct SnapshotCommand: ParsableCommand {
     @Flag(help: "Also save the contents of every outstanding chunk.") var contents = false
     @Option(help: ArgumentHelp("Also write the heap as a gzipped pprof profile (inuse_objects, inuse_space; stacks = owner chains).", valueName: "file"))
     var pprof: String?
+    @Flag(help: "Write through a symbolic link given as --output or --pprof (refused otherwise).") var follow = false
 
     func run() throws {
         try target.requireLive("snapshot")
+        // Where the files go is checked before the target is stopped.
+        let file = try checkedOutput(output, follow: follow)
+        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow) }
         let withContents = contents
         let t0 = monotonic()
         let s = try target.attach { pid, o throws(InspectError) in try Inspector.snapshot(pid: pid, options: o, contents: withContents) }
         let t1 = monotonic()
         var t2 = t1
         do {
-            try SnapshotFile.write(s, to: output)
+            try SnapshotFile.write(s, to: file)
             t2 = monotonic()
-            if let pprof { try PprofProfile(heapOf: s).write(to: pprof) }
+            if let pprofFile { try PprofProfile(heapOf: s).write(to: pprofFile) }
         } catch {
             FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
         }
@@ -67,16 +71,18 @@ struct Diff: ParsableCommand {
     @Flag(help: "Print JSON instead of text.") var json = false
     @Option(help: ArgumentHelp("Also write B minus A per owner chain as a gzipped pprof profile (what pprof -diff_base shows).", valueName: "file"))
     var pprof: String?
+    @Flag(help: "Write through a symbolic link given as --pprof (refused otherwise).") var follow = false
 
     func validate() throws {
         if limit < 0 { throw ValidationError("--limit must be >= 0") }
     }
 
     func run() throws {
+        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow) }
         let sa = try readSnapshot(a), sb = try readSnapshot(b)
         let d = SnapshotDiff(sa, sb, by: by)
-        if let pprof {
-            do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprof) } catch {
+        if let pprofFile {
+            do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprofFile) } catch {
                 FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
             }
         }
@@ -121,6 +127,14 @@ extension SnapshotDiff {
         out.write("],\"groups\":[")
         out.write(groups.prefix(limit).map { "{\"key\":\(jsonString($0.key)),\"a\":\(t($0.a)),\"b\":\(t($0.b)),\"change_chunks\":\(Int64($0.b.count) - Int64($0.a.count)),\"change_bytes\":\(Int64($0.b.bytes) - Int64($0.a.bytes))}" }.joined(separator: ","))
         out.write("]}\n")
+    }
+}
+
+/// An output file checked before any work (OutputFile's rules); exit 1 with the reason if refused.
+func checkedOutput(_ path: String, follow: Bool) throws -> OutputFile {
+    do { return try OutputFile(path, follow: follow) } catch {
+        FileHandleErr.write("heapscope: \(error.description)\n")
+        throw ExitCode(1)
     }
 }
 

@@ -29,6 +29,7 @@ struct Watch: ParsableCommand {
     var olderThan: String?
     @Flag(help: "One JSON object per line instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
+    @Flag(help: "Accept --out as a symbolic link to a directory (refused otherwise).") var follow = false
 
     static func seconds(_ s: String) -> Double? {
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
@@ -53,8 +54,8 @@ struct Watch: ParsableCommand {
         var options = InspectOptions()
         if noDebuginfo { options.useDebugInfo = false }
         if let out {
-            if mkdir(out, 0o700) != 0 && errno != EEXIST {
-                FileHandleErr.write("heapscope: cannot create \(out): \(String(cString: strerror(errno)))\n"); throw ExitCode(1)
+            do { try OutputFile.directory(out, follow: follow) } catch {
+                FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
             }
         }
         let step = Watch.seconds(interval)!, start = monotonic()
@@ -68,7 +69,7 @@ struct Watch: ParsableCommand {
                 if full {
                     let s = try Inspector.snapshot(pid: pid, options: options)
                     let path = "\(out!)/\(pid)-\(n).snap"
-                    do { try SnapshotFile.write(s, to: path); files.append(path) } catch {
+                    do { try SnapshotFile.write(s, to: OutputFile(path)); files.append(path) } catch {
                         FileHandleErr.write("heapscope: \(error.description)\n")
                     }
                     report = s.report

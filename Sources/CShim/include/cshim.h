@@ -55,6 +55,12 @@ int hs_pending_termination_signal(void);
 void hs_catch_stop_signals(void);
 int hs_stop_signal(void);
 
+/* Output files: `path` (a temporary file being written) is removed if SIGINT, SIGTERM, SIGHUP or
+ * SIGQUIT ends heapscope before hs_cleanup_remove(slot). Installs the handlers on first use, where
+ * no handler is set yet, and re-raises the signal after removing. Returns the slot, or -1. */
+int hs_cleanup_add(const char *path);
+void hs_cleanup_remove(int slot);
+
 /// Monotonic clock in nanoseconds.
 uint64_t hs_monotonic_ns(void);
 
