@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils
+PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and
@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
@@ -121,4 +121,8 @@ $(TT)/symbols_minidebuginfo: $(TT)/symbols
 
 # Snapshot diffs: a heap that changes in three phases, one per SIGUSR1.
 $(TT)/phases: TestTargets/phases.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread
+
+# Hard to stop or hold: a thread in vfork (D state), a leader that called pthread_exit, sleeping threads.
+$(TT)/stubborn: TestTargets/stubborn.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread

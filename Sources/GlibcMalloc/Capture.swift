@@ -88,13 +88,16 @@ extension GlibcCapture {
         return Int(n + n / 16 + (1 << 20))
     }
 
-    public func capture(threads: [StoppedThread], pool: BufferPool? = nil) throws(GlibcError) {
+    /// With `budget`, each step checks it and the capture ends early once it is exceeded
+    /// (the caller detaches and reports; nothing copied then is used).
+    public func capture(threads: [StoppedThread], pool: BufferPool? = nil, budget: StopBudget? = nil) throws(GlibcError) {
         self.threads = threads
         let trace = PhaseTrace()
         defer { trace.done("capture total") }
         let L = target.layout
         let remote = RemoteMemory(pid: target.pid)
-        let copier = BulkCopier(pid: target.pid, pool: pool)
+        let copier = BulkCopier(pid: target.pid, pool: pool, budget: budget)
+        func outOfTime() -> Bool { budget?.check() == true }
 
         // 1. The allocator's own data (main_arena, mp_ live here).
         copier.copy(target.dataRanges.map { .init(start: $0.start, count: Int($0.end - $0.start), label: "malloc data") }, into: image)
@@ -131,6 +134,7 @@ extension GlibcCapture {
         }
 
         trace.mark("arena ring")
+        if outOfTime() { return }
         // 4. Heap segments.
         var copyRequests: [BulkCopier.Request] = []
         if let hp = L.mpHpPagesize, (35...41).contains(L.minor), let v = remote.word(mp + hp), v != 0 { heapMax = 4 * v }
@@ -141,9 +145,11 @@ extension GlibcCapture {
         }
 
         trace.mark("heap segments")
+        if outOfTime() { return }
         // 5. mmapped chunks (headers only).
         scanMmapped(remote: remote)
         trace.mark("mmapped scan")
+        if outOfTime() { return }
 
         // 6. Thread TLS windows (to find each thread's tcache pointer).
         for t in threads where t.fsBase != 0 {
@@ -161,6 +167,7 @@ extension GlibcCapture {
         trace.mark("tls windows")
         let failures = copier.copy(copyRequests, into: image)
         trace.mark("bulk copy")
+        if outOfTime() { return }
         if let pool { trace.note("buffer pool \(pool.capacity >> 20) MiB, \(pool.usedBytes >> 20) MiB used") }
         for (r, got) in failures {
             warnings.append(.init(.unreadable, r.start, "could only copy \(got) of \(r.count) bytes of \(r.label) at 0x\(hex(r.start))"))

@@ -227,8 +227,13 @@ public struct HeapWalk: Sendable {
 /// Everything one inspection learned: the walk, and how it was obtained.
 public struct HeapReport: Sendable {
     public var pid: Int32
+    /// The whole time the target was stopped, over every attempt.
     public var pauseMicroseconds: UInt64
     public var attempts: Int
+    /// How long each attempt stopped the target (empty when not recorded, as in older snapshots).
+    public var attemptPauses: [UInt64] = []
+    /// The stop budget the inspection ran under (--max-stop), 0 if unknown.
+    public var stopBudgetMicroseconds: UInt64 = 0
     public var allocator: String          // "glibc"
     public var allocatorVersion: String   // "2.36"
     public var discovery: String          // how the allocator's roots were found

@@ -11,9 +11,13 @@ public struct InspectOptions: Sendable {
     public var useDebugInfo: Bool
     /// How many times to stop the target when the heap is caught mid-update.
     public var maxAttempts: Int
-    public init(useDebugInfo: Bool = ProcessInfoEnv.debugInfoEnabled, maxAttempts: Int = 5) {
+    /// The longest the target may be stopped in all, over every attempt (--max-stop).
+    public var maxStopMicroseconds: UInt64
+    public init(useDebugInfo: Bool = ProcessInfoEnv.debugInfoEnabled, maxAttempts: Int = 5,
+                maxStopMicroseconds: UInt64 = Attachment.defaultBudgetNs / 1000) {
         self.useDebugInfo = useDebugInfo
         self.maxAttempts = maxAttempts
+        self.maxStopMicroseconds = maxStopMicroseconds
     }
 }
 
@@ -42,8 +46,9 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
     public var exitCode: Int32 {
         switch self {
         case .process(.noSuchProcess): return 3
-        case .process(.permissionDenied): return 4
+        case .process(.permissionDenied), .process(.tracedByOther): return 4
         case .process(.targetExited): return 5
+        case .process(.threadWouldNotStop), .process(.stopBudgetExceeded): return 9
         case .process(.interrupted(let sig)): return 128 + sig
         case .glibc(.notGlibc), .glibc(.unsupportedVersion): return 6
         case .glibc(.notInitialised), .glibc(.mainArenaNotFound): return 7
@@ -79,12 +84,19 @@ public enum Inspector {
 
     /// `inspect`, keeping what was copied; with `writable`, also every other writable mapping
     /// (stacks, module data, anonymous memory: the roots of a leak check), in the same pause.
-    static func inspectCapturing(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+    static func inspectCapturing(pid userPid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+        // Memory and /proc are reached through a live thread when the leader has exited.
+        let pid = ProcFS.accessPid(userPid)
         // A process caught in execve() refuses ptrace and /proc reads for a moment: try again
         // briefly before calling it a permission problem.
         var denied = 0
         while true {
-            do { return try inspectOnce(pid: pid, options: options, writable: writable) } catch {
+            do {
+                var c = try inspectOnce(pid: pid, options: options, writable: writable)
+                c.report.pid = userPid
+                c.accessPid = pid
+                return c
+            } catch {
                 if case .process(.noSuchProcess) = error { throw error }
                 if case .process(.targetExited) = error { throw error }
                 if ProcFS.hasExited(pid: pid) {
@@ -101,6 +113,8 @@ public enum Inspector {
     struct Captured {
         var report: HeapReport
         var capture: GlibcCapture
+        /// The id the process was read through (ProcFS.accessPid): its pid, or a live thread's.
+        var accessPid: Int32 = 0
         /// Writable mappings (as read while stopped) and the copies of those parts of them that
         /// the heap capture did not copy; empty unless asked for.
         var maps: [Mapping] = []
@@ -116,52 +130,76 @@ public enum Inspector {
 
     static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
         let target = try prepare(pid: pid, options: options)
+        let budgetNs = options.maxStopMicroseconds * 1000
         var attempt = 0
         var capture: GlibcCapture
-        var pause: UInt64 = 0
+        var pauses: [UInt64] = []
         var maps: [Mapping] = []
         var writableImage = MemoryImage()
         var retryNotes: [String] = []
+        var stoppedNs: UInt64 = 0
         while true {
             attempt += 1
             capture = GlibcCapture(target: target)
             // Copy buffers are sized and faulted in before the target stops.
             let pool = BufferPool(bytes: GlibcCapture.estimateCopyBytes(target))
             let att: Attachment
-            do { att = try Attachment(pid: pid) } catch { throw .process(error) }
+            do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
+                if case .threadWouldNotStop(let p, let t, let st, let us, let others) = error, !pauses.isEmpty {
+                    // Earlier attempts stopped it too: say the whole time.
+                    throw .process(.threadWouldNotStop(pid: p, tid: t, state: st, stoppedMicroseconds: us + stoppedNs / 1000, others: others))
+                }
+                throw .process(error)
+            }
+            let budget = StopBudget(deadlineNs: att.deadlineNs)
             do {
-                try capture.capture(threads: att.threads, pool: pool)
+                try capture.capture(threads: att.threads, pool: pool, budget: budget)
             } catch {
                 att.detach()
                 throw .glibc(error)
             }
-            if writable {
-                (maps, writableImage) = copyWritable(pid: pid, skipping: capture.image)
+            if writable && !budget.exceeded {
+                (maps, writableImage) = copyWritable(pid: pid, skipping: capture.image, budget: budget)
             }
             att.detach()
-            pause = att.pauseMicroseconds
+            pauses.append(att.pauseMicroseconds)
+            stoppedNs += att.pauseMicroseconds * 1000
             let sig = Attachment.terminationRequested()   // only when the caller handles these signals
             if sig != 0 { throw .process(.interrupted(signal: sig)) }
+            if budget.exceeded {
+                let mib = (capture.image.totalBytes + writableImage.totalBytes) >> 20
+                throw .process(.stopBudgetExceeded(pid: pid, stoppedMicroseconds: stoppedNs / 1000, budgetMicroseconds: options.maxStopMicroseconds,
+                                                   doing: "copying its memory (\(mib) MiB copied so far\(attempt > 1 ? ", attempt \(attempt)" : ""))"))
+            }
             if capture.unsettled.isEmpty || attempt >= options.maxAttempts { break }
+            // Another attempt only if one as long as the longest so far still fits in the budget.
+            if stoppedNs + 1000 * (pauses.max() ?? 0) * 5 / 4 > budgetNs {
+                retryNotes.append("another attempt would exceed --max-stop")
+                break
+            }
             retryNotes.append(contentsOf: capture.unsettled)
-            usleep(UInt32(1000 * attempt))   // let the thread leave malloc
+            usleep(UInt32(1000 << min(attempt - 1, 4)))   // back off: let the thread leave malloc
             if !ProcFS.exists(pid: pid) { throw .process(.targetExited(pid: pid, during: "between attempts")) }
         }
+        let pause = stoppedNs / 1000
         let t1 = nowNs()
         var walk = capture.walk()
         if !capture.unsettled.isEmpty {
-            walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempts (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
+            let why = retryNotes.last == "another attempt would exceed --max-stop" ? "; another attempt would exceed --max-stop" : ""
+            walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempt\(attempt == 1 ? "" : "s") (\(capture.unsettled.joined(separator: "; "))\(why)); results may be inconsistent"), at: 0)
         }
-        let report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
+        var report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
                                 allocatorVersion: target.layout.version, discovery: capture.discovery,
                                 heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
                                 analysisMicroseconds: (nowNs() - t1) / 1000)
+        report.attemptPauses = pauses
+        report.stopBudgetMicroseconds = options.maxStopMicroseconds
         return Captured(report: report, capture: capture, maps: maps, writable: writableImage)
     }
 
     /// With the target stopped: every readable, writable mapping, minus what `skipping` holds.
     /// A mapping that cannot be read (device memory) is left out.
-    static func copyWritable(pid: Int32, skipping: MemoryImage) -> ([Mapping], MemoryImage) {
+    static func copyWritable(pid: Int32, skipping: MemoryImage, budget: StopBudget? = nil) -> ([Mapping], MemoryImage) {
         let maps = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.readable && $0.writable }
         var requests: [BulkCopier.Request] = []
         for m in maps {
@@ -173,7 +211,7 @@ public enum Inspector {
             if from < m.end { requests.append(.init(start: from, count: Int(m.end - from), label: m.path)) }
         }
         let image = MemoryImage()
-        BulkCopier(pid: pid).copy(requests, into: image)
+        BulkCopier(pid: pid, budget: budget).copy(requests, into: image)
         return (maps, image)
     }
 

@@ -37,7 +37,7 @@ extension Inspector {
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
         // Lost chunks are reached from no root: their types come from their contents alone.
-        let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: pid, options: options,
+        let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
                                    only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels)
     }

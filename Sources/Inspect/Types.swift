@@ -32,7 +32,7 @@ extension Inspector {
         let c = try inspectCapturing(pid: pid, options: options, writable: true)
         let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
-        return label(captured: c, memory: memory, blocks: blocks, pid: pid, options: options)
+        return label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options)
     }
 
     /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`).

@@ -28,23 +28,39 @@ public final class Attachment {
     private var seized: [Int32: Bool] = [:]   // tid -> stopped yet
     private var signals: [Int32: Int32] = [:]
     private var detached = false
-    /// Longest time to wait for all threads to stop.
-    public static let stopTimeoutNs: UInt64 = 5_000_000_000
+    /// Longest time this attachment may keep the target stopped (waiting for stops included).
+    public let budgetNs: UInt64
+    /// A thread that has not stopped this long after being asked, while in uninterruptible sleep
+    /// (D: a vfork parent, I/O, NFS), releases the others at once: waiting longer stops them too.
+    public static let uninterruptibleGraceNs: UInt64 = 100_000_000
+    /// Default stop budget (the CLI's --max-stop).
+    public static let defaultBudgetNs: UInt64 = 1_000_000_000
 
     public var pauseMicroseconds: UInt64 { (detachedNs > firstStopNs ? detachedNs - firstStopNs : 0) / 1000 }
 
-    /// Attach to and stop every thread of `pid`. On any failure everything attached so far is detached.
-    public init(pid: Int32) throws(ProcessError) {
+    /// Attach to and stop every thread of `pid`, keeping it stopped at most `budgetNs` while
+    /// waiting for its threads. On any failure everything attached so far is detached.
+    public init(pid: Int32, budgetNs: UInt64 = Attachment.defaultBudgetNs) throws(ProcessError) {
         self.pid = pid
+        self.budgetNs = budgetNs
+        Attachment.releaseLeftovers()
         guard ProcFS.exists(pid: pid) else { throw .noSuchProcess(pid: pid) }
         hs_block_termination_signals(1)
         do {
             try stopAll()
         } catch {
             detach()
+            if case .threadWouldNotStop(let p, let t, let state, _, let others) = error {
+                throw .threadWouldNotStop(pid: p, tid: t, state: state, stoppedMicroseconds: pauseMicroseconds, others: others)
+            }
             throw error
         }
     }
+
+    /// When the stop budget runs out (monotonic ns), once the first thread was asked to stop.
+    public var deadlineNs: UInt64 { firstStopNs == 0 ? UInt64.max : firstStopNs &+ budgetNs }
+    /// Whether the target has been stopped for longer than the budget.
+    public var overBudget: Bool { hs_monotonic_ns() > deadlineNs }
 
     deinit { detach() }
 
@@ -52,8 +68,13 @@ public final class Attachment {
         let r = hs_ptrace_seize(tid, 1)
         if r == -ESRCH { return false }     // the thread exited meanwhile
         if r == -EPERM {
-            if tid == pid || seized.isEmpty { throw .permissionDenied(pid: pid, reason: explainPermission(pid: pid)) }
-            return false
+            // Another tracer on this thread (strace -p TID, a debugger): heapscope cannot hold it,
+            // and it would run on during the copy. Refuse rather than copy a moving heap.
+            if let tracer = ProcFS.tracer(pid: pid, tid: tid) {
+                throw .tracedByOther(pid: pid, tid: tid, tracer: tracer.pid, tracerName: tracer.name)
+            }
+            if !ProcFS.exists(pid: pid) || access("/proc/\(pid)/task/\(tid)", F_OK) != 0 { return false }   // exited meanwhile
+            throw .permissionDenied(pid: pid, reason: explainPermission(pid: pid))
         }
         if r < 0 { throw .system(call: "ptrace(PTRACE_SEIZE)", subject: "tid \(tid)", errno: -r) }
         let i = hs_ptrace_interrupt(tid)
@@ -71,6 +92,8 @@ public final class Attachment {
             if tids.isEmpty { throw .noSuchProcess(pid: pid) }
             var added = false
             for t in tids where seized[t] == nil {
+                // A zombie thread (a leader that called pthread_exit) has no user state to stop.
+                if ProcFS.threadState(pid: pid, tid: t) == "Z" { continue }
                 if try seize(t) { added = true }
             }
             if seized.isEmpty { throw .noSuchProcess(pid: pid) }
@@ -91,67 +114,90 @@ public final class Attachment {
         if threads.isEmpty { throw .targetExited(pid: pid, during: "while being attached") }
     }
 
-    /// Collect one stop from every seized thread (polling, so a thread stuck in D state cannot hang us).
+    /// Collect one stop from every seized thread (polling, so a thread stuck in D state cannot hang
+    /// us): within the stop budget, and within a short grace for a thread in uninterruptible sleep.
+    /// Each round collects every stop that is ready, so one slow thread does not delay the others'.
     private func waitForStops() throws(ProcessError) {
-        let deadline = hs_monotonic_ns() + Attachment.stopTimeoutNs
+        let graceEnd = hs_monotonic_ns() + Attachment.uninterruptibleGraceNs
         var sleepUs: UInt32 = 0
-        while let tid = seized.first(where: { !$0.value })?.key {
-            var status: Int32 = 0
-            let r = hs_waitpid(tid, &status, 1)
-            if r == -ECHILD { seized[tid] = nil; continue }      // gone (already reaped)
-            if r < 0 { throw .system(call: "waitpid", subject: "tid \(tid)", errno: -r) }
-            if r == 0 {
-                if hs_monotonic_ns() > deadline {
-                    throw .threadWouldNotStop(pid: pid, tid: tid, state: ProcFS.threadState(pid: pid, tid: tid))
+        while true {
+            let pending = seized.filter { !$0.value }.keys.sorted()
+            if pending.isEmpty { return }
+            var progressed = false
+            for tid in pending {
+                var status: Int32 = 0
+                let r = hs_waitpid(tid, &status, 1)
+                if r == 0 { continue }
+                progressed = true
+                if r == -ECHILD { seized[tid] = nil; continue }      // gone (already reaped)
+                if r < 0 { throw .system(call: "waitpid", subject: "tid \(tid)", errno: -r) }
+                try record(tid, status: status)
+            }
+            if progressed { sleepUs = 0; continue }
+            let now = hs_monotonic_ns()
+            let stuck = now > deadlineNs ? pending.first : (now > graceEnd ? pending.first { ProcFS.threadState(pid: pid, tid: $0) == "D" } : nil)
+            if let tid = stuck {
+                let state = ProcFS.threadState(pid: pid, tid: tid)
+                let wchan = ProcFS.wchan(pid: pid, tid: tid).map { w in
+                    ["kernel_clone", "_do_fork", "do_fork", "wait_for_vfork_done"].contains(w) ? "\(w): a vfork parent waiting for its child to exec or exit" : w
                 }
-                if sleepUs > 0 { usleep(sleepUs) }
-                sleepUs = min(max(sleepUs * 2, 10), 2000)
-                continue
+                let words = state == "D" ? "D state (uninterruptible sleep\(wchan.map { " in \($0)" } ?? ""))" : "state \(state)\(wchan.map { " (in \($0))" } ?? "")"
+                throw .threadWouldNotStop(pid: pid, tid: tid, state: words, stoppedMicroseconds: 0,
+                                          others: seized.values.filter { $0 }.count)
             }
-            sleepUs = 0
-            if hs_wifexited(status) != 0 || hs_wifsignaled(status) != 0 {
-                seized[tid] = nil
-                if seized.isEmpty || !ProcFS.exists(pid: pid) { throw .targetExited(pid: pid, during: "while being attached") }
-                continue
-            }
-            guard hs_wifstopped(status) != 0 else { continue }
-            let event = hs_wptrace_event(status)
-            let sig = hs_wstopsig(status)
-            switch event {
-            case Int32(HS_PTRACE_EVENT_CLONE):
-                var msg: UInt = 0
-                if hs_ptrace_geteventmsg(tid, &msg) == 0, msg > 0, seized[Int32(msg)] == nil {
-                    seized[Int32(msg)] = false   // auto-attached; it reports its own stop
-                }
-                seized[tid] = true
-            case Int32(HS_PTRACE_EVENT_STOP), Int32(HS_PTRACE_EVENT_EXIT):
-                seized[tid] = true
-            case 0:
-                // Signal-delivery-stop: the signal was meant for the target. Keep it to re-deliver.
-                if sig != SIGTRAP || signals[tid] == nil { signals[tid] = sig }
-                seized[tid] = true
-            default:
-                seized[tid] = true
-            }
+            if sleepUs > 0 { usleep(sleepUs) }
+            sleepUs = min(max(sleepUs * 2, 10), 2000)
         }
     }
 
+    /// What one wait status of a seized thread means.
+    private func record(_ tid: Int32, status: Int32) throws(ProcessError) {
+        if hs_wifexited(status) != 0 || hs_wifsignaled(status) != 0 {
+            seized[tid] = nil
+            if seized.isEmpty || !ProcFS.exists(pid: pid) { throw .targetExited(pid: pid, during: "while being attached") }
+            return
+        }
+        guard hs_wifstopped(status) != 0 else { return }
+        let sig = hs_wstopsig(status)
+        switch hs_wptrace_event(status) {
+        case Int32(HS_PTRACE_EVENT_CLONE):
+            var msg: UInt = 0
+            if hs_ptrace_geteventmsg(tid, &msg) == 0, msg > 0, seized[Int32(msg)] == nil {
+                seized[Int32(msg)] = false   // auto-attached; it reports its own stop
+            }
+        case 0:
+            // Signal-delivery-stop: the signal was meant for the target. Keep it to re-deliver.
+            if sig != SIGTRAP || signals[tid] == nil { signals[tid] = sig }
+        default:
+            break
+        }
+        seized[tid] = true
+    }
+
     /// Detach from every thread, re-delivering pending signals. Safe to call more than once.
+    /// A thread that was asked to stop but has not stopped (D state) cannot be detached until it
+    /// does: it is kept in `leftovers` and released by `releaseLeftovers()` (or by heapscope's exit).
     public func detach() {
         if detached { return }
         detached = true
+        Attachment.releaseLeftovers()
         for tid in seized.keys.sorted() {
-            var r = hs_ptrace_detach(tid, signals[tid] ?? 0)
-            if r == -ESRCH && ProcFS.exists(pid: pid) && access("/proc/\(pid)/task/\(tid)", F_OK) == 0 {
-                // Not in a ptrace-stop yet (seized, interrupt still pending): stop it, then detach.
-                var status: Int32 = 0
-                let deadline = hs_monotonic_ns() + 1_000_000_000
-                while hs_monotonic_ns() < deadline {
-                    let w = hs_waitpid(tid, &status, 1)
-                    if w != 0 { break }
-                    usleep(100)
+            let r = hs_ptrace_detach(tid, signals[tid] ?? 0)
+            guard r == -ESRCH, ProcFS.exists(pid: pid), access("/proc/\(pid)/task/\(tid)", F_OK) == 0 else { continue }
+            // Not in a ptrace-stop yet (seized, interrupt still pending): let it stop, then detach.
+            let grace: UInt64 = ProcFS.threadState(pid: pid, tid: tid) == "D" ? 0 : 100_000_000
+            let deadline = hs_monotonic_ns() + grace
+            var released = false
+            repeat {
+                switch Attachment.collectStop(tid, signal: signals[tid] ?? 0) {
+                case .some(let sig): _ = hs_ptrace_detach(tid, sig); released = true
+                case .none: usleep(100)
                 }
-                r = hs_ptrace_detach(tid, signals[tid] ?? 0)
+            } while !released && hs_monotonic_ns() < deadline && access("/proc/\(pid)/task/\(tid)", F_OK) == 0
+            if !released && access("/proc/\(pid)/task/\(tid)", F_OK) == 0 {
+                Attachment.leftoverLock.lock()
+                Attachment.leftovers.append((tid, signals[tid] ?? 0))
+                Attachment.leftoverLock.unlock()
             }
         }
         detachedNs = hs_monotonic_ns()
@@ -163,6 +209,45 @@ public final class Attachment {
         hs_block_termination_signals(0)   // a pending SIGINT/SIGTERM is delivered now, after detaching
     }
 
+    /// Threads seized but never stopped (asleep in D state when released), with the signal to
+    /// give back. ptrace requests must come from the thread that seized them: callers poll from it.
+    nonisolated(unsafe) static var leftovers: [(tid: Int32, signal: Int32)] = []
+    static let leftoverLock = PthreadLock()
+
+    /// How many threads are still seized because they have not stopped yet.
+    public static var leftoverCount: Int { leftoverLock.lock(); defer { leftoverLock.unlock() }; return leftovers.count }
+
+    /// Detach every leftover thread that has stopped by now (or is gone). Cheap: one waitpid each.
+    public static func releaseLeftovers() {
+        leftoverLock.lock(); defer { leftoverLock.unlock() }
+        leftovers.removeAll { t in
+            if access("/proc/\(t.tid)", F_OK) != 0 { return true }
+            guard let sig = collectStop(t.tid, signal: t.signal) else { return false }
+            _ = hs_ptrace_detach(t.tid, sig)
+            return true
+        }
+    }
+
+    /// One non-blocking wait for a stop of `tid`: the signal to re-deliver when detaching
+    /// (`signal`, or the one this stop intercepted), or nil if it has not stopped.
+    static func collectStop(_ tid: Int32, signal: Int32) -> Int32? {
+        var status: Int32 = 0
+        let w = hs_waitpid(tid, &status, 1)
+        if w < 0 { return 0 }   // gone: detaching fails harmlessly
+        if w == 0 { return nil }
+        if hs_wifstopped(status) == 0 { return 0 }
+        let sig = hs_wstopsig(status)
+        return hs_wptrace_event(status) == 0 && sig != SIGTRAP && signal == 0 ? sig : signal
+    }
+
     /// True if a termination signal for heapscope is waiting (checked between long copy steps).
     public static func terminationRequested() -> Int32 { hs_pending_termination_signal() }
+}
+
+/// A pthread mutex (ProcessAccess does not import Foundation).
+final class PthreadLock: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    func lock() { pthread_mutex_lock(&m) }
+    func unlock() { pthread_mutex_unlock(&m) }
 }

@@ -210,12 +210,29 @@ public final class MemoryImage: @unchecked Sendable {
     }
 }
 
+/// How long the target may still be stopped: copies check it between batches and stop early
+/// (`exceeded` is then set) rather than keep the target stopped past its budget.
+public final class StopBudget: @unchecked Sendable {
+    public let deadlineNs: UInt64
+    public private(set) var exceeded = false
+    public init(deadlineNs: UInt64) { self.deadlineNs = deadlineNs }
+    /// True (and remembered) once the deadline has passed.
+    public func check() -> Bool {
+        if !exceeded && hs_monotonic_ns() > deadlineNs { exceeded = true }
+        return exceeded
+    }
+}
+
 /// Copies many ranges at once with process_vm_readv (IOV_MAX per call); a range that fails in
-/// bulk is retried alone so that one unmapped page never loses the others.
+/// bulk is retried alone so that one unmapped page never loses the others. Large ranges are read
+/// in pieces of at most 64 MiB so that the stop budget is checked between them.
 public struct BulkCopier {
     public let remote: RemoteMemory
     public let pool: BufferPool?
-    public init(pid: Int32, pool: BufferPool? = nil) { remote = RemoteMemory(pid: pid); self.pool = pool }
+    public let budget: StopBudget?
+    public init(pid: Int32, pool: BufferPool? = nil, budget: StopBudget? = nil) {
+        remote = RemoteMemory(pid: pid); self.pool = pool; self.budget = budget
+    }
 
     public struct Request: Sendable {
         public var start: UInt64
@@ -224,33 +241,63 @@ public struct BulkCopier {
         public init(start: UInt64, count: Int, label: String) { self.start = start; self.count = count; self.label = label }
     }
 
-    /// Copy `requests` into `image`. Returns the ranges that could not be read in full.
+    static let pieceBytes = 64 << 20
+
+    /// Copy `requests` into `image`. Returns the ranges that could not be read in full (a range
+    /// not reached before the budget ran out is left out, and the budget says so).
     @discardableResult
     public func copy(_ requests: [Request], into image: MemoryImage) -> [(Request, Int)] {
         var failures: [(Request, Int)] = []
-        let regions = requests.map { Region(start: $0.start, count: $0.count, label: $0.label, pool: pool) }
-        let chunk = 512
         var i = 0
-        while i < regions.count {
-            let batch = Array(regions[i..<min(i + chunk, regions.count)])
+        while i < requests.count {
+            if budget?.check() == true { break }
+            // One readv: up to 512 iovecs and 64 MiB, whole small regions or one piece of a big one.
+            var batch: [Region] = []
+            var bytes = 0
+            while i < requests.count, batch.count < 512, bytes < BulkCopier.pieceBytes {
+                let q = requests[i]
+                if q.count > BulkCopier.pieceBytes && !batch.isEmpty { break }
+                batch.append(Region(start: q.start, count: q.count, label: q.label, pool: pool))
+                bytes += q.count
+                i += 1
+            }
+            if batch.count == 1 {
+                add(batch[0], got: readPieces(batch[0]), to: image, failures: &failures)
+                continue
+            }
             var local = batch.map { iovec(iov_base: $0.base, iov_len: $0.count) }
             var remoteV = batch.map { iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt($0.start)), iov_len: $0.count) }
-            let want = batch.reduce(0) { $0 + $1.count }
             let n = hs_readv_remote(remote.pid, &local, UInt(local.count), &remoteV, UInt(remoteV.count))
-            if n != want {
-                // Retry each region of this batch alone, keeping what can be read.
-                for r in batch {
-                    let got = remote.read(r.start, into: r.base, count: r.count)
-                    if got == r.count { image.add(r) } else {
-                        failures.append((Request(start: r.start, count: r.count, label: r.label), got))
-                        if got > 0 { r.truncate(to: got); image.add(r) }
-                    }
-                }
-            } else {
+            if n == bytes {
                 for r in batch { image.add(r) }
+            } else {
+                // Retry each region of this batch alone, keeping what can be read.
+                for r in batch { add(r, got: remote.read(r.start, into: r.base, count: r.count), to: image, failures: &failures) }
             }
-            i += chunk
         }
         return failures
+    }
+
+    private func add(_ r: Region, got: Int, to image: MemoryImage, failures: inout [(Request, Int)]) {
+        if got == r.count { image.add(r); return }
+        failures.append((Request(start: r.start, count: r.count, label: r.label), got))
+        if got > 0 { r.truncate(to: got); image.add(r) }
+    }
+
+    /// Bytes of a big region read from its start, piece by piece with budget checks between.
+    private func readPieces(_ r: Region) -> Int {
+        var done = 0
+        while done < r.count {
+            if done > 0, budget?.check() == true { return done }
+            let n = min(BulkCopier.pieceBytes, r.count - done)
+            var local = iovec(iov_base: r.base + done, iov_len: n)
+            var remoteV = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(r.start + UInt64(done))), iov_len: n)
+            let got = hs_readv_remote(remote.pid, &local, 1, &remoteV, 1)
+            if got == n { done += n; continue }
+            // Short or failed: read what can be read of this piece the slow way.
+            let slow = remote.read(r.start + UInt64(done), into: r.base + done, count: n)
+            return done + max(0, slow)
+        }
+        return done
     }
 }

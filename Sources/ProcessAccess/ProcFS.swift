@@ -117,6 +117,33 @@ public enum ProcFS {
                        offset: UInt64(fields[2], radix: 16) ?? 0, inode: UInt64(fields[4]) ?? 0, path: path)
     }
 
+    /// The id through which the process's memory and files are reached: `pid` itself, or, when
+    /// its leader thread has exited (pthread_exit in main: a zombie whose /proc/PID/maps is empty
+    /// and whose memory cannot be read through it) while other threads live, one of those.
+    public static func accessPid(_ pid: Int32) -> Int32 {
+        guard threadState(pid: pid, tid: pid) == "Z", let tids = try? threadIDs(pid: pid) else { return pid }
+        return tids.first { $0 != pid && !["Z", "X", "?"].contains(threadState(pid: pid, tid: $0)) } ?? pid
+    }
+
+    /// The process (and its name) tracing thread `tid` of `pid`, from TracerPid; nil if none.
+    public static func tracer(pid: Int32, tid: Int32) -> (pid: Int32, name: String)? {
+        guard let text = try? readFile("/proc/\(pid)/task/\(tid)/status") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("TracerPid:") {
+            guard let t = Int32(line.dropFirst(10).trimmingCharacters(in: " \t")), t != 0 else { return nil }
+            // TracerPid is the tracing thread; name its process.
+            let tst = try? status(pid: t)
+            let tgid = tst?["Tgid"].flatMap { Int32($0) } ?? t
+            return (tgid, (try? status(pid: tgid))?["Name"] ?? tst?["Name"] ?? "?")
+        }
+        return nil
+    }
+
+    /// The kernel function a thread sleeps in (/proc/PID/task/TID/wchan), if it tells.
+    public static func wchan(pid: Int32, tid: Int32) -> String? {
+        guard let w = try? readFile("/proc/\(pid)/task/\(tid)/wchan"), !w.isEmpty, w != "0" else { return nil }
+        return w
+    }
+
     /// One-letter state from /proc/PID/task/TID/stat ("R", "S", "D", "T", "t", "Z", ...).
     public static func threadState(pid: Int32, tid: Int32) -> String {
         guard let s = try? readFile("/proc/\(pid)/task/\(tid)/stat"), let close = s.lastIndex(of: ")") else { return "?" }

@@ -5,7 +5,13 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case noSuchProcess(pid: Int32)
     case permissionDenied(pid: Int32, reason: String)
     case targetExited(pid: Int32, during: String)
-    case threadWouldNotStop(pid: Int32, tid: Int32, state: String)
+    /// A thread did not stop in time; the others (`others` of them) were stopped for
+    /// `stoppedMicroseconds` and released.
+    case threadWouldNotStop(pid: Int32, tid: Int32, state: String, stoppedMicroseconds: UInt64, others: Int)
+    /// Stopping the target for as long as the work needed would exceed the stop budget (--max-stop).
+    case stopBudgetExceeded(pid: Int32, stoppedMicroseconds: UInt64, budgetMicroseconds: UInt64, doing: String)
+    /// A thread of the target is traced by another program, so heapscope cannot stop it.
+    case tracedByOther(pid: Int32, tid: Int32, tracer: Int32, tracerName: String)
     case system(call: String, subject: String, errno: Int32)
     case interrupted(signal: Int32)
 
@@ -14,13 +20,23 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
         case .noSuchProcess(let pid): return "no such process: \(pid)"
         case .permissionDenied(let pid, let reason): return "permission denied attaching to \(pid): \(reason)"
         case .targetExited(let pid, let during): return "process \(pid) exited \(during)"
-        case .threadWouldNotStop(let pid, let tid, let state):
-            return "thread \(tid) of process \(pid) did not stop within the time limit (state: \(state)); detached, target untouched"
+        case .threadWouldNotStop(let pid, let tid, let state, let us, let others):
+            return "pid \(pid) thread \(tid) in \(state) did not stop; stopped \(others) other thread\(others == 1 ? "" : "s") for \(formatMs(us)) ms, then released them (target untouched; that thread is released as soon as it stops; try again later)"
+        case .stopBudgetExceeded(let pid, let us, let budget, let doing):
+            return "\(doing) would keep pid \(pid) stopped for longer than --max-stop \(formatMs(budget)) ms; it was released after \(formatMs(us)) ms (target untouched; a larger --max-stop allows more)"
+        case .tracedByOther(let pid, let tid, let tracer, let name):
+            return "thread \(tid) of process \(pid) is traced by process \(tracer) (\(name)); heapscope cannot stop a thread another tracer holds: detach that tracer first"
         case .system(let call, let subject, let e):
             return "\(call)(\(subject)) failed: \(String(cString: strerror(e)))"
         case .interrupted(let sig): return "interrupted by signal \(sig); target detached"
         }
     }
+}
+
+/// Milliseconds with one decimal, from microseconds.
+func formatMs(_ us: UInt64) -> String {
+    let tenths = (us + 50) / 100
+    return "\(tenths / 10).\(tenths % 10)"
 }
 
 /// Explains an EPERM from ptrace or process_vm_readv: capabilities, Yama, another tracer.

@@ -106,7 +106,11 @@ enum StatFormat {
         let ms = Double(r.pauseMicroseconds) / 1000
         s += "pid \(r.pid): glibc \(r.allocatorVersion) malloc, \(r.arenas.count) arena\(r.arenas.count == 1 ? "" : "s"), \(r.threads.count) thread\(r.threads.count == 1 ? "" : "s")\n"
         s += "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
-        s += r.attempts > 1 ? " (attempt \(r.attempts))" : ""
+        if r.attempts > 1 {
+            s += " in \(r.attempts) attempts"
+            if r.attemptPauses.count == r.attempts { s += " (" + r.attemptPauses.map { format1(Double($0) / 1000) }.joined(separator: " + ") + ")" }
+        }
+        if r.stopBudgetMicroseconds > 0 { s += " of a \(format1(Double(r.stopBudgetMicroseconds) / 1000)) ms budget" }
         s += ", copied \(human(UInt64(r.copiedBytes))), analysed in \(format1(Double(r.analysisMicroseconds) / 1000)) ms\n"
         s += "found: \(r.discovery)\n\n"
         let header = ["arena", "address", "system", "in use", "in-use bytes", "tcache", "fastbin", "unsorted", "small", "large", "top", "internal"]
@@ -146,6 +150,7 @@ enum StatFormat {
 
     static func json(_ r: HeapReport) -> String {
         var s = "{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
+        s += ",\"attempt_pause_us\":[" + r.attemptPauses.map(String.init).joined(separator: ",") + "],\"max_stop_us\":\(r.stopBudgetMicroseconds)"
         s += ",\"glibc_version\":\(jsonString(r.allocatorVersion)),\"discovery\":\(jsonString(r.discovery))"
         s += ",\"copied_bytes\":\(r.copiedBytes),\"analysis_us\":\(r.analysisMicroseconds),\"threads\":\(r.threads.count)"
         s += ",\"peak_rss_kb\":\(peakRSSKilobytes())"

@@ -17,6 +17,8 @@ struct Heapscope: ParsableCommand {
         3 no such process; 4 permission denied; 5 target exited during inspection; \
         6 target does not use (a supported) glibc malloc; 7 malloc state not found or not initialised; \
         8 a snapshot file that cannot be read (truncated, corrupted, foreign, newer format); \
+        9 the target could not be inspected within --max-stop (a thread would not stop, or the copy \
+        needed longer): it was released, and the message says for how long it was stopped; \
         64 usage error; 128+N interrupted by signal N (the target is detached first).
 
         stat, chunks, types, leaks, why and show also take a snapshot file (heapscope snapshot) \
@@ -32,6 +34,8 @@ struct TargetOptions: ParsableArguments {
     @Argument(help: "Process id of the target, or a snapshot file (heapscope snapshot).") var target: String
     @Flag(help: "Print JSON instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
+    @Option(help: ArgumentHelp("The longest the target may be stopped in all (every attempt counted); past it the target is released and heapscope exits 9.", valueName: "duration"))
+    var maxStop = "1s"
 
     var pid: Int32 { Int32(target) ?? 0 }
     /// The snapshot file named instead of a PID.
@@ -39,6 +43,7 @@ struct TargetOptions: ParsableArguments {
 
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
+        _ = try maxStopMicroseconds(maxStop)
     }
 
     /// Commands that need the live process (its memory, its symbols).
@@ -59,6 +64,7 @@ struct TargetOptions: ParsableArguments {
     var options: InspectOptions {
         var o = InspectOptions()
         if noDebuginfo { o.useDebugInfo = false }
+        o.maxStopMicroseconds = (try? maxStopMicroseconds(maxStop)) ?? o.maxStopMicroseconds
         return o
     }
 
@@ -84,6 +90,23 @@ func readSnapshot(_ path: String) throws -> Snapshot {
         FileHandleErr.write("heapscope: \(error.description)\n")
         throw ExitCode(8)
     }
+}
+
+/// A duration argument: 500ms, 10s, 5m, 2h (a bare number is seconds); nil if it is not one.
+func parseDuration(_ s: String) -> Double? {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (u, f) in units where s.hasSuffix(u) {
+        if let v = Double(s.dropLast(u.count)), v >= 0, v.isFinite { return v * f }
+    }
+    return Double(s).flatMap { $0 >= 0 && $0.isFinite ? $0 : nil }
+}
+
+/// --max-stop: from 1 ms to 10 minutes.
+func maxStopMicroseconds(_ s: String) throws -> UInt64 {
+    guard let v = parseDuration(s), v >= 0.001, v <= 600 else {
+        throw ValidationError("--max-stop takes a duration from 1ms to 10m, such as 250ms or 2s: got '\(s)'")
+    }
+    return UInt64(v * 1_000_000)
 }
 
 enum FileHandleErr {

@@ -3,6 +3,7 @@ import CShim
 import Glibc
 import HeapModel
 import Inspect
+import ProcessAccess
 import Snapshot
 
 struct Watch: ParsableCommand {
@@ -30,14 +31,12 @@ struct Watch: ParsableCommand {
     @Flag(help: "One JSON object per line instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
     @Flag(help: "Accept --out as a symbolic link to a directory (refused otherwise).") var follow = false
+    @Option(help: ArgumentHelp("The longest one sample may stop the target (every attempt counted).", valueName: "duration"))
+    var maxStop = "1s"
+    @Option(help: ArgumentHelp("The largest share of wall time the target may spend stopped, in percent; samples are spaced further apart to keep it.", valueName: "percent"))
+    var maxDuty = 1.0
 
-    static func seconds(_ s: String) -> Double? {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (u, f) in units where s.hasSuffix(u) {
-            if let v = Double(s.dropLast(u.count)), v >= 0 { return v * f }
-        }
-        return Double(s).flatMap { $0 >= 0 ? $0 : nil }
-    }
+    static func seconds(_ s: String) -> Double? { parseDuration(s) }
 
     func validate() throws {
         if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
@@ -45,6 +44,8 @@ struct Watch: ParsableCommand {
         if let c = count, c <= 0 { throw ValidationError("--count must be > 0") }
         if snapshotEvery <= 0 { throw ValidationError("--snapshot-every must be > 0") }
         if let o = olderThan, Watch.seconds(o) == nil { throw ValidationError("--older-than takes a duration such as 3600s or 1h: got '\(o)'") }
+        _ = try maxStopMicroseconds(maxStop)
+        if !(maxDuty > 0 && maxDuty <= 100) { throw ValidationError("--max-duty takes a percentage above 0 and at most 100: got \(maxDuty)") }
     }
 
     struct Sample { var time: Double; var pause: UInt64; var inUse: UInt64; var free: UInt64; var top: UInt64; var mmapped: UInt64; var arenas: Int; var threads: Int }
@@ -53,6 +54,7 @@ struct Watch: ParsableCommand {
         hs_catch_stop_signals()
         var options = InspectOptions()
         if noDebuginfo { options.useDebugInfo = false }
+        options.maxStopMicroseconds = try maxStopMicroseconds(maxStop)
         if let out {
             do { try OutputFile.directory(out, follow: follow) } catch {
                 FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
@@ -61,6 +63,8 @@ struct Watch: ParsableCommand {
         let step = Watch.seconds(interval)!, start = monotonic()
         var samples: [Sample] = [], survivors = SurvivorTracker(), files: [String] = []
         var ended: (reason: String, code: Int32) = ("", 0)
+        var skippedTicks = 0, stretched = 0, stoppedUs: UInt64 = 0
+        var dueTick = 0   // the interval tick the current sample was due at
         loop: while true {
             let n = samples.count + 1
             let full = out != nil && (n - 1) % snapshotEvery == 0
@@ -95,20 +99,35 @@ struct Watch: ParsableCommand {
                            free: freeKinds.reduce(0) { $0 + (t[$1]?.bytes ?? 0) }, top: t[.top]?.bytes ?? 0,
                            mmapped: t[.mmapped]?.bytes ?? 0, arenas: report.arenas.count, threads: report.threads.count)
             samples.append(s)
+            stoppedUs += report.pauseMicroseconds
             if olderThan != nil { survivors.add(report.chunks, at: now) }
             let sl = slope(samples.map { ($0.time, Double($0.inUse)) })
             printSample(s, n: n, slope: sl, file: full ? files.last : nil)
             if let c = count, samples.count >= c { ended = ("\(c) samples", 0); break }
-            // Sleep until the next sample, waking for a stop signal.
-            let next = start + Double(samples.count) * step
+            // The next sample: the next tick of the interval still ahead (ticks missed while a sample
+            // ran long are skipped, never taken back to back), and no earlier than keeps the time
+            // stopped within --max-duty of the wall time.
+            let done = ((monotonic() - start) / step).rounded(.down) + 1   // the first tick still ahead
+            skippedTicks += max(0, Int(done) - dueTick - 1)
+            let dutyTick = ((Double(stoppedUs) / 1e6 / (maxDuty / 100)) / step).rounded(.up)
+            dueTick = Int(max(done, dutyTick))
+            if dutyTick > done {
+                stretched += 1
+                if stretched == 1 && !json {
+                    FileHandleErr.write("heapscope: spacing samples further apart than --interval \(interval): the target would be stopped more than \(format1(maxDuty))% of the time (--max-duty)\n")
+                }
+            }
+            let next = start + Double(dueTick) * step
             while hs_stop_signal() == 0 {
+                Attachment.releaseLeftovers()   // a thread that was in D state when a sample gave up
                 let left = next - monotonic()
                 if left <= 0 { break }
                 usleep(UInt32(min(left, 0.2) * 1_000_000))
             }
             if hs_stop_signal() != 0 { ended = ("signal \(hs_stop_signal())", 0); break }
         }
-        summary(samples, survivors: survivors, files: files, reason: ended.reason)
+        summary(samples, survivors: survivors, files: files, reason: ended.reason,
+                pacing: (skippedTicks, stretched, stoppedUs, monotonic() - start))
         if ended.code != 0 { throw ExitCode(ended.code) }
     }
 
@@ -129,7 +148,11 @@ struct Watch: ParsableCommand {
         fflush(nil)
     }
 
-    func summary(_ samples: [Sample], survivors: SurvivorTracker, files: [String], reason: String) {
+    /// `pacing`: interval ticks skipped because a sample ran past them, samples spaced out for
+    /// --max-duty, seconds the target was stopped, seconds watched.
+    func summary(_ samples: [Sample], survivors: SurvivorTracker, files: [String], reason: String,
+                 pacing: (skipped: Int, stretched: Int, stoppedUs: UInt64, wall: Double)) {
+        let duty = pacing.wall > 0 ? 100 * Double(pacing.stoppedUs) / 1e6 / pacing.wall : 0
         guard let first = samples.first, let last = samples.last else { return }
         let sl = slope(samples.map { ($0.time, Double($0.inUse)) })
         let maxPause = samples.map(\.pause).max() ?? 0
@@ -138,7 +161,8 @@ struct Watch: ParsableCommand {
         if json {
             var o = "{\"summary\":{\"ended\":\(jsonString(reason)),\"samples\":\(samples.count),\"duration_s\":\(format3(last.time - first.time))"
             o += ",\"in_use_first\":\(first.inUse),\"in_use_last\":\(last.inUse),\"slope_bytes_per_s\":\(sl.map { format3($0) } ?? "null")"
-            o += ",\"max_pause_us\":\(maxPause),\"snapshots\":[\(files.map(jsonString).joined(separator: ","))]"
+            o += ",\"max_pause_us\":\(maxPause),\"stopped_us\":\(pacing.stoppedUs),\"stopped_percent\":\(format3(duty))"
+            o += ",\"skipped_ticks\":\(pacing.skipped),\"stretched_samples\":\(pacing.stretched),\"snapshots\":[\(files.map(jsonString).joined(separator: ","))]"
             if let age {
                 o += ",\"older_than_s\":\(format3(age)),\"old_chunks\":[" + old.map {
                     "{\"size\":\($0.size),\"chunks\":\($0.count),\"bytes\":\($0.bytes),\"age_s\":\(format3(last.time - $0.since))}"
@@ -146,7 +170,9 @@ struct Watch: ParsableCommand {
             }
             print(o + "}}")
         } else {
-            print("\nended (\(reason)) after \(samples.count) sample\(samples.count == 1 ? "" : "s") over \(format1(last.time - first.time)) s: in use \(human(first.inUse)) -> \(human(last.inUse)) (\(signedHuman(Int64(last.inUse) - Int64(first.inUse)))), slope \(sl.map(perMinute) ?? "-"), longest pause \(format1(Double(maxPause) / 1000)) ms")
+            print("\nended (\(reason)) after \(samples.count) sample\(samples.count == 1 ? "" : "s") over \(format1(last.time - first.time)) s: in use \(human(first.inUse)) -> \(human(last.inUse)) (\(signedHuman(Int64(last.inUse) - Int64(first.inUse)))), slope \(sl.map(perMinute) ?? "-"), longest pause \(format1(Double(maxPause) / 1000)) ms, stopped \(format1(Double(pacing.stoppedUs) / 1000)) ms in all (\(format3(duty))% of the time)")
+            if pacing.skipped > 0 { print("\(pacing.skipped) interval tick\(pacing.skipped == 1 ? " was" : "s were") skipped: a sample took longer than --interval") }
+            if pacing.stretched > 0 { print("\(pacing.stretched) sample\(pacing.stretched == 1 ? " was" : "s were") spaced beyond --interval to keep the target stopped at most \(format1(maxDuty))% of the time (--max-duty)") }
             if !files.isEmpty { print("snapshots: \(files.joined(separator: " "))") }
             if let age {
                 let total = old.reduce((0, UInt64(0))) { ($0.0 + $1.count, $0.1 + $1.bytes) }

@@ -37,6 +37,33 @@ struct WatchTests {
         #expect(none.status == 3 && none.out.isEmpty && none.err.contains("2147483646"), "\(none)")
     }
 
+    @Test("pacing: samples never bunch after a slow one, and --max-duty spaces them so the target is stopped at most that share of the time")
+    func pacing() throws {
+        let p = try TargetProcess("bigheap", args: ["0", "300000"])
+        defer { p.release() }
+        // 1% of wall time: sample n may start only once the pauses before it are 1% of the time since the start.
+        let r = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "1ms", "--count", "5", "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let lines = try r.out.split(separator: "\n").map { try jsonObject(String($0)) }
+        #expect(lines.count == 6)
+        var stopped = 0.0
+        for s in lines.prefix(5) {
+            let t = try #require(s["time_s"] as? Double), pause = try #require(s["pause_us"] as? Int)
+            #expect(t + 0.0005 >= stopped / 0.01, "sample \(s["sample"]!) at \(t) s after \(stopped) s stopped")
+            stopped += Double(pause) / 1e6
+        }
+        let sum = try #require(lines[5]["summary"] as? [String: Any])
+        #expect((sum["stretched_samples"] as? Int ?? 0) >= 1)
+        #expect(sum["stopped_us"] as? Int == lines.prefix(5).reduce(0) { $0 + ($1["pause_us"] as! Int) })
+        // No duty cap: a sample takes longer than the 1 ms interval, so ticks are skipped, never caught up.
+        let fast = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "1ms", "--count", "4", "--max-duty", "100", "--json"])
+        let flines = try fast.out.split(separator: "\n").map { try jsonObject(String($0)) }
+        let fsum = try #require(flines.last?["summary"] as? [String: Any])
+        #expect((fsum["skipped_ticks"] as? Int ?? 0) > 0 && fsum["stretched_samples"] as? Int == 0)
+        let bad = try run(Paths.heapscope, ["watch", String(p.pid), "--max-duty", "0"])
+        #expect(bad.status == 64 && bad.err.contains("--max-duty takes a percentage"))
+    }
+
     /// Start `watch` in the background; its stdout and stderr go to files in `dir`.
     func startWatch(_ pid: Int32, dir: String, _ extra: [String] = []) throws -> Spawned {
         try Spawned.start(Paths.heapscope, ["watch", String(pid), "--interval", "100ms", "--json"] + extra, stdinPipe: false,
