@@ -27,7 +27,7 @@ public enum LeakClass: UInt8, Sendable, CaseIterable {
 
 /// Where root words come from (each reported as its own class; `anonymous` can be excluded).
 public enum RootKind: String, Sendable, CaseIterable {
-    case registers, stack, tls, moduleData = "module_data", anonymous
+    case registers, stack, tls, moduleData = "module_data", anonymous, shared
 }
 
 /// A range of copied memory whose aligned words are roots.

@@ -47,6 +47,8 @@ public final class GlibcCapture: @unchecked Sendable {
     public internal(set) var mmappedChunks: [(address: UInt64, size: UInt64, lead: UInt64)] = []
     public internal(set) var threads: [StoppedThread] = []
     public internal(set) var tlsWindows: [Segment] = []
+    /// Where every thread's tcache pointer lives: this many bytes below its thread pointer.
+    var tcacheDelta: UInt64? = nil
     public internal(set) var unsettled: [String] = []
     public internal(set) var warnings: [HeapWarning] = []
     public internal(set) var discovery: String = ""
@@ -151,11 +153,16 @@ extension GlibcCapture {
         trace.mark("mmapped scan")
         if outOfTime() { return }
 
-        // 6. Thread TLS windows (to find each thread's tcache pointer).
-        for t in threads where t.fsBase != 0 {
+        // 6. Thread TLS windows, to find where each thread's tcache pointer lives: the same offset
+        // below every thread pointer (static TLS). A sample of threads gives the offset; the
+        // other threads need only that word (a process with 10,000 threads copies 16 bytes of
+        // each, not 16 KiB).
+        let withTP = threads.filter { $0.fsBase != 0 }
+        let sample = GlibcCapture.sample(withTP, mainTid: target.pid, count: 16)
+        for t in sample {
             let lo = t.fsBase >= 0x4000 ? t.fsBase - 0x4000 : 0
             let hi = t.fsBase + 0x100
-            for m in target.maps where m.readable && m.end > lo && m.start < hi {
+            for m in maps(overlapping: lo, hi) where m.readable {
                 let s = max(m.start, lo), e = min(m.end, hi)
                 if image.region(containing: s, length: e - s) == nil {
                     copyRequests.append(.init(start: s, count: Int(e - s), label: "tls"))
@@ -165,10 +172,18 @@ extension GlibcCapture {
         }
         // 7. Bulk copy.
         trace.mark("tls windows")
-        let failures = copier.copy(copyRequests, into: image)
+        var failures = copier.copy(copyRequests, into: image)
         trace.mark("bulk copy")
         if outOfTime() { return }
         if let pool { trace.note("buffer pool \(pool.capacity >> 20) MiB, \(pool.usedBytes >> 20) MiB used") }
+        // 7b. The tcache word of every other thread, at the offset the sample shows.
+        tcacheDelta = findTcacheDelta(sample)
+        if let d = tcacheDelta, withTP.count > sample.count {
+            let sampled = Set(sample.map(\.tid))
+            let words = withTP.filter { !sampled.contains($0.tid) && $0.fsBase >= d }.map { $0.fsBase - d }.sorted()
+            failures += copier.copy(words.map { .init(start: $0, count: 8, label: "tls") }, into: image)
+            trace.mark("tcache words")
+        }
         for (r, got) in failures {
             warnings.append(.init(.unreadable, r.start, "could only copy \(got) of \(r.count) bytes of \(r.label) at 0x\(hex(r.start))"))
         }
@@ -251,7 +266,39 @@ extension GlibcCapture {
         segments.append(contentsOf: segs.reversed())
     }
 
-    func mapping(containing a: UInt64) -> Mapping? { target.maps.first { $0.contains(a) } }
+    /// The mapping holding `a` (binary search: target.maps is in address order).
+    func mapping(containing a: UInt64) -> Mapping? {
+        let i = firstMapping(endingAfter: a)
+        return i < target.maps.count && target.maps[i].contains(a) ? target.maps[i] : nil
+    }
+
+    /// Index of the first mapping whose end is past `a`.
+    func firstMapping(endingAfter a: UInt64) -> Int {
+        var lo = 0, hi = target.maps.count
+        while lo < hi { let mid = (lo + hi) / 2; if target.maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+        return lo
+    }
+
+    /// The mappings that overlap [lo, hi).
+    func maps(overlapping lo: UInt64, _ hi: UInt64) -> ArraySlice<Mapping> {
+        var i = firstMapping(endingAfter: lo), j = i
+        while j < target.maps.count && target.maps[j].start < hi { j += 1 }
+        if i > j { i = j }
+        return target.maps[i..<j]
+    }
+
+    /// Up to `count` threads spread over `threads`, the main thread first.
+    static func sample(_ threads: [StoppedThread], mainTid: Int32, count: Int) -> [StoppedThread] {
+        if threads.count <= count { return threads }
+        var out = threads.filter { $0.tid == mainTid }
+        let step = Double(threads.count) / Double(count - out.count)
+        var x = 0.0
+        while out.count < count && Int(x) < threads.count {
+            if threads[Int(x)].tid != mainTid { out.append(threads[Int(x)]) }
+            x += step
+        }
+        return out
+    }
 
     /// Find mmapped chunks in anonymous rw mappings outside the arenas' heaps, header by header.
     private func scanMmapped(remote: RemoteMemory) {
@@ -260,9 +307,29 @@ extension GlibcCapture {
         var excluded = segments.map { $0.mapped }
         excluded.append(contentsOf: target.dataRanges)
         excluded.append(contentsOf: mainRegionMappings)
-        for m in target.maps where m.readable && m.writable && !m.shared && (m.isAnonymous || m.path == "[heap]") {
+        let pagemap = Pagemap(pid: target.pid)
+        var headers = [UInt64](repeating: 0, count: 2 * 64)
+        // A live thread's stack holds no mmapped chunk below its descriptor (at the thread
+        // pointer, the top of glibc's stack mapping): only what the kernel merged above it is scanned.
+        let stacks = threads.filter { $0.fsBase != 0 }.map { (tp: $0.fsBase, sp: $0.stackPointer) }.sorted { $0.tp < $1.tp }
+        func scanFrom(_ m: Mapping) -> UInt64 {
+            var lo = 0, hi = stacks.count
+            while lo < hi { let mid = (lo + hi) / 2; if stacks[mid].tp < m.start { lo = mid + 1 } else { hi = mid } }
+            var from = m.start
+            while lo < stacks.count && stacks[lo].tp < m.end {
+                if m.contains(stacks[lo].sp) && stacks[lo].sp < stacks[lo].tp { from = max(from, (stacks[lo].tp + 0x1000 + page - 1) & ~(page - 1)) }
+                lo += 1
+            }
+            return from
+        }
+        var ahead = 0   // the last mapping that starts within 256 MiB of the current one
+        for (mi, m) in target.maps.enumerated() where m.readable && m.writable && !m.shared && (m.isAnonymous || m.path == "[heap]") {
+            while ahead + 1 < target.maps.count && target.maps[ahead + 1].start < m.start &+ min(256 << 20, UInt64.max - m.start) { ahead += 1 }
+            if ahead < mi { ahead = mi }
             // Pieces of this mapping not covered by a heap segment.
-            var pieces = [Segment(start: m.start, end: m.end)]
+            let from = scanFrom(m)
+            if from >= m.end { continue }
+            var pieces = [Segment(start: from, end: m.end)]
             for ex in excluded {
                 pieces = pieces.flatMap { p -> [Segment] in
                     if ex.end <= p.start || ex.start >= p.end { return [p] }
@@ -273,39 +340,43 @@ extension GlibcCapture {
                 }
             }
             for piece in pieces {
-                // Walk page by page in batches of resident pages (a chunk header was written, so its
-                // page is resident); a chunk found skips its whole mapping.
-                let n = Int((piece.end - piece.start) / page)
-                if n == 0 { continue }
-                let resident = remote.residentPages(start: piece.start, count: n)
-                var headers = [UInt64](repeating: 0, count: 2 * 64)
-                var k = 0
-                while k < n {
-                    if let res = resident, !res[k] { k += 1; continue }
-                    var e = k + 1
-                    while e < n && e - k < 64 && (resident?[e] ?? true) { e += 1 }
-                    let got = headers.withUnsafeMutableBytes {
-                        readPageHeaders(remote: remote, start: piece.start + UInt64(k) * page, pages: e - k, into: $0.baseAddress!)
-                    }
-                    if got == 0 { k += 1; continue }
-                    var i = k
-                    while i < k + got {
-                        let p = piece.start + UInt64(i) * page
-                        let prevSize = headers[2 * (i - k)], sizeField = headers[2 * (i - k) + 1]
-                        let size = sizeField & ~7
-                        if sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, p + size <= piece.end {
-                            var chunk = p, chunkSize = size
-                            let res = resident.map { Array($0[i..<min(n, i + Int(size / page))]) }
-                            if let real = memalignedHeader(remote: remote, mapping: p, mapSize: size, resident: res) {
+                // Page headers of the resident pages only (a chunk header was written, so its page
+                // is resident), read in batches; a chunk found skips its whole length. Residency
+                // comes from pagemap, streamed: 8 bytes per page of the piece, no per-page array.
+                let runs = pagemap?.residentRuns(start: piece.start, end: piece.end, mergeGap: 0, prefetch: target.maps[ahead].end)
+                    ?? [(start: piece.start, end: piece.end)]
+                func resident(_ a: UInt64) -> Bool {
+                    var lo = 0, hi = runs.count
+                    while lo < hi { let mid = (lo + hi) / 2; if runs[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+                    return lo < runs.count && runs[lo].start <= a
+                }
+                var next = piece.start   // no chunk can start below this (inside one found already)
+                for run in runs {
+                    var p = max(run.start, next)
+                    while p < run.end {
+                        let pages = Int(min(64, (run.end - p) / page))
+                        if pages == 0 { break }
+                        let got = headers.withUnsafeMutableBytes {
+                            readPageHeaders(remote: remote, start: p, pages: pages, into: $0.baseAddress!)
+                        }
+                        if got == 0 { p += page; continue }
+                        var advanced = p + UInt64(got) * page
+                        for k in 0..<got {
+                            let at = p + UInt64(k) * page
+                            let prevSize = headers[2 * k], sizeField = headers[2 * k + 1]
+                            let size = sizeField & ~7
+                            guard sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, at + size <= piece.end else { continue }
+                            var chunk = at, chunkSize = size
+                            if let real = memalignedHeader(remote: remote, mapping: at, mapSize: size, resident: resident) {
                                 chunk = real.0; chunkSize = real.1
                             }
-                            mmappedChunks.append((chunk, chunkSize, chunk - p))
-                            i += Int(size / page)
+                            mmappedChunks.append((chunk, chunkSize, chunk - at))
+                            advanced = at + size
                             break
                         }
-                        i += 1
+                        p = advanced
                     }
-                    k = max(i, k + 1)
+                    next = max(next, p)
                 }
             }
         }
@@ -318,12 +389,12 @@ extension GlibcCapture {
     /// memalign'd mmapped chunk: a stale header (0, mapsize|2) at the mapping start, the real header
     /// further on, whose prev_size equals its offset from the mapping start. Lead areas are zero, and
     /// pages that are not resident are zero too, so only resident pages are read.
-    private func memalignedHeader(remote: RemoteMemory, mapping p: UInt64, mapSize: UInt64, resident: [Bool]?) -> (UInt64, UInt64)? {
+    private func memalignedHeader(remote: RemoteMemory, mapping p: UInt64, mapSize: UInt64, resident: (UInt64) -> Bool) -> (UInt64, UInt64)? {
         let limit = min(mapSize - 32, 1 << 20)     // alignments up to 1 MiB
         var off: UInt64 = 16
         var buf = [UInt64](repeating: 0, count: 512)   // one page
         while off < limit {
-            if let res = resident, Int(off / 4096) < res.count, !res[Int(off / 4096)] {
+            if !resident(p + off) {
                 off = (off / 4096 + 1) * 4096
                 continue
             }
@@ -348,16 +419,16 @@ extension GlibcCapture {
 @inline(__always) func hex(_ v: UInt64) -> String { String(v, radix: 16) }
 
 /// HEAPSCOPE_TRACE=1 prints how long each phase of the capture took (to stderr).
-final class PhaseTrace {
+public final class PhaseTrace {
     let on = getenv("HEAPSCOPE_TRACE").map { String(cString: $0) != "0" } ?? false
     let start: Double
     var last: Double
-    init() { start = PhaseTrace.now(); last = start }
+    public init() { start = PhaseTrace.now(); last = start }
     static func now() -> Double {
         var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)
         return Double(t.tv_sec) * 1e6 + Double(t.tv_nsec) / 1e3
     }
-    func mark(_ what: String) {
+    public func mark(_ what: String) {
         guard on else { return }
         let n = PhaseTrace.now()
         let s = "heapscope: \(what): \(Int(n - last)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }

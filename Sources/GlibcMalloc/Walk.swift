@@ -324,12 +324,20 @@ extension GlibcCapture {
         }
     }
 
-    /// Each thread's tcache pointer lives at the same offset below its thread pointer (static TLS).
-    /// Find that offset: at it, every thread holds 0 or a valid tcache_perthread_struct.
+    /// Each thread's tcache pointer (the offset was found in the capture, from a sample of threads).
     func findThreadCaches() -> [Int32: UInt64] {
+        guard let d = tcacheDelta else { return [:] }
+        var out: [Int32: UInt64] = [:]
+        for t in threads where t.fsBase >= d { if let v = image.word(t.fsBase - d), v != 0 { out[t.tid] = v } }
+        return out
+    }
+
+    /// Each thread's tcache pointer lives at the same offset below its thread pointer (static TLS).
+    /// Find that offset from `withTP` (threads whose TLS windows were copied): at it, every thread
+    /// holds 0 or a valid tcache_perthread_struct.
+    func findTcacheDelta(_ withTP: [StoppedThread]) -> UInt64? {
         let L = target.layout
-        let withTP = threads.filter { $0.fsBase != 0 }
-        guard !withTP.isEmpty else { return [:] }
+        guard !withTP.isEmpty else { return nil }
         let arenaSet = Set(arenas)
         // A candidate tcache struct: the right chunk size, and every non-empty entry a chunk of its
         // bin's size. nil = cannot tell (memory not copied).
@@ -374,10 +382,7 @@ extension GlibcCapture {
             }
             delta += 8
         }
-        guard let b = best else { return [:] }
-        var out: [Int32: UInt64] = [:]
-        for t in withTP { if let v = image.word(t.fsBase - b.delta), v != 0 { out[t.tid] = v } }
-        return out
+        return best?.delta
     }
 }
 

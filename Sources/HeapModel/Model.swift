@@ -224,6 +224,19 @@ public struct HeapWalk: Sendable {
     }
 }
 
+/// What an inspection copied of the target's memory besides the heap, and what it left out.
+public struct CopyAccount: Sendable, Equatable {
+    /// Bytes copied besides the heap (stacks, module data, other anonymous memory).
+    public var copiedBytes: UInt64 = 0
+    /// Shared writable mappings (rw-s) not copied (copied with --shared-roots).
+    public var sharedBytes: UInt64 = 0
+    /// Anonymous pages never written (not resident, not swapped): zeros, not copied.
+    public var unresidentBytes: UInt64 = 0
+    /// Stack below the threads' stack pointers (less the red zone): dead, not copied.
+    public var belowStackPointerBytes: UInt64 = 0
+    public init() {}
+}
+
 /// Everything one inspection learned: the walk, and how it was obtained.
 public struct HeapReport: Sendable {
     public var pid: Int32
@@ -234,6 +247,8 @@ public struct HeapReport: Sendable {
     public var attemptPauses: [UInt64] = []
     /// The stop budget the inspection ran under (--max-stop), 0 if unknown.
     public var stopBudgetMicroseconds: UInt64 = 0
+    /// What was copied besides the heap (nil when only the heap was: stat, watch).
+    public var beyondHeap: CopyAccount? = nil
     public var allocator: String          // "glibc"
     public var allocatorVersion: String   // "2.36"
     public var discovery: String          // how the allocator's roots were found

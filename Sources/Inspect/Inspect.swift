@@ -13,6 +13,8 @@ public struct InspectOptions: Sendable {
     public var maxAttempts: Int
     /// The longest the target may be stopped in all, over every attempt (--max-stop).
     public var maxStopMicroseconds: UInt64
+    /// Copy shared writable mappings (rw-s) too, as roots of leak checks and typing (--shared-roots).
+    public var sharedRoots = false
     public init(useDebugInfo: Bool = ProcessInfoEnv.debugInfoEnabled, maxAttempts: Int = 5,
                 maxStopMicroseconds: UInt64 = Attachment.defaultBudgetNs / 1000) {
         self.useDebugInfo = useDebugInfo
@@ -120,12 +122,7 @@ public enum Inspector {
         var maps: [Mapping] = []
         var writable = MemoryImage()
         /// Everything copied: the heap capture and the other writable mappings.
-        func memory() -> MemoryImage {
-            let m = MemoryImage()
-            for r in capture.image.regions { m.add(r) }
-            for r in writable.regions { m.add(r) }
-            return m
-        }
+        func memory() -> MemoryImage { MemoryImage.merged(capture.image, writable) }
     }
 
     static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
@@ -136,13 +133,18 @@ public enum Inspector {
         var pauses: [UInt64] = []
         var maps: [Mapping] = []
         var writableImage = MemoryImage()
+        var account: CopyAccount? = nil
         var retryNotes: [String] = []
         var stoppedNs: UInt64 = 0
         while true {
             attempt += 1
             capture = GlibcCapture(target: target)
-            // Copy buffers are sized and faulted in before the target stops.
-            let pool = BufferPool(bytes: GlibcCapture.estimateCopyBytes(target))
+            // Copy buffers are sized and faulted in before the target stops, within the memory
+            // heapscope may use.
+            var planned = UInt64(GlibcCapture.estimateCopyBytes(target))
+            if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps, sharedRoots: options.sharedRoots) }
+            try MemoryLimit.check(needed: planned, pid: pid)
+            let pool = BufferPool(bytes: Int(planned))
             let att: Attachment
             do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
                 if case .threadWouldNotStop(let p, let t, let st, let us, let others) = error, !pauses.isEmpty {
@@ -159,7 +161,9 @@ public enum Inspector {
                 throw .glibc(error)
             }
             if writable && !budget.exceeded {
-                (maps, writableImage) = copyWritable(pid: pid, skipping: capture.image, budget: budget)
+                let c = CopyPlan.copy(pid: pid, skipping: capture.image, threads: att.threads, sharedRoots: options.sharedRoots,
+                                      pool: pool, budget: budget)
+                (maps, writableImage, account) = (c.maps, c.image, c.account)
             }
             att.detach()
             pauses.append(att.pauseMicroseconds)
@@ -194,25 +198,8 @@ public enum Inspector {
                                 analysisMicroseconds: (nowNs() - t1) / 1000)
         report.attemptPauses = pauses
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
+        report.beyondHeap = account
         return Captured(report: report, capture: capture, maps: maps, writable: writableImage)
-    }
-
-    /// With the target stopped: every readable, writable mapping, minus what `skipping` holds.
-    /// A mapping that cannot be read (device memory) is left out.
-    static func copyWritable(pid: Int32, skipping: MemoryImage, budget: StopBudget? = nil) -> ([Mapping], MemoryImage) {
-        let maps = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.readable && $0.writable }
-        var requests: [BulkCopier.Request] = []
-        for m in maps {
-            var from = m.start
-            for r in skipping.regions where r.end > from && r.start < m.end {
-                if r.start > from { requests.append(.init(start: from, count: Int(r.start - from), label: m.path)) }
-                from = max(from, r.end)
-            }
-            if from < m.end { requests.append(.init(start: from, count: Int(m.end - from), label: m.path)) }
-        }
-        let image = MemoryImage()
-        BulkCopier(pid: pid, budget: budget).copy(requests, into: image)
-        return (maps, image)
     }
 
     /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.

@@ -30,7 +30,7 @@ extension Inspector {
         let memory = c.memory()
         let walk = c.report.heap
         let (roots, sets) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
-                                            anonymous: anonymousRoots)
+                                      anonymous: anonymousRoots, shared: options.sharedRoots)
         let blocks = Blocks(walk.chunks)
         let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words))
         var bytes: [RootKind: UInt64] = [:]
@@ -47,15 +47,23 @@ extension Inspector {
     /// each thread pointer; writable data of every module (.data, .bss); other writable
     /// anonymous memory, less malloc's (heap segments, mmapped chunks). malloc's own metadata
     /// is never a root: the arena structs and `mp_` are cut out of libc's data.
-    static func leakRoots(maps: [Mapping], threads: [StoppedThread], walk: HeapWalk, capture: GlibcCapture,
-                          anonymous: Bool) -> ([RootRange], [RegisterSet]) {
+    /// Shared mappings are roots only when they were copied (`shared`).
+    static func leakRoots(maps allMaps: [Mapping], threads: [StoppedThread], walk: HeapWalk, capture: GlibcCapture,
+                          anonymous: Bool, shared: Bool = false) -> ([RootRange], [RegisterSet]) {
+        let maps = shared ? allMaps : allMaps.filter { !$0.shared }
         var roots: [RootRange] = []
         var registers: [RegisterSet] = []
         let L = capture.target.layout
         var stackMaps = Set<UInt64>()
+        /// The mapping holding `a` (maps are in address order).
+        func mapping(containing a: UInt64) -> Mapping? {
+            var lo = 0, hi = maps.count
+            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+            return lo < maps.count && maps[lo].contains(a) ? maps[lo] : nil
+        }
         for t in threads {
             withUnsafeBytes(of: t.regs) { registers.append(RegisterSet(tid: t.tid, words: Array($0.bindMemory(to: UInt64.self)))) }
-            if let m = maps.first(where: { $0.contains(t.stackPointer) }) {
+            if let m = mapping(containing: t.stackPointer) {
                 roots.append(RootRange(start: max(m.start, t.stackPointer &- 128), end: m.end, kind: .stack, label: "thread \(t.tid) stack"))
                 stackMaps.insert(m.start)
             }
@@ -64,7 +72,7 @@ extension Inspector {
         // has it scanned with the stack already. Each window is cut out of the other roots.
         var tls: [(UInt64, UInt64)] = []
         for t in threads {
-            guard let m = maps.first(where: { $0.contains(t.fsBase) }), !stackMaps.contains(m.start) else { continue }
+            guard let m = mapping(containing: t.fsBase), !stackMaps.contains(m.start) else { continue }
             let w = (max(m.start, t.fsBase &- (64 << 10)), min(m.end, t.fsBase + 4096))
             roots.append(RootRange(start: w.0, end: w.1, kind: .tls, label: "thread \(t.tid) TLS"))
             tls.append(w)
@@ -78,10 +86,17 @@ extension Inspector {
         var metadata: [(UInt64, UInt64)] = capture.arenas.map { ($0, $0 + L.arenaSize) }
         if capture.mp != 0 { metadata.append((capture.mp, capture.mp + L.mpSize)) }
 
+        // Cut out in one sweep: the cuts sorted once, a cursor moving forward with the mappings.
+        let cuts = (mallocOwned + metadata + tls).sorted { $0.0 < $1.0 }
+        var reach = [UInt64](repeating: 0, count: cuts.count)   // the furthest end of cuts[0...i]
+        for i in cuts.indices { reach[i] = max(i > 0 ? reach[i - 1] : 0, cuts[i].1) }
+        var cursor = 0
         for (previous, m) in zip([nil] + maps.map { Optional($0) }, maps) {
             if m.path == "[heap]" || stackMaps.contains(m.start) || m.path == "[stack]" || m.path.hasPrefix("[v") { continue }
             let kind: RootKind, label: String
-            if m.path.hasPrefix("/") {
+            if m.shared {
+                kind = .shared; label = m.path.isEmpty ? "shared" : m.path
+            } else if m.path.hasPrefix("/") {
                 kind = .moduleData; label = m.path
             } else if m.isBSSTail(after: previous) {
                 kind = .moduleData; label = previous!.path + " .bss"
@@ -89,7 +104,12 @@ extension Inspector {
                 guard anonymous else { continue }
                 kind = .anonymous; label = m.path.isEmpty ? "anonymous" : m.path
             }
-            for (s, e) in subtract((m.start, m.end), mallocOwned + metadata + tls) {
+            // Cuts up to `cursor` all end before this mapping, and so before every later one.
+            while cursor < cuts.count && reach[cursor] <= m.start { cursor += 1 }
+            var local: [(UInt64, UInt64)] = []
+            var c = cursor
+            while c < cuts.count && cuts[c].0 < m.end { if cuts[c].1 > m.start { local.append(cuts[c]) }; c += 1 }
+            for (s, e) in subtract((m.start, m.end), local) {
                 roots.append(RootRange(start: s, end: e, kind: kind, label: label))
             }
         }

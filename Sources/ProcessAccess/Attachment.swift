@@ -84,6 +84,9 @@ public final class Attachment {
         return true
     }
 
+    /// The thread group's leader (its tid is the process id; `pid` may be another thread's).
+    private lazy var leader: Int32 = (try? ProcFS.status(pid: pid))?["Tgid"].flatMap { Int32($0) } ?? pid
+
     private func stopAll() throws(ProcessError) {
         // Seize every listed thread; re-list until no new thread appears.
         var rounds = 0
@@ -92,8 +95,9 @@ public final class Attachment {
             if tids.isEmpty { throw .noSuchProcess(pid: pid) }
             var added = false
             for t in tids where seized[t] == nil {
-                // A zombie thread (a leader that called pthread_exit) has no user state to stop.
-                if ProcFS.threadState(pid: pid, tid: t) == "Z" { continue }
+                // A zombie leader (it called pthread_exit while other threads live) has no user
+                // state to stop. Other threads are reaped as they exit: only the leader lingers.
+                if t == leader && ProcFS.threadState(pid: pid, tid: t) == "Z" { continue }
                 if try seize(t) { added = true }
             }
             if seized.isEmpty { throw .noSuchProcess(pid: pid) }

@@ -78,6 +78,73 @@ public struct RemoteMemory: Sendable {
     }
 }
 
+/// /proc/PID/pagemap, for which pages of a range are resident or swapped: an anonymous page that
+/// is neither has never been written and reads as zero, so it holds no pointer and need not be
+/// copied. Reading it costs 8 bytes per page of the range, read in batches.
+public final class Pagemap {
+    let fd: Int32
+    /// One buffer for every read (up to `batch` entries), allocated once.
+    static let batch = 65536
+    let buf = UnsafeMutablePointer<UInt64>.allocate(capacity: Pagemap.batch)
+    public init?(pid: Int32) {
+        fd = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { buf.deallocate(); return nil }
+    }
+    deinit { close(fd); buf.deallocate() }
+
+    /// Pages [cacheFirst, cacheFirst + cacheCount) are in `buf` from the last read.
+    var cacheFirst: UInt64 = 0, cacheCount = 0
+
+    /// The resident (or swapped) runs of pages in [start, end), page-aligned; runs separated by
+    /// at most `mergeGap` unresident pages are joined (fewer, larger copies). nil if unreadable.
+    /// `prefetch`: the caller will ask next about ranges up to this address; a small range is
+    /// read together with them (one read for thousands of small mappings, not one each).
+    public func residentRuns(start: UInt64, end: UInt64, mergeGap: UInt64 = 16, prefetch: UInt64 = 0) -> [(start: UInt64, end: UInt64)]? {
+        let page: UInt64 = 4096
+        let first = start / page, last = (end + page - 1) / page
+        guard last > first else { return [] }
+        var runs: [(start: UInt64, end: UInt64)] = []
+        let batch = UInt64(Pagemap.batch)
+        var p = first
+        var runStart: UInt64 = 0, runEnd: UInt64 = 0, inRun = false
+        while p < last {
+            // Entries for pages [p, p + want) at buf[k ..< k + want].
+            let want: UInt64, k: Int
+            if p >= cacheFirst && p < cacheFirst + UInt64(cacheCount) {
+                want = min(last, cacheFirst + UInt64(cacheCount)) - p; k = Int(p - cacheFirst)
+            } else {
+                let upTo = max(last, min(prefetch / page, p + batch))
+                let n = Int(min(batch, upTo - p))
+                guard fill(from: p, count: n) else { return nil }
+                want = min(UInt64(n), last - p); k = 0
+            }
+            for i in 0..<Int(want) where buf[k + i] & (3 << 62) != 0 {
+                let pg = p + UInt64(i)
+                if inRun && pg <= runEnd + mergeGap { runEnd = pg + 1; continue }
+                if inRun { runs.append((runStart * page, runEnd * page)) }
+                runStart = pg; runEnd = pg + 1; inRun = true
+            }
+            p += want
+        }
+        if inRun { runs.append((runStart * page, runEnd * page)) }
+        return runs.map { (max($0.start, start), min($0.end, end)) }
+    }
+
+    /// Read the entries of pages [first, first + count) into `buf`.
+    private func fill(from first: UInt64, count: Int) -> Bool {
+        cacheCount = 0
+        var got = 0
+        while got < count * 8 {
+            let n = pread(fd, UnsafeMutableRawPointer(buf) + got, count * 8 - got, off_t(Int64(bitPattern: first * 8)) + off_t(got))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            got += n
+        }
+        cacheFirst = first; cacheCount = count
+        return true
+    }
+}
+
 /// Copy buffers prepared before the target is stopped: one anonymous mapping, advised for huge
 /// pages and pre-faulted, carved up during the pause. Page faults are then paid before the pause,
 /// not inside it. When the heap grew past the estimate, regions fall back to fresh allocations.
@@ -165,19 +232,43 @@ public final class MemoryImage: @unchecked Sendable {
     public init() {}
 
     /// Add a copied region. Regions lying inside another are dropped, so that lookups by address
-    /// stay a binary search over non-nested ranges.
+    /// stay a binary search over non-nested ranges. Regions added in address order are appended;
+    /// otherwise the place is found by binary search (so a copy of many mappings stays linear).
     public func add(_ r: Region) {
         if r.count == 0 { return }
-        if regions.contains(where: { $0.start <= r.start && $0.end >= r.end }) { return }
-        regions.removeAll { o in
-            let inside = o.start >= r.start && o.end <= r.end
-            if inside { totalBytes -= o.count }
-            return inside
+        if let last = regions.last, last.end <= r.start {
+            regions.append(r); totalBytes += r.count; return
         }
-        let i = regions.firstIndex(where: { $0.start > r.start }) ?? regions.count
-        regions.insert(r, at: i)
+        // First region whose end is past r.start: the only ones that can hold or be held by r.
+        var lo = 0, hi = regions.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if regions[mid].end <= r.start { lo = mid + 1 } else { hi = mid }
+        }
+        if lo < regions.count, regions[lo].start <= r.start, regions[lo].end >= r.end { return }
+        if lo < regions.count, regions[lo].start < r.start { lo += 1 }   // overlaps r's start: r goes after it
+        var k = lo
+        while k < regions.count, regions[k].start >= r.start, regions[k].end <= r.end { totalBytes -= regions[k].count; k += 1 }
+        regions.replaceSubrange(lo..<k, with: [r])
         totalBytes += r.count
         lastHit = 0
+    }
+
+    /// The regions of `a` and `b` in one image, merged in linear time (as `add` would place them).
+    public static func merged(_ a: MemoryImage, _ b: MemoryImage) -> MemoryImage {
+        let m = MemoryImage()
+        var i = 0, k = 0
+        m.regions.reserveCapacity(a.regions.count + b.regions.count)
+        while i < a.regions.count || k < b.regions.count {
+            let next: Region
+            if k >= b.regions.count || (i < a.regions.count && a.regions[i].start <= b.regions[k].start) {
+                next = a.regions[i]; i += 1
+            } else {
+                next = b.regions[k]; k += 1
+            }
+            m.add(next)   // in address order: an append, or dropped / replacing when nested
+        }
+        return m
     }
 
     public func region(containing a: UInt64, length: UInt64 = 1) -> Region? {

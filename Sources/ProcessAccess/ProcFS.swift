@@ -18,13 +18,17 @@ public struct Mapping: Sendable, Equatable {
     /// starting where a file mapping ends (the part of .bss past the file's last page).
     public func isBSSTail(after previous: Mapping?) -> Bool {
         guard let p = previous else { return false }
-        return isAnonymous && writable && start == p.end && p.path.hasPrefix("/")
+        return isAnonymous && writable && start == p.end && p.path.hasPrefix("/") && !p.shared
     }
 }
 
 /// Small readers for /proc files; every failure names the file.
 public enum ProcFS {
     public static func readFile(_ path: String) throws(ProcessError) -> String {
+        String(decoding: try readBytes(path), as: UTF8.self)
+    }
+
+    public static func readBytes(_ path: String) throws(ProcessError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw .system(call: "open", subject: path, errno: errno) }
         defer { close(fd) }
@@ -39,7 +43,7 @@ public enum ProcFS {
             if n == 0 { break }
             out.append(contentsOf: buf[0..<n])
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     /// True if the process is gone or a zombie (it has exited; only its parent's wait is missing).
@@ -84,37 +88,68 @@ public enum ProcFS {
         return tids.sorted()
     }
 
+    /// /proc/PID/maps, parsed from its bytes (a process with 60,000 mappings has 5 MB of them,
+    /// read while the target is stopped).
     public static func maps(pid: Int32) throws(ProcessError) -> [Mapping] {
-        let text: String
-        do { text = try readFile("/proc/\(pid)/maps") } catch {
+        let bytes: [UInt8]
+        do { bytes = try readBytes("/proc/\(pid)/maps") } catch {
             if case .system(_, _, let e) = error, e == ENOENT || e == ESRCH { throw .noSuchProcess(pid: pid) }
             throw error
         }
-        var result: [Mapping] = []
-        for line in text.split(separator: "\n") {
-            if let m = parseMapsLine(line) { result.append(m) }
-        }
-        return result
+        return parseMaps(bytes)
     }
 
-    static func parseMapsLine(_ line: Substring) -> Mapping? {
-        // start-end perms offset dev inode [path]
-        var fields: [Substring] = []
-        var rest = line[...]
-        for _ in 0..<5 {
-            rest = rest.drop(while: { $0 == " " })
-            guard let sp = rest.firstIndex(of: " ") else { return nil }
-            fields.append(rest[..<sp])
-            rest = rest[sp...]
+    /// Lines "start-end perms offset dev inode [path]"; malformed lines are skipped.
+    static func parseMaps(_ bytes: [UInt8]) -> [Mapping] {
+        var result: [Mapping] = []
+        var lastPath = ""
+        bytes.withUnsafeBufferPointer { b in
+            var i = 0
+            let n = b.count
+            @inline(__always) func hexNumber() -> UInt64? {
+                var v: UInt64 = 0, digits = 0
+                while i < n {
+                    let c = b[i]
+                    let d: UInt64
+                    switch c {
+                    case 0x30...0x39: d = UInt64(c - 0x30)
+                    case 0x61...0x66: d = UInt64(c - 0x61 + 10)
+                    default: return digits > 0 && digits <= 16 ? v : nil
+                    }
+                    v = v << 4 | d; digits += 1; i += 1
+                }
+                return digits > 0 && digits <= 16 ? v : nil
+            }
+            @inline(__always) func skip(_ c: UInt8) -> Bool { if i < n && b[i] == c { i += 1; return true }; return false }
+            @inline(__always) func skipSpaces() { while i < n && b[i] == 0x20 { i += 1 } }
+            @inline(__always) func skipWord() { while i < n && b[i] != 0x20 && b[i] != 0x0a { i += 1 } }
+            while i < n {
+                let lineStart = i
+                defer { while i < n && b[i] != 0x0a { i += 1 }; i += 1 }
+                guard let start = hexNumber(), skip(0x2d), let end = hexNumber(), skip(0x20), i + 4 <= n else { continue }
+                let r = b[i] == 0x72, w = b[i + 1] == 0x77, x = b[i + 2] == 0x78, sh = b[i + 3] == 0x73
+                i += 4
+                skipSpaces()
+                guard let offset = hexNumber() else { continue }
+                skipSpaces(); skipWord(); skipSpaces()   // dev
+                var inode: UInt64 = 0
+                while i < n && b[i] >= 0x30 && b[i] <= 0x39 { inode = inode &* 10 &+ UInt64(b[i] - 0x30); i += 1 }
+                skipSpaces()
+                var e = i
+                while e < n && b[e] != 0x0a { e += 1 }
+                var path = ""
+                if e > i {
+                    // Consecutive mappings of one file share one String.
+                    let raw = UnsafeBufferPointer(rebasing: b[i..<e])
+                    if lastPath.utf8.elementsEqual(raw) { path = lastPath } else { path = String(decoding: raw, as: UTF8.self); lastPath = path }
+                }
+                _ = lineStart
+                result.append(Mapping(start: start, end: end, readable: r, writable: w, executable: x, shared: sh,
+                                      offset: offset, inode: inode, path: path))
+                i = e
+            }
         }
-        let path = String(rest.drop(while: { $0 == " " }))
-        let range = fields[0].split(separator: "-")
-        guard range.count == 2, let s = UInt64(range[0], radix: 16), let e = UInt64(range[1], radix: 16) else { return nil }
-        let p = Array(fields[1].utf8)
-        guard p.count >= 4 else { return nil }
-        return Mapping(start: s, end: e, readable: p[0] == UInt8(ascii: "r"), writable: p[1] == UInt8(ascii: "w"),
-                       executable: p[2] == UInt8(ascii: "x"), shared: p[3] == UInt8(ascii: "s"),
-                       offset: UInt64(fields[2], radix: 16) ?? 0, inode: UInt64(fields[4]) ?? 0, path: path)
+        return result
     }
 
     /// The id through which the process's memory and files are reached: `pid` itself, or, when

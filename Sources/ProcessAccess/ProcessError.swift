@@ -10,6 +10,8 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case threadWouldNotStop(pid: Int32, tid: Int32, state: String, stoppedMicroseconds: UInt64, others: Int)
     /// Stopping the target for as long as the work needed would exceed the stop budget (--max-stop).
     case stopBudgetExceeded(pid: Int32, stoppedMicroseconds: UInt64, budgetMicroseconds: UInt64, doing: String)
+    /// The copy would need more memory than heapscope may use (checked before stopping the target).
+    case notEnoughMemory(pid: Int32, neededBytes: UInt64, availableBytes: UInt64, source: String)
     /// A thread of the target is traced by another program, so heapscope cannot stop it.
     case tracedByOther(pid: Int32, tid: Int32, tracer: Int32, tracerName: String)
     case system(call: String, subject: String, errno: Int32)
@@ -24,6 +26,8 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
             return "pid \(pid) thread \(tid) in \(state) did not stop; stopped \(others) other thread\(others == 1 ? "" : "s") for \(formatMs(us)) ms, then released them (target untouched; that thread is released as soon as it stops; try again later)"
         case .stopBudgetExceeded(let pid, let us, let budget, let doing):
             return "\(doing) would keep pid \(pid) stopped for longer than --max-stop \(formatMs(budget)) ms; it was released after \(formatMs(us)) ms (target untouched; a larger --max-stop allows more)"
+        case .notEnoughMemory(let pid, let needed, let available, let source):
+            return "copying pid \(pid)'s memory needs \(needed >> 20) MiB, more than the \(available >> 20) MiB available (\(source)); the target was not stopped"
         case .tracedByOther(let pid, let tid, let tracer, let name):
             return "thread \(tid) of process \(pid) is traced by process \(tracer) (\(name)); heapscope cannot stop a thread another tracer holds: detach that tracer first"
         case .system(let call, let subject, let e):

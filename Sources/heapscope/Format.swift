@@ -98,6 +98,24 @@ extension String {
     func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }
 }
 
+/// What was copied besides the heap and what was left out (a line for leaks, types, snapshot,
+/// chunks), or nil when only the heap was copied.
+func copyText(_ r: HeapReport) -> String? {
+    guard let a = r.beyondHeap else { return nil }
+    var out: [String] = []
+    if a.sharedBytes > 0 { out.append("\(human(a.sharedBytes)) of shared mappings (--shared-roots copies them)") }
+    if a.unresidentBytes > 0 { out.append("\(human(a.unresidentBytes)) never written (reads as zeros)") }
+    if a.belowStackPointerBytes > 0 { out.append("\(human(a.belowStackPointerBytes)) of stacks below the stack pointers") }
+    return "copied \(human(UInt64(r.copiedBytes))) (heap and \(human(a.copiedBytes)) besides)" + (out.isEmpty ? "" : "; not copied: " + out.joined(separator: ", "))
+}
+
+/// The same as a JSON member, `,"copy":{...}`, or "" when only the heap was copied.
+func copyJSON(_ r: HeapReport) -> String {
+    guard let a = r.beyondHeap else { return "" }
+    return ",\"copy\":{\"copied_bytes\":\(r.copiedBytes),\"beyond_heap_bytes\":\(a.copiedBytes),\"shared_not_copied_bytes\":\(a.sharedBytes)" +
+        ",\"unresident_not_copied_bytes\":\(a.unresidentBytes),\"below_stack_pointer_bytes\":\(a.belowStackPointerBytes)}"
+}
+
 let freeKinds: [ChunkState] = [.tcache, .fastbin, .unsorted, .small, .large]
 
 enum StatFormat {

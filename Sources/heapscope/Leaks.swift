@@ -171,6 +171,7 @@ enum LeakFormat {
         let ms = Double(r.heap.pauseMicroseconds) / 1000
         let roots = RootKind.allCases.compactMap { k in r.rootBytes[k].map { "\(k.rawValue) \(human($0))" } }.joined(separator: ", ")
         out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; roots: \(roots)\n")
+        if let c = copyText(r.heap) { out.write(c + "\n") }
         for c in order {
             let t = r.leaks.tallies[c] ?? Tally()
             out.write("  \(pad(c.words + ":", 17, left: true)) \(pad(String(t.bytes), 12)) bytes in \(pad(String(t.count), 9)) chunks\n")
@@ -190,7 +191,7 @@ enum LeakFormat {
     }
 
     static func json(_ r: LeakInspection, groups: [LeakGroup], into out: inout OutputBuffer) {
-        out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"scanned_bytes\":\(r.leaks.scannedBytes)")
+        out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"scanned_bytes\":\(r.leaks.scannedBytes)" + copyJSON(r.heap))
         for c in order {
             let t = r.leaks.tallies[c] ?? Tally()
             out.write(",\"\(c.name)\":{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}")
@@ -347,7 +348,7 @@ enum WhyFormat {
             switch root.kind {
             case .stack:
                 let sp = r.registers.first { "thread \($0.tid) stack" == root.label }?.words[19] ?? root.start
-                return ("stack", "\(root.label) at \(hex(a)) (sp+0x\(String(a &- sp, radix: 16))\(names.frame.map { ", " + $0 } ?? ""))")
+                return ("stack", "\(root.label) at \(hex(a)) (sp\(a >= sp ? "+" : "-")0x\(String(a >= sp ? a - sp : sp - a, radix: 16))\(names.frame.map { ", " + $0 } ?? ""))")
             case .moduleData, .tls:
                 if let s = names.rootSymbol, let sym = s.symbol {
                     let what = sym + (s.offset > 0 ? "+0x\(String(s.offset, radix: 16))" : "")

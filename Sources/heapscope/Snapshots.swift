@@ -44,10 +44,11 @@ struct SnapshotCommand: ParsableCommand {
         let size = stat(output, &st) == 0 ? UInt64(st.st_size) : 0
         let n = s.report.chunks.count
         if target.json {
-            print("{\"file\":\(jsonString(output)),\"pid\":\(s.report.pid),\"pause_us\":\(s.report.pauseMicroseconds),\"chunks\":\(n),\"bytes\":\(size),\"contents\":\(contents),\"inspect_ms\":\(Int((t1 - t0) * 1000)),\"write_ms\":\(Int((t2 - t1) * 1000))}")
+            print("{\"file\":\(jsonString(output)),\"pid\":\(s.report.pid),\"pause_us\":\(s.report.pauseMicroseconds),\"chunks\":\(n),\"bytes\":\(size),\"contents\":\(contents),\"inspect_ms\":\(Int((t1 - t0) * 1000)),\"write_ms\":\(Int((t2 - t1) * 1000))\(copyJSON(s.report))}")
         } else {
             let per = n > 0 ? Double(size - UInt64(s.contents?.count ?? 0)) / Double(n) : 0
             print("wrote \(output): \(n) chunks, \(human(size)) (\(format1(per)) bytes per chunk before contents)\(contents ? ", with contents" : ""); paused \(format1(Double(s.report.pauseMicroseconds) / 1000)) ms; inspected in \(format1((t1 - t0) * 1000)) ms, written in \(format1((t2 - t1) * 1000)) ms")
+            if let c = copyText(s.report) { print(c) }
         }
     }
 }

@@ -33,7 +33,7 @@ struct Types: ParsableCommand {
         let total = rows.reduce(UInt64(0)) { $0 + $1.bytes }
         var out = OutputBuffer()
         if target.json {
-            out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"debug_info_us\":\(r.debugInfoMicroseconds),\"propagation_us\":\(r.propagationMicroseconds),\"rounds\":\(r.labels.rounds),\"bytes\":\(total),\"conflicts\":\(r.labels.conflicts),\"types\":[")
+            out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"debug_info_us\":\(r.debugInfoMicroseconds),\"propagation_us\":\(r.propagationMicroseconds),\"rounds\":\(r.labels.rounds),\"bytes\":\(total),\"conflicts\":\(r.labels.conflicts)" + copyJSON(r.heap) + ",\"types\":[")
             for (n, row) in rows.enumerated() {
                 out.write((n > 0 ? "," : "") + "{\"type\":\(jsonString(row.type)),\"confidence\":\"\(row.confidence.name)\",\"ambiguous\":\(row.ambiguous),\"chunks\":\(row.chunks),\"bytes\":\(row.bytes),\"owners\":[")
                 out.write(row.owners.map { "{\"root\":\(jsonString($0.name)),\"chunks\":\($0.chunks)}" }.joined(separator: ","))
@@ -45,6 +45,7 @@ struct Types: ParsableCommand {
             let typed = rows.filter { $0.confidence != .unknown }.reduce(0) { $0 + $1.chunks }
             out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; \(human(total)) outstanding in \(rows.reduce(0) { $0 + $1.chunks }) chunks, \(typed) typed")
             out.write(r.labels.conflicts > 0 ? " (\(r.labels.conflicts) reached with conflicting types)\n" : "\n")
+            if let c = copyText(r.heap) { out.write(c + "\n") }
             out.write("\(pad("chunks", 10)) \(pad("bytes", 12))  share  confidence  type\n")
             for row in rows {
                 let share = total > 0 ? Double(row.bytes) * 100 / Double(total) : 0

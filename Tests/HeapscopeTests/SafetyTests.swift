@@ -120,19 +120,19 @@ struct SafetyTests {
         #expect(p.release().ok)
     }
 
-    @Test("a target that is already traced: permission denied naming the tracer")
+    @Test("a target that is already traced: refused (exit 4) naming the tracer and the thread")
     func alreadyTraced() throws {
         let p = try TargetProcess("heap_kinds")
         let holder = try Attachment(pid: p.pid)
         defer { holder.detach() }
         let r = try run(Paths.heapscope, ["stat", String(p.pid)])
         #expect(r.status == 4)
-        #expect(r.err.contains("already traced by process \(getpid())"), "\(r.err)")
+        #expect(r.err.contains("thread \(p.pid) of process \(p.pid) is traced by process \(getpid())"), "\(r.err)")
     }
 
     @Test("an unprivileged user is told why: uid and CAP_SYS_PTRACE")
     func unprivileged() throws {
-        guard geteuid() == 0, access("/usr/bin/setpriv", X_OK) == 0 else { return }
+        try #require(geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0, "needs root and setpriv (util-linux) to run heapscope as nobody")
         let p = try TargetProcess("heap_kinds")
         let r = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                                              "--bounding-set=-all", Paths.heapscope, "stat", String(p.pid)])
