@@ -120,10 +120,14 @@ enum MemoryLimit {
                 guard f.count == 3 else { continue }
                 let path = String(f[2])
                 var limit: UInt64? = nil, usage: UInt64? = nil
-                if f[0] == "0" {   // cgroup v2
-                    limit = read("/sys/fs/cgroup\(path)/memory.max"); usage = read("/sys/fs/cgroup\(path)/memory.current")
-                } else if f[1].split(separator: ",").contains("memory") {
-                    limit = read("/sys/fs/cgroup/memory\(path)/memory.limit_in_bytes"); usage = read("/sys/fs/cgroup/memory\(path)/memory.usage_in_bytes")
+                // The cgroup's directory, or the mount's root where the path is not visible (a
+                // container whose cgroup namespace puts its own cgroup at the root).
+                for dir in [path, "/"] where limit == nil {
+                    if f[0] == "0" {   // cgroup v2
+                        limit = read("/sys/fs/cgroup\(dir)/memory.max"); usage = read("/sys/fs/cgroup\(dir)/memory.current")
+                    } else if f[1].split(separator: ",").contains("memory") {
+                        limit = read("/sys/fs/cgroup/memory\(dir)/memory.limit_in_bytes"); usage = read("/sys/fs/cgroup/memory\(dir)/memory.usage_in_bytes")
+                    }
                 }
                 if let l = limit, let u = usage, l < (1 << 60) {
                     let left = l > u ? l - u : 0
