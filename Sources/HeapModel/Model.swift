@@ -234,6 +234,9 @@ public struct CopyAccount: Sendable, Equatable {
     public var unresidentBytes: UInt64 = 0
     /// Stack below the threads' stack pointers (less the red zone): dead, not copied.
     public var belowStackPointerBytes: UInt64 = 0
+    /// Residency was known per mapping only (pagemap unreadable: no CAP_DAC_READ_SEARCH for
+    /// another user's process), so mappings with any page in memory were copied whole.
+    public var residencyPerMapping = false
     public init() {}
 }
 

@@ -49,11 +49,12 @@ enum CopyPlan {
     static func copy(pid: Int32, skipping: MemoryImage, threads: [StoppedThread], sharedRoots: Bool,
                      pool: BufferPool?, budget: StopBudget?) -> Result {
         let trace = PhaseTrace()
+        var account = CopyAccount()
         let all = (try? ProcFS.maps(pid: pid)) ?? []
         trace.mark("writable: maps")
         let pagemap = Pagemap(pid: pid)
+        account.residencyPerMapping = pagemap?.exact != true
         let sps = threads.map(\.stackPointer).sorted()
-        var account = CopyAccount()
         var requests: [BulkCopier.Request] = []
         let skip = skipping.regions
         var j = 0

@@ -86,11 +86,30 @@ public final class Pagemap {
     /// One buffer for every read (up to `batch` entries), allocated once.
     static let batch = 65536
     let buf = UnsafeMutablePointer<UInt64>.allocate(capacity: Pagemap.batch)
+    /// Without pagemap (mode 0400: another user's process needs CAP_DAC_READ_SEARCH), residency
+    /// per mapping from smaps (0444): a mapping with no resident or swapped page is left out,
+    /// any other is taken whole. Mapping starts, in order, and whether each has any page in memory.
+    let bySmaps: [(start: UInt64, end: UInt64, any: Bool)]?
+    /// Whether page-level residency is known (pagemap), or only per mapping (smaps).
+    public var exact: Bool { bySmaps == nil }
+
     public init?(pid: Int32) {
         fd = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
-        if fd < 0 { buf.deallocate(); return nil }
+        if fd >= 0 { bySmaps = nil; return }
+        guard errno == EACCES || errno == EPERM, let text = try? ProcFS.readFile("/proc/\(pid)/smaps") else { buf.deallocate(); return nil }
+        var out: [(start: UInt64, end: UInt64, any: Bool)] = []
+        for line in text.split(separator: "\n") {
+            if let dash = line.firstIndex(of: "-"), let s = UInt64(line[..<dash], radix: 16),
+               let sp = line.firstIndex(of: " "), let e = UInt64(line[line.index(after: dash)..<sp], radix: 16) {
+                out.append((s, e, false))
+            } else if (line.hasPrefix("Rss:") || line.hasPrefix("Swap:")), !out.isEmpty,
+                      let kb = line.split(separator: " ").dropFirst().first.flatMap({ UInt64($0) }), kb > 0 {
+                out[out.count - 1].any = true
+            }
+        }
+        bySmaps = out
     }
-    deinit { close(fd); buf.deallocate() }
+    deinit { if fd >= 0 { close(fd) }; buf.deallocate() }
 
     /// Pages [cacheFirst, cacheFirst + cacheCount) are in `buf` from the last read.
     var cacheFirst: UInt64 = 0, cacheCount = 0
@@ -100,6 +119,12 @@ public final class Pagemap {
     /// `prefetch`: the caller will ask next about ranges up to this address; a small range is
     /// read together with them (one read for thousands of small mappings, not one each).
     public func residentRuns(start: UInt64, end: UInt64, mergeGap: UInt64 = 16, prefetch: UInt64 = 0) -> [(start: UInt64, end: UInt64)]? {
+        if let maps = bySmaps {
+            var lo = 0, hi = maps.count
+            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= start { lo = mid + 1 } else { hi = mid } }
+            guard lo < maps.count, maps[lo].start <= start else { return [(start, end)] }
+            return maps[lo].any ? [(start, end)] : []
+        }
         let page: UInt64 = 4096
         let first = start / page, last = (end + page - 1) / page
         guard last > first else { return [] }

@@ -59,7 +59,7 @@ public func explainPermission(pid: Int32) -> String {
         if let st = try? ProcFS.status(pid: pid), let uidLine = st["Uid"],
            let targetUid = uidLine.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap({ UInt32($0) }),
            targetUid != euid {
-            reasons.append("it belongs to uid \(targetUid) and heapscope runs as uid \(euid) without CAP_SYS_PTRACE (run as root or grant CAP_SYS_PTRACE)")
+            reasons.append("it belongs to uid \(targetUid) and heapscope runs as uid \(euid) without CAP_SYS_PTRACE (run as root, or grant the capabilities: setcap cap_sys_ptrace,cap_dac_read_search+ep heapscope; CAP_SYS_PTRACE alone works too, but without CAP_DAC_READ_SEARCH /proc/PID/pagemap is unreadable and mappings are copied whole)")
         }
         if let scope = ProcFS.yamaScope() {
             switch scope {

@@ -68,9 +68,23 @@ public final class SymbolSession {
         }
         dwfl = d
         SymbolSession.lock.locked { dwfl_report_begin(dwfl) }
+        // dwfl_linux_proc_report reads /proc/PID/auxv (for the vDSO), which is mode 0400: with
+        // CAP_SYS_PTRACE but not CAP_DAC_READ_SEARCH another user's auxv cannot be opened. Then the
+        // modules are reported from the maps alone (no vDSO, which holds no malloc state).
+        let auxvReadable = access("/proc/\(pid)/auxv", R_OK) == 0
+        let mapsBytes = auxvReadable ? nil : try? ProcFS.readBytes("/proc/\(pid)/maps")
         let r = SymbolSession.lock.locked {
             SymbolSession.reportingPid = pid
-            let r = dwfl_linux_proc_report(dwfl, pid)
+            var r: Int32
+            if var bytes = mapsBytes {
+                r = bytes.withUnsafeMutableBytes { b -> Int32 in
+                    guard let f = fmemopen(b.baseAddress, b.count, "r") else { return errno }
+                    defer { fclose(f) }
+                    return dwfl_linux_proc_maps_report(dwfl, f)
+                }
+            } else {
+                r = dwfl_linux_proc_report(dwfl, pid)
+            }
             dwfl_report_end(dwfl, nil, nil)
             return r
         }

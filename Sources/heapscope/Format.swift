@@ -106,14 +106,16 @@ func copyText(_ r: HeapReport) -> String? {
     if a.sharedBytes > 0 { out.append("\(human(a.sharedBytes)) of shared mappings (--shared-roots copies them)") }
     if a.unresidentBytes > 0 { out.append("\(human(a.unresidentBytes)) never written (reads as zeros)") }
     if a.belowStackPointerBytes > 0 { out.append("\(human(a.belowStackPointerBytes)) of stacks below the stack pointers") }
-    return "copied \(human(UInt64(r.copiedBytes))) (heap and \(human(a.copiedBytes)) besides)" + (out.isEmpty ? "" : "; not copied: " + out.joined(separator: ", "))
+    let whole = a.residencyPerMapping ? " (pagemap unreadable without CAP_DAC_READ_SEARCH: mappings with any page in memory copied whole)" : ""
+    return "copied \(human(UInt64(r.copiedBytes))) (heap and \(human(a.copiedBytes)) besides)" + (out.isEmpty ? "" : "; not copied: " + out.joined(separator: ", ")) + whole
 }
 
 /// The same as a JSON member, `,"copy":{...}`, or "" when only the heap was copied.
 func copyJSON(_ r: HeapReport) -> String {
     guard let a = r.beyondHeap else { return "" }
     return ",\"copy\":{\"copied_bytes\":\(r.copiedBytes),\"beyond_heap_bytes\":\(a.copiedBytes),\"shared_not_copied_bytes\":\(a.sharedBytes)" +
-        ",\"unresident_not_copied_bytes\":\(a.unresidentBytes),\"below_stack_pointer_bytes\":\(a.belowStackPointerBytes)}"
+        ",\"unresident_not_copied_bytes\":\(a.unresidentBytes),\"below_stack_pointer_bytes\":\(a.belowStackPointerBytes)" +
+        ",\"residency\":\"\(a.residencyPerMapping ? "mapping" : "page")\"}"
 }
 
 let freeKinds: [ChunkState] = [.tcache, .fastbin, .unsorted, .small, .large]

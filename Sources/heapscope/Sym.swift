@@ -56,7 +56,7 @@ struct Sessions {
         }
         do { process = try SymbolSession(pid: pid, useDebugInfo: useDebugInfo) } catch {
             if case .processGone = error { FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(5) }
-            if kill(pid, 0) != 0 { FileHandleErr.write("heapscope: process \(pid) exited\n"); throw ExitCode(5) }
+            if kill(pid, 0) != 0 && errno == ESRCH { FileHandleErr.write("heapscope: process \(pid) exited\n"); throw ExitCode(5) }
             FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
         }
     }

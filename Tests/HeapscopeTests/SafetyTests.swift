@@ -160,3 +160,51 @@ struct SafetyTests {
         }
     }
 }
+
+@Suite("Capabilities", .serialized, .timeLimit(.minutes(3)))
+struct CapabilityTests {
+    /// A copy of heapscope with file capabilities `caps`, runnable by nobody.
+    func capableCopy(_ caps: String, in dir: String) throws -> String {
+        let path = "\(dir)/heapscope-\(caps.replacingOccurrences(of: ",", with: "-").replacingOccurrences(of: "+", with: ""))"
+        try FileManager.default.copyItem(atPath: Paths.heapscope, toPath: path)
+        chmod(path, 0o755)
+        let r = try run("/usr/sbin/setcap", [caps, path])
+        try #require(r.status == 0, "setcap \(caps) failed: \(r.err)")
+        return path
+    }
+
+    @Test("nobody with CAP_SYS_PTRACE (setcap) inspects root's process; with CAP_DAC_READ_SEARCH too, page residency is exact")
+    func setcap() throws {
+        let dir = try temporaryDirectory("caps")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        // With CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: pagemap is read, and an untouched GiB is not
+        // copied (first: a whole-mapping copy would map the zero page into its page tables).
+        let big = try TargetProcess("reserve", args: ["reserve", "1"])
+        let both = try capableCopy("cap_sys_ptrace,cap_dac_read_search+ep", in: dir)
+        var r = try run("/usr/bin/setpriv", asNobody + [both, "leaks", String(big.pid), "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let exact = try #require(try jsonObject(r.out)["copy"] as? [String: Any])
+        #expect(exact["residency"] as? String == "page" && (exact["unresident_not_copied_bytes"] as? Int ?? 0) >= (1 << 30) - 4096, "\(exact)")
+        #expect(big.release().ok)
+        let p = try TargetProcess("reserve", args: ["shared", "1"])
+        // No capability: refused, and told which ones to grant.
+        let plain = try capableCopy("cap_sys_ptrace-ep", in: dir)   // setcap removes them: a plain copy
+        r = try run("/usr/bin/setpriv", asNobody + [plain, "stat", String(p.pid)])
+        #expect(r.status == 4 && r.err.contains("setcap cap_sys_ptrace,cap_dac_read_search+ep"), "\(r.status) \(r.err)")
+        // CAP_SYS_PTRACE alone: everything works; residency known per mapping only.
+        let ptrace = try capableCopy("cap_sys_ptrace+ep", in: dir)
+        r = try run("/usr/bin/setpriv", asNobody + [ptrace, "stat", String(p.pid), "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try jsonObject(r.out)["threads"] as? Int == 1)
+        r = try run("/usr/bin/setpriv", asNobody + [ptrace, "leaks", String(p.pid), "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let partial = try #require(try jsonObject(r.out)["copy"] as? [String: Any])
+        #expect(partial["residency"] as? String == "mapping")
+        #expect((try jsonObject(r.out)["definitely_lost"] as? [String: Int])?["chunks"] == 1, "the chunk only shared memory holds")
+        r = try run("/usr/bin/setpriv", asNobody + [ptrace, "sym", "--pid", String(p.pid), "0x1"])
+        #expect(r.status == 0, "\(r.status) \(r.err)")
+        #expect(p.release().ok)
+    }
+}
