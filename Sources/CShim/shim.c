@@ -136,3 +136,16 @@ int hs_cleanup_add(const char *path) {
 void hs_cleanup_remove(int slot) {
     if (slot >= 0 && slot < HS_CLEANUP_SLOTS) cleanup_used[slot] = 0;
 }
+
+/* PTRACE_SECCOMP_GET_FILTER (Linux 4.4+, CAP_SYS_ADMIN): the index-th seccomp filter of a stopped
+ * tracee (0 = the newest) into `buf` (8 bytes per instruction, struct sock_filter), at most
+ * `count` instructions. Returns the filter's length in instructions, or -errno (-ENOENT: no such
+ * filter). With count 0 only the length is returned. */
+long hs_ptrace_seccomp_filter(pid_t tid, unsigned long index, void *buf, unsigned long count) {
+    long n = ptrace(0x420c /* PTRACE_SECCOMP_GET_FILTER */, tid, (void *)index, (void *)0);
+    if (n < 0) return -errno;
+    if (count == 0 || buf == 0) return n;
+    if ((unsigned long)n > count) return -ENOSPC;
+    long m = ptrace(0x420c, tid, (void *)index, buf);
+    return m < 0 ? -errno : m;
+}

@@ -250,6 +250,9 @@ public struct HeapReport: Sendable {
     public var attemptPauses: [UInt64] = []
     /// The stop budget the inspection ran under (--max-stop), 0 if unknown.
     public var stopBudgetMicroseconds: UInt64 = 0
+    /// What stopping the target did to it that the program can notice (calls that returned EINTR),
+    /// and what heapscope did to check (a thread stopped to read its seccomp filter).
+    public var sideEffects: [String] = []
     /// What was copied besides the heap (nil when only the heap was: stat, watch).
     public var beyondHeap: CopyAccount? = nil
     public var allocator: String          // "glibc"

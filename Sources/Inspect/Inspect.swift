@@ -13,6 +13,8 @@ public struct InspectOptions: Sendable {
     public var maxAttempts: Int
     /// The longest the target may be stopped in all, over every attempt (--max-stop).
     public var maxStopMicroseconds: UInt64
+    /// Stop the target even when its seccomp filter could kill it for that (--force).
+    public var force = false
     /// Copy shared writable mappings (rw-s) too, as roots of leak checks and typing (--shared-roots).
     public var sharedRoots = false
     public init(useDebugInfo: Bool = ProcessInfoEnv.debugInfoEnabled, maxAttempts: Int = 5,
@@ -48,7 +50,7 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
     public var exitCode: Int32 {
         switch self {
         case .process(.noSuchProcess): return 3
-        case .process(.permissionDenied), .process(.tracedByOther): return 4
+        case .process(.permissionDenied), .process(.tracedByOther), .process(.seccompRisk): return 4
         case .process(.targetExited): return 5
         case .process(.threadWouldNotStop), .process(.stopBudgetExceeded): return 9
         case .process(.interrupted(let sig)): return 128 + sig
@@ -136,6 +138,11 @@ public enum Inspector {
         var account: CopyAccount? = nil
         var retryNotes: [String] = []
         var stoppedNs: UInt64 = 0
+        // What stopping does to the calls the threads sleep in; refused where it could kill.
+        let survey: SideEffects.Survey
+        do { survey = try SideEffects.survey(pid: pid, tids: try ProcFS.threadIDs(pid: pid), force: options.force) } catch {
+            throw .process(error)
+        }
         while true {
             attempt += 1
             capture = GlibcCapture(target: target)
@@ -199,6 +206,7 @@ public enum Inspector {
         report.attemptPauses = pauses
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
+        report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
         return Captured(report: report, capture: capture, maps: maps, writable: writableImage)
     }
 

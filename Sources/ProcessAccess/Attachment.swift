@@ -221,6 +221,11 @@ public final class Attachment {
     /// How many threads are still seized because they have not stopped yet.
     public static var leftoverCount: Int { leftoverLock.lock(); defer { leftoverLock.unlock() }; return leftovers.count }
 
+    /// A thread seized elsewhere that has not stopped yet: released as the others are.
+    static func leave(tid: Int32, signal: Int32) {
+        leftoverLock.lock(); leftovers.append((tid, signal)); leftoverLock.unlock()
+    }
+
     /// Detach every leftover thread that has stopped by now (or is gone). Cheap: one waitpid each.
     public static func releaseLeftovers() {
         leftoverLock.lock(); defer { leftoverLock.unlock() }

@@ -12,6 +12,9 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case stopBudgetExceeded(pid: Int32, stoppedMicroseconds: UInt64, budgetMicroseconds: UInt64, doing: String)
     /// The copy would need more memory than heapscope may use (checked before stopping the target).
     case notEnoughMemory(pid: Int32, neededBytes: UInt64, availableBytes: UInt64, source: String)
+    /// Stopping the target could kill it: a thread sleeps in a call that resumes through
+    /// restart_syscall, which its seccomp filter does not (or may not) allow.
+    case seccompRisk(pid: Int32, tid: Int32, call: String, why: String)
     /// A thread of the target is traced by another program, so heapscope cannot stop it.
     case tracedByOther(pid: Int32, tid: Int32, tracer: Int32, tracerName: String)
     case system(call: String, subject: String, errno: Int32)
@@ -28,6 +31,8 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
             return "\(doing) would keep pid \(pid) stopped for longer than --max-stop \(formatMs(budget)) ms; it was released after \(formatMs(us)) ms (target untouched; a larger --max-stop allows more)"
         case .notEnoughMemory(let pid, let needed, let available, let source):
             return "copying pid \(pid)'s memory needs \(needed >> 20) MiB, more than the \(available >> 20) MiB available (\(source)); the target was not stopped"
+        case .seccompRisk(let pid, let tid, let call, let why):
+            return "not stopping pid \(pid): thread \(tid) sleeps in \(call), which resumes through restart_syscall after any stop, and \(why)"
         case .tracedByOther(let pid, let tid, let tracer, let name):
             return "thread \(tid) of process \(pid) is traced by process \(tracer) (\(name)); heapscope cannot stop a thread another tracer holds: detach that tracer first"
         case .system(let call, let subject, let e):

@@ -107,13 +107,18 @@ func copyText(_ r: HeapReport) -> String? {
     if a.unresidentBytes > 0 { out.append("\(human(a.unresidentBytes)) never written (reads as zeros)") }
     if a.belowStackPointerBytes > 0 { out.append("\(human(a.belowStackPointerBytes)) of stacks below the stack pointers") }
     let whole = a.residencyPerMapping ? " (pagemap unreadable without CAP_DAC_READ_SEARCH: mappings with any page in memory copied whole)" : ""
-    return "copied \(human(UInt64(r.copiedBytes))) (heap and \(human(a.copiedBytes)) besides)" + (out.isEmpty ? "" : "; not copied: " + out.joined(separator: ", ")) + whole
+    return sideEffectsText(r) + "copied \(human(UInt64(r.copiedBytes))) (heap and \(human(a.copiedBytes)) besides)" + (out.isEmpty ? "" : "; not copied: " + out.joined(separator: ", ")) + whole
+}
+
+/// What stopping did to the target that it can notice, one line each ("" if nothing).
+func sideEffectsText(_ r: HeapReport) -> String {
+    r.sideEffects.map { "side effect: \($0)\n" }.joined()
 }
 
 /// The same as a JSON member, `,"copy":{...}`, or "" when only the heap was copied.
 func copyJSON(_ r: HeapReport) -> String {
     guard let a = r.beyondHeap else { return "" }
-    return ",\"copy\":{\"copied_bytes\":\(r.copiedBytes),\"beyond_heap_bytes\":\(a.copiedBytes),\"shared_not_copied_bytes\":\(a.sharedBytes)" +
+    return ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]" + ",\"copy\":{\"copied_bytes\":\(r.copiedBytes),\"beyond_heap_bytes\":\(a.copiedBytes),\"shared_not_copied_bytes\":\(a.sharedBytes)" +
         ",\"unresident_not_copied_bytes\":\(a.unresidentBytes),\"below_stack_pointer_bytes\":\(a.belowStackPointerBytes)" +
         ",\"residency\":\"\(a.residencyPerMapping ? "mapping" : "page")\"}"
 }
@@ -132,7 +137,8 @@ enum StatFormat {
         }
         if r.stopBudgetMicroseconds > 0 { s += " of a \(format1(Double(r.stopBudgetMicroseconds) / 1000)) ms budget" }
         s += ", copied \(human(UInt64(r.copiedBytes))), analysed in \(format1(Double(r.analysisMicroseconds) / 1000)) ms\n"
-        s += "found: \(r.discovery)\n\n"
+        s += "found: \(r.discovery)\n"
+        s += sideEffectsText(r) + "\n"
         let header = ["arena", "address", "system", "in use", "in-use bytes", "tcache", "fastbin", "unsorted", "small", "large", "top", "internal"]
         let widths = [7, 16, 11, 9, 13, 11, 11, 11, 11, 11, 11, 9]
         s += zip(header, widths).map { pad($0, $1) }.joined(separator: " ") + "\n"
@@ -171,6 +177,7 @@ enum StatFormat {
     static func json(_ r: HeapReport) -> String {
         var s = "{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
         s += ",\"attempt_pause_us\":[" + r.attemptPauses.map(String.init).joined(separator: ",") + "],\"max_stop_us\":\(r.stopBudgetMicroseconds)"
+        s += ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]"
         s += ",\"glibc_version\":\(jsonString(r.allocatorVersion)),\"discovery\":\(jsonString(r.discovery))"
         s += ",\"copied_bytes\":\(r.copiedBytes),\"analysis_us\":\(r.analysisMicroseconds),\"threads\":\(r.threads.count)"
         s += ",\"peak_rss_kb\":\(peakRSSKilobytes())"

@@ -36,6 +36,8 @@ struct TargetOptions: ParsableArguments {
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
     @Option(help: ArgumentHelp("The longest the target may be stopped in all (every attempt counted); past it the target is released and heapscope exits 9.", valueName: "duration"))
     var maxStop = "1s"
+    @Flag(help: "Stop the target even if its seccomp filter would kill it for that (a thread asleep in nanosleep and restart_syscall not allowed). Never needed otherwise.")
+    var force = false
     @Flag(help: "Also copy shared writable mappings (rw-s: shared memory, mapped files) as roots; by default they are left out, and the output says how much.")
     var sharedRoots = false
 
@@ -67,6 +69,7 @@ struct TargetOptions: ParsableArguments {
         var o = InspectOptions()
         if noDebuginfo { o.useDebugInfo = false }
         o.sharedRoots = sharedRoots
+        o.force = force
         o.maxStopMicroseconds = (try? maxStopMicroseconds(maxStop)) ?? o.maxStopMicroseconds
         return o
     }

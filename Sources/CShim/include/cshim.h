@@ -61,6 +61,11 @@ int hs_stop_signal(void);
 int hs_cleanup_add(const char *path);
 void hs_cleanup_remove(int slot);
 
+/// PTRACE_SECCOMP_GET_FILTER of a stopped tracee: filter `index` (0 = newest) into `buf`
+/// (struct sock_filter, 8 bytes each, at most `count`); count 0 asks only its length.
+/// Returns the length in instructions or -errno (-ENOENT: no filter with that index).
+long hs_ptrace_seccomp_filter(pid_t tid, unsigned long index, void *buf, unsigned long count);
+
 /// Monotonic clock in nanoseconds.
 uint64_t hs_monotonic_ns(void);
 
