@@ -59,7 +59,7 @@ test: deps targets
 demo: build targets
 	@./scripts/demo.sh .build/release/heapscope $(TT)/demo
 
-# BENCH_ARGS: --quick (smaller inputs), --only heap|types|sym. The sym part also resolves addresses in
+# BENCH_ARGS: --quick (smaller inputs), --only heap|types|sym|pauses. The sym part also resolves addresses in
 # heapscope's own debug build, so that is built too.
 bench: deps targets
 	$(SWIFT) build

@@ -1,7 +1,7 @@
 // `make bench`: heapscope's pause and total time on big heaps, against a raw process_vm_readv copy
 // of the same bytes measured in the same run; `sym` against llvm-symbolizer, eu-addr2line and
 // addr2line on the same addresses (machines are noisy: read the ratios).
-// Options: --quick (smaller inputs), --only heap|types|sym.
+// Options: --quick (smaller inputs), --only heap|types|sym|pauses.
 import Glibc
 import GlibcMalloc
 import HeapModel
@@ -41,6 +41,7 @@ let only = CommandLine.arguments.firstIndex(of: "--only").map { CommandLine.argu
 if only == nil || only == "heap" { try heapBenchmark() }
 if only == nil || only == "types" { try typesBenchmark(quick: CommandLine.arguments.contains("--quick")) }
 if only == nil || only == "sym" { try symBenchmark(quick: CommandLine.arguments.contains("--quick")) }
+if only == nil || only == "pauses" { try pausesBenchmark(quick: CommandLine.arguments.contains("--quick")) }
 
 @MainActor func heapBenchmark() throws {
 print("heapscope benchmark (release build; medians of \(runs) runs; target = TestTargets/bigheap)")
