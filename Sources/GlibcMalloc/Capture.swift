@@ -92,7 +92,10 @@ extension GlibcCapture {
 
     /// With `budget`, each step checks it and the capture ends early once it is exceeded
     /// (the caller detaches and reports; nothing copied then is used).
-    public func capture(threads: [StoppedThread], pool: BufferPool? = nil, budget: StopBudget? = nil) throws(GlibcError) {
+    /// `deferMmapped`: leave the mmapped-chunk scan for after the detach (`scanMmapped(from:)` on
+    /// a copy of every resident anonymous page, which the caller makes in the same pause).
+    public func capture(threads: [StoppedThread], pool: BufferPool? = nil, budget: StopBudget? = nil,
+                        deferMmapped: Bool = false) throws(GlibcError) {
         self.threads = threads
         let trace = PhaseTrace()
         defer { trace.done("capture total") }
@@ -149,8 +152,10 @@ extension GlibcCapture {
         trace.mark("heap segments")
         if outOfTime() { return }
         // 5. mmapped chunks (headers only).
-        scanMmapped(remote: remote)
-        trace.mark("mmapped scan")
+        if !deferMmapped {
+            scanMmapped(from: LivePages(pid: target.pid))
+            trace.mark("mmapped scan")
+        }
         if outOfTime() { return }
 
         // 6. Thread TLS windows, to find where each thread's tcache pointer lives: the same offset
@@ -301,13 +306,15 @@ extension GlibcCapture {
     }
 
     /// Find mmapped chunks in anonymous rw mappings outside the arenas' heaps, header by header.
-    private func scanMmapped(remote: RemoteMemory) {
+    /// Find mmapped chunks through `source`: the live process while stopped, or, after the
+    /// detach, a copy that holds every resident page of the anonymous mappings (see `capture`'s
+    /// `deferMmapped`).
+    public func scanMmapped(from source: PageSource) {
         let L = target.layout
         let page: UInt64 = 4096
         var excluded = segments.map { $0.mapped }
         excluded.append(contentsOf: target.dataRanges)
         excluded.append(contentsOf: mainRegionMappings)
-        let pagemap = Pagemap(pid: target.pid)
         var headers = [UInt64](repeating: 0, count: 2 * 64)
         // A live thread's stack holds no mmapped chunk below its descriptor (at the thread
         // pointer, the top of glibc's stack mapping): only what the kernel merged above it is scanned.
@@ -343,7 +350,7 @@ extension GlibcCapture {
                 // Page headers of the resident pages only (a chunk header was written, so its page
                 // is resident), read in batches; a chunk found skips its whole length. Residency
                 // comes from pagemap, streamed: 8 bytes per page of the piece, no per-page array.
-                let runs = pagemap?.residentRuns(start: piece.start, end: piece.end, mergeGap: 0, prefetch: target.maps[ahead].end)
+                let runs = source.residentRuns(start: piece.start, end: piece.end, prefetch: target.maps[ahead].end)
                     ?? [(start: piece.start, end: piece.end)]
                 func resident(_ a: UInt64) -> Bool {
                     var lo = 0, hi = runs.count
@@ -357,7 +364,7 @@ extension GlibcCapture {
                         let pages = Int(min(64, (run.end - p) / page))
                         if pages == 0 { break }
                         let got = headers.withUnsafeMutableBytes {
-                            readPageHeaders(remote: remote, start: p, pages: pages, into: $0.baseAddress!)
+                            source.gather(start: p, stride: page, count: pages, each: 16, into: $0.baseAddress!)
                         }
                         if got == 0 { p += page; continue }
                         var advanced = p + UInt64(got) * page
@@ -367,7 +374,7 @@ extension GlibcCapture {
                             let size = sizeField & ~7
                             guard sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, at + size <= piece.end else { continue }
                             var chunk = at, chunkSize = size
-                            if let real = memalignedHeader(remote: remote, mapping: at, mapSize: size, resident: resident) {
+                            if let real = memalignedHeader(source: source, mapping: at, mapSize: size, resident: resident) {
                                 chunk = real.0; chunkSize = real.1
                             }
                             mmappedChunks.append((chunk, chunkSize, chunk - at))
@@ -382,14 +389,10 @@ extension GlibcCapture {
         }
     }
 
-    private func readPageHeaders(remote: RemoteMemory, start: UInt64, pages: Int, into dst: UnsafeMutableRawPointer) -> Int {
-        remote.gather(start: start, stride: 4096, count: pages, each: 16, into: dst)
-    }
-
     /// memalign'd mmapped chunk: a stale header (0, mapsize|2) at the mapping start, the real header
     /// further on, whose prev_size equals its offset from the mapping start. Lead areas are zero, and
     /// pages that are not resident are zero too, so only resident pages are read.
-    private func memalignedHeader(remote: RemoteMemory, mapping p: UInt64, mapSize: UInt64, resident: (UInt64) -> Bool) -> (UInt64, UInt64)? {
+    private func memalignedHeader(source: PageSource, mapping p: UInt64, mapSize: UInt64, resident: (UInt64) -> Bool) -> (UInt64, UInt64)? {
         let limit = min(mapSize - 32, 1 << 20)     // alignments up to 1 MiB
         var off: UInt64 = 16
         var buf = [UInt64](repeating: 0, count: 512)   // one page
@@ -399,13 +402,14 @@ extension GlibcCapture {
                 continue
             }
             let want = Int(min(4096 - off % 4096, limit - off))
-            let n = buf.withUnsafeMutableBytes { remote.read(p + off, into: $0.baseAddress!, count: want) }
+            let n = buf.withUnsafeMutableBytes { source.read(p + off, into: $0.baseAddress!, count: want) }
             if n < 8 { return nil }
             for k in 0..<(n / 8) where buf[k] != 0 {
                 let at = p + off + UInt64(k * 8)
                 let lead = at - p
                 guard at & 15 == 0, buf[k] == lead else { return nil }
-                let sizeField = k + 1 < n / 8 ? buf[k + 1] : (remote.word(at + 8) ?? 0)
+                var next: UInt64 = 0
+                let sizeField = k + 1 < n / 8 ? buf[k + 1] : (withUnsafeMutableBytes(of: &next) { source.read(at + 8, into: $0.baseAddress!, count: 8) } == 8 ? next : 0)
                 let size = sizeField & ~7
                 return (sizeField & 7 == 2 && lead + size == mapSize) ? (at, size) : nil
             }

@@ -6,7 +6,8 @@ import ProcessAccess
 /// What is copied of the target's writable memory besides the heap (the roots of a leak check and
 /// of typing), planned so that the pause grows with what must be copied, not with what is reserved:
 /// - anonymous private mappings: only their resident (or swapped) pages, from /proc/PID/pagemap;
-///   a page never written reads as zero and holds no pointer;
+///   a page never written reads as zero and holds no pointer, and is never read (reading it would
+///   map the zero page into the target's page tables);
 /// - a thread's stack: from its stack pointer (less the 128-byte red zone) up; below it is dead;
 /// - shared mappings (rw-s: shared memory, memory-mapped files) only with `sharedRoots`;
 /// - file-backed private mappings (.data, .bss of modules) whole: their unresident pages hold the
@@ -87,7 +88,7 @@ enum CopyPlan {
                 start = max(m.start, (sps[si] &- 128) & ~4095)
                 account.belowStackPointerBytes += start - m.start
             }
-            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pagemap?.residentRuns(start: start, end: m.end, prefetch: all[ahead].end) {
+            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pagemap?.residentRuns(start: start, end: m.end, mergeGap: 0, prefetch: all[ahead].end) {
                 var resident: UInt64 = 0
                 for r in runs { request(r.start, r.end, m.path); resident += r.end - r.start }
                 account.unresidentBytes += (m.end - start) - resident

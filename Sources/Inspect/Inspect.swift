@@ -49,7 +49,7 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
     /// Exit codes (README "Exit codes").
     public var exitCode: Int32 {
         switch self {
-        case .process(.noSuchProcess): return 3
+        case .process(.noSuchProcess), .process(.notAProcess): return 3
         case .process(.permissionDenied), .process(.tracedByOther), .process(.seccompRisk): return 4
         case .process(.targetExited): return 5
         case .process(.threadWouldNotStop), .process(.stopBudgetExceeded): return 9
@@ -89,6 +89,7 @@ public enum Inspector {
     /// `inspect`, keeping what was copied; with `writable`, also every other writable mapping
     /// (stacks, module data, anonymous memory: the roots of a leak check), in the same pause.
     static func inspectCapturing(pid userPid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+        if let what = ProcFS.notAProcess(userPid) { throw .process(.notAProcess(pid: userPid, what: what)) }
         // Memory and /proc are reached through a live thread when the leader has exited.
         let pid = ProcFS.accessPid(userPid)
         // A process caught in execve() refuses ptrace and /proc reads for a moment: try again
@@ -162,7 +163,7 @@ public enum Inspector {
             }
             let budget = StopBudget(deadlineNs: att.deadlineNs)
             do {
-                try capture.capture(threads: att.threads, pool: pool, budget: budget)
+                try capture.capture(threads: att.threads, pool: pool, budget: budget, deferMmapped: writable)
             } catch {
                 att.detach()
                 throw .glibc(error)
@@ -194,6 +195,9 @@ public enum Inspector {
         }
         let pause = stoppedNs / 1000
         let t1 = nowNs()
+        // The writable copy holds every resident page of the anonymous mappings: mmapped chunks
+        // are found there, after the detach.
+        if writable { capture.scanMmapped(from: MemoryImage.merged(capture.image, writableImage)) }
         var walk = capture.walk()
         if !capture.unsettled.isEmpty {
             let why = retryNotes.last == "another attempt would exceed --max-stop" ? "; another attempt would exceed --max-stop" : ""

@@ -417,3 +417,60 @@ public struct BulkCopier {
         return done
     }
 }
+
+/// Where page-level reads come from: the live process (while stopped), or a copy of it (after the
+/// detach). The mmapped-chunk scan reads through this, so that a command that copies the resident
+/// anonymous memory anyway finds mmapped chunks in the copy instead of during the pause.
+public protocol PageSource {
+    /// Read `each` bytes at `start + k*stride` for k in 0..<count; how many leading ones were read.
+    func gather(start: UInt64, stride: UInt64, count: Int, each: Int, into dst: UnsafeMutableRawPointer) -> Int
+    /// Read up to `count` bytes at `address`; how many were read.
+    func read(_ address: UInt64, into dst: UnsafeMutableRawPointer, count: Int) -> Int
+    /// The page runs of [start, end) that may hold data (resident, swapped, or copied); nil = all.
+    func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64) -> [(start: UInt64, end: UInt64)]?
+}
+
+/// The live process: process_vm_readv, and pagemap for residency.
+public struct LivePages: PageSource {
+    public let remote: RemoteMemory
+    public let pagemap: Pagemap?
+    public init(pid: Int32) { remote = RemoteMemory(pid: pid); pagemap = Pagemap(pid: pid) }
+    public func gather(start: UInt64, stride: UInt64, count: Int, each: Int, into dst: UnsafeMutableRawPointer) -> Int {
+        remote.gather(start: start, stride: stride, count: count, each: each, into: dst)
+    }
+    public func read(_ address: UInt64, into dst: UnsafeMutableRawPointer, count: Int) -> Int {
+        remote.read(address, into: dst, count: count)
+    }
+    public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64) -> [(start: UInt64, end: UInt64)]? {
+        pagemap?.residentRuns(start: start, end: end, mergeGap: 0, prefetch: prefetch)
+    }
+}
+
+extension MemoryImage: PageSource {
+    public func gather(start: UInt64, stride: UInt64, count: Int, each: Int, into dst: UnsafeMutableRawPointer) -> Int {
+        for k in 0..<count {
+            let a = start &+ UInt64(k) &* stride
+            guard let r = region(containing: a, length: UInt64(each)) else { return k }
+            (dst + k * each).copyMemory(from: r.base + Int(a - r.start), byteCount: each)
+        }
+        return count
+    }
+    public func read(_ address: UInt64, into dst: UnsafeMutableRawPointer, count: Int) -> Int {
+        guard let r = region(containing: address) else { return 0 }
+        let n = min(count, Int(r.end - address))
+        dst.copyMemory(from: r.base + Int(address - r.start), byteCount: n)
+        return n
+    }
+    /// What was copied of [start, end), in whole pages.
+    public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64) -> [(start: UInt64, end: UInt64)]? {
+        var lo = 0, hi = regions.count
+        while lo < hi { let mid = (lo + hi) / 2; if regions[mid].end <= start { lo = mid + 1 } else { hi = mid } }
+        var out: [(start: UInt64, end: UInt64)] = []
+        while lo < regions.count && regions[lo].start < end {
+            let s = (max(regions[lo].start, start) + 4095) & ~4095, e = min(regions[lo].end, end) & ~4095
+            if e > s { out.append((s, e)) }
+            lo += 1
+        }
+        return out
+    }
+}

@@ -152,6 +152,22 @@ public enum ProcFS {
         return result
     }
 
+    /// Why `pid` is not a user process heapscope can inspect (a kernel thread, heapscope itself),
+    /// or nil.
+    public static func notAProcess(_ pid: Int32) -> String? {
+        if let st = try? status(pid: pid), let tgid = st["Tgid"].flatMap({ Int32($0) }), tgid == getpid() {
+            return tgid == pid ? "heapscope itself" : "a thread of heapscope itself"
+        }
+        // PF_KTHREAD (0x00200000) in the flags, field 9 of /proc/PID/stat.
+        guard let s = try? readFile("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return nil }
+        let f = s[s.index(after: close)...].split(separator: " ")
+        if f.count > 6, let flags = UInt64(f[6]), flags & 0x0020_0000 != 0 {
+            let name = s.firstIndex(of: "(").map { String(s[s.index(after: $0)..<close]) } ?? "?"
+            return "a kernel thread (\(name))"
+        }
+        return nil
+    }
+
     /// The id through which the process's memory and files are reached: `pid` itself, or, when
     /// its leader thread has exited (pthread_exit in main: a zombie whose /proc/PID/maps is empty
     /// and whose memory cannot be read through it) while other threads live, one of those.

@@ -3,6 +3,9 @@ import Glibc
 /// Every way talking to the target process can fail, with a message meant for the person on call.
 public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case noSuchProcess(pid: Int32)
+    /// The pid names something that is not a user process heapscope can inspect: a kernel
+    /// thread, or heapscope itself.
+    case notAProcess(pid: Int32, what: String)
     case permissionDenied(pid: Int32, reason: String)
     case targetExited(pid: Int32, during: String)
     /// A thread did not stop in time; the others (`others` of them) were stopped for
@@ -23,6 +26,7 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self {
         case .noSuchProcess(let pid): return "no such process: \(pid)"
+        case .notAProcess(let pid, let what): return "pid \(pid) is \(what): there is no user-space heap to inspect"
         case .permissionDenied(let pid, let reason): return "permission denied attaching to \(pid): \(reason)"
         case .targetExited(let pid, let during): return "process \(pid) exited \(during)"
         case .threadWouldNotStop(let pid, let tid, let state, let us, let others):

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Glibc
+import ProcessAccess
 import Symbols
 
 /// Where addresses are looked up: a live process or ELF files.
@@ -46,6 +47,9 @@ struct Sessions {
     mutating func openProcess(_ pid: Int32) throws {
         if kill(pid, 0) != 0 && errno == ESRCH {
             FileHandleErr.write("heapscope: no such process: \(pid)\n"); throw ExitCode(3)
+        }
+        if let what = ProcFS.notAProcess(pid) {
+            FileHandleErr.write("heapscope: \(ProcessError.notAProcess(pid: pid, what: what).description)\n"); throw ExitCode(3)
         }
         if let st = try? String(procStatOf: pid), st == "Z" || st == "X" {
             FileHandleErr.write("heapscope: process \(pid) has exited (zombie); its mappings are gone\n"); throw ExitCode(5)

@@ -84,26 +84,46 @@ struct StopTests {
         #expect(p.release().ok)
     }
 
-    @Test("retries of a busy heap stay within the budget: every attempt counted, no retry past --max-stop")
+    @Test("retries stay within the budget: every attempt counted, none started that would not fit")
     func retriesCounted() throws {
-        let counter = "/tmp/heapscope-busy-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        defer { unlink(counter) }
-        let p = try TargetProcess("busy", args: [counter])
-        var retried = 0, cut = 0
-        for _ in 0..<100 {
-            let r = try Inspector.inspect(pid: p.pid, options: InspectOptions(maxStopMicroseconds: 20_000))
-            #expect(r.attemptPauses.count == r.attempts)
-            #expect(r.attemptPauses.reduce(0, +) == r.pauseMicroseconds)
-            #expect(r.stopBudgetMicroseconds == 20_000)
-            if r.attempts > 1 { retried += 1 }
-            if r.warnings.contains(where: { $0.message.contains("another attempt would exceed --max-stop") }) {
-                cut += 1
-                // The longest attempt, once more, would not have fitted.
-                #expect(r.pauseMicroseconds + (r.attemptPauses.max() ?? 0) * 5 / 4 > 20_000)
+        // A heap whose arena mutex a thread holds for good: every attempt is caught mid-update.
+        let p = try TargetProcess("locked")
+        let full = try Inspector.inspect(pid: p.pid)
+        #expect(full.attempts == 5 && full.attemptPauses.count == 5 && full.attemptPauses.reduce(0, +) == full.pauseMicroseconds)
+        #expect(full.warnings.contains { $0.message.hasPrefix("heap still changing after 5 attempts") })
+        // Budgets from below one attempt to above five: each run is refused (exit 9), cut short
+        // because another attempt would not fit, or done in 5 attempts; never over the budget.
+        let one = full.attemptPauses.min()!
+        var outcomes: [String: Int] = [:]
+        for step in 1...24 {
+            let budget = max(1000, one * UInt64(step) / 4)
+            do {
+                let r = try Inspector.inspect(pid: p.pid, options: InspectOptions(maxStopMicroseconds: budget))
+                #expect(r.attemptPauses.count == r.attempts && r.attemptPauses.reduce(0, +) == r.pauseMicroseconds)
+                if r.warnings.contains(where: { $0.message.contains("another attempt would exceed --max-stop") }) {
+                    outcomes["cut", default: 0] += 1
+                    #expect(r.pauseMicroseconds + (r.attemptPauses.max() ?? 0) * 5 / 4 > budget, "cut although another attempt fitted: \(r.attemptPauses) of \(budget)")
+                } else {
+                    outcomes["five", default: 0] += 1
+                    #expect(r.attempts == 5, "\(r.attemptPauses)")
+                }
+            } catch {
+                guard case .process(.stopBudgetExceeded) = error else { Issue.record("\(error)"); continue }
+                outcomes["refused", default: 0] += 1
             }
             #expect(!anyThreadStopped(p))
         }
-        #expect(retried > 0, "the busy target was never caught inside malloc: the retry path was not exercised")
+        #expect(outcomes["cut", default: 0] > 0, "no budget in the sweep cut the retries: \(outcomes)")
         #expect(p.release().ok)
+    }
+
+    @Test("pids that are no user process: a kernel thread, heapscope itself (exit 3, saying which)")
+    func notProcesses() throws {
+        let kthreadd = try run(Paths.heapscope, ["stat", "2"])
+        #expect(kthreadd.status == 3 && kthreadd.err.contains("pid 2 is a kernel thread (kthreadd)"), "\(kthreadd.status) \(kthreadd.err)")
+        let sym = try run(Paths.heapscope, ["sym", "--pid", "2", "0x1000"])
+        #expect(sym.status == 3 && sym.err.contains("kernel thread"), "\(sym.err)")
+        let itself = try run("/bin/sh", ["-c", "exec \(Paths.heapscope) leaks $$"])
+        #expect(itself.status == 3 && itself.err.contains("is heapscope itself"), "\(itself.status) \(itself.err)")
     }
 }
