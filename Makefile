@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) busy bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
@@ -39,7 +39,7 @@ $(TT):
 	mkdir -p $(TT)
 $(addprefix $(TT)/,$(TRACKED)): $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -DINTERPOSE -o $@ $< -lpthread
-$(TT)/busy $(TT)/bigheap: $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT)
+$(TT)/bigheap: $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -O2 -o $@ $< -lpthread
 $(TT)/demo: TestTargets/demo.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread

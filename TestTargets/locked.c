@@ -9,19 +9,6 @@
 static int pipefd[2];
 static void *stats(void *a) { (void)a; malloc_stats(); return 0; }
 
-static char thread_state(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return '?';
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return '?';
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] && p[2] ? p[2] : '?';
-}
-
 static pid_t stats_tid;
 static pthread_barrier_t go;
 static void *stats_wrapper(void *a) { stats_tid = gettid(); pthread_barrier_wait(&go); return stats(a); }
@@ -45,14 +32,14 @@ int main(int argc, char **argv) {
     hs_write_manifest(2);          /* the truth, while nothing holds a lock */
     pthread_barrier_wait(&go);
     /* wait until the thread is blocked in write(2) holding the lock */
-    for (int i = 0; i < 2000 && (stats_tid == 0 || thread_state(stats_tid) != 'S'); i++) usleep(1000);
+    for (int i = 0; i < 2000 && (stats_tid == 0 || hs_thread_state(stats_tid) != 'S'); i++) usleep(1000);
     usleep(20000);
     hs_end_and_wait();
     /* release: drain the pipe until the thread finishes */
     fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
     for (;;) {
         while (read(pipefd[0], junk, sizeof junk) > 0) {}
-        if (thread_state(stats_tid) == '?' ) break;
+        if (hs_thread_state(stats_tid) == '?' ) break;
         usleep(1000);
         if (pthread_tryjoin_np(t, 0) == 0) return 0;
     }

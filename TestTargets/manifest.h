@@ -153,6 +153,21 @@ static void hs_end_and_wait(void) {
 }
 static inline void hs_write_manifest_and_wait(int threads) { hs_write_manifest(threads); hs_end_and_wait(); }
 
+/* One-letter state of a thread of this process ('R', 'S', 'D', 'Z', ...; '?' if unknown), from
+ * /proc/self/task/TID/stat (read with open/read: no allocation). */
+static char hs_thread_state(pid_t tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return '?';
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return '?';
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] && p[2] ? p[2] : '?';
+}
+
 /* Call first in main: opens the manifest file given as argv[1] (the open itself does not allocate). */
 static void hs_open_manifest(int argc, char **argv) {
     if (argc < 2) { static const char m[] = "usage: target MANIFEST\n"; write(2, m, sizeof m - 1); _exit(2); }

@@ -14,19 +14,6 @@ static void *keep[64];
 static pid_t tids[3];
 static pthread_barrier_t ready;
 
-static char state_of(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return '?';
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return '?';
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] && p[2] ? p[2] : '?';
-}
-
 static void allocate(void) { for (int i = 0; i < 64; i++) keep[i] = t_malloc(32 + 16 * (size_t)i); }
 
 static void *vforker(void *a) {
@@ -45,6 +32,7 @@ static void *vforker(void *a) {
 static void *survivor(void *a) {
     (void)a;
     allocate();
+    while (hs_thread_state(getpid()) != 'Z') usleep(1000);   /* main has finished pthread_exit */
     hs_printf("pid %d\n", (int)getpid());
     hs_end_and_wait();
     exit(0);
@@ -54,6 +42,7 @@ static void *sleeper(void *a) {
     tids[(long)a] = (pid_t)syscall(SYS_gettid);
     pthread_barrier_wait(&ready);
     for (;;) pause();
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -65,7 +54,7 @@ int main(int argc, char **argv) {
         pthread_barrier_init(&ready, 0, 2);
         pthread_create(&t, 0, vforker, 0);
         pthread_barrier_wait(&ready);
-        while (state_of(tids[0]) != 'D') usleep(1000);
+        while (hs_thread_state(tids[0]) != 'D') usleep(1000);
         hs_printf("pid %d\nvforker %d\n", (int)getpid(), (int)tids[0]);
         hs_end_and_wait();
         return 0;

@@ -137,21 +137,21 @@ public enum Inspector {
         var maps: [Mapping] = []
         var writableImage = MemoryImage()
         var account: CopyAccount? = nil
-        var retryNotes: [String] = []
         var stoppedNs: UInt64 = 0
         // What stopping does to the calls the threads sleep in; refused where it could kill.
         let survey: SideEffects.Survey
         do { survey = try SideEffects.survey(pid: pid, tids: try ProcFS.threadIDs(pid: pid), force: options.force) } catch {
             throw .process(error)
         }
+        // Copy buffers are sized before the target stops, within the memory heapscope may use,
+        // and faulted in before each stop.
+        var planned = UInt64(GlibcCapture.estimateCopyBytes(target))
+        if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps, sharedRoots: options.sharedRoots) }
+        try MemoryLimit.check(needed: planned, pid: pid)
+        var cutByBudget = false
         while true {
             attempt += 1
             capture = GlibcCapture(target: target)
-            // Copy buffers are sized and faulted in before the target stops, within the memory
-            // heapscope may use.
-            var planned = UInt64(GlibcCapture.estimateCopyBytes(target))
-            if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps, sharedRoots: options.sharedRoots) }
-            try MemoryLimit.check(needed: planned, pid: pid)
             let pool = BufferPool(bytes: Int(planned))
             let att: Attachment
             do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
@@ -186,10 +186,9 @@ public enum Inspector {
             if capture.unsettled.isEmpty || attempt >= options.maxAttempts { break }
             // Another attempt only if one as long as the longest so far still fits in the budget.
             if stoppedNs + 1000 * (pauses.max() ?? 0) * 5 / 4 > budgetNs {
-                retryNotes.append("another attempt would exceed --max-stop")
+                cutByBudget = true
                 break
             }
-            retryNotes.append(contentsOf: capture.unsettled)
             usleep(UInt32(1000 << min(attempt - 1, 4)))   // back off: let the thread leave malloc
             if !ProcFS.exists(pid: pid) { throw .process(.targetExited(pid: pid, during: "between attempts")) }
         }
@@ -200,7 +199,7 @@ public enum Inspector {
         if writable { capture.scanMmapped(from: MemoryImage.merged(capture.image, writableImage)) }
         var walk = capture.walk()
         if !capture.unsettled.isEmpty {
-            let why = retryNotes.last == "another attempt would exceed --max-stop" ? "; another attempt would exceed --max-stop" : ""
+            let why = cutByBudget ? "; another attempt would exceed --max-stop" : ""
             walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempt\(attempt == 1 ? "" : "s") (\(capture.unsettled.joined(separator: "; "))\(why)); results may be inconsistent"), at: 0)
         }
         var report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
