@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean
@@ -138,3 +138,7 @@ $(TT)/sleepers: TestTargets/sleepers.c TestTargets/manifest.h | $(TT)
 # The soak test's target: allocating, forking, creating threads, receiving signals, asleep in every way.
 $(TT)/soak: TestTargets/soak.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -O2 -o $@ $< -lpthread
+
+# A typedef reached again through its own struct's members (the DWARF type reader must not trap).
+$(TT)/typedef_cycle: TestTargets/typedef_cycle.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $<

@@ -51,17 +51,21 @@ public struct TypeTable: Sendable {
     }
     public mutating func update(_ i: Int32, _ body: (inout Entry) -> Void) { body(&entries[Int(i)]) }
 
-    /// The type behind typedefs and const/volatile.
+    /// The type behind typedefs and const/volatile; -1 (void) when the chain ends in void, in an
+    /// entry still being read (a typedef met again through its own members), or out of the table.
     public func strip(_ t: Int32) -> Int32 {
         var t = t, n = 0
-        while t >= 0, n < 64, entries[Int(t)].kind == .typedef || entries[Int(t)].kind == .qualified {
+        while t >= 0, Int(t) < entries.count, n < 64, entries[Int(t)].kind == .typedef || entries[Int(t)].kind == .qualified {
             t = entries[Int(t)].target; n += 1
         }
-        return t
+        return t >= 0 && Int(t) < entries.count ? t : -1
     }
 
-    public func name(_ t: Int32) -> String { t < 0 ? "void" : entries[Int(t)].name }
-    public func size(_ t: Int32) -> UInt64 { t < 0 ? 0 : entries[Int(strip(t))].size }
+    public func name(_ t: Int32) -> String { t < 0 || Int(t) >= entries.count ? "void" : entries[Int(t)].name }
+    public func size(_ t: Int32) -> UInt64 {
+        let s = strip(t)
+        return s < 0 ? 0 : entries[Int(s)].size
+    }
 }
 
 /// A variable whose declared type is known: where the analyses start typing memory.

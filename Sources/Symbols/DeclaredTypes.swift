@@ -489,7 +489,8 @@ final class TypeReader {
     private func arrayName(_ element: Int32, _ n: UInt64) -> String {
         let e = table.name(element)
         let dim = n > 0 ? "[\(n)]" : "[]"
-        if let b = e.firstIndex(of: "["), table[table.strip(element)].kind == .array { return e[..<b] + dim + e[b...] }
+        let se = table.strip(element)
+        if let b = e.firstIndex(of: "["), se >= 0, table[se].kind == .array { return e[..<b] + dim + e[b...] }
         return e + dim
     }
 

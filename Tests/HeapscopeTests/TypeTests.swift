@@ -149,4 +149,19 @@ struct TypeTests {
         let plain = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--no-types"]).out)
         #expect((plain["groups"] as? [[String: Any]])?.allSatisfy { $0["type"] is NSNull } == true)
     }
+
+    @Test("a typedef reached again through its own struct's members (as in CPython's AST): no trap, both chunks struct _expr")
+    func typedefCycle() throws {
+        let p = try TargetProcess("typedef_cycle")
+        let chunks = p.manifestText.split(separator: "\n").filter { $0.hasPrefix("chunk ") }.map { "0x" + $0.dropFirst(6) }
+        #expect(chunks.count == 2)
+        let r = try run(Paths.heapscope, ["chunks", String(p.pid), "--json"])
+        #expect(r.status == 0, "\(r.status) \(r.err.prefix(300))")
+        let rows = try #require(try jsonObject(r.out)["chunks"] as? [[String: Any]])
+        for c in chunks {
+            let row = try #require(rows.first { $0["user_address"] as? String == c })
+            #expect(row["type"] as? String == "struct _expr", "\(row)")
+        }
+        #expect(p.release().ok)
+    }
 }
