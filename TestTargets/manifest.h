@@ -126,7 +126,15 @@ static void hs_free_expect(void *p, const char *kind) { hs_note("freed", p, kind
 
 /* Write the manifest (without its final "end" line). */
 static void hs_write_manifest(int threads) {
+#if __GLIBC__ == 2 && __GLIBC_MINOR__ < 33
+    /* mallinfo2 came with glibc 2.33; mallinfo's int fields hold the same numbers for small heaps. */
+    struct mallinfo m1 = mallinfo();
+    struct { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost; } mi = {
+        (size_t)m1.arena, (size_t)m1.ordblks, (size_t)m1.smblks, (size_t)m1.hblks, (size_t)m1.hblkhd, (size_t)m1.usmblks,
+        (size_t)m1.fsmblks, (size_t)m1.uordblks, (size_t)m1.fordblks, (size_t)m1.keepcost };
+#else
     struct mallinfo2 mi = mallinfo2();
+#endif
     hs_printf("pid %d\nglibc %s\nthreads %d\n", (int)getpid(), gnu_get_libc_version(), threads);
     pthread_mutex_lock(&hs_lock);
     for (unsigned i = 0; i < HS_SLOTS; i++) {

@@ -289,7 +289,9 @@ public enum Inspector {
         var seen: Set<String> = []
         for m in maps where m.inode != 0 && !m.path.isEmpty && !isLibc(m.path) && seen.insert(m.path).inserted {
             let name = m.path.split(separator: "/").last.map(String.init) ?? m.path
-            if name.hasPrefix("ld-linux") || name.hasPrefix("libc_malloc_debug") { continue }
+            // The dynamic linker (ld-linux-x86-64.so.2; before glibc 2.34 also named ld-2.NN.so)
+            // exports a minimal malloc of its own for start-up (before 2.35): not an interposer.
+            if name.hasPrefix("ld-linux") || (name.hasPrefix("ld-2.") && name.hasSuffix(".so")) || name.hasPrefix("libc_malloc_debug") { continue }
             guard let first = maps.first(where: { $0.path == m.path && $0.offset == 0 }),
                   let d = DynamicSymbols.functions(path: ProcFS.mappedFilePath(pid: pid, mapping: first)) else { continue }
             if d.defined.contains("malloc") && d.defined.contains("free") && !d.undefined.contains("__libc_malloc") { return m.path }
