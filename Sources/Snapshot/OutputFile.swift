@@ -85,17 +85,25 @@ public struct OutputFile: Sendable {
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dfd >= 0 else { throw .io(path: directory, errno: errno, doing: "open directory") }
         defer { close(dfd) }
-        // An unpredictable name: 64 bits from the system's random source (getrandom).
+        // An unpredictable name: 64 bits from the system's random source (getrandom). The name is
+        // registered for removal by the signal handler before the file exists, so that a signal
+        // arriving just after the file appears still removes it.
+        func shown(_ name: String) -> String { directory == "/" ? "/\(name)" : "\(directory)/\(name)" }
         var fd: Int32 = -1
         var tmp = ""
+        var slot: Int32 = -1
         for _ in 0..<16 {
             tmp = ".\(name).tmp-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            slot = hs_cleanup_add(shown(tmp))
             fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            if fd >= 0 || errno != EEXIST { break }
+            if fd >= 0 { break }
+            let e = errno
+            hs_cleanup_remove(slot)   // not ours (or not created)
+            errno = e
+            if e != EEXIST { break }
         }
-        let shown = directory == "/" ? "/\(tmp)" : "\(directory)/\(tmp)"
+        let shown = shown(tmp)
         guard fd >= 0 else { throw .io(path: shown, errno: errno, doing: "create") }
-        let slot = hs_cleanup_add(shown)
         defer { hs_cleanup_remove(slot) }
         func fail(_ doing: String) -> SnapshotError {
             let e = errno
