@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin
+PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and
@@ -14,7 +14,7 @@ TRACKED    := heap_kinds threads corrupt locked noncontig leaks
 BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
-.PHONY: all deps build debug targets test demo bench clean
+.PHONY: all deps build debug targets test demo bench clean matrix
 
 all: build
 
@@ -51,8 +51,16 @@ $(TT)/heap_kinds_stripped: $(TT)/heap_kinds
 $(TT)/heap_kinds_static_stripped: $(TT)/heap_kinds_static
 	strip -o $@ $<
 
+# The glibc matrix: Debian roots (other glibc versions) built once with debootstrap and cached
+# outside the checkout; the tests build and run their targets in each (Tests/MatrixTests.swift).
+HEAPSCOPE_ROOTS ?= /var/cache/heapscope/roots
+MATRIX     := bullseye trixie
+export HEAPSCOPE_ROOTS
+matrix: deps
+	@for r in $(MATRIX); do Tests/matrix/make-root.sh $$r || exit 1; done
+
 # A hung test must fail the run with its output, not stall CI: the whole suite gets 25 minutes.
-test: deps targets
+test: deps targets matrix
 	$(SWIFT) build
 	timeout -k 30 1500 $(SWIFT) test
 

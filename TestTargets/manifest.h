@@ -161,6 +161,12 @@ static void hs_end_and_wait(void) {
 }
 static inline void hs_write_manifest_and_wait(int threads) { hs_write_manifest(threads); hs_end_and_wait(); }
 
+/* Whether the running glibc is 2.MINOR or newer (gnu_get_libc_version: no allocation). */
+static int hs_glibc_at_least(int minor) {
+    const char *v = gnu_get_libc_version();
+    return v[0] > '2' || (v[0] == '2' && v[1] == '.' && atoi(v + 2) >= minor);
+}
+
 /* One-letter state of a thread of this process ('R', 'S', 'D', 'Z', ...; '?' if unknown), from
  * /proc/self/task/TID/stat (read with open/read: no allocation). */
 static char hs_thread_state(pid_t tid) {

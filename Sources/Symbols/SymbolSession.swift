@@ -53,6 +53,13 @@ public final class SymbolSession {
 
     let dwfl: OpaquePointer
     let callbacks: UnsafeMutablePointer<Dwfl_Callbacks>
+    /// The debuginfo search path handed to libdwfl (`callbacks.debuginfo_path` points to it).
+    var debugPath: UnsafeMutablePointer<CChar>? = nil
+    let debugPathBox: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> = {
+        let b = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: 1)
+        b.initialize(to: nil)
+        return b
+    }()
     public let pid: Int32
     public let useDebugInfo: Bool
 
@@ -62,6 +69,11 @@ public final class SymbolSession {
         self.file = nil
         self.useDebugInfo = useDebugInfo
         callbacks = SymbolSession.makeCallbacks(useDebugInfo: useDebugInfo, offline: false)
+        // Separate debug files are looked up in the target's own root first (a container's
+        // /usr/lib/debug, through /proc/PID/root), then in the host's.
+        debugPath = strdup(":.debug:/proc/\(pid)/root/usr/lib/debug:/usr/lib/debug")
+        debugPathBox.pointee = debugPath
+        callbacks.pointee.debuginfo_path = debugPathBox
         guard let d = dwfl_begin(callbacks) else {
             callbacks.deallocate()
             throw .dwfl(call: "dwfl_begin", subject: "pid \(pid)", message: String(cString: dwfl_errmsg(-1)))
@@ -159,6 +171,8 @@ public final class SymbolSession {
         }
         for a in unwindStates { Unmanaged<AnyObject>.fromOpaque(a).release() }
         callbacks.deallocate()
+        free(debugPath)
+        debugPathBox.deallocate()
     }
 
     private func module(at address: UInt64) -> OpaquePointer? { dwfl_addrmodule(dwfl, Dwarf_Addr(address)) }

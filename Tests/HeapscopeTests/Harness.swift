@@ -13,9 +13,10 @@ enum Paths {
     static var heapscope: String { "\(root)/.build/debug/heapscope" }
 }
 
-/// A new private directory /tmp/heapscope-NAME-XXXXXX (the caller removes it).
-func temporaryDirectory(_ name: String) throws -> String {
-    var tmpl = Array("/tmp/heapscope-\(name)-XXXXXX".utf8CString)
+/// A new private directory /tmp/heapscope-NAME-XXXXXX (the caller removes it); `under` another
+/// directory than /tmp.
+func temporaryDirectory(_ name: String, under: String = "/tmp") throws -> String {
+    var tmpl = Array("\(under)/heapscope-\(name)-XXXXXX".utf8CString)
     guard mkdtemp(&tmpl) != nil else { throw HarnessError(description: "mkdtemp failed: \(String(cString: strerror(errno)))") }
     return tmpl.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
 }
@@ -73,12 +74,19 @@ final class TargetProcess {
 
     /// `launcher`: run `launcher[0]` with `launcher[1...] + [manifest] + args` instead (it must end
     /// up exec'ing the target in the same process, as `unshare` and `sh -c 'exec ...'` do).
-    init(_ name: String, args: [String] = [], env: [String] = [], launcher: [String] = []) throws {
-        dir = try temporaryDirectory("test")
-        manifestPath = dir + "/manifest"
+    /// `root`: run it with chroot in that root directory; `name` is then its path inside the root,
+    /// and the manifest is written under the root's /tmp.
+    init(_ name: String, args: [String] = [], env: [String] = [], launcher: [String] = [], root: String? = nil) throws {
+        let dir = try temporaryDirectory("test", under: root.map { $0 + "/tmp" } ?? "/tmp")
+        let manifestPath = dir + "/manifest"
+        self.dir = dir
+        self.manifestPath = manifestPath
         let child: Spawned
+        var launcher = launcher
+        if let root { launcher = ["/usr/sbin/chroot", root, name] }
         let path = launcher.first ?? (name.hasPrefix("/") ? name : Paths.target(name))
-        do { child = try Spawned.start(path, Array(launcher.dropFirst()) + [manifestPath] + args,
+        let visible = root.map { String(manifestPath.dropFirst($0.count)) } ?? manifestPath
+        do { child = try Spawned.start(path, Array(launcher.dropFirst()) + [visible] + args,
                                        environment: env.isEmpty ? nil : ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + env,
                                        stdout: dir + "/stdout") } catch { throw HarnessError(description: "\(error)") }
         stdinFD = child.stdinFD

@@ -1,0 +1,66 @@
+import Foundation
+import Glibc
+import Inspect
+import ProcessAccess
+import Testing
+
+/// The walk on other glibc versions: Debian roots built by `make matrix` (Tests/matrix/make-root.sh)
+/// under $HEAPSCOPE_ROOTS. In each, the TestTargets are compiled with the root's own gcc against
+/// its own glibc, run there with chroot, and inspected from the host: every chunk and mallinfo2
+/// against the target's manifest, with the root's libc debug file (found through /proc/PID/root)
+/// and without it (the signature path).
+@Suite("glibc matrix", .serialized, .timeLimit(.minutes(10)))
+struct MatrixTests {
+    static let roots: [(name: String, glibc: String)] = [("bullseye", "2.31"), ("trixie", "2.41")]
+    static let rootsDir = ProcessInfo.processInfo.environment["HEAPSCOPE_ROOTS"] ?? "/var/cache/heapscope/roots"
+
+    /// The root, ready: /proc mounted, the targets built into /tmp/heapscope-matrix inside it.
+    func prepare(_ name: String) throws -> String {
+        let dir = "\(MatrixTests.rootsDir)/\(name)"
+        try #require(access("\(dir)/usr/bin/gcc", X_OK) == 0, "the Debian \(name) root is missing in \(MatrixTests.rootsDir): run make matrix (make test does)")
+        if access("\(dir)/proc/self/maps", R_OK) != 0 {
+            let m = try run("/bin/mount", ["-t", "proc", "proc", "\(dir)/proc"])
+            try #require(m.status == 0, "cannot mount /proc in \(dir): \(m.err)")
+        }
+        let build = "\(dir)/tmp/heapscope-matrix"
+        try? FileManager.default.createDirectory(atPath: build, withIntermediateDirectories: true)
+        for f in ["manifest.h", "heap_kinds.c", "threads.c", "leaks.c"] {
+            let dst = "\(build)/\(f)"
+            try? FileManager.default.removeItem(atPath: dst)
+            try FileManager.default.copyItem(atPath: "\(Paths.root)/TestTargets/\(f)", toPath: dst)
+        }
+        for t in ["heap_kinds", "threads", "leaks"] {
+            let r = try run("/usr/sbin/chroot", [dir, "gcc", "-g", "-O0", "-DINTERPOSE", "-o", "/tmp/heapscope-matrix/\(t)",
+                                                 "/tmp/heapscope-matrix/\(t).c", "-lpthread"], timeout: 120)
+            try #require(r.status == 0, "gcc in the \(name) root failed for \(t): \(r.err)")
+        }
+        return dir
+    }
+
+    @Test("every chunk and mallinfo2 exactly, with the root's libc debug file and by signature", arguments: MatrixTests.roots.map(\.name))
+    func walk(root name: String) throws {
+        let dir = try prepare(name)
+        let version = MatrixTests.roots.first { $0.name == name }!.glibc
+        for target in ["heap_kinds", "threads"] {
+            let p = try TargetProcess("/tmp/heapscope-matrix/\(target)", root: dir)
+            #expect(p.manifest.glibc == version, "\(name) runs glibc \(p.manifest.glibc)")
+            let withDebug = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: true))
+            expectExact(withDebug, p.manifest, signature: false)
+            #expect(withDebug.discovery.contains("debug file \(dir)/usr/lib/debug/.build-id/"), "\(name) \(target): \(withDebug.discovery)")
+            let bySignature = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: false))
+            expectExact(bySignature, p.manifest, signature: true)
+            if target == "heap_kinds" {
+                #expect(Set(p.manifest.freed.map(\.1)) == ["tcache", "fastbin", "unsorted", "small", "large"])
+            }
+            #expect(p.release().ok)
+        }
+    }
+
+    @Test("every leak class exactly, as on the host (TestTargets/leaks.c built in the root)", arguments: MatrixTests.roots.map(\.name))
+    func leaks(root name: String) throws {
+        let dir = try prepare(name)
+        let p = try TargetProcess("/tmp/heapscope-matrix/leaks", root: dir)
+        try LeakTests().check(p, anonymousRoots: true)
+        #expect(p.release().ok)
+    }
+}
