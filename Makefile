@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean matrix
@@ -46,6 +46,11 @@ $(TT)/demo: TestTargets/demo.c | $(TT)
 WRAP       := -DWRAP -Wl,--wrap=malloc,--wrap=free,--wrap=calloc,--wrap=realloc,--wrap=memalign
 $(TT)/heap_kinds_static: TestTargets/heap_kinds.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -static $(WRAP) -o $@ $< -lpthread
+# As most static programs: glibc's version string is not linked in (the layout is told apart instead).
+$(TT)/heap_kinds_static_nobanner: TestTargets/heap_kinds.c TestTargets/manifest.h | $(TT)
+	$(CC) $(CFLAGS_TT) -static -DHS_NO_BANNER $(WRAP) -o $@ $< -lpthread
+$(TT)/heap_kinds_static_nobanner_stripped: $(TT)/heap_kinds_static_nobanner
+	strip -o $@ $<
 $(TT)/heap_kinds_stripped: $(TT)/heap_kinds
 	strip -o $@ $<
 $(TT)/heap_kinds_static_stripped: $(TT)/heap_kinds_static

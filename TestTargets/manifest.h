@@ -124,6 +124,40 @@ static void hs_note(const char *what, void *p, const char *kind) {
 /* Free p on purpose and record the bin kind glibc 2.36 is expected to put it in. */
 static void hs_free_expect(void *p, const char *kind) { hs_note("freed", p, kind); t_free(p); }
 
+/* The running glibc's version ("2.36"). With HS_NO_BANNER it comes from confstr, so that a static
+ * build does not link glibc's version banner (as most static programs do not: gnu_get_libc_version
+ * lives beside it and would pull it in). */
+static const char *hs_libc_version(void) {
+#ifdef HS_NO_BANNER
+    static char v[64];
+    if (!v[0] && confstr(_CS_GNU_LIBC_VERSION, v, sizeof v) == 0) v[0] = '?';
+    return strncmp(v, "glibc ", 6) == 0 ? v + 6 : v;
+#else
+    return gnu_get_libc_version();
+#endif
+}
+
+/* Whether the running glibc is 2.MINOR or newer (no allocation). */
+static int hs_glibc_at_least(int minor) {
+    const char *v = hs_libc_version();
+    return v[0] > '2' || (v[0] == '2' && v[1] == '.' && atoi(v + 2) >= minor);
+}
+
+/* One-letter state of a thread of this process ('R', 'S', 'D', 'Z', ...; '?' if unknown), from
+ * /proc/self/task/TID/stat (read with open/read: no allocation). */
+static char hs_thread_state(pid_t tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return '?';
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return '?';
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] && p[2] ? p[2] : '?';
+}
+
 /* Write the manifest (without its final "end" line). */
 static void hs_write_manifest(int threads) {
 #if __GLIBC__ == 2 && __GLIBC_MINOR__ < 33
@@ -135,7 +169,7 @@ static void hs_write_manifest(int threads) {
 #else
     struct mallinfo2 mi = mallinfo2();
 #endif
-    hs_printf("pid %d\nglibc %s\nthreads %d\n", (int)getpid(), gnu_get_libc_version(), threads);
+    hs_printf("pid %d\nglibc %s\nthreads %d\n", (int)getpid(), hs_libc_version(), threads);
     pthread_mutex_lock(&hs_lock);
     for (unsigned i = 0; i < HS_SLOTS; i++) {
         if (hs_live[i] > 1) {
@@ -160,27 +194,6 @@ static void hs_end_and_wait(void) {
     while (read(0, &c, 1) < 0) {}
 }
 static inline void hs_write_manifest_and_wait(int threads) { hs_write_manifest(threads); hs_end_and_wait(); }
-
-/* Whether the running glibc is 2.MINOR or newer (gnu_get_libc_version: no allocation). */
-static int hs_glibc_at_least(int minor) {
-    const char *v = gnu_get_libc_version();
-    return v[0] > '2' || (v[0] == '2' && v[1] == '.' && atoi(v + 2) >= minor);
-}
-
-/* One-letter state of a thread of this process ('R', 'S', 'D', 'Z', ...; '?' if unknown), from
- * /proc/self/task/TID/stat (read with open/read: no allocation). */
-static char hs_thread_state(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return '?';
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return '?';
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] && p[2] ? p[2] : '?';
-}
 
 /* Call first in main: opens the manifest file given as argv[1] (the open itself does not allocate). */
 static void hs_open_manifest(int argc, char **argv) {

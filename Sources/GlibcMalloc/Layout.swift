@@ -4,7 +4,10 @@
 public struct GlibcLayout: Sendable, Equatable {
     public let major: Int
     public let minor: Int
-    public var version: String { "\(major).\(minor)" }
+    /// The versions this layout was inferred for ("2.30–2.31") when glibc's own version string
+    /// was not there to read (a static executable); nil when the version was read.
+    public var inferredRange: String? = nil
+    public var version: String { inferredRange ?? "\(major).\(minor)" }
 
     // malloc_state (2.27–2.42)
     public let arenaMutex: UInt64 = 0x0

@@ -31,6 +31,64 @@ public enum GlibcVersion {
         return nil
     }
 
+    /// Whether the file holds `text` (a marker string of some glibc versions).
+    public static func contains(path: String, _ text: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size > 0 else { return false }
+        let len = Int(st.st_size)
+        guard let p = mmap(nil, len, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else { return false }
+        defer { munmap(p, len) }
+        return find(Array(text.utf8), in: UnsafeRawBufferPointer(start: p, count: len), from: 0) != nil
+    }
+
+    /// The layout of a statically linked glibc whose version string is not in the executable (it
+    /// is linked only when something refers to it), told apart by what differs between versions:
+    /// the sizes of `main_arena` and `mp_` (from the symbol table), the size of the main thread's
+    /// tcache chunk (the first chunk at `mp_.sbrk_base`), and safe-linking's check message.
+    /// Returns the layout (with its version range) and how it was told, or why it cannot be.
+    public static func infer(mainArenaSize: UInt64, mpSize: UInt64, mpAddress: UInt64, file: String,
+                             readWord: (UInt64) -> UInt64?) -> Result<(GlibcLayout, String), GlibcError> {
+        guard mainArenaSize == 0x898 else {
+            return .failure(.unsupportedVersion(mainArenaSize == 0x840 ? "2.43 or later (main_arena is 2112 bytes)" : "unknown (main_arena is \(mainArenaSize) bytes)"))
+        }
+        let sbrkOffset: UInt64
+        switch mpSize {
+        case 0x70: sbrkOffset = 0x48   // 2.27–2.34
+        case 0x88: sbrkOffset = 0x60   // 2.35–2.42
+        default: return .failure(.unsupportedVersion("unknown (mp_ is \(mpSize) bytes)"))
+        }
+        guard let sbrk = readWord(mpAddress &+ sbrkOffset), sbrk != 0 else { return .failure(.notInitialised) }
+        let first = (sbrk + 15 + 16) & ~15 - 16
+        guard let sizeField = readWord(first &+ 8) else { return .failure(.notInitialised) }
+        let tcache = sizeField & ~7
+        let how = "mp_ is \(mpSize) bytes, the first chunk (the main thread's tcache) 0x\(String(tcache, radix: 16))"
+        func layout(_ minor: Int, _ range: String, _ more: String = "") -> Result<(GlibcLayout, String), GlibcError> {
+            var l = GlibcLayout(major: 2, minor: minor)!
+            l.inferredRange = range
+            return .success((l, "glibc \(range) by layout (\(how)\(more))"))
+        }
+        if mpSize == 0x70 {
+            switch tcache {
+            case 0x250: return layout(29, "2.27–2.29")
+            case 0x290:
+                // Safe-linking (2.32) came with this check of tcache entries.
+                return contains(path: file, "malloc(): unaligned tcache chunk detected")
+                    ? layout(34, "2.32–2.34", ", safe-linking checks") : layout(31, "2.30–2.31", ", no safe-linking checks")
+            default: break
+            }
+        } else {
+            switch tcache {
+            case 0x290: return layout(41, "2.35–2.41")
+            case 0x300: return layout(42, "2.42")
+            default: break
+            }
+        }
+        return .failure(.mainArenaNotFound("the first chunk at mp_.sbrk_base is 0x\(String(tcache, radix: 16)) bytes, not a tcache (\(how)): this glibc's layout cannot be told without its version string"))
+    }
+
     static func find(_ needle: [UInt8], in hay: UnsafeRawBufferPointer, from: Int) -> Int? {
         guard needle.count > 0, hay.count >= needle.count else { return nil }
         let first = needle[0]

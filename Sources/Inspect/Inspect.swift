@@ -243,10 +243,28 @@ public enum Inspector {
             holder = exeMaps; isStatic = true
         }
         let filePath = ProcFS.mappedFilePath(pid: pid, mapping: holder[0])
-        guard let version = GlibcVersion.read(path: filePath) else {
-            throw .glibc(.notGlibc(isStatic ? "static executable \(exe) is not linked with glibc (no GNU C Library version string; musl or another libc?)" : "cannot read glibc's version from \(holder[0].path)"))
+        var layout: GlibcLayout
+        var versionNote: String? = nil
+        if let version = GlibcVersion.read(path: filePath) {
+            guard let l = GlibcLayout(version: version) else { throw .glibc(.unsupportedVersion(version)) }
+            layout = l
+        } else if isStatic {
+            // No version string (linked only when something refers to it): tell the layout apart
+            // by main_arena's and mp_'s sizes in the symbol table and the heap itself.
+            let looked: [String: Symbol]? = SymbolSession.lock.locked {
+                (try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo))?.symbols(named: ["main_arena", "mp_"], inModuleAt: holder[0].start).0
+            }
+            guard let ma = looked?["main_arena"], let mp = looked?["mp_"], !ma.isTLS, !mp.isTLS, ma.size > 0, mp.size > 0 else {
+                throw .glibc(.notGlibc("static executable \(exe) has neither glibc's version string nor the symbols main_arena and mp_ (stripped, or musl or another libc): its malloc cannot be told"))
+            }
+            let remote = RemoteMemory(pid: pid)
+            switch GlibcVersion.infer(mainArenaSize: ma.size, mpSize: mp.size, mpAddress: mp.address, file: filePath, readWord: { remote.word($0) }) {
+            case .success(let (l, note)): layout = l; versionNote = note
+            case .failure(let e): throw .glibc(e)
+            }
+        } else {
+            throw .glibc(.notGlibc("cannot read glibc's version from \(holder[0].path)"))
         }
-        guard let layout = GlibcLayout(version: version) else { throw .glibc(.unsupportedVersion(version)) }
 
         // Writable data of that module, with the anonymous .bss tail that follows it.
         var data: [Segment] = []
@@ -280,7 +298,7 @@ public enum Inspector {
                            mpSymbol: found["mp_"].flatMap { $0.isTLS ? nil : $0.address },
                            tcacheTLSOffset: found["tcache"].flatMap { $0.isTLS ? $0.address : nil },
                            threadArenaTLSOffset: found["thread_arena"].flatMap { $0.isTLS ? $0.address : nil },
-                           mallocFunctions: fns, symbolSource: source)
+                           mallocFunctions: fns, symbolSource: source + (versionNote.map { "; " + $0 } ?? ""))
     }
 
     /// A loaded file other than libc and ld.so that exports malloc and free without forwarding to

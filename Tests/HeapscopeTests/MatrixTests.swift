@@ -14,7 +14,8 @@ struct MatrixTests {
     static let roots: [(name: String, glibc: String)] = [("bullseye", "2.31"), ("trixie", "2.41")]
     static let rootsDir = ProcessInfo.processInfo.environment["HEAPSCOPE_ROOTS"] ?? "/var/cache/heapscope/roots"
 
-    /// The root, ready: /proc mounted, the targets built into /tmp/heapscope-matrix inside it.
+    /// The root, ready: /proc mounted, the targets built into /tmp/heapscope-matrix inside it
+    /// (dynamic; static; static without glibc's version string).
     func prepare(_ name: String) throws -> String {
         let dir = "\(MatrixTests.rootsDir)/\(name)"
         try #require(access("\(dir)/usr/bin/gcc", X_OK) == 0, "the Debian \(name) root is missing in \(MatrixTests.rootsDir): run make matrix (make test does)")
@@ -29,10 +30,17 @@ struct MatrixTests {
             try? FileManager.default.removeItem(atPath: dst)
             try FileManager.default.copyItem(atPath: "\(Paths.root)/TestTargets/\(f)", toPath: dst)
         }
-        for t in ["heap_kinds", "threads", "leaks"] {
-            let r = try run("/usr/sbin/chroot", [dir, "gcc", "-g", "-O0", "-DINTERPOSE", "-o", "/tmp/heapscope-matrix/\(t)",
-                                                 "/tmp/heapscope-matrix/\(t).c", "-lpthread"], timeout: 120)
-            try #require(r.status == 0, "gcc in the \(name) root failed for \(t): \(r.err)")
+        let wrap = ["-DWRAP", "-Wl,--wrap=malloc,--wrap=free,--wrap=calloc,--wrap=realloc,--wrap=memalign"]
+        let builds: [(String, String, [String])] = [
+            ("heap_kinds", "heap_kinds", ["-DINTERPOSE"]), ("threads", "threads", ["-DINTERPOSE"]), ("leaks", "leaks", ["-DINTERPOSE"]),
+            ("heap_kinds_static", "heap_kinds", ["-static"] + wrap),
+            // as most static programs: without glibc's version string
+            ("heap_kinds_static_nobanner", "heap_kinds", ["-static", "-DHS_NO_BANNER"] + wrap),
+        ]
+        for (out, src, flags) in builds {
+            let r = try run("/usr/sbin/chroot", [dir, "gcc", "-g", "-O0"] + flags + ["-o", "/tmp/heapscope-matrix/\(out)",
+                                                 "/tmp/heapscope-matrix/\(src).c", "-lpthread"], timeout: 120)
+            try #require(r.status == 0, "gcc in the \(name) root failed for \(out): \(r.err)")
         }
         return dir
     }
@@ -41,14 +49,18 @@ struct MatrixTests {
     func walk(root name: String) throws {
         let dir = try prepare(name)
         let version = MatrixTests.roots.first { $0.name == name }!.glibc
-        for target in ["heap_kinds", "threads"] {
+        for target in ["heap_kinds", "threads", "heap_kinds_static", "heap_kinds_static_nobanner"] {
             let p = try TargetProcess("/tmp/heapscope-matrix/\(target)", root: dir)
             #expect(p.manifest.glibc == version, "\(name) runs glibc \(p.manifest.glibc)")
             let withDebug = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: true))
             expectExact(withDebug, p.manifest, signature: false)
-            #expect(withDebug.discovery.contains("debug file \(dir)/usr/lib/debug/.build-id/"), "\(name) \(target): \(withDebug.discovery)")
+            if !target.contains("static") {
+                #expect(withDebug.discovery.contains("debug file \(dir)/usr/lib/debug/.build-id/"), "\(name) \(target): \(withDebug.discovery)")
+            }
+            #expect(withDebug.discovery.contains("by layout") == target.hasSuffix("nobanner"), "\(withDebug.discovery)")
+            // (a static executable keeps its symbol table: its malloc state is found from it either way)
             let bySignature = try Inspector.inspect(pid: p.pid, options: InspectOptions(useDebugInfo: false))
-            expectExact(bySignature, p.manifest, signature: true)
+            expectExact(bySignature, p.manifest, signature: !target.contains("static"))
             if target == "heap_kinds" {
                 #expect(Set(p.manifest.freed.map(\.1)) == ["tcache", "fastbin", "unsorted", "small", "large"])
             }
