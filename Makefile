@@ -59,7 +59,7 @@ $(TT)/heap_kinds_static_stripped: $(TT)/heap_kinds_static
 # The glibc matrix: Debian roots (other glibc versions) built once with debootstrap and cached
 # outside the checkout; the tests build and run their targets in each (Tests/MatrixTests.swift).
 HEAPSCOPE_ROOTS ?= /var/cache/heapscope/roots
-MATRIX     := bullseye trixie
+MATRIX     := bullseye trixie sid experimental
 export HEAPSCOPE_ROOTS
 matrix: deps
 	@for r in $(MATRIX); do Tests/matrix/make-root.sh $$r || exit 1; done

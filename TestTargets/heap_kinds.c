@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
 
     /* fastbin: fill tcache 0x30, then three more frees of 0x30 */
     for (int i = 0; i < 7; i++) hs_free_expect(fill[2][i], "tcache");
-    for (int i = 0; i < 3; i++) hs_free_expect(fast[i], "fastbin");
+    for (int i = 0; i < 3; i++) hs_free_expect(fast[i], hs_fast_kind());
 
     /* tcache only */
     for (int i = 0; i < 5; i++) hs_free_expect(tc[i], "tcache");

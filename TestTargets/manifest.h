@@ -119,7 +119,9 @@ static void hs_printf(const char *fmt, ...) {
 static struct { uintptr_t p; const char *what; const char *kind; } hs_notes[HS_MAXNOTES];   /* p ^ HS_KEY */
 static int hs_nnotes;
 static void hs_note(const char *what, void *p, const char *kind) {
+    pthread_mutex_lock(&hs_lock);   /* threads note their frees at the same time */
     if (hs_nnotes < HS_MAXNOTES) { hs_notes[hs_nnotes].p = (uintptr_t)p ^ HS_KEY; hs_notes[hs_nnotes].what = what; hs_notes[hs_nnotes].kind = kind; hs_nnotes++; }
+    pthread_mutex_unlock(&hs_lock);
 }
 /* Free p on purpose and record the bin kind glibc 2.36 is expected to put it in. */
 static void hs_free_expect(void *p, const char *kind) { hs_note("freed", p, kind); t_free(p); }
@@ -142,6 +144,10 @@ static int hs_glibc_at_least(int minor) {
     const char *v = hs_libc_version();
     return v[0] > '2' || (v[0] == '2' && v[1] == '.' && atoi(v + 2) >= minor);
 }
+
+/* Where a small chunk freed with its tcache bin full goes: a fastbin (<= 0x80), or, from 2.43
+ * (which removed fastbins), straight to its small bin. */
+static const char *hs_fast_kind(void) { return hs_glibc_at_least(43) ? "small" : "fastbin"; }
 
 /* One-letter state of a thread of this process ('R', 'S', 'D', 'Z', ...; '?' if unknown), from
  * /proc/self/task/TID/stat (read with open/read: no allocation). */

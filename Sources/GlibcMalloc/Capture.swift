@@ -371,14 +371,15 @@ extension GlibcCapture {
                         for k in 0..<got {
                             let at = p + UInt64(k) * page
                             let prevSize = headers[2 * k], sizeField = headers[2 * k + 1]
-                            let size = sizeField & ~7
-                            guard sizeField & 7 == L.isMmapped, prevSize == 0, size >= page, size % page == 0, at + size <= piece.end else { continue }
+                            let size = sizeField & ~7, mapSize = size &+ L.mmappedTrailer
+                            guard sizeField & 7 == L.isMmapped, prevSize == 0, mapSize >= page, mapSize % page == 0,
+                                  mapSize >= size, at &+ mapSize <= piece.end, at &+ mapSize > at else { continue }
                             var chunk = at, chunkSize = size
-                            if let real = memalignedHeader(source: source, mapping: at, mapSize: size, resident: resident) {
+                            if let real = memalignedHeader(source: source, mapping: at, mapSize: mapSize, resident: resident) {
                                 chunk = real.0; chunkSize = real.1
                             }
                             mmappedChunks.append((chunk, chunkSize, chunk - at))
-                            advanced = at + size
+                            advanced = at + mapSize
                             break
                         }
                         p = advanced
@@ -411,7 +412,7 @@ extension GlibcCapture {
                 var next: UInt64 = 0
                 let sizeField = k + 1 < n / 8 ? buf[k + 1] : (withUnsafeMutableBytes(of: &next) { source.read(at + 8, into: $0.baseAddress!, count: 8) } == 8 ? next : 0)
                 let size = sizeField & ~7
-                return (sizeField & 7 == 2 && lead + size == mapSize) ? (at, size) : nil
+                return (sizeField & 7 == 2 && lead &+ size &+ target.layout.mmappedTrailer == mapSize) ? (at, size) : nil
             }
             off += UInt64(n)
         }

@@ -9,18 +9,19 @@ public struct GlibcLayout: Sendable, Equatable {
     public var inferredRange: String? = nil
     public var version: String { inferredRange ?? "\(major).\(minor)" }
 
-    // malloc_state (2.27–2.42)
+    // malloc_state (2.27–2.42; 2.43 removed the fastbins and have_fastchunks: everything from top
+    // moves down by 0x58)
     public let arenaMutex: UInt64 = 0x0
     public let arenaFlags: UInt64 = 0x4
     public let arenaFastbins: UInt64 = 0x10
-    public let nFastbins = 10
-    public let arenaTop: UInt64 = 0x60
-    public let arenaBins: UInt64 = 0x70
+    public let nFastbins: Int                // 10, or 0 from 2.43
+    public let arenaTop: UInt64
+    public let arenaBins: UInt64
     public let nBins = 128                 // bins 1...127
-    public let arenaNext: UInt64 = 0x870
-    public let arenaAttachedThreads: UInt64 = 0x880
-    public let arenaSystemMem: UInt64 = 0x888
-    public let arenaSize: UInt64 = 0x898
+    public let arenaNext: UInt64
+    public let arenaAttachedThreads: UInt64
+    public let arenaSystemMem: UInt64
+    public let arenaSize: UInt64
     public let noncontiguousBit: UInt32 = 0x2
 
     // heap_info
@@ -38,6 +39,11 @@ public struct GlibcLayout: Sendable, Equatable {
     public let tcacheCountsAreFreeSlots: Bool // 2.42+: num_slots counts down
 
     public let safeLinking: Bool             // 2.32+
+
+    // mmapped chunks: from 2.43 a chunk's size leaves out the last 16 bytes of its mapping
+    // (mapping = lead + size + 16), and its usable size is size - 8 as for other chunks.
+    public let mmappedTrailer: UInt64        // 0, or 16 from 2.43
+    public let mmappedUsableLoss: UInt64     // 16, or 8 from 2.43
 
     // mp_ (struct malloc_par)
     public let mpHpPagesize: UInt64?         // 2.35+
@@ -58,12 +64,18 @@ public struct GlibcLayout: Sendable, Equatable {
     public let isMmapped: UInt64 = 2
     public let nonMainArena: UInt64 = 4
 
-    public static let supported = "2.27 to 2.42"
+    public static let supported = "2.27 to 2.44"
 
     public init?(major: Int, minor: Int) {
-        guard major == 2, (27...42).contains(minor) else { return nil }
+        guard major == 2, (27...44).contains(minor) else { return nil }
         self.major = major
         self.minor = minor
+        let shift: UInt64 = minor >= 43 ? 0x58 : 0
+        nFastbins = minor >= 43 ? 0 : 10
+        mmappedTrailer = minor >= 43 ? 16 : 0
+        mmappedUsableLoss = minor >= 43 ? 8 : 16
+        arenaTop = 0x60 - shift; arenaBins = 0x70 - shift; arenaNext = 0x870 - shift
+        arenaAttachedThreads = 0x880 - shift; arenaSystemMem = 0x888 - shift; arenaSize = 0x898 - shift
         heapInfoSize = minor >= 35 ? 0x30 : 0x20
         tcacheBins = minor >= 42 ? 76 : 64
         tcacheCountWidth = minor >= 30 ? 2 : 1
@@ -71,7 +83,11 @@ public struct GlibcLayout: Sendable, Equatable {
         tcacheChunkSize = minor >= 42 ? 0x300 : (minor >= 30 ? 0x290 : 0x250)
         tcacheCountsAreFreeSlots = minor >= 42
         safeLinking = minor >= 32
-        if minor >= 35 {
+        if minor >= 43 {
+            // thp_mode added at 0x28; 2.44 dropped tcache_unsorted_limit at the end.
+            mpHpPagesize = 0x38; mpNMmaps = 0x44; mpNMmapsMax = 0x48; mpMmappedMem = 0x58; mpSbrkBase = 0x68
+            mpTcacheBins = 0x70; mpTcacheCount = 0x80; mpSize = minor >= 44 ? 0x88 : 0x90
+        } else if minor >= 35 {
             mpHpPagesize = 0x30; mpNMmaps = 0x3c; mpNMmapsMax = 0x40; mpMmappedMem = 0x50; mpSbrkBase = 0x60
             mpTcacheBins = 0x68; mpTcacheCount = 0x78; mpSize = 0x88
         } else {

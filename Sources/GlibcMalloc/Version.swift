@@ -51,14 +51,12 @@ public enum GlibcVersion {
     /// Returns the layout (with its version range) and how it was told, or why it cannot be.
     public static func infer(mainArenaSize: UInt64, mpSize: UInt64, mpAddress: UInt64, file: String,
                              readWord: (UInt64) -> UInt64?) -> Result<(GlibcLayout, String), GlibcError> {
-        guard mainArenaSize == 0x898 else {
-            return .failure(.unsupportedVersion(mainArenaSize == 0x840 ? "2.43 or later (main_arena is 2112 bytes)" : "unknown (main_arena is \(mainArenaSize) bytes)"))
-        }
         let sbrkOffset: UInt64
-        switch mpSize {
-        case 0x70: sbrkOffset = 0x48   // 2.27–2.34
-        case 0x88: sbrkOffset = 0x60   // 2.35–2.42
-        default: return .failure(.unsupportedVersion("unknown (mp_ is \(mpSize) bytes)"))
+        switch (mainArenaSize, mpSize) {
+        case (0x898, 0x70): sbrkOffset = 0x48   // 2.27–2.34
+        case (0x898, 0x88): sbrkOffset = 0x60   // 2.35–2.42
+        case (0x840, 0x90), (0x840, 0x88): sbrkOffset = 0x68   // 2.43 (no fastbins), 2.44 (one mp_ field fewer)
+        default: return .failure(.unsupportedVersion("unknown (main_arena is \(mainArenaSize) bytes, mp_ \(mpSize))"))
         }
         guard let sbrk = readWord(mpAddress &+ sbrkOffset), sbrk != 0 else { return .failure(.notInitialised) }
         let first = (sbrk + 15 + 16) & ~15 - 16
@@ -70,7 +68,12 @@ public enum GlibcVersion {
             l.inferredRange = range
             return .success((l, "glibc \(range) by layout (\(how)\(more))"))
         }
-        if mpSize == 0x70 {
+        if mainArenaSize == 0x840 {
+            // The sizes alone tell these apart (and a thread's tcache need not be the first chunk).
+            var l = GlibcLayout(major: 2, minor: mpSize == 0x90 ? 43 : 44)!
+            l.inferredRange = mpSize == 0x90 ? "2.43" : "2.44"
+            return .success((l, "glibc \(l.inferredRange!) by layout (main_arena is \(mainArenaSize) bytes, mp_ \(mpSize))"))
+        } else if mpSize == 0x70 {
             switch tcache {
             case 0x250: return layout(29, "2.27–2.29")
             case 0x290:

@@ -173,7 +173,7 @@ extension GlibcCapture {
                 let m = mm[mi]
                 cols.append(m.address, m.size, .mmapped, ChunkTable.noArena)
                 mmapped.add(m.size)
-                mmappedMapBytes += m.size + m.lead
+                mmappedMapBytes += m.size + m.lead + L.mmappedTrailer
                 mi += 1
             }
         }
@@ -188,7 +188,7 @@ extension GlibcCapture {
             fi += 1
         }
         var table = ChunkTable(address: cols.address, size: cols.size, state: cols.state, arena: cols.arena,
-                               userOffset: L.headerSize, usableLoss: L.sizeSz, usableLossMmapped: L.headerSize)
+                               userOffset: L.headerSize, usableLoss: L.sizeSz, usableLossMmapped: L.mmappedUsableLoss)
         cols = Columns()
         table.sortByAddress()   // a no-op unless segments overlapped (corrupt heap_info)
         let nMmaps = UInt64(image.u32(mp + L.mpNMmaps) ?? 0)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build, once, the Debian root NAME (a suite: bullseye, trixie, ...) that the glibc matrix tests run
+# Build, once, the Debian root NAME (a suite: bullseye, trixie, sid; or experimental: sid with
+# experimental's glibc) that the glibc matrix tests run
 # their targets in, under $HEAPSCOPE_ROOTS (default /var/cache/heapscope/roots, outside the
 # checkout). Each root has gcc, libc6-dev, libc6-dbg and gdb. The mirror is the one this machine's
 # apt uses. A root that exists is left as it is; a failure says why and exits 1.
@@ -19,7 +20,16 @@ log=$roots/$name.log
 echo "make-root: building the Debian $name root in $dir (a few minutes; log: $log)"
 # bullseye's debootstrap ends with an error from one package (libsource-highlight4v5) that
 # nothing here needs: the root is judged by the files below, not by the exit code.
-debootstrap --variant=minbase --include=gcc,libc6-dev,libc6-dbg,gdb "$name" "$dir.tmp" "$mirror" >"$log" 2>&1 || true
+suite=$name
+[ "$name" = experimental ] && suite=sid
+debootstrap --variant=minbase --include=gcc,libc6-dev,libc6-dbg,gdb "$suite" "$dir.tmp" "$mirror" >"$log" 2>&1 || true
+if [ "$name" = experimental ] && ready "$dir.tmp"; then
+    # sid, with glibc from experimental. The registry's Release files may be past Valid-Until.
+    echo "deb $mirror experimental main" > "$dir.tmp/etc/apt/sources.list.d/experimental.list"
+    { chroot "$dir.tmp" apt-get -o Acquire::Check-Valid-Until=false update &&
+      chroot "$dir.tmp" env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false install -y -t experimental libc6 libc6-dev libc6-dbg libc-bin; } >>"$log" 2>&1 ||
+        { echo "make-root: could not install experimental's glibc in $dir.tmp; the end of $log:" >&2; tail -5 "$log" >&2; exit 1; }
+fi
 if ! ready "$dir.tmp"; then
     echo "make-root: could not build the Debian $name root from $mirror (no gcc, libc6-dev or libc6-dbg in it); the end of $log:" >&2
     tail -5 "$log" >&2
