@@ -252,10 +252,14 @@ public enum Inspector {
             // No version string (linked only when something refers to it): tell the layout apart
             // by main_arena's and mp_'s sizes in the symbol table and the heap itself.
             let looked: [String: Symbol]? = SymbolSession.lock.locked {
-                (try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo))?.symbols(named: ["main_arena", "mp_"], inModuleAt: holder[0].start).0
+                (try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo))?.symbols(named: ["main_arena", "mp_", "main", "_start"], inModuleAt: holder[0].start).0
             }
             guard let ma = looked?["main_arena"], let mp = looked?["mp_"], !ma.isTLS, !mp.isTLS, ma.size > 0, mp.size > 0 else {
-                throw .glibc(.notGlibc("static executable \(exe) has neither glibc's version string nor the symbols main_arena and mp_ (stripped, or musl or another libc): its malloc cannot be told"))
+                // A symbol table without glibc's malloc state: another libc. None at all: cannot tell.
+                if looked?["main"] != nil || looked?["_start"] != nil {
+                    throw .glibc(.notGlibc("static executable \(exe) is not linked with glibc (no GNU C Library version string, and its symbol table has no main_arena: musl or another libc?)"))
+                }
+                throw .glibc(.notGlibc("static executable \(exe) has neither glibc's version string nor the symbols main_arena and mp_ (stripped): its malloc cannot be told"))
             }
             let remote = RemoteMemory(pid: pid)
             switch GlibcVersion.infer(mainArenaSize: ma.size, mpSize: mp.size, mpAddress: mp.address, file: filePath, readWord: { remote.word($0) }) {
