@@ -3,6 +3,30 @@ import Glibc
 /// glibc's version from its own banner ("... release version 2.36.") in a libc.so or static executable.
 public enum GlibcVersion {
     public static func read(path: String) -> String? {
+        withMappedFile(path) { bytes -> String? in
+            let len = bytes.count
+            let needle = Array("GNU C Library".utf8)
+            let marker = Array("release version ".utf8)
+            var i = 0
+            while let hit = find(needle, in: bytes, from: i) {
+                // The banner is one NUL-terminated string; look for the version marker inside it.
+                var end = hit
+                while end < len && bytes[end] != 0 && end - hit < 400 { end += 1 }
+                if let m = find(marker, in: UnsafeRawBufferPointer(rebasing: bytes[hit..<end]), from: 0) {
+                    var v = hit + m + marker.count
+                    var s = ""
+                    while v < end, bytes[v] == UInt8(ascii: ".") || (bytes[v] >= 48 && bytes[v] <= 57) { s.append(Character(UnicodeScalar(bytes[v]))); v += 1 }
+                    while s.hasSuffix(".") { s.removeLast() }
+                    if s.split(separator: ".").count >= 2 { return s }
+                }
+                i = hit + 1
+            }
+            return nil
+        } ?? nil
+    }
+
+    /// `body` over the bytes of the file at `path` (mapped read-only), or nil if it cannot be read.
+    static func withMappedFile<T>(_ path: String, _ body: (UnsafeRawBufferPointer) -> T) -> T? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -11,37 +35,12 @@ public enum GlibcVersion {
         let len = Int(st.st_size)
         guard let p = mmap(nil, len, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else { return nil }
         defer { munmap(p, len) }
-        let needle = Array("GNU C Library".utf8)
-        let marker = Array("release version ".utf8)
-        let bytes = UnsafeRawBufferPointer(start: p, count: len)
-        var i = 0
-        while let hit = find(needle, in: bytes, from: i) {
-            // The banner is one NUL-terminated string; look for the version marker inside it.
-            var end = hit
-            while end < len && bytes[end] != 0 && end - hit < 400 { end += 1 }
-            if let m = find(marker, in: UnsafeRawBufferPointer(rebasing: bytes[hit..<end]), from: 0) {
-                var v = hit + m + marker.count
-                var s = ""
-                while v < end, bytes[v] == UInt8(ascii: ".") || (bytes[v] >= 48 && bytes[v] <= 57) { s.append(Character(UnicodeScalar(bytes[v]))); v += 1 }
-                while s.hasSuffix(".") { s.removeLast() }
-                if s.split(separator: ".").count >= 2 { return s }
-            }
-            i = hit + 1
-        }
-        return nil
+        return body(UnsafeRawBufferPointer(start: p, count: len))
     }
 
     /// Whether the file holds `text` (a marker string of some glibc versions).
     public static func contains(path: String, _ text: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size > 0 else { return false }
-        let len = Int(st.st_size)
-        guard let p = mmap(nil, len, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else { return false }
-        defer { munmap(p, len) }
-        return find(Array(text.utf8), in: UnsafeRawBufferPointer(start: p, count: len), from: 0) != nil
+        withMappedFile(path) { find(Array(text.utf8), in: $0, from: 0) != nil } ?? false
     }
 
     /// The layout of a statically linked glibc whose version string is not in the executable (it
