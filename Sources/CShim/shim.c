@@ -149,3 +149,26 @@ long hs_ptrace_seccomp_filter(pid_t tid, unsigned long index, void *buf, unsigne
     long m = ptrace(0x420c, tid, (void *)index, buf);
     return m < 0 ? -errno : m;
 }
+
+/* Look at tid's next wait event without consuming it: waitid(P_PID, tid, WEXITED | WSTOPPED |
+ * __WALL | WNOHANG | WNOWAIT). A ptrace stop left unconsumed keeps the signal it intercepted in
+ * the tracee (wait consumes it: exit_code = 0), so if heapscope dies before PTRACE_DETACH, even by
+ * SIGKILL, the kernel's detach delivers that signal instead of dropping it. Returns tid, 0 (no
+ * event yet) or -errno; *status is encoded as wait(2) would. */
+pid_t hs_peek_wait(pid_t tid, int *status) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    for (;;) {
+        if (waitid(P_PID, (id_t)tid, &si, WEXITED | WSTOPPED | __WALL | WNOHANG | WNOWAIT) == 0) break;
+        if (errno != EINTR) return -errno;
+    }
+    if (si.si_pid == 0) return 0;
+    switch (si.si_code) {
+    case CLD_EXITED: *status = (si.si_status & 0xff) << 8; break;
+    case CLD_KILLED: case CLD_DUMPED: *status = si.si_status & 0x7f; break;
+    /* si_status is the whole exit code: the signal, and a PTRACE_EVENT_* in bits 8-15 */
+    case CLD_TRAPPED: case CLD_STOPPED: *status = (si.si_status << 8) | 0x7f; break;
+    default: *status = 0; break;
+    }
+    return si.si_pid;
+}

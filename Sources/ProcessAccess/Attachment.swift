@@ -130,11 +130,11 @@ public final class Attachment {
             var progressed = false
             for tid in pending {
                 var status: Int32 = 0
-                let r = hs_waitpid(tid, &status, 1)
+                let r = Attachment.nextEvent(tid, &status)
                 if r == 0 { continue }
                 progressed = true
                 if r == -ECHILD { seized[tid] = nil; continue }      // gone (already reaped)
-                if r < 0 { throw .system(call: "waitpid", subject: "tid \(tid)", errno: -r) }
+                if r < 0 { throw .system(call: "waitid", subject: "tid \(tid)", errno: -r) }
                 try record(tid, status: status)
             }
             if progressed { sleepUs = 0; continue }
@@ -221,6 +221,18 @@ public final class Attachment {
     /// How many threads are still seized because they have not stopped yet.
     public static var leftoverCount: Int { leftoverLock.lock(); defer { leftoverLock.unlock() }; return leftovers.count }
 
+    /// The next event of a seized thread: a stop is looked at, not consumed (see hs_peek_wait:
+    /// the signal it intercepted stays with the thread should heapscope die before detaching);
+    /// an exit is consumed (reaped). Returns tid, 0 (nothing yet) or -errno.
+    static func nextEvent(_ tid: Int32, _ status: inout Int32) -> Int32 {
+        let r = hs_peek_wait(tid, &status)
+        if r > 0 && hs_wifstopped(status) == 0 {
+            var consumed: Int32 = 0
+            _ = hs_waitpid(tid, &consumed, 1)
+        }
+        return r
+    }
+
     /// A thread seized elsewhere that has not stopped yet: released as the others are.
     static func leave(tid: Int32, signal: Int32) {
         leftoverLock.lock(); leftovers.append((tid, signal)); leftoverLock.unlock()
@@ -241,7 +253,7 @@ public final class Attachment {
     /// (`signal`, or the one this stop intercepted), or nil if it has not stopped.
     static func collectStop(_ tid: Int32, signal: Int32) -> Int32? {
         var status: Int32 = 0
-        let w = hs_waitpid(tid, &status, 1)
+        let w = nextEvent(tid, &status)
         if w < 0 { return 0 }   // gone: detaching fails harmlessly
         if w == 0 { return nil }
         if hs_wifstopped(status) == 0 { return 0 }

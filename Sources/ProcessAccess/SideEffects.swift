@@ -128,7 +128,7 @@ public enum SideEffects {
         var signal: Int32 = 0, stopped = false
         while !stopped && hs_monotonic_ns() < t0 + 100_000_000 {
             var status: Int32 = 0
-            let w = hs_waitpid(tid, &status, 1)
+            let w = Attachment.nextEvent(tid, &status)
             if w < 0 { return .failure(FilterError(description: "thread \(tid) exited")) }
             if w == 0 { usleep(50); continue }
             if hs_wifstopped(status) == 0 { return .failure(FilterError(description: "thread \(tid) exited")) }

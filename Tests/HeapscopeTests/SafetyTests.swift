@@ -156,7 +156,7 @@ struct CapabilityTests {
         // No capability: refused, and told which ones to grant.
         let plain = try capableCopy("cap_sys_ptrace-ep", in: dir)   // setcap removes them: a plain copy
         r = try run("/usr/bin/setpriv", asNobody + [plain, "stat", String(p.pid)])
-        #expect(r.status == 4 && r.err.contains("setcap cap_sys_ptrace,cap_dac_read_search+ep"), "\(r.status) \(r.err)")
+        #expect(r.status == 4 && r.err.contains("setcap cap_sys_ptrace,cap_dac_read_search+ep"), "exit \(r.status): \(r.err)")
         // CAP_SYS_PTRACE alone: everything works; residency known per mapping only.
         let ptrace = try capableCopy("cap_sys_ptrace+ep", in: dir)
         r = try run("/usr/bin/setpriv", asNobody + [ptrace, "stat", String(p.pid), "--json"])

@@ -24,6 +24,9 @@ int hs_ptrace_getregs(pid_t tid, struct user_regs_struct *regs);
 
 /// waitpid(tid, &status, __WALL | (nohang ? WNOHANG : 0)); retries EINTR. Returns pid, 0, or -errno.
 pid_t hs_waitpid(pid_t tid, int *status, int nohang);
+/// Look at tid's next wait event without consuming it (waitid ... WNOWAIT), so that a signal a
+/// ptrace stop intercepted stays with the tracee if heapscope dies. Returns tid, 0 or -errno.
+pid_t hs_peek_wait(pid_t tid, int *status);
 int hs_wifexited(int status);
 int hs_wexitstatus(int status);
 int hs_wifsignaled(int status);
