@@ -130,7 +130,11 @@ struct CapabilityTests {
     /// A copy of heapscope with file capabilities `caps`, runnable by nobody.
     func capableCopy(_ caps: String, in dir: String) throws -> String {
         let path = "\(dir)/heapscope-\(caps.replacingOccurrences(of: ",", with: "-").replacingOccurrences(of: "+", with: ""))"
-        try FileManager.default.copyItem(atPath: Paths.heapscope, toPath: path)
+        // Copied by cp, not in this process: a file this (multi-threaded) process had open for
+        // writing could be inherited by a child another test spawns meanwhile, and exec'ing it
+        // would then fail with ETXTBSY.
+        let c = try run("/bin/cp", [Paths.heapscope, path])
+        try #require(c.status == 0, "cp: \(c.err)")
         chmod(path, 0o755)
         let r = try run("/usr/sbin/setcap", [caps, path])
         try #require(r.status == 0, "setcap \(caps) failed: \(r.err)")
