@@ -8,7 +8,9 @@ import ProcessAccess
 /// thread exits: until pthread_join for a joinable thread, and afterwards in its stack cache
 /// (up to 40 MiB) for reuse. A descriptor is recognised by its TCB header (`tcb` and `self` both
 /// point to it); a live thread's thread pointer (fs_base) is its descriptor. What happened to an
-/// exited one is in its fields (measured on glibc 2.36, x86_64):
+/// exited one is in its fields (measured on glibc 2.36, x86_64; the field offsets are the same in
+/// 2.31, 2.41, 2.43 and 2.44, measured with gdb in the test matrix's Debian roots; used for 2.31,
+/// 2.36 and 2.41):
 ///
 ///   unjoined: tid == 0 (cleared by the kernel at exit), cancelhandling has EXITING (0x10) and not
 ///             TERMINATED (0x20)
@@ -20,9 +22,15 @@ struct NPTLLayout {
     let stackBlockSize: UInt64 = 0x698
     static let exiting: UInt64 = 0x10, terminated: UInt64 = 0x20
 
-    /// Versions whose struct pthread was measured (gdb `ptype /o struct pthread` with libc6-dbg).
+    /// Versions whose struct pthread was measured (gdb `ptype /o struct pthread` with libc6-dbg):
+    /// the exact versions, not a range inferred from the layout (their neighbours are not known).
+    /// (2.43 and 2.44 have the same offsets, but their thread stacks have no guard-page mapping of
+    /// their own: guard pages are made with madvise, the stacks merge into one mapping, and the
+    /// search by mapping below does not find them yet.)
+    static let measured: Set<Int> = [31, 36, 41]
     init?(_ layout: GlibcLayout) {
-        guard layout.major == 2, layout.minor == 36 else { return nil }
+        guard layout.major == 2, layout.inferredRange == nil || layout.inferredRange == layout.version,
+              NPTLLayout.measured.contains(layout.minor) else { return nil }
     }
 }
 
