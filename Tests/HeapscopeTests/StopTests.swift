@@ -68,11 +68,18 @@ struct StopTests {
 
     @Test("--max-stop: a copy that would take longer is abandoned, the target released, exit 9 with the time stopped")
     func budgetExceeded() throws {
-        let p = try TargetProcess("bigheap", args: ["0", "1000000"])
-        let r = try run(Paths.heapscope, ["stat", String(p.pid), "--max-stop", "1ms"])
-        #expect(r.status == 9, "\(r.status) \(r.err)")
-        #expect(r.err.contains("would keep pid \(p.pid) stopped for longer than --max-stop 1.0 ms; it was released after "), "\(r.err)")
-        #expect(!anyThreadStopped(p))
+        // About 190 MB of heap: far more than a few milliseconds to copy. On a loaded machine even
+        // the stop itself may not fit a tiny budget (exit 9 too, saying so): then a larger one.
+        let p = try TargetProcess("bigheap", args: ["0", "3000000"])
+        var copyCut = false
+        for ms in [5, 10, 20] where !copyCut {
+            let r = try run(Paths.heapscope, ["stat", String(p.pid), "--max-stop", "\(ms)ms"])
+            #expect(r.status == 9, "\(r.status) \(r.err)")
+            copyCut = r.err.contains("would keep pid \(p.pid) stopped for longer than --max-stop \(ms).0 ms; it was released after ")
+            #expect(copyCut || r.err.contains("did not stop; stopped"), "\(r.err)")
+            #expect(!anyThreadStopped(p))
+        }
+        #expect(copyCut, "no budget cut the copy short")
         // With the default budget the same heap is inspected, and the pauses add up.
         let j = try jsonObject(run(Paths.heapscope, ["stat", String(p.pid), "--json"]).out)
         let pauses = try #require(j["attempt_pause_us"] as? [Int])
@@ -108,8 +115,11 @@ struct StopTests {
                     #expect(r.attempts == 5, "\(r.attemptPauses)")
                 }
             } catch {
-                guard case .process(.stopBudgetExceeded) = error else { Issue.record("\(error)"); continue }
-                outcomes["refused", default: 0] += 1
+                // Too small a budget: the copy (or, on a loaded machine, even the stop) did not fit.
+                switch error {
+                case .process(.stopBudgetExceeded), .process(.threadWouldNotStop): outcomes["refused", default: 0] += 1
+                default: Issue.record("\(error)")
+                }
             }
             #expect(!anyThreadStopped(p))
         }
