@@ -229,7 +229,13 @@ extension GlibcCapture {
             info.smblks += UInt64(fastCount[ai])
             info.fsmblks += fastBytes[ai]
             info.fordblks += avail
-            info.uordblks += sys &- avail
+            // glibc subtracts without a check; a copy taken while the heap was changing can hold
+            // more free bytes than system_mem: say so instead of wrapping around.
+            if avail > sys {
+                warnings.append(.init(.totalsMismatch, ar, "arena \(ai): free chunks and top hold \(avail) bytes, more than its system_mem \(sys) (the heap was changing)"))
+            } else {
+                info.uordblks += sys - avail
+            }
             let mutex = UInt32(truncatingIfNeeded: image.word(ar + L.arenaMutex) ?? 0)
             // Self-check: an arena's segments add up to its system_mem.
             let segBytes = segs.filter { $0.arena == ai }.reduce(UInt64(0)) { $0 + ($1.mapped.end - $1.mapped.start) }
