@@ -46,25 +46,6 @@ public struct RemoteMemory: Sendable {
         return done
     }
 
-    /// Which of `count` pages from `start` are present or swapped (from /proc/PID/pagemap; needs
-    /// no privilege beyond ptrace access for these two bits). nil if pagemap cannot be read.
-    public func residentPages(start: UInt64, count: Int, pageSize: UInt64 = 4096) -> [Bool]? {
-        let fd = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var entries = [UInt64](repeating: 0, count: count)
-        let want = count * 8
-        var got = 0
-        let off = off_t(Int64(bitPattern: (start / pageSize) * 8))
-        while got < want {
-            let n = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, want - got, off + off_t(got)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return nil }
-            got += n
-        }
-        return entries.map { $0 & (3 << 62) != 0 }
-    }
-
     public func bytes(_ address: UInt64, count: Int) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: count)
         let n = out.withUnsafeMutableBytes { read(address, into: $0.baseAddress!, count: count) }
