@@ -46,7 +46,6 @@ public final class GlibcCapture: @unchecked Sendable {
     public internal(set) var heapMax: UInt64 = 64 << 20
     public internal(set) var mmappedChunks: [(address: UInt64, size: UInt64, lead: UInt64)] = []
     public internal(set) var threads: [StoppedThread] = []
-    public internal(set) var tlsWindows: [Segment] = []
     /// Where every thread's tcache pointer lives: this many bytes below its thread pointer.
     var tcacheDelta: UInt64? = nil
     public internal(set) var unsettled: [String] = []
@@ -84,10 +83,14 @@ extension GlibcCapture {
     /// [heap] and every 64 MiB-aligned anonymous rw mapping (non-main heaps), plus slack.
     public static func estimateCopyBytes(_ t: GlibcTarget) -> Int {
         var n: UInt64 = 0
-        for m in t.maps where m.readable && m.writable && !m.shared {
-            if m.path == "[heap]" || (m.isAnonymous && m.start & ((64 << 20) - 1) == 0) { n += m.size }
-        }
+        for m in t.maps where isHeapMapping(m) { n += m.size }
         return Int(n + n / 16 + (1 << 20))
+    }
+
+    /// What `estimateCopyBytes` counts as heap: [heap], and anonymous mappings at 64 MiB
+    /// boundaries (non-main heaps).
+    public static func isHeapMapping(_ m: Mapping) -> Bool {
+        m.readable && m.writable && !m.shared && (m.path == "[heap]" || (m.isAnonymous && m.start & ((64 << 20) - 1) == 0))
     }
 
     /// With `budget`, each step checks it and the capture ends early once it is exceeded
@@ -171,7 +174,6 @@ extension GlibcCapture {
                 let s = max(m.start, lo), e = min(m.end, hi)
                 if image.region(containing: s, length: e - s) == nil {
                     copyRequests.append(.init(start: s, count: Int(e - s), label: "tls"))
-                    tlsWindows.append(Segment(start: s, end: e))
                 }
             }
         }

@@ -30,19 +30,13 @@ enum CopyPlan {
         return !p.readable && !p.writable && !p.executable
     }
 
-    /// Bytes a copy would take now, for sizing the buffers and the memory check before the stop.
+    /// Bytes a copy would take now, for sizing the buffers and the memory check before the stop:
+    /// the same plan as the copy's, without threads (stacks whole), leaving out the mappings the
+    /// heap's own estimate counts (GlibcCapture.estimateCopyBytes), so nothing is counted twice.
     static func estimate(pid: Int32, maps: [Mapping], sharedRoots: Bool) -> UInt64 {
-        let pagemap = Pagemap(pid: pid)
-        var n: UInt64 = 0
-        for m in maps where m.readable && m.writable {
-            if m.shared { if sharedRoots { n += m.size }; continue }
-            if (m.isAnonymous || m.path.hasPrefix("[")), let runs = pagemap?.residentRuns(start: m.start, end: m.end) {
-                n += runs.reduce(0) { $0 + ($1.end - $1.start) }
-            } else {
-                n += m.size
-            }
-        }
-        return n
+        plan(maps.filter { !GlibcCapture.isHeapMapping($0) }, pagemap: Pagemap(pid: pid), stackPointers: [], skipping: [],
+             sharedRoots: sharedRoots)
+            .requests.reduce(0) { $0 + UInt64($1.count) }
     }
 
     /// With the target stopped: copy every readable, writable mapping as described above, less
@@ -50,14 +44,25 @@ enum CopyPlan {
     static func copy(pid: Int32, skipping: MemoryImage, threads: [StoppedThread], sharedRoots: Bool,
                      pool: BufferPool?, budget: StopBudget?) -> Result {
         let trace = PhaseTrace()
-        var account = CopyAccount()
         let all = (try? ProcFS.maps(pid: pid)) ?? []
         trace.mark("writable: maps")
-        let pagemap = Pagemap(pid: pid)
+        var p = plan(all, pagemap: Pagemap(pid: pid), stackPointers: threads.map(\.stackPointer).sorted(),
+                     skipping: skipping.regions, sharedRoots: sharedRoots)
+        trace.mark("writable: plan (\(p.requests.count) ranges)")
+        let image = MemoryImage()
+        BulkCopier(pid: pid, pool: pool, budget: budget).copy(p.requests, into: image)
+        trace.mark("writable: copy")
+        p.account.copiedBytes = UInt64(image.totalBytes)
+        return Result(maps: p.maps, image: image, account: p.account)
+    }
+
+    /// The ranges to copy of `all` (in address order), with the writable mappings and what is left
+    /// out. `stackPointers` sorted; `skip` (what the heap capture holds) in address order.
+    static func plan(_ all: [Mapping], pagemap: Pagemap?, stackPointers sps: [UInt64], skipping skip: [Region],
+                     sharedRoots: Bool) -> (maps: [Mapping], requests: [BulkCopier.Request], account: CopyAccount) {
+        var account = CopyAccount()
         account.residencyPerMapping = pagemap?.exact != true
-        let sps = threads.map(\.stackPointer).sorted()
         var requests: [BulkCopier.Request] = []
-        let skip = skipping.regions
         var j = 0
         /// [s, e) less the regions of `skip` (walked forward once over the whole plan).
         func request(_ s: UInt64, _ e: UInt64, _ label: String) {
@@ -88,7 +93,7 @@ enum CopyPlan {
                 start = max(m.start, (sps[si] &- 128) & ~4095)
                 account.belowStackPointerBytes += start - m.start
             }
-            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pagemap?.residentRuns(start: start, end: m.end, mergeGap: 0, prefetch: all[ahead].end) {
+            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pagemap?.residentRuns(start: start, end: m.end, prefetch: all[ahead].end) {
                 var resident: UInt64 = 0
                 for r in runs { request(r.start, r.end, m.path); resident += r.end - r.start }
                 account.unresidentBytes += (m.end - start) - resident
@@ -96,12 +101,7 @@ enum CopyPlan {
                 request(start, m.end, m.path)
             }
         }
-        trace.mark("writable: plan (\(requests.count) ranges)")
-        let image = MemoryImage()
-        BulkCopier(pid: pid, pool: pool, budget: budget).copy(requests, into: image)
-        trace.mark("writable: copy")
-        account.copiedBytes = UInt64(image.totalBytes)
-        return Result(maps: maps, image: image, account: account)
+        return (maps, requests, account)
     }
 }
 

@@ -59,8 +59,6 @@ public final class Attachment {
 
     /// When the stop budget runs out (monotonic ns), once the first thread was asked to stop.
     public var deadlineNs: UInt64 { firstStopNs == 0 ? UInt64.max : firstStopNs &+ budgetNs }
-    /// Whether the target has been stopped for longer than the budget.
-    public var overBudget: Bool { hs_monotonic_ns() > deadlineNs }
 
     deinit { detach() }
 
@@ -198,11 +196,7 @@ public final class Attachment {
                 case .none: usleep(100)
                 }
             } while !released && hs_monotonic_ns() < deadline && access("/proc/\(pid)/task/\(tid)", F_OK) == 0
-            if !released && access("/proc/\(pid)/task/\(tid)", F_OK) == 0 {
-                Attachment.leftoverLock.lock()
-                Attachment.leftovers.append((tid, signals[tid] ?? 0))
-                Attachment.leftoverLock.unlock()
-            }
+            if !released && access("/proc/\(pid)/task/\(tid)", F_OK) == 0 { Attachment.leave(tid: tid, signal: signals[tid] ?? 0) }
         }
         detachedNs = hs_monotonic_ns()
         let sig = hs_pending_termination_signal()
@@ -217,9 +211,6 @@ public final class Attachment {
     /// give back. ptrace requests must come from the thread that seized them: callers poll from it.
     nonisolated(unsafe) static var leftovers: [(tid: Int32, signal: Int32)] = []
     static let leftoverLock = PthreadLock()
-
-    /// How many threads are still seized because they have not stopped yet.
-    public static var leftoverCount: Int { leftoverLock.lock(); defer { leftoverLock.unlock() }; return leftovers.count }
 
     /// The next event of a seized thread: a stop is looked at, not consumed (see hs_peek_wait:
     /// the signal it intercepted stays with the thread should heapscope die before detaching);

@@ -95,11 +95,11 @@ public final class Pagemap {
     /// Pages [cacheFirst, cacheFirst + cacheCount) are in `buf` from the last read.
     var cacheFirst: UInt64 = 0, cacheCount = 0
 
-    /// The resident (or swapped) runs of pages in [start, end), page-aligned; runs separated by
-    /// at most `mergeGap` unresident pages are joined (fewer, larger copies). nil if unreadable.
+    /// The resident (or swapped) runs of pages in [start, end), page-aligned (an unresident page
+    /// is never in one: reading it would map the zero page into the target). nil if unreadable.
     /// `prefetch`: the caller will ask next about ranges up to this address; a small range is
     /// read together with them (one read for thousands of small mappings, not one each).
-    public func residentRuns(start: UInt64, end: UInt64, mergeGap: UInt64 = 16, prefetch: UInt64 = 0) -> [(start: UInt64, end: UInt64)]? {
+    public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64 = 0) -> [(start: UInt64, end: UInt64)]? {
         if let maps = bySmaps {
             var lo = 0, hi = maps.count
             while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= start { lo = mid + 1 } else { hi = mid } }
@@ -126,7 +126,7 @@ public final class Pagemap {
             }
             for i in 0..<Int(want) where buf[k + i] & (3 << 62) != 0 {
                 let pg = p + UInt64(i)
-                if inRun && pg <= runEnd + mergeGap { runEnd = pg + 1; continue }
+                if inRun && pg == runEnd { runEnd = pg + 1; continue }
                 if inRun { runs.append((runStart * page, runEnd * page)) }
                 runStart = pg; runEnd = pg + 1; inRun = true
             }
@@ -423,7 +423,7 @@ public struct LivePages: PageSource {
         remote.read(address, into: dst, count: count)
     }
     public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64) -> [(start: UInt64, end: UInt64)]? {
-        pagemap?.residentRuns(start: start, end: end, mergeGap: 0, prefetch: prefetch)
+        pagemap?.residentRuns(start: start, end: end, prefetch: prefetch)
     }
 }
 

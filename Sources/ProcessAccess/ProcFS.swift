@@ -124,7 +124,6 @@ public enum ProcFS {
             @inline(__always) func skipSpaces() { while i < n && b[i] == 0x20 { i += 1 } }
             @inline(__always) func skipWord() { while i < n && b[i] != 0x20 && b[i] != 0x0a { i += 1 } }
             while i < n {
-                let lineStart = i
                 defer { while i < n && b[i] != 0x0a { i += 1 }; i += 1 }
                 guard let start = hexNumber(), skip(0x2d), let end = hexNumber(), skip(0x20), i + 4 <= n else { continue }
                 let r = b[i] == 0x72, w = b[i + 1] == 0x77, x = b[i + 2] == 0x78, sh = b[i + 3] == 0x73
@@ -143,7 +142,6 @@ public enum ProcFS {
                     let raw = UnsafeBufferPointer(rebasing: b[i..<e])
                     if lastPath.utf8.elementsEqual(raw) { path = lastPath } else { path = String(decoding: raw, as: UTF8.self); lastPath = path }
                 }
-                _ = lineStart
                 result.append(Mapping(start: start, end: end, readable: r, writable: w, executable: x, shared: sh,
                                       offset: offset, inode: inode, path: path))
                 i = e

@@ -55,12 +55,8 @@ func formatMs(_ us: UInt64) -> String {
 /// Explains an EPERM from ptrace or process_vm_readv: capabilities, Yama, another tracer.
 public func explainPermission(pid: Int32) -> String {
     var reasons: [String] = []
-    if let status = try? ProcFS.status(pid: pid), let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
-        // TracerPid is the tracing *thread*; name its process.
-        let tst = try? ProcFS.status(pid: tracer)
-        let tgid = tst?["Tgid"].flatMap { Int32($0) } ?? tracer
-        let name = (try? ProcFS.status(pid: tgid))?["Name"] ?? tst?["Name"] ?? "?"
-        reasons.append("it is already traced by process \(tgid) (\(name)); only one tracer may attach at a time")
+    if let tracer = ProcFS.tracer(pid: pid, tid: pid) {
+        reasons.append("it is already traced by process \(tracer.pid) (\(tracer.name)); only one tracer may attach at a time")
     }
     let euid = geteuid()
     let hasCap = ProcFS.selfHasCapability(19) // CAP_SYS_PTRACE

@@ -36,14 +36,12 @@ struct Watch: ParsableCommand {
     @Option(help: ArgumentHelp("The largest share of wall time the target may spend stopped, in percent; samples are spaced further apart to keep it.", valueName: "percent"))
     var maxDuty = 1.0
 
-    static func seconds(_ s: String) -> Double? { parseDuration(s) }
-
     func validate() throws {
         if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
-        if (Watch.seconds(interval) ?? 0) <= 0 { throw ValidationError("--interval takes a duration such as 500ms, 10s, 5m: got '\(interval)'") }
+        if (parseDuration(interval) ?? 0) <= 0 { throw ValidationError("--interval takes a duration such as 500ms, 10s, 5m: got '\(interval)'") }
         if let c = count, c <= 0 { throw ValidationError("--count must be > 0") }
         if snapshotEvery <= 0 { throw ValidationError("--snapshot-every must be > 0") }
-        if let o = olderThan, Watch.seconds(o) == nil { throw ValidationError("--older-than takes a duration such as 3600s or 1h: got '\(o)'") }
+        if let o = olderThan, parseDuration(o) == nil { throw ValidationError("--older-than takes a duration such as 3600s or 1h: got '\(o)'") }
         _ = try maxStopMicroseconds(maxStop)
         if !(maxDuty > 0 && maxDuty <= 100) { throw ValidationError("--max-duty takes a percentage above 0 and at most 100: got \(maxDuty)") }
     }
@@ -60,7 +58,7 @@ struct Watch: ParsableCommand {
                 FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
             }
         }
-        let step = Watch.seconds(interval)!, start = monotonic()
+        let step = parseDuration(interval)!, start = monotonic()
         var samples: [Sample] = [], survivors = SurvivorTracker(), files: [String] = []
         var ended: (reason: String, code: Int32) = ("", 0)
         var skippedTicks = 0, stretched = 0, stoppedUs: UInt64 = 0
@@ -156,7 +154,7 @@ struct Watch: ParsableCommand {
         guard let first = samples.first, let last = samples.last else { return }
         let sl = slope(samples.map { ($0.time, Double($0.inUse)) })
         let maxPause = samples.map(\.pause).max() ?? 0
-        let age = olderThan.flatMap(Watch.seconds)
+        let age = olderThan.flatMap(parseDuration)
         let old = age.map { survivors.older(than: $0, now: last.time) } ?? []
         if json {
             var o = "{\"summary\":{\"ended\":\(jsonString(reason)),\"samples\":\(samples.count),\"duration_s\":\(format3(last.time - first.time))"
