@@ -14,7 +14,7 @@ TRACKED    := heap_kinds threads corrupt locked noncontig leaks
 BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
-.PHONY: all deps build debug targets test demo bench clean matrix
+.PHONY: all deps build debug targets test demo bench clean matrix dist
 
 all: build
 
@@ -65,9 +65,35 @@ matrix: deps
 	@for r in $(MATRIX); do Tests/matrix/make-root.sh $$r || exit 1; done
 
 # A hung test must fail the run with its output, not stall CI: the whole suite gets 25 minutes.
-test: deps targets matrix
+test: deps targets matrix dist
 	$(SWIFT) build
 	timeout -k 30 1500 $(SWIFT) test
+
+# A binary for hosts without Swift: the Swift runtime, libstdc++, libdw, libelf, zlib, liblzma and
+# libbz2 linked in (Debian's -dev packages ship their .a files), so it needs only glibc (>= the
+# build host's, 2.36 on Debian 12) and libgcc_s. SwiftPM links what pkg-config names; a private
+# pkg-config directory names the static archives instead. Output: $(DISTTAR).
+VERSION    := $(shell sed -n 's/.*number = "\(.*\)"/\1/p' Sources/Inspect/Version.swift)
+DIST       := .build/dist
+DISTNAME   := heapscope-$(VERSION)-x86_64-linux
+DISTTAR    := $(DIST)/$(DISTNAME).tar.gz
+LIBDIR     := /usr/lib/x86_64-linux-gnu
+dist: deps
+	rm -rf $(DIST)/link $(DIST)/$(DISTNAME) && mkdir -p $(DIST)/link $(DIST)/$(DISTNAME)/bin
+	for l in dw elf z lzma bz2; do test -f $(LIBDIR)/lib$$l.a || { echo "dist: $(LIBDIR)/lib$$l.a is missing" >&2; exit 1; }; \
+	  ln -s $(LIBDIR)/lib$$l.a $(DIST)/link/; done
+	ln -s $$($(CC) -print-file-name=libstdc++.a) $(DIST)/link/
+	printf 'Name: libdw\nDescription: static\nVersion: 0\nLibs: -L%s -ldw -lelf -lbz2 -llzma -lz\n' $(CURDIR)/$(DIST)/link > $(DIST)/link/libdw.pc
+	printf 'Name: zlib\nDescription: static\nVersion: 0\nLibs: -L%s -lz\n' $(CURDIR)/$(DIST)/link > $(DIST)/link/zlib.pc
+	PKG_CONFIG_PATH=$(CURDIR)/$(DIST)/link $(SWIFT) build -c release --product heapscope --scratch-path $(DIST)/build \
+	  --static-swift-stdlib -Xlinker -L$(CURDIR)/$(DIST)/link
+	cp $(DIST)/build/release/heapscope $(DIST)/$(DISTNAME)/bin/
+	strip $(DIST)/$(DISTNAME)/bin/heapscope
+	cp README.md $(DIST)/$(DISTNAME)/
+	@libs=$$(ldd $(DIST)/$(DISTNAME)/bin/heapscope | awk '{print $$1}' | grep -vE '^(linux-vdso|/lib64/ld-linux-x86-64|libc|libm|libgcc_s)\.so' || true); \
+	  if [ -n "$$libs" ]; then echo "dist: the binary still needs $$libs" >&2; exit 1; fi
+	tar -C $(DIST) -czf $(DISTTAR) $(DISTNAME)
+	@echo "dist: $(DISTTAR) ($$(du -h $(DISTTAR) | cut -f1)); needs glibc >= $$(objdump -T $(DIST)/$(DISTNAME)/bin/heapscope | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 | cut -d_ -f2)"
 
 demo: build targets
 	@./scripts/demo.sh .build/release/heapscope $(TT)/demo

@@ -26,6 +26,7 @@ struct Heapscope: ParsableCommand {
 
         Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
         """,
+        version: HeapscopeVersion.description,
         subcommands: [Stat.self, Chunks.self, Leaks.self, Why.self, Types.self, Show.self, SnapshotCommand.self, Diff.self, Watch.self, Sym.self, Gensyms.self])
 }
 

@@ -103,4 +103,37 @@ struct MatrixTests {
                 == notes.exited.map { "\($0.descriptor) \($0.start) \($0.end) unjoined" }.sorted(), "\(name)")
         #expect(p.release().ok)
     }
+
+    /// `make dist`'s tarball, unpacked with the root's own tar in a root that has no Swift, run there
+    /// (chroot) against a target built and running in that root: mallinfo2 exactly as the target's own.
+    @Test("the make dist binary runs in a root without Swift", arguments: ["trixie", "sid"])
+    func dist(root name: String) throws {
+        let dir = try prepare(name)
+        let tarballs = (try? FileManager.default.contentsOfDirectory(atPath: "\(Paths.root)/.build/dist"))?.filter { $0.hasSuffix("-x86_64-linux.tar.gz") } ?? []
+        let tarball = try #require(tarballs.count == 1 ? tarballs[0] : nil, "expected one tarball in .build/dist, found \(tarballs): run make dist (make test does)")
+        // No Swift runtime anywhere in the root: what runs there is the tarball alone.
+        let swiftLibs = try run("/usr/bin/find", [dir, "-xdev", "-name", "libswiftCore*"])
+        #expect(swiftLibs.status == 0 && swiftLibs.out.isEmpty, "the \(name) root has a Swift runtime: \(swiftLibs.out)")
+        let unpack = try temporaryDirectory("dist", under: dir + "/tmp")
+        defer { try? FileManager.default.removeItem(atPath: unpack) }
+        let inside = String(unpack.dropFirst(dir.count))
+        try FileManager.default.copyItem(atPath: "\(Paths.root)/.build/dist/\(tarball)", toPath: "\(unpack)/\(tarball)")
+        let tar = try run("/usr/sbin/chroot", [dir, "tar", "-C", inside, "-xzf", "\(inside)/\(tarball)"])
+        try #require(tar.status == 0, "tar in \(name): \(tar.err)")
+        let binary = "\(inside)/\(tarball.replacingOccurrences(of: ".tar.gz", with: ""))/bin/heapscope"
+        let version = try run("/usr/sbin/chroot", [dir, binary, "--version"])
+        #expect(version.status == 0 && version.out.hasPrefix("heapscope "), "\(name): \(version.status) \(version.out) \(version.err)")
+
+        let p = try TargetProcess("/tmp/heapscope-matrix/heap_kinds", env: MatrixTests.env(name), root: dir)
+        let stat = try run("/usr/sbin/chroot", [dir, binary, "stat", "--json", String(p.pid)])
+        try #require(stat.status == 0, "\(name): heapscope stat exited \(stat.status): \(stat.err)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(stat.out.utf8)) as? [String: Any])
+        #expect(json["glibc_version"] as? String == p.manifest.glibc)
+        let mallinfo = try #require(json["mallinfo2"] as? [String: Any])
+        for (field, value) in p.manifest.mallinfo2 {
+            #expect((mallinfo[field] as? NSNumber)?.uint64Value == value, "\(name): mallinfo2.\(field) \(mallinfo[field] ?? "missing") != \(value)")
+        }
+        #expect((json["discovery"] as? String)?.contains("debug file /usr/lib/debug/.build-id/") == true, "\(json["discovery"] ?? "")")
+        #expect(p.release().ok)
+    }
 }
