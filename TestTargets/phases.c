@@ -3,13 +3,13 @@
  * then "record ADDR CHUNK" for every live struct record, "leak ADDR CHUNK" for every chunk it
  * leaked, "dtv ADDR CHUNK" for the thread-library block (the dtv, calloc'ed by pthread_create)
  * of every thread it abandoned, "exited DESCRIPTOR START END" for every thread that exited without
- * being joined (its stack mapping from /proc/self/maps, guard page included), its mallinfo2 and
+ * being joined (its stack block, guard page included, from pthread_getattr_np), its mallinfo2 and
  * "end". CHUNK = malloc_usable_size + 8, the chunk's size.
  *   phase 1: a tree of struct node and a few strings (global roots);
  *   phase 2: N struct record on a global list, and M chunks of S bytes leaked (no pointer kept);
  *   phase 3: F records freed, K threads started that exit and are never joined.
  * Nothing else allocates after phase 1: the manifest is written with write(2) from static buffers,
- * signals are taken with sigtimedwait, /proc/self/maps is read with read(2). */
+ * signals are taken with sigtimedwait; only pthread_getattr_np (phase 3) mallocs and frees. */
 #include "manifest.h"
 #include <signal.h>
 #include <poll.h>
@@ -23,7 +23,6 @@ struct node *tree;
 struct record *records;
 static uintptr_t leaked[M];             /* ^ HS_KEY: the program keeps no pointer to them */
 static pthread_t abandoned[K];
-static void *stack_seen[K];             /* an address inside each thread's stack */
 static volatile int exited_tid[K];
 static int phase;
 static const char *manifest;
@@ -56,33 +55,22 @@ __attribute__((noinline)) static void scrub(void) {
 
 static void *quit_early(void *arg) {
     int i = (int)(intptr_t)arg;
-    int local = 0;
-    stack_seen[i] = &local;
     exited_tid[i] = (int)gettid();
     return NULL;
 }
 
-/* The mapping holding `a` and the guard mapping right below it, from /proc/self/maps. */
-static char maps[1 << 16];
-static int stack_mapping(void *a, unsigned long *start, unsigned long *end) {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    size_t n = 0; ssize_t r;
-    while (n < sizeof maps - 1 && (r = read(fd, maps + n, sizeof maps - 1 - n)) > 0) n += (size_t)r;
-    close(fd);
-    maps[n] = 0;
-    unsigned long prev_lo = 0, prev_hi = 0;
-    for (char *line = maps; *line; ) {
-        unsigned long lo = strtoul(line, &line, 16), hi = strtoul(line + 1, &line, 16);
-        if ((unsigned long)a >= lo && (unsigned long)a < hi) {
-            *start = prev_hi == lo ? prev_lo : lo; *end = hi;
-            return 1;
-        }
-        prev_lo = lo; prev_hi = hi;
-        while (*line && *line != '\n') line++;
-        if (*line) line++;
-    }
-    return 0;
+/* Thread i's stack block as glibc made it (guard included), from pthread_getattr_np on the exited,
+ * unjoined thread: stackaddr - guardsize .. stackaddr + stacksize. (Not /proc/self/maps: from
+ * glibc 2.43 neighbouring stacks share one mapping.) Its cpuset buffer is malloc'ed and freed. */
+static unsigned long stack_lo[K], stack_hi[K];
+static void stack_block(int i) {
+    pthread_attr_t a;
+    void *addr; size_t size, guard;
+    if (pthread_getattr_np(abandoned[i], &a) != 0 || pthread_attr_getstack(&a, &addr, &size) != 0 ||
+        pthread_attr_getguardsize(&a, &guard) != 0) _exit(5);
+    pthread_attr_destroy(&a);
+    stack_lo[i] = (unsigned long)addr - guard;
+    stack_hi[i] = (unsigned long)addr + size;
 }
 
 static void write_manifest(void) {
@@ -96,9 +84,7 @@ static void write_manifest(void) {
     if (phase >= 3) for (int i = 0; i < K; i++) {
         /* tcbhead_t { void *tcb; dtv_t *dtv; ... }: the dtv pointer is one dtv_t (16 bytes) into its block */
         char *dtv = ((char **)abandoned[i])[1] - 16;
-        unsigned long lo = 0, hi = 0;
-        if (!stack_mapping(stack_seen[i], &lo, &hi)) _exit(5);
-        hs_printf("dtv %lx %zu\nexited %lx %lx %lx\n", (unsigned long)dtv, chunk(dtv), (unsigned long)abandoned[i], lo, hi);
+        hs_printf("dtv %lx %zu\nexited %lx %lx %lx\n", (unsigned long)dtv, chunk(dtv), (unsigned long)abandoned[i], stack_lo[i], stack_hi[i]);
     }
     hs_write_manifest(1);
     hs_printf("end\n");
@@ -144,6 +130,7 @@ int main(int argc, char **argv) {
                 while (!exited_tid[i]) usleep(1000);
                 while (syscall(SYS_tgkill, getpid(), exited_tid[i], 0) == 0) usleep(1000);
             }
+            for (int i = 0; i < K; i++) stack_block(i);
         }
         write_manifest();
     }

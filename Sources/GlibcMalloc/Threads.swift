@@ -9,8 +9,7 @@ import ProcessAccess
 /// (up to 40 MiB) for reuse. A descriptor is recognised by its TCB header (`tcb` and `self` both
 /// point to it); a live thread's thread pointer (fs_base) is its descriptor. What happened to an
 /// exited one is in its fields (measured on glibc 2.36, x86_64; the field offsets are the same in
-/// 2.31, 2.41, 2.43 and 2.44, measured with gdb in the test matrix's Debian roots; used for 2.31,
-/// 2.36 and 2.41):
+/// 2.31, 2.41, 2.43 and 2.44, measured with gdb in the test matrix's Debian roots):
 ///
 ///   unjoined: tid == 0 (cleared by the kernel at exit), cancelhandling has EXITING (0x10) and not
 ///             TERMINATED (0x20)
@@ -24,10 +23,7 @@ struct NPTLLayout {
 
     /// Versions whose struct pthread was measured (gdb `ptype /o struct pthread` with libc6-dbg):
     /// the exact versions, not a range inferred from the layout (their neighbours are not known).
-    /// (2.43 and 2.44 have the same offsets, but their thread stacks have no guard-page mapping of
-    /// their own: guard pages are made with madvise, the stacks merge into one mapping, and the
-    /// search by mapping below does not find them yet.)
-    static let measured: Set<Int> = [31, 36, 41]
+    static let measured: Set<Int> = [31, 36, 41, 43, 44]
     init?(_ layout: GlibcLayout) {
         guard layout.major == 2, layout.inferredRange == nil || layout.inferredRange == layout.version,
               NPTLLayout.measured.contains(layout.minor) else { return nil }
@@ -35,70 +31,97 @@ struct NPTLLayout {
 }
 
 extension GlibcCapture {
-    /// Runs with the target stopped. Candidates are anonymous read-write mappings just above an
-    /// inaccessible guard mapping; the descriptor's distance from the top of its stack is the same
-    /// for every thread of a process, learned from a live thread or, failing that, by scanning the
-    /// top 64 KiB of a candidate. nil: this glibc's descriptors are not known.
+    /// Runs with the target stopped. A stack block is [stackblock, stackblock + stackblock_size)
+    /// of its descriptor, which sits at the same distance below the block's top in every thread of
+    /// a process (learned from a live thread's own fields or, failing that, by scanning the top
+    /// 64 KiB of a candidate). Up to 2.42 each block is a guard mapping (---p) and a stack mapping;
+    /// from 2.43 the guard is made with madvise and neighbouring blocks merge into one rw-p
+    /// mapping, so each mapping is walked down from its top, block by block, through the
+    /// descriptors' own fields. Candidates: rw-p anonymous mappings right above a guard mapping,
+    /// and those at least as large as the smallest live thread's block. nil: this glibc's
+    /// descriptors are not known.
     func exitedThreads(remote: RemoteMemory) -> [ExitedThread]? {
         guard let N = NPTLLayout(target.layout) else { return nil }
         let maps = target.maps
-        let live = threads.map(\.fsBase).sorted()
-        /// The live thread pointer inside `m`, if any (binary search).
-        func liveThread(in m: Mapping) -> UInt64? {
-            var lo = 0, hi = live.count
-            while lo < hi { let mid = (lo + hi) / 2; if live[mid] < m.start { lo = mid + 1 } else { hi = mid } }
-            return lo < live.count && live[lo] < m.end ? live[lo] : nil
+        let live = Set(threads.map(\.fsBase))
+        func isDescriptor(_ pd: UInt64) -> Bool { pd & 63 == 0 && remote.word(pd) == pd && remote.word(pd + 16) == pd }
+        /// Whether [a, e) is mapped without a gap (binary search, then the following mappings).
+        func mapped(_ a: UInt64, _ e: UInt64) -> Bool {
+            var lo = 0, hi = maps.count
+            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+            var at = a
+            while lo < maps.count, maps[lo].start <= at {
+                at = maps[lo].end
+                if at >= e { return true }
+                lo += 1
+            }
+            return false
         }
-        var candidates: [(guardStart: UInt64, stack: Mapping)] = []
-        for (i, m) in maps.enumerated() where i > 0 && m.isAnonymous && m.readable && m.writable && !m.shared {
-            let g = maps[i - 1]
-            if g.end == m.start && g.isAnonymous && !g.readable && !g.writable { candidates.append((g.start, m)) }
+        /// The block a descriptor names, if it is plausible: it holds the descriptor and is mapped.
+        func block(_ pd: UInt64) -> (start: UInt64, end: UInt64)? {
+            guard let b = remote.word(pd + N.stackBlock), let n = remote.word(pd + N.stackBlockSize),
+                  n > 0, b < pd, b <= UInt64.max - n, b + n > pd, mapped(b, b + n) else { return nil }
+            return (b, b + n)
         }
-        func isDescriptor(_ pd: UInt64) -> Bool { remote.word(pd) == pd && remote.word(pd + 16) == pd }
-        // The distance from the top of a stack mapping to its descriptor is the same for every
-        // thread: learned from the first live thread whose stack it is. Reads happen in the
-        // pause; live threads' stacks are not read further.
+        // The descriptor's distance below its block's top, and the smallest block, from a sample of
+        // 16 live threads (not the main thread: its stack is not a block of glibc's).
         var distances: [UInt64] = []
-        var exitedCandidates: [(guardStart: UInt64, stack: Mapping)] = []
-        for c in candidates {
-            guard let t = liveThread(in: c.stack) else { exitedCandidates.append(c); continue }
-            if distances.isEmpty && isDescriptor(t) { distances.append(c.stack.end - t) }
+        var smallest = UInt64.max
+        for fs in threads.filter({ $0.tid != target.pid }).map(\.fsBase).prefix(16) where isDescriptor(fs) {
+            guard let b = block(fs) else { continue }
+            if !distances.contains(b.end - fs) { distances.append(b.end - fs) }
+            smallest = min(smallest, b.end - b.start)
+        }
+        // No live thread with a block of its own: any mapping that can hold a stack (16 KiB,
+        // PTHREAD_STACK_MIN); scans are bounded below.
+        if smallest == .max { smallest = 16 << 10 }
+        var candidates: [(Mapping, aboveGuard: Bool)] = []
+        for (i, m) in maps.enumerated() where m.isAnonymous && m.readable && m.writable && !m.shared {
+            let g = i > 0 ? maps[i - 1] : nil
+            let aboveGuard = g.map { $0.end == m.start && $0.isAnonymous && !$0.readable && !$0.writable } ?? false
+            if aboveGuard || m.end - m.start >= smallest { candidates.append((m, aboveGuard)) }
         }
         var scans = 0
         var out: [ExitedThread] = []
-        for c in exitedCandidates {
-            var pd = distances.lazy.map { c.stack.end - $0 }.first { c.stack.contains($0) && isDescriptor($0) }
-            if pd == nil && scans < 32 {
-                // Scan the top of the mapping for a descriptor (64-byte aligned, as glibc aligns it).
-                scans += 1
-                let lo = max(c.stack.start, c.stack.end - (64 << 10))
-                if let bytes = remote.bytes(lo, count: Int(c.stack.end - lo)) {
-                    bytes.withUnsafeBytes { p in
-                        var o = (bytes.count - 64) & ~63
-                        while o >= 0 {
-                            let a = lo + UInt64(o)
-                            if o + 24 <= p.count, p.load(fromByteOffset: o, as: UInt64.self) == a,
-                               p.load(fromByteOffset: o + 16, as: UInt64.self) == a { pd = a; break }
-                            o -= 64
+        for (m, aboveGuard) in candidates {
+            // A live thread's own stack mapping (one block above its guard): nothing to read.
+            if aboveGuard && distances.contains(where: { m.end > $0 && live.contains(m.end - $0) }) { continue }
+            // Walk down from the mapping's top: each block's bottom is the next one's top.
+            var top = m.end
+            var steps = 0
+            while top > m.start && steps < 4096 {
+                steps += 1
+                var pd = distances.lazy.map { top &- $0 }.first { $0 >= m.start && $0 < top && isDescriptor($0) && block($0)?.end == top }
+                if pd == nil && scans < 32 {
+                    // Scan the top of the block for a descriptor (64-byte aligned, as glibc aligns it).
+                    scans += 1
+                    let lo = max(m.start, top - min(top - m.start, 64 << 10))
+                    if let bytes = remote.bytes(lo, count: Int(top - lo)) {
+                        bytes.withUnsafeBytes { p in
+                            var o = (p.count - 64) & ~63
+                            while o >= 0 {
+                                let a = lo + UInt64(o)
+                                if a & 63 == 0, o + 24 <= p.count, p.load(fromByteOffset: o, as: UInt64.self) == a,
+                                   p.load(fromByteOffset: o + 16, as: UInt64.self) == a, block(a)?.end == top { pd = a; break }
+                                o -= 64
+                            }
                         }
                     }
+                    if let d = pd, !distances.contains(top - d) { distances.append(top - d) }
                 }
-                if let d = pd, !distances.contains(c.stack.end - d) { distances.append(c.stack.end - d) }
+                guard let d = pd, let b = block(d) else { break }
+                top = b.start
+                if live.contains(d) { continue }
+                guard let tidWord = remote.word(d + N.tid), let cancel = remote.word(d + N.cancelHandling) else { continue }
+                let tid = Int32(truncatingIfNeeded: tidWord), flags = cancel & 0xffff_ffff
+                let state: ExitedThread.State
+                if tid == 0 && flags & NPTLLayout.exiting != 0 && flags & NPTLLayout.terminated == 0 { state = .unjoined }
+                else if tid == -1 || (tid == 0 && flags & NPTLLayout.terminated != 0) { state = .cached }
+                else { continue }   // being created
+                // tcbhead_t.dtv (second word): points one dtv_t into its calloc'ed block; freed at join.
+                let dtv = state == .unjoined ? remote.word(d + 8) ?? 0 : 0
+                out.append(ExitedThread(descriptor: d, start: b.start, end: b.end, state: state, heapBlock: dtv))
             }
-            guard let d = pd, let tidWord = remote.word(d + N.tid),
-                  let cancel = remote.word(d + N.cancelHandling) else { continue }
-            let tid = Int32(truncatingIfNeeded: tidWord), flags = cancel & 0xffff_ffff
-            let state: ExitedThread.State
-            if tid == 0 && flags & NPTLLayout.exiting != 0 && flags & NPTLLayout.terminated == 0 { state = .unjoined }
-            else if tid == -1 || (tid == 0 && flags & NPTLLayout.terminated != 0) { state = .cached }
-            else { continue }   // being created, or not a descriptor after all
-            // The mapping as glibc made it: stackblock .. + stackblock_size when that agrees with the maps.
-            var start = c.guardStart, end = c.stack.end
-            if let b = remote.word(d + N.stackBlock), let n = remote.word(d + N.stackBlockSize),
-               b == c.guardStart, b &+ n >= c.stack.end, b &+ n > d { start = b; end = b + n }
-            // tcbhead_t.dtv (second word): points one dtv_t into its calloc'ed block; freed at join.
-            let dtv = state == .unjoined ? remote.word(d + 8) ?? 0 : 0
-            out.append(ExitedThread(descriptor: d, start: start, end: end, state: state, heapBlock: dtv))
         }
         return out
     }
