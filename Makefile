@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap
+PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap python3 python3-dbg perl
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and

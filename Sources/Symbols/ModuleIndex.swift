@@ -241,7 +241,9 @@ final class ModuleIndex {
                 letter = ModuleIndex.sectionLetter(elf, Int(shndx))
                 sectionLetter[Int(shndx)] = letter
             }
-            if letter == "n" { continue }   // not loaded (e.g. .gnu.warning): no run-time address
+            // Not loaded (e.g. .gnu.warning), or in a section the file does not have (a symbol of
+            // a separate debug file's .debug_info): no run-time address.
+            if letter == "n" || letter == "?" { continue }
             if type == STT_GNU_IFUNC { letter = "i" }
             else if bind == STB_WEAK { letter = type == STT_OBJECT ? "V" : "W" }
             else if bind == STB_GLOBAL || bind == STB_GNU_UNIQUE { letter = Character(letter.uppercased()) }
@@ -274,27 +276,33 @@ final class ModuleIndex {
         return "n"
     }
 
-    /// The symbol holding `a`: the last one starting at or before it whose size covers it
-    /// (a symbol of size 0 covers up to the next symbol).
+    /// The symbol holding `a`: the last one starting at or before it whose size covers it; a
+    /// symbol of size 0 (a label) covers up to the next symbol, and only when no sized symbol
+    /// among the 16 before covers `a` (a label inside a function does not name it).
     func symbol(at a: UInt64, into b: ResolvedBatch, _ k: Int) -> Int? {
         var lo = 0, hi = symAddr.count
         while lo < hi { let mid = (lo + hi) >> 1; if symAddr[mid] <= a { lo = mid + 1 } else { hi = mid } }
         var i = lo - 1
         var tries = 0
+        var label: Int? = nil
         while i >= 0 && tries < 16 {
-            let end = symSize[i] > 0 ? symAddr[i] &+ symSize[i] : (i + 1 < symAddr.count ? symAddr[i + 1] : symAddr[i] &+ 1)
-            if a < end {
-                b.mangledID[k] = mangled(i)
-                b.symbolID[k] = demangled(i)
-                b.typeLetter[k] = symType[i].asciiValue ?? UInt8(ascii: "?")
-                b.offset[k] = a - symAddr[i]
-                b.size[k] = symSize[i]
-                if symFile[i] >= 0 { b.symbolFileID[k] = fileNameIDs[Int(symFile[i])] }
-                return i
+            if symSize[i] == 0 {
+                if label == nil && i == lo - 1 { label = i }
+                i -= 1; tries += 1
+                continue
             }
+            if a < symAddr[i] &+ symSize[i] { break }
             i -= 1; tries += 1
         }
-        return nil
+        if i < 0 || tries >= 16 || symSize[i] == 0 { i = label ?? -1 }
+        guard i >= 0 else { return nil }
+        b.mangledID[k] = mangled(i)
+        b.symbolID[k] = demangled(i)
+        b.typeLetter[k] = symType[i].asciiValue ?? UInt8(ascii: "?")
+        b.offset[k] = a - symAddr[i]
+        b.size[k] = symSize[i]
+        if symFile[i] >= 0 { b.symbolFileID[k] = fileNameIDs[Int(symFile[i])] }
+        return i
     }
 
     /// Every symbol, in address order (for `gensyms`).
@@ -408,9 +416,10 @@ final class ModuleIndex {
         return nil
     }
 
-    /// Fill `frames` (innermost first) from the line table and the inline tree. The outermost
-    /// frame is named by the symbol `symbol` when one covers the address, as llvm-symbolizer does:
-    /// it names compiler clones (foo.cold, foo.constprop.0) that DWARF does not.
+    /// Fill `frames` (innermost first) from the line table and the inline tree. Every frame is
+    /// named by its DWARF subprogram, as gdb and llvm-symbolizer name it (`foo` for the clones
+    /// foo.cold and foo.constprop.0, whose symbol stays in `symbol`); by the symbol `symbol` only
+    /// where DWARF has no function.
     func sourceFrames(at a: UInt64, symbol: Int?, into b: ResolvedBatch, _ k: Int) {
         guard let cu = compileUnit(at: a) else { return }
         let rel = a &- bias
@@ -435,7 +444,7 @@ final class ModuleIndex {
                 b.frames.append(SourceFrame(functionID: tree.name(of: chain[j - 1]), fileID: site.file, line: site.line, column: site.column))
             }
         }
-        if let s = symbol { b.frames[b.frames.count - 1].functionID = demangled(s) }
+        if chain.isEmpty, let s = symbol { b.frames[b.frames.count - 1].functionID = demangled(s) }
         b.frameStart[k] = Int32(start)
         b.frameCount[k] = Int32(b.frames.count - start)
     }

@@ -20,8 +20,8 @@ struct SymTests {
         var l = try Oracles.llvm(file, addrs)
         try Oracles.demangleSwift(&l)
         try #require(h.count == addrs.count && l.count == addrs.count, sourceLocation: sourceLocation)
-        var aliases: [String: UInt64] = [:]
-        for s in syms { aliases[String(s.name.split(separator: "@")[0])] = s.address }
+        var aliases: [String: Set<UInt64>] = [:]
+        for s in syms { aliases[String(s.name.split(separator: "@")[0]), default: []].insert(s.address) }
         var differ = 0
         for i in addrs.indices where !KnownDifferences.agreeWithLLVM(h[i], l[i], aliases: aliases, separateDebug: symbolsFrom != nil) {
             differ += 1
@@ -41,8 +41,10 @@ struct SymTests {
         #expect(h.contains { $0.map(\.function).starts(with: ["mix_level2", "mix_level1", "util_hash"]) })
         #expect(h.contains { $0.map(\.function).starts(with: ["mix_level2", "mix_level1", "util_static_step"]) })
         #expect(h.contains { $0.last?.function == "geo::Ring::area(unsigned int) const" })
-        #expect(h.contains { $0.last?.function.hasPrefix("unsigned int (anonymous namespace)::sum_areas<unsigned int>(") == true })
-        #expect(h.contains { $0.last?.function == "geo::Accumulator<unsigned int>::add(unsigned int const&) [clone .isra.0]" })
+        #expect(h.contains { $0.last?.symbol.hasPrefix("unsigned int (anonymous namespace)::sum_areas<unsigned int>(") == true })
+        // A compiler clone: its frame named by DWARF (as gdb names it), the clone by its symbol.
+        #expect(h.contains { $0.last?.function == "geo::Accumulator<unsigned int>::add(unsigned int const&)"
+                             && $0.last?.symbol == "geo::Accumulator<unsigned int>::add(unsigned int const&) [clone .isra.0]" })
         // Rust names (v0 and legacy; TestTargets/sym/symbols_rust.c) are demangled, as llvm-symbolizer does.
         let rustMangled = try Oracles.nm(Self.symbols).filter { $0.name.hasPrefix("_R") || $0.name.hasPrefix("_ZN3std") }
         #expect(rustMangled.count == 7)
@@ -76,6 +78,51 @@ struct SymTests {
         _ = try compareWithLLVM(libc, step: 61, symbolsFrom: debug)
     }
 
+    /// A program nobody here wrote: Debian's python3.11 (LTO, -O2: clones `.lto_priv.0`, `.cold`
+    /// parts, labels that are symbols), with its debug file from python3-dbg.
+    @Test("python3 with python3-dbg: 50,000 random function addresses named as llvm-symbolizer names them")
+    func llvmOnPython() throws {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+        try #require(realpath("/usr/bin/python3", &buf) != nil, "python3 is not installed (make deps installs it)")
+        let python = String(cString: buf)
+        let notes = try run("/usr/bin/readelf", ["-n", python])
+        let id = try #require(notes.out.split(separator: "\n").first { $0.contains("Build ID:") }?.split(separator: " ").last.map(String.init),
+                              "no build-id in \(python)")
+        let debug = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
+        try #require(access(debug, R_OK) == 0, "python3-dbg is not installed (make deps installs it): \(debug)")
+        // 50,000 addresses, each a random byte of a random sized function symbol (a fixed seed).
+        let functions = try Oracles.nm(debug).filter { "tTWi".contains($0.type) && $0.size > 0 }
+        try #require(functions.count > 5000)
+        var rng = SplitMix64(seed: 0x6865_6170)
+        let addrs = Set((0..<50_000).map { _ in
+            let f = functions[Int(rng.next() % UInt64(functions.count))]
+            return f.address + rng.next() % f.size
+        }).sorted()
+        let h = try Oracles.heapscope(["--elf", python], addrs)
+        let l = try Oracles.llvm(python, addrs)
+        try #require(h.count == addrs.count && l.count == addrs.count)
+        var exact = 0, noFunction = 0, unexplained = 0
+        for i in addrs.indices {
+            let (a, b) = (h[i], l[i])
+            // Outermost and innermost frame: function, file, line, column.
+            if a.first == b.first.map({ var f = $0; f.symbol = a.first!.symbol; return f }) && a.last?.function == b.last?.function
+                && a.last?.file == b.last?.file && a.last?.line == b.last?.line { exact += 1; continue }
+            // llvm-symbolizer 14 reads only the main file's .dynsym when the symbols are in a
+            // separate debug file: where no DWARF function covers the address (a `.cold` part
+            // outside its function's ranges) it names nothing; heapscope names it by the
+            // .symtab symbol, as gdb does. Same file and line.
+            if a.count == 1, b.count == 1, b[0].function.isEmpty, a[0].function == a[0].symbol, !a[0].symbol.isEmpty,
+               a[0].file == b[0].file, a[0].line == b[0].line, a[0].column == b[0].column { noFunction += 1; continue }
+            unexplained += 1
+            if unexplained <= 5 { Issue.record("0x\(String(addrs[i], radix: 16)) in \(python):\n  heapscope \(a) (symbol \(a.last?.symbol ?? ""))\n  llvm      \(b)") }
+        }
+        print("python3: \(addrs.count) addresses: \(exact) the same, \(noFunction) named by symbol where llvm-symbolizer names nothing, \(unexplained) otherwise")
+        #expect(unexplained == 0, "\(unexplained) of \(addrs.count) addresses differ from llvm-symbolizer")
+        #expect(exact * 1000 >= addrs.count * 985, "only \(exact) of \(addrs.count) the same")
+        // LTO's size-0 labels (`bytesobject.c.09979c27`, NOTYPE) never name code inside a function.
+        #expect(!h.contains { $0.contains { $0.function.range(of: #"\.c\.[0-9a-f]{8}$"#, options: .regularExpression) != nil } })
+    }
+
     @Test("eu-addr2line agrees on locations and inlined calls; where not, llvm-symbolizer sides with heapscope")
     func euAddr2line() throws {
         let libc = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -94,8 +141,8 @@ struct SymTests {
             if !disputed.isEmpty {
                 var l = try Oracles.llvm(file, disputed.map { addrs[$0] })
                 try Oracles.demangleSwift(&l)
-                var aliases: [String: UInt64] = [:]
-                for s in syms { aliases[String(s.name.split(separator: "@")[0])] = s.address }
+                var aliases: [String: Set<UInt64>] = [:]
+                for s in syms { aliases[String(s.name.split(separator: "@")[0]), default: []].insert(s.address) }
                 var recorded = 0
                 for (k, i) in disputed.enumerated() where !KnownDifferences.agreeWithLLVM(h[i], l[k], aliases: aliases, separateDebug: file == libc) {
                     recorded += 1
@@ -326,5 +373,18 @@ struct SymTests {
         #expect(ls.first?["module"] as? String == Self.plugin)
         #expect(ls.first?["symbol"] as? String == "plugin_compute")
         #expect(ls.last?["symbol"] as? String == "util_hash")
+    }
+}
+
+/// A small, seeded random number generator (SplitMix64): the same addresses on every run.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
     }
 }
