@@ -50,7 +50,7 @@ let package = Package(
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],
                           path: "Benchmarks"),
-        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot"],
+        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot", "Symbols"],
                     path: "Tests/HeapscopeTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -14,6 +14,9 @@ public struct DeclaredTypes: Sendable {
     public var classes: [String: Int32]
     /// Modules with DWARF that were read.
     public var modules: [String]
+    /// Type DIEs of a shape the reader does not know, read as unknown types of their size; and
+    /// variables with a fixed location whose type could not be read (left out).
+    public var unknownTypes = 0, untypedVariables = 0
     public init(table: TypeTable = TypeTable(), roots: [TypedRoot] = [], classes: [String: Int32] = [:], modules: [String] = []) {
         self.table = table; self.roots = roots; self.classes = classes; self.modules = modules
     }
@@ -62,7 +65,10 @@ extension SymbolSession {
                 for n in classNames { if let t = r.definition(named: n) { classes[n] = t } }
             }
             r.resolveDeclarations(modules: modules)
-            return DeclaredTypes(table: r.table, roots: r.roots, classes: classes, modules: names)
+            var out = DeclaredTypes(table: r.table, roots: r.roots, classes: classes, modules: names)
+            out.unknownTypes = r.unknownTypes
+            out.untypedVariables = r.untypedVariables
+            return out
         }
     }
 
@@ -158,6 +164,9 @@ final class TypeReader {
     /// Incomplete types (declarations) to point at their definitions at the end.
     private var declarations: [Int32] = []
     private let read: (UInt64) -> UInt64?
+    /// Type DIEs of a shape the reader does not know (read as unknown types of their size), and
+    /// variables with a fixed location whose type could not be read.
+    var unknownTypes = 0, untypedVariables = 0
 
     init(read: @escaping (UInt64) -> UInt64?) { self.read = read }
 
@@ -181,7 +190,7 @@ final class TypeReader {
                           let e = expr, len >= 1 else { return nil }
                     let ops = Array(UnsafeBufferPointer(start: e, count: len))
                     let type = referenced(&d)
-                    guard type >= 0 else { return nil }
+                    guard type >= 0 else { untypedVariables += 1; return nil }
                     let name = scope + (dieName(&d) ?? "?") + declSuffix(&d)
                     if len == 1, ops[0].atom == UInt8(DW_OP_addr) {
                         roots.append(TypedRoot(location: .memory(ops[0].number &+ bias), type: type, kind: .global, name: name))
@@ -436,9 +445,9 @@ final class TypeReader {
             // int a[2][3]: an array of 2 (arrays of 3 ints).
             var inner = element
             for n in dims.dropFirst().reversed() {
-                inner = table.add(.init(kind: .array, name: arrayName(inner, n), size: table.size(inner) * n, target: inner, count: n))
+                inner = table.add(.init(kind: .array, name: arrayName(inner, n), size: saturatingProduct(table.size(inner), n), target: inner, count: n))
             }
-            table.update(t) { $0.target = inner; $0.count = dims[0]; $0.size = table.size(inner) * dims[0]; $0.name = arrayName(inner, dims[0]) }
+            table.update(t) { $0.target = inner; $0.count = dims[0]; $0.size = saturatingProduct(table.size(inner), dims[0]); $0.name = arrayName(inner, dims[0]) }
             return t
         case Int32(DW_TAG_typedef):
             let t = table.add(.init(kind: .typedef, name: typeName(&d, keyword: nil), size: 0))
@@ -462,6 +471,8 @@ final class TypeReader {
             memo[k] = t
             return t
         default:
+            // A DIE shape not expected here: an unknown type of its size, counted.
+            unknownTypes += 1
             let t = table.add(.init(kind: .base, name: "?", size: UInt64(max(dwarf_bytesize(&d), 0))))
             memo[k] = t
             return t
@@ -579,4 +590,10 @@ final class TypeReader {
         let path = String(cString: f)
         return " (\(path.split(separator: "/").last.map(String.init) ?? path):\(line))"
     }
+}
+
+/// a * b, or UInt64.max when that overflows (array sizes from hostile or odd DWARF).
+func saturatingProduct(_ a: UInt64, _ b: UInt64) -> UInt64 {
+    let (p, o) = a.multipliedReportingOverflow(by: b)
+    return o ? .max : p
 }
