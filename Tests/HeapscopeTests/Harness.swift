@@ -74,8 +74,9 @@ final class TargetProcess {
 
     /// `launcher`: run `launcher[0]` with `launcher[1...] + [manifest] + args` instead (it must end
     /// up exec'ing the target in the same process, as `unshare` and `sh -c 'exec ...'` do).
-    /// `root`: run it with chroot in that root directory; `name` is then its path inside the root,
-    /// and the manifest is written under the root's /tmp.
+    /// `root`: run it with chroot in that root directory (or with `launcher`, which enters that
+    /// root itself); `name` is then its path inside the root, and the manifest is written under
+    /// the root's /tmp.
     init(_ name: String, args: [String] = [], env: [String] = [], launcher: [String] = [], root: String? = nil) throws {
         let dir = try temporaryDirectory("test", under: root.map { $0 + "/tmp" } ?? "/tmp")
         let manifestPath = dir + "/manifest"
@@ -83,7 +84,7 @@ final class TargetProcess {
         self.manifestPath = manifestPath
         let child: Spawned
         var launcher = launcher
-        if let root { launcher = ["/usr/sbin/chroot", root, name] }
+        if let root, launcher.isEmpty { launcher = ["/usr/sbin/chroot", root, name] }
         let path = launcher.first ?? (name.hasPrefix("/") ? name : Paths.target(name))
         let visible = root.map { String(manifestPath.dropFirst($0.count)) } ?? manifestPath
         do { child = try Spawned.start(path, Array(launcher.dropFirst()) + [visible] + args,

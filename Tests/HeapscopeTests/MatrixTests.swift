@@ -98,6 +98,32 @@ struct MatrixTests {
         #expect(p.release().ok)
     }
 
+    /// A container as `unshare` makes one: its own PID namespace (the target is pid 1 there, /proc
+    /// mounted anew), mount namespace and root (trixie's: another glibc, its own libc debug file).
+    /// heapscope inspects it by its host pid, reading its files through /proc/PID/root.
+    @Test("a target in its own PID and mount namespace and root, by its host pid: every chunk exactly")
+    func container() throws {
+        let dir = try prepare("trixie")
+        let p = try TargetProcess("/tmp/heapscope-matrix/heap_kinds",
+                                  launcher: ["/usr/bin/unshare", "--pid", "--fork", "--mount", "--mount-proc", "--root=\(dir)", "/tmp/heapscope-matrix/heap_kinds"],
+                                  root: dir)
+        #expect(p.manifest.pid == 1, "the target is pid 1 in its namespace")
+        // The target is unshare's child.
+        let children = try String(contentsOfFile: "/proc/\(p.pid)/task/\(p.pid)/children", encoding: .utf8)
+        let host = try #require(Int32(children.trimmingCharacters(in: .whitespaces)), "unshare's children: '\(children)'")
+        let status = try String(contentsOfFile: "/proc/\(host)/status", encoding: .utf8)
+        #expect(status.contains("NSpid:\t\(host)\t1"), "\(status)")
+        for debugInfo in [true, false] {
+            let r = try Inspector.inspect(pid: host, options: InspectOptions(useDebugInfo: debugInfo))
+            expectExact(r, p.manifest, signature: !debugInfo)
+            if debugInfo { #expect(r.discovery.contains("debug file \(dir)/usr/lib/debug/.build-id/"), "\(r.discovery)") }
+        }
+        let stat = try run(Paths.heapscope, ["stat", "--json", String(host)])
+        #expect(stat.status == 0, "\(stat.err)")
+        #expect(try jsonObject(stat.out)["glibc_version"] as? String == "2.41")
+        #expect(p.release().ok)
+    }
+
     /// `make dist`'s tarball, unpacked with the root's own tar in a root that has no Swift, run there
     /// (chroot) against a target built and running in that root: mallinfo2 exactly as the target's own.
     @Test("the make dist binary runs in a root without Swift", arguments: ["trixie", "sid"])
