@@ -1,9 +1,14 @@
-/// Struct offsets of glibc malloc for one version (x86_64, LP64). Source: shared/reference/glibc-malloc.md
-/// §2 (malloc_state), §3 (heap_info), §4 (tcache), §5 (safe-linking), §6 (mp_). Only the 2.36 column is
-/// verified at run time here; the others come from the glibc sources.
+import HeapModel
+
+/// Struct offsets of glibc malloc for one version (x86_64, LP64). The built-in tables (source:
+/// shared/reference/glibc-malloc.md §2 malloc_state, §3 heap_info, §4 tcache, §5 safe-linking, §6
+/// mp_) are the fallback: when libc's DWARF is at hand the offsets are read from it (`apply`), and
+/// the tests check, for every glibc they run, that the table equals what DWARF says.
 public struct GlibcLayout: Sendable, Equatable {
     public let major: Int
     public let minor: Int
+    /// Where the offsets came from: "tables", or "DWARF" (libc's debug info).
+    public private(set) var source = "tables"
     /// The versions this layout was inferred for ("2.30–2.31") when glibc's own version string
     /// was not there to read (a static executable); nil when the version was read.
     public var inferredRange: String? = nil
@@ -13,30 +18,30 @@ public struct GlibcLayout: Sendable, Equatable {
     // moves down by 0x58)
     public let arenaMutex: UInt64 = 0x0
     public let arenaFlags: UInt64 = 0x4
-    public let arenaFastbins: UInt64 = 0x10
-    public let nFastbins: Int                // 10, or 0 from 2.43
-    public let arenaTop: UInt64
-    public let arenaBins: UInt64
-    public let nBins = 128                 // bins 1...127
-    public let arenaNext: UInt64
-    public let arenaAttachedThreads: UInt64
-    public let arenaSystemMem: UInt64
-    public let arenaSize: UInt64
+    public private(set) var arenaFastbins: UInt64 = 0x10
+    public private(set) var nFastbins: Int                // 10, or 0 from 2.43
+    public private(set) var arenaTop: UInt64
+    public private(set) var arenaBins: UInt64
+    public private(set) var nBins = 128                 // bins 1...127
+    public private(set) var arenaNext: UInt64
+    public private(set) var arenaAttachedThreads: UInt64
+    public private(set) var arenaSystemMem: UInt64
+    public private(set) var arenaSize: UInt64
     public let noncontiguousBit: UInt32 = 0x2
 
     // heap_info
-    public let heapInfoSize: UInt64          // 0x20 (≤2.34) or 0x30 (2.35+)
-    public let heapInfoSizeOffset: UInt64 = 0x10
-    public let heapInfoPrev: UInt64 = 0x08
-    public let heapInfoMprotect: UInt64 = 0x18
+    public private(set) var heapInfoSize: UInt64          // 0x20 (≤2.34) or 0x30 (2.35+)
+    public private(set) var heapInfoSizeOffset: UInt64 = 0x10
+    public private(set) var heapInfoPrev: UInt64 = 0x08
+    public private(set) var heapInfoMprotect: UInt64 = 0x18
     public let defaultHeapMax: UInt64 = 64 << 20
 
     // tcache_perthread_struct
-    public let tcacheBins: Int               // 64, or 76 from 2.42
-    public let tcacheCountWidth: Int         // 1 (≤2.29) or 2 bytes
-    public let tcacheEntries: UInt64         // 0x40 / 0x80 / 0x98
-    public let tcacheChunkSize: UInt64       // 0x250 / 0x290 / 0x300
-    public let tcacheCountsAreFreeSlots: Bool // 2.42+: num_slots counts down
+    public private(set) var tcacheBins: Int               // 64, or 76 from 2.42
+    public private(set) var tcacheCountWidth: Int         // 1 (≤2.29) or 2 bytes
+    public private(set) var tcacheEntries: UInt64         // 0x40 / 0x80 / 0x98
+    public private(set) var tcacheChunkSize: UInt64       // 0x250 / 0x290 / 0x300
+    public private(set) var tcacheCountsAreFreeSlots: Bool // 2.42+: num_slots counts down
 
     public let safeLinking: Bool             // 2.32+
 
@@ -46,14 +51,21 @@ public struct GlibcLayout: Sendable, Equatable {
     public let mmappedUsableLoss: UInt64     // 16, or 8 from 2.43
 
     // mp_ (struct malloc_par)
-    public let mpHpPagesize: UInt64?         // 2.35+
-    public let mpNMmaps: UInt64
-    public let mpNMmapsMax: UInt64
-    public let mpMmappedMem: UInt64
-    public let mpSbrkBase: UInt64
-    public let mpTcacheBins: UInt64
-    public let mpTcacheCount: UInt64
-    public let mpSize: UInt64
+    public private(set) var mpHpPagesize: UInt64?         // 2.35+
+    public private(set) var mpNMmaps: UInt64
+    public private(set) var mpNMmapsMax: UInt64
+    public private(set) var mpMmappedMem: UInt64
+    public private(set) var mpSbrkBase: UInt64
+    public private(set) var mpTcacheBins: UInt64
+    public private(set) var mpTcacheCount: UInt64
+    public private(set) var mpSize: UInt64
+
+    // struct pthread (exited threads): measured with gdb on 2.31, 2.36, 2.41, 2.43 and 2.44;
+    // nil for the other versions unless DWARF says.
+    public private(set) var pthreadTid: UInt64? = nil
+    public private(set) var pthreadCancelHandling: UInt64? = nil
+    public private(set) var pthreadStackBlock: UInt64? = nil
+    public private(set) var pthreadStackBlockSize: UInt64? = nil
 
     // chunks
     public let sizeSz: UInt64 = 8
@@ -65,11 +77,16 @@ public struct GlibcLayout: Sendable, Equatable {
     public let nonMainArena: UInt64 = 4
 
     public static let supported = "2.27 to 2.44"
+    /// The newest version the tables know.
+    public static let newestInTables = 44
 
-    public init?(major: Int, minor: Int) {
-        guard major == 2, (27...44).contains(minor) else { return nil }
+    /// The tables' layout; nil outside 2.27–2.44. `newer`: a version past the tables, laid out as
+    /// the newest they know until DWARF says otherwise (`apply` must then succeed).
+    public init?(major: Int, minor: Int, newer: Bool = false) {
+        guard major == 2, (27...GlibcLayout.newestInTables).contains(minor) || (newer && minor > GlibcLayout.newestInTables) else { return nil }
         self.major = major
         self.minor = minor
+        if newer { source = "none" }
         let shift: UInt64 = minor >= 43 ? 0x58 : 0
         nFastbins = minor >= 43 ? 0 : 10
         mmappedTrailer = minor >= 43 ? 16 : 0
@@ -94,6 +111,69 @@ public struct GlibcLayout: Sendable, Equatable {
             mpHpPagesize = nil; mpNMmaps = 0x28; mpNMmapsMax = 0x2c; mpMmappedMem = 0x38; mpSbrkBase = 0x48
             mpTcacheBins = 0x50; mpTcacheCount = 0x60; mpSize = 0x70
         }
+        if [31, 36, 41, 43, 44].contains(minor) {
+            pthreadTid = 0x2d0; pthreadCancelHandling = 0x308; pthreadStackBlock = 0x690; pthreadStackBlockSize = 0x698
+        }
+    }
+
+    /// The structs `apply` reads (by DWARF tag name).
+    public static let dwarfStructs: Set<String> = ["malloc_state", "malloc_par", "_heap_info", "tcache_perthread_struct", "pthread"]
+
+    /// Take the offsets from libc's DWARF (`structs` by tag name, from `dwarfStructs`). All or
+    /// nothing for malloc's structs: returns what is missing (and changes nothing) when DWARF lacks
+    /// a struct or member; `struct pthread`'s fields are taken when all four are there.
+    public mutating func apply(_ structs: [String: StructLayout]) -> [String] {
+        var missing: [String] = []
+        func member(_ s: String, _ m: String) -> StructLayout.Member? {
+            guard let x = structs[s]?.members[m] else { missing.append("\(s).\(m)"); return nil }
+            return x
+        }
+        for s in ["malloc_state", "malloc_par", "_heap_info", "tcache_perthread_struct"] where structs[s] == nil { missing.append("struct \(s)") }
+        guard missing.isEmpty, let ms = structs["malloc_state"], let mp = structs["malloc_par"], let hi = structs["_heap_info"],
+              let tc = structs["tcache_perthread_struct"] else { return missing }
+        let top = member("malloc_state", "top"), bins = member("malloc_state", "bins"), next = member("malloc_state", "next")
+        let attached = member("malloc_state", "attached_threads"), sys = member("malloc_state", "system_mem")
+        let fast = ms.members["fastbinsY"]   // none from 2.43
+        let hPrev = member("_heap_info", "prev"), hSize = member("_heap_info", "size"), hMprotect = member("_heap_info", "mprotect_size")
+        let counts = tc.members["num_slots"] ?? tc.members["counts"]
+        if counts == nil { missing.append("tcache_perthread_struct.counts") }
+        let entries = member("tcache_perthread_struct", "entries")
+        let nm = member("malloc_par", "n_mmaps"), nmMax = member("malloc_par", "n_mmaps_max"), mem = member("malloc_par", "mmapped_mem")
+        // (2.43 renamed tcache_bins tcache_small_bins)
+        let sbrk = member("malloc_par", "sbrk_base"), tb = mp.members["tcache_bins"] ?? member("malloc_par", "tcache_small_bins"), tcount = member("malloc_par", "tcache_count")
+        guard missing.isEmpty, let top, let bins, let next, let attached, let sys, let hPrev, let hSize, let hMprotect, let counts, let entries,
+              let nm, let nmMax, let mem, let sbrk, let tb, let tcount else { return missing }
+        arenaFastbins = fast?.offset ?? arenaFastbins; nFastbins = Int(fast?.count ?? 0)
+        arenaTop = top.offset; arenaBins = bins.offset; nBins = Int(bins.count / 2) + 1
+        arenaNext = next.offset; arenaAttachedThreads = attached.offset; arenaSystemMem = sys.offset; arenaSize = ms.size
+        heapInfoSize = hi.size; heapInfoSizeOffset = hSize.offset; heapInfoPrev = hPrev.offset; heapInfoMprotect = hMprotect.offset
+        tcacheBins = Int(counts.count); tcacheCountWidth = Int(counts.elementSize); tcacheEntries = entries.offset
+        tcacheChunkSize = (tc.size + sizeSz + alignMask) & ~alignMask
+        tcacheCountsAreFreeSlots = tc.members["num_slots"] != nil
+        mpHpPagesize = mp.members["hp_pagesize"]?.offset
+        mpNMmaps = nm.offset; mpNMmapsMax = nmMax.offset; mpMmappedMem = mem.offset; mpSbrkBase = sbrk.offset
+        mpTcacheBins = tb.offset; mpTcacheCount = tcount.offset; mpSize = mp.size
+        if let p = structs["pthread"], let t = p.members["tid"], let c = p.members["cancelhandling"],
+           let b = p.members["stackblock"], let n = p.members["stackblock_size"] {
+            pthreadTid = t.offset; pthreadCancelHandling = c.offset; pthreadStackBlock = b.offset; pthreadStackBlockSize = n.offset
+        }
+        source = "DWARF"
+        return []
+    }
+
+    /// Whether the offsets (not where they came from) are the same.
+    public func sameOffsets(as other: GlibcLayout) -> Bool {
+        var a = self, b = other
+        a.source = ""; b.source = ""
+        return a == b
+    }
+
+    /// A version past the tables ("2.45"), laid out as the newest they know until `apply` reads
+    /// its DWARF; nil for anything else.
+    public static func newer(version: String) -> GlibcLayout? {
+        let parts = version.split(separator: ".")
+        guard parts.count >= 2, let a = Int(parts[0]), let b = Int(parts[1]) else { return nil }
+        return GlibcLayout(major: a, minor: b, newer: true)
     }
 
     /// Parse "2.36" (or "2.36.1") into a layout.

@@ -8,25 +8,26 @@ import ProcessAccess
 /// thread exits: until pthread_join for a joinable thread, and afterwards in its stack cache
 /// (up to 40 MiB) for reuse. A descriptor is recognised by its TCB header (`tcb` and `self` both
 /// point to it); a live thread's thread pointer (fs_base) is its descriptor. What happened to an
-/// exited one is in its fields (measured on glibc 2.36, x86_64; the field offsets are the same in
-/// 2.31, 2.41, 2.43 and 2.44, measured with gdb in the test matrix's Debian roots):
+/// exited one is in its fields (offsets from GlibcLayout: libc's DWARF, or measured):
 ///
 ///   unjoined: tid == 0 (cleared by the kernel at exit), cancelhandling has EXITING (0x10) and not
 ///             TERMINATED (0x20)
 ///   cached:   tid == -1 (pthread_join marks it), or TERMINATED set (a detached thread freed itself)
 struct NPTLLayout {
-    let tid: UInt64 = 0x2d0
-    let cancelHandling: UInt64 = 0x308
-    let stackBlock: UInt64 = 0x690
-    let stackBlockSize: UInt64 = 0x698
+    let tid: UInt64
+    let cancelHandling: UInt64
+    let stackBlock: UInt64
+    let stackBlockSize: UInt64
     static let exiting: UInt64 = 0x10, terminated: UInt64 = 0x20
 
-    /// Versions whose struct pthread was measured (gdb `ptype /o struct pthread` with libc6-dbg):
-    /// the exact versions, not a range inferred from the layout (their neighbours are not known).
-    static let measured: Set<Int> = [31, 36, 41, 43, 44]
+    /// From libc's DWARF, or the offsets measured (gdb `ptype /o struct pthread` with libc6-dbg)
+    /// on the exact versions 2.31, 2.36, 2.41, 2.43 and 2.44 (not a range inferred from the
+    /// layout: their neighbours are not known). nil otherwise.
     init?(_ layout: GlibcLayout) {
-        guard layout.major == 2, layout.inferredRange == nil || layout.inferredRange == layout.version,
-              NPTLLayout.measured.contains(layout.minor) else { return nil }
+        guard layout.source == "DWARF" || !(layout.inferredRange?.contains("–") ?? false),
+              let t = layout.pthreadTid, let c = layout.pthreadCancelHandling, let b = layout.pthreadStackBlock,
+              let n = layout.pthreadStackBlockSize else { return nil }
+        tid = t; cancelHandling = c; stackBlock = b; stackBlockSize = n
     }
 }
 

@@ -309,3 +309,19 @@ extension HeapWalk {
         return total
     }
 }
+
+/// A struct's layout as a program's DWARF declares it: its size and, per member, the offset, the
+/// size of one element and the element count (1, or N for an array member `T m[N]`).
+public struct StructLayout: Sendable, Equatable {
+    public struct Member: Sendable, Equatable {
+        public var offset: UInt64
+        public var elementSize: UInt64
+        public var count: UInt64
+        public init(offset: UInt64, elementSize: UInt64, count: UInt64) {
+            self.offset = offset; self.elementSize = elementSize; self.count = count
+        }
+    }
+    public var size: UInt64
+    public var members: [String: Member]
+    public init(size: UInt64, members: [String: Member]) { self.size = size; self.members = members }
+}

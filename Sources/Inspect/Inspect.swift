@@ -246,8 +246,9 @@ public enum Inspector {
         var layout: GlibcLayout
         var versionNote: String? = nil
         if let version = GlibcVersion.read(path: filePath) {
-            guard let l = GlibcLayout(version: version) else { throw .glibc(.unsupportedVersion(version)) }
-            layout = l
+            if let l = GlibcLayout(version: version) { layout = l }
+            else if let l = GlibcLayout.newer(version: version) { layout = l }   // only with DWARF (below)
+            else { throw .glibc(.unsupportedVersion(version)) }
         } else if isStatic {
             // No version string (linked only when something refers to it): tell the layout apart
             // by main_arena's and mp_'s sizes in the symbol table and the heap itself.
@@ -283,17 +284,30 @@ public enum Inspector {
         }
         // Symbols (never stops the target). libdwfl is not thread-safe: one user at a time.
         let wanted: Set<String> = mallocFunctionNames.union(["main_arena", "mp_", "tcache", "thread_arena"])
-        let looked: Result<([String: Symbol], String), SymbolsError> = SymbolSession.lock.locked {
+        let looked: Result<([String: Symbol], String, [String: StructLayout]), SymbolsError> = SymbolSession.lock.locked {
             do {
                 let syms = try SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo)
-                return .success(syms.symbols(named: wanted, inModuleAt: holder[0].start))
+                let (found, source) = syms.symbols(named: wanted, inModuleAt: holder[0].start)
+                // malloc's struct layouts from libc's DWARF, when there is some.
+                let structs = options.useDebugInfo ? syms.structLayouts(named: GlibcLayout.dwarfStructs, inModuleAt: holder[0].start) : [:]
+                return .success((found, source, structs))
             } catch let e as SymbolsError { return .failure(e) } catch { return .failure(.dwfl(call: "symbols", subject: "pid \(pid)", message: "\(error)")) }
         }
-        let found: [String: Symbol], source: String
+        let found: [String: Symbol], source: String, structs: [String: StructLayout]
         switch looked {
-        case .success(let v): (found, source) = v
+        case .success(let v): (found, source, structs) = v
         case .failure(.processGone): throw .process(.targetExited(pid: pid, during: "while its modules were being read"))
         case .failure(let e): throw .symbols(e.description)
+        }
+        var layoutNote = ""
+        if !structs.isEmpty {
+            let missing = layout.apply(structs)
+            layoutNote = missing.isEmpty ? "; layouts from DWARF" : "; layouts from tables (libc's DWARF lacks \(missing.prefix(3).joined(separator: ", ")))"
+            if layout.source == "none" {
+                throw .glibc(.unsupportedVersion("\(layout.version), newer than heapscope's tables (2.27–\(GlibcLayout.newestInTables)), and libc's DWARF lacks \(missing.prefix(3).joined(separator: ", "))"))
+            }
+        } else if layout.source == "none" {
+            throw .glibc(.unsupportedVersion("\(layout.version), newer than heapscope's tables (2.27–\(GlibcLayout.newestInTables)); install libc's debug info (libc6-dbg or the distribution's debuginfo package) to read its layout from DWARF"))
         }
         let fns = found.values.filter { $0.isFunction && $0.size > 0 && mallocFunctionNames.contains($0.name) }
             .map { (start: $0.address, end: $0.address + $0.size, name: $0.name) }
@@ -302,7 +316,7 @@ public enum Inspector {
                            mpSymbol: found["mp_"].flatMap { $0.isTLS ? nil : $0.address },
                            tcacheTLSOffset: found["tcache"].flatMap { $0.isTLS ? $0.address : nil },
                            threadArenaTLSOffset: found["thread_arena"].flatMap { $0.isTLS ? $0.address : nil },
-                           mallocFunctions: fns, symbolSource: source + (versionNote.map { "; " + $0 } ?? ""))
+                           mallocFunctions: fns, symbolSource: source + (versionNote.map { "; " + $0 } ?? "") + layoutNote)
     }
 
     /// A loaded file other than libc and ld.so that exports malloc and free without forwarding to

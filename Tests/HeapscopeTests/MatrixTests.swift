@@ -1,7 +1,10 @@
 import Foundation
 import Glibc
+import GlibcMalloc
+import HeapModel
 import Inspect
 import ProcessAccess
+import Symbols
 import Testing
 
 /// The walk on other glibc versions: Debian roots built by `make matrix` (Tests/matrix/make-root.sh)
@@ -61,6 +64,7 @@ struct MatrixTests {
             expectExact(withDebug, p.manifest, signature: false)
             if !target.contains("static") {
                 #expect(withDebug.discovery.contains("debug file \(dir)/usr/lib/debug/.build-id/"), "\(name) \(target): \(withDebug.discovery)")
+                #expect(withDebug.discovery.hasSuffix("; layouts from DWARF"), "\(name) \(target): \(withDebug.discovery)")
             }
             #expect(withDebug.discovery.contains("by layout") == target.hasSuffix("nobanner"), "\(withDebug.discovery)")
             // (a static executable keeps its symbol table: its malloc state is found from it either way)
@@ -96,6 +100,52 @@ struct MatrixTests {
         #expect(ex.map { "\($0.descriptor) \($0.start) \($0.end) \($0.state)" }.sorted()
                 == notes.exited.map { "\($0.descriptor) \($0.start) \($0.end) unjoined" }.sorted(), "\(name)")
         #expect(p.release().ok)
+    }
+
+    /// Every offset of the built-in table against libc's own DWARF (its debug file from libc6-dbg),
+    /// for this machine's glibc and every root's.
+    @Test("the layout tables equal what libc's DWARF says, for every glibc the tests run")
+    func tablesEqualDWARF() throws {
+        for (name, version) in [("host", "2.36")] + MatrixTests.roots.map({ ($0.name, $0.glibc) }) {
+            let root = name == "host" ? "" : "\(MatrixTests.rootsDir)/\(name)"
+            let table = try #require(GlibcLayout(version: version))
+            let structs = try MatrixTests.libcStructs(root: root)
+            var fromDWARF = table
+            let missing = fromDWARF.apply(structs)
+            #expect(missing.isEmpty, "\(name): libc's DWARF lacks \(missing)")
+            #expect(fromDWARF.source == "DWARF")
+            let t = MatrixTests.offsets(table), d = MatrixTests.offsets(fromDWARF)
+            #expect(t == d, "\(name) (glibc \(version)): table and DWARF differ in \(t.filter { d[$0.key] != $0.value }.map { "\($0.key): table \($0.value), DWARF \(d[$0.key] ?? "-")" })")
+        }
+        // A version past the tables is laid out by DWARF alone: 2.44's DWARF read as if it were 2.45.
+        var newer = try #require(GlibcLayout.newer(version: "2.45"))
+        #expect(newer.source == "none")
+        #expect(newer.apply(try MatrixTests.libcStructs(root: "\(MatrixTests.rootsDir)/experimental")).isEmpty)
+        #expect(newer.source == "DWARF" && MatrixTests.offsets(newer) == MatrixTests.offsets(GlibcLayout(version: "2.44")!))
+        #expect(GlibcLayout(version: "2.45") == nil)
+    }
+
+    /// The structs GlibcLayout reads, from the DWARF of libc's debug file in `root` ("" = this machine).
+    static func libcStructs(root: String) throws -> [String: StructLayout] {
+        let libc = "\(root)/lib/x86_64-linux-gnu/libc.so.6"
+        let notes = try run("/usr/bin/readelf", ["-n", libc])
+        let id = try #require(notes.out.split(separator: "\n").first { $0.contains("Build ID:") }?.split(separator: " ").last.map(String.init), "no build-id in \(libc)")
+        let debug = "\(root)/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
+        try #require(access(debug, R_OK) == 0, "libc6-dbg is missing: \(debug)")
+        let session = try SymbolSession(file: debug, useDebugInfo: true)
+        let structs = session.structLayouts(named: GlibcLayout.dwarfStructs)
+        #expect(Set(structs.keys) == GlibcLayout.dwarfStructs, "\(debug) defines \(structs.keys.sorted())")
+        return structs
+    }
+
+    /// Every offset and size of a layout, by name (not its version or where it came from).
+    static func offsets(_ l: GlibcLayout) -> [String: String] {
+        var out: [String: String] = [:]
+        for c in Mirror(reflecting: l).children {
+            guard let label = c.label, !["major", "minor", "source", "inferredRange"].contains(label) else { continue }
+            out[label] = "\(c.value)"
+        }
+        return out
     }
 
     /// A container as `unshare` makes one: its own PID namespace (the target is pid 1 there, /proc
