@@ -145,7 +145,11 @@ extension GlibcCapture {
         if outOfTime() { return }
         // 4. Heap segments.
         var copyRequests: [BulkCopier.Request] = []
-        if let hp = L.mpHpPagesize, (35...41).contains(L.minor), let v = remote.word(mp + hp), v != 0 { heapMax = 4 * v }
+        if let hp = L.mpHpPagesize, (35...41).contains(L.minor), let v = remote.word(mp + hp), v != 0 {
+            // (a huge page size: 2 MiB or 1 GiB; anything else is a corrupted mp_)
+            if v & (v - 1) == 0, v >= 4096, v <= 1 << 30 { heapMax = 4 * v }
+            else { warnings.append(.init(.corruptArena, mp + hp, "mp_.hp_pagesize is 0x\(hex(v)), not a page size")) }
+        }
         segments = []
         mainSegments(remote: remote, requests: &copyRequests)
         for (i, ar) in arenas.enumerated() where i > 0 {
@@ -202,15 +206,31 @@ extension GlibcCapture {
 
     private func mainSegments(remote: RemoteMemory, requests: inout [BulkCopier.Request]) {
         let L = target.layout
-        let sbrk = remote.word(mp + L.mpSbrkBase) ?? 0
+        var sbrk = remote.word(mp + L.mpSbrkBase) ?? 0
         let top = remote.word(mainArena + L.arenaTop) ?? 0
         let flags = UInt32(truncatingIfNeeded: remote.word(mainArena + L.arenaFlags) ?? 0)
         guard sbrk != 0, top != 0 else { return }
-        let topSize = (remote.word(top + 8) ?? 0) & ~7
+        // Nothing read from the target is used before it is checked against the mappings.
+        guard let topMap = mapping(containing: top), top <= topMap.end &- 32 else {
+            warnings.append(.init(.corruptArena, mainArena, "main arena top 0x\(hex(top)) is not in a mapping")); return
+        }
+        if mapping(containing: sbrk) == nil {
+            // mp_.sbrk_base overwritten: the brk heap is [heap] when top lies in it.
+            let heap = topMap.path == "[heap]" ? topMap.start : nil
+            warnings.append(.init(.corruptArena, mp + L.mpSbrkBase, "mp_.sbrk_base 0x\(hex(sbrk)) is not in a mapping" +
+                                  (heap.map { "; the main heap is taken to start at [heap] 0x\(hex($0))" } ?? "")))
+            guard let h = heap else { return }
+            sbrk = h
+        }
+        var topSize = (remote.word(top + 8) ?? 0) & ~7
+        if topSize > topMap.end - top {
+            warnings.append(.init(.corruptArena, top, "main arena top chunk 0x\(hex(top)) has size 0x\(hex(topSize)), past the end of its mapping 0x\(hex(topMap.end))"))
+            topSize = topMap.end - top
+        }
         let first = (sbrk + L.alignMask + L.headerSize) & ~L.alignMask - L.headerSize
-        if flags & L.noncontiguousBit == 0 || (top >= sbrk && mapping(containing: top)?.contains(sbrk) == true) {
-            guard top >= first else {
-                warnings.append(.init(.corruptChunk, top, "main arena top 0x\(hex(top)) lies below sbrk_base 0x\(hex(sbrk))"))
+        if flags & L.noncontiguousBit == 0 || (top >= sbrk && topMap.contains(sbrk)) {
+            guard top >= first, topMap.contains(first) else {
+                warnings.append(.init(.corruptArena, top, "main arena top 0x\(hex(top)) and sbrk_base 0x\(hex(sbrk)) are not in one heap"))
                 return
             }
             segments.append(HeapSegment(firstChunk: first, end: top + 16, arena: 0,

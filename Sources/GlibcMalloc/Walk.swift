@@ -160,6 +160,17 @@ extension GlibcCapture {
         for (ai, ar) in arenas.enumerated() {
             tops[ai] = image.word(ar + L.arenaTop) ?? 0
             topSizes[ai] = (image.word(tops[ai] + 8) ?? 0) & ~7
+            // A top chunk runs to the end of its heap at most ("House of Force" sets its size to ~0).
+            if let m = mapping(containing: tops[ai]) {
+                let seg = segments.first { $0.arena == ai && $0.mapped.start <= tops[ai] && tops[ai] < $0.mapped.end }
+                let end = min(m.end, seg?.mapped.end ?? m.end)
+                if topSizes[ai] > end - tops[ai] {
+                    if ai != 0 {   // (the main arena's was reported and clamped in the capture)
+                        warnings.append(.init(.corruptArena, tops[ai], "arena \(ai) top chunk 0x\(hex(tops[ai])) has size 0x\(hex(topSizes[ai])), past the end of its heap 0x\(hex(end))"))
+                    }
+                    topSizes[ai] = end - tops[ai]
+                }
+            }
         }
         let segs = (segments + resolveMainRegions(top: tops.first ?? 0, topSize: topSizes.first ?? 0, warnings: &warnings))
             .sorted { $0.firstChunk < $1.firstChunk }
@@ -222,9 +233,15 @@ extension GlibcCapture {
         var info = MallInfo2()
         var summaries: [ArenaSummary] = []
         for (ai, ar) in arenas.enumerated() {
-            let sys = image.word(ar + L.arenaSystemMem) ?? 0
-            let avail = topSizes[ai] + fastBytes[ai] + binBytes[ai]
-            info.arena += sys
+            var sys = image.word(ar + L.arenaSystemMem) ?? 0
+            let segBytes = segs.filter { $0.arena == ai }.reduce(UInt64(0)) { $0 &+ ($1.mapped.end - $1.mapped.start) }
+            // system_mem can exceed the segments (a racing copy) but never the address space.
+            if sys > 1 << 47 {
+                warnings.append(.init(.corruptArena, ar + L.arenaSystemMem, "arena \(ai): system_mem is \(sys) bytes, more than the address space; the segments' \(segBytes) bytes are counted instead"))
+                sys = segBytes
+            }
+            let avail = topSizes[ai] &+ fastBytes[ai] &+ binBytes[ai]
+            info.arena &+= sys
             info.ordblks += 1 + UInt64(binCount[ai])
             info.smblks += UInt64(fastCount[ai])
             info.fsmblks += fastBytes[ai]
@@ -238,7 +255,6 @@ extension GlibcCapture {
             }
             let mutex = UInt32(truncatingIfNeeded: image.word(ar + L.arenaMutex) ?? 0)
             // Self-check: an arena's segments add up to its system_mem.
-            let segBytes = segs.filter { $0.arena == ai }.reduce(UInt64(0)) { $0 + ($1.mapped.end - $1.mapped.start) }
             if segBytes != sys {
                 warnings.append(.init(.totalsMismatch, ar, "arena \(ai): its heap segments hold \(segBytes) bytes, system_mem says \(sys)"))
             }
@@ -251,7 +267,7 @@ extension GlibcCapture {
         info.hblkhd = mmappedMem
         info.keepcost = topSizes.first ?? 0
         return HeapWalk(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
-                               threads: threadInfos, warnings: warnings, exitedThreads: exited)
+                               threads: threadInfos, warnings: HeapWarning.bounded(warnings), exitedThreads: exited)
     }
 
     private func estimateChunkCount() -> Int {
@@ -292,9 +308,11 @@ extension GlibcCapture {
             if sz & L.alignMask != 0 || sz < 16 || nextP > bound || nextP < p || sf & L.isMmapped != 0 {
                 let why = sz & L.alignMask != 0 ? "misaligned size" : (sz < 16 ? "size too small" :
                           (sf & L.isMmapped != 0 ? "IS_MMAPPED set inside an arena" : "size runs past the end of the heap"))
-                // Resume at the next chunk known from a free list or a tcache pointer.
+                // Resume at the next chunk known from a free list or a tcache pointer, past this one
+                // (which may itself be listed: a free chunk whose size was overwritten).
+                while fi < listed.count, listed[fi].address <= p { fi += 1 }
                 var resume: UInt64? = fi < listed.count && listed[fi].address < bound ? listed[fi].address : nil
-                if resume == nil && holdsTop { resume = top }
+                if resume == nil && holdsTop && top > p { resume = top }
                 let skip = resume.map { "resumed at 0x\(hex($0)), skipping \($0 - p) bytes" } ?? "rest of segment skipped"
                 warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)): size field 0x\(hex(sf)) is invalid (\(why)); \(skip)"))
                 guard let r = resume else { break }

@@ -165,6 +165,7 @@ public struct HeapWarning: Sendable, Equatable {
         case countMismatch = "count_mismatch"       // a cache's count disagrees with its list
         case unsettled = "unsettled"                // caught mid-update (lock held, thread in malloc)
         case unlistedFree = "unlisted_free"         // chunk marked free but in no list
+        case corruptArena = "corrupt_arena"         // an arena's or mp_'s own fields are impossible (top, system_mem, sbrk_base)
         case totalsMismatch = "totals_mismatch"     // walk totals disagree with the allocator's counters
         case unreadable = "unreadable"              // memory that could not be copied
     }
@@ -172,6 +173,22 @@ public struct HeapWarning: Sendable, Equatable {
     public var address: UInt64?
     public var message: String
     public init(_ kind: Kind, _ address: UInt64?, _ message: String) { self.kind = kind; self.address = address; self.message = message }
+
+    /// At most `perKind` warnings of each kind (the first ones), then one saying how many more
+    /// there were: a heap corrupted everywhere must not make a report of millions of lines.
+    public static func bounded(_ ws: [HeapWarning], perKind: Int = 1000) -> [HeapWarning] {
+        var seen: [Kind: Int] = [:]
+        var out: [HeapWarning] = []
+        for w in ws {
+            let n = seen[w.kind, default: 0] + 1
+            seen[w.kind] = n
+            if n <= perKind { out.append(w) }
+        }
+        for (k, n) in seen.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where n > perKind {
+            out.append(HeapWarning(k, nil, "\(n - perKind) more \(k.rawValue) warnings not listed"))
+        }
+        return out
+    }
 }
 
 /// A thread of the target at the moment it was stopped.

@@ -120,9 +120,21 @@ enum FileHandleErr {
     static func write(_ s: String) { _ = s.withCString { Glibc.write(2, $0, strlen($0)) } }
 }
 
-/// Exit 2 when the walk found corruption (the output is complete otherwise).
-func finish(_ r: HeapReport) throws {
-    if r.warnings.contains(where: { [.corruptChunk, .corruptList, .listCycle].contains($0.kind) }) { throw ExitCode(2) }
+/// The kinds of warning that mean the heap is corrupted (exit 2).
+let corruptionKinds: Set<HeapWarning.Kind> = [.corruptChunk, .corruptList, .listCycle, .corruptArena]
+
+/// Exit 2 when the walk found corruption (the output is complete otherwise). `say`: for commands
+/// whose output does not list warnings, name them on stderr first.
+func finish(_ r: HeapReport, say: Bool = false) throws {
+    let bad = r.warnings.filter { corruptionKinds.contains($0.kind) }
+    guard !bad.isEmpty else { return }
+    if say {
+        var s = "heapscope: the heap is corrupted (\(bad.count) warning\(bad.count == 1 ? "" : "s"); heapscope stat shows every warning):\n"
+        for w in bad.prefix(5) { s += "  [\(w.kind.rawValue)] \(w.message)\n" }
+        if bad.count > 5 { s += "  ... \(bad.count - 5) more\n" }
+        FileHandleErr.write(s)
+    }
+    throw ExitCode(2)
 }
 
 struct Stat: ParsableCommand {

@@ -50,6 +50,8 @@ struct SnapshotCommand: ParsableCommand {
             print("wrote \(output): \(n) chunks, \(human(size)) (\(format1(per)) bytes per chunk before contents)\(contents ? ", with contents" : ""); paused \(format1(Double(s.report.pauseMicroseconds) / 1000)) ms; inspected in \(format1((t1 - t0) * 1000)) ms, written in \(format1((t2 - t1) * 1000)) ms")
             if let c = copyText(s.report) { print(c) }
         }
+        // (the file is written, with the warnings in it)
+        try finish(s.report, say: true)
     }
 }
 

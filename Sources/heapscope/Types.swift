@@ -54,6 +54,7 @@ struct Types: ParsableCommand {
             }
         }
         out.flush()
+        try finish(r.heap, say: true)
     }
 }
 
