@@ -14,7 +14,7 @@ TRACKED    := heap_kinds threads corrupt corruptions locked noncontig leaks
 BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
-.PHONY: all deps build debug targets test demo bench clean matrix dist
+.PHONY: all deps build debug targets test demo bench clean matrix dist fuzz
 
 all: build
 
@@ -96,6 +96,13 @@ dist: deps
 	  if [ -n "$$libs" ]; then echo "dist: the binary still needs $$libs" >&2; exit 1; fi
 	tar -C $(DIST) -czf $(DISTTAR) $(DISTNAME)
 	@echo "dist: $(DISTTAR) ($$(du -h $(DISTTAR) | cut -f1)); needs glibc >= $$(objdump -T $(DIST)/$(DISTNAME)/bin/heapscope | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 | cut -d_ -f2)"
+
+# The fuzz harnesses for longer (FUZZ_SECONDS each: snapshot files, ELF/DWARF, sym's input text);
+# make test runs them for a bounded number of cases.
+FUZZ_SECONDS ?= 600
+fuzz: deps targets
+	$(SWIFT) build
+	HEAPSCOPE_FUZZ_SECONDS=$(FUZZ_SECONDS) timeout -k 30 $$(( 3 * $(FUZZ_SECONDS) + 900 )) $(SWIFT) test --no-parallel --filter FuzzTests
 
 demo: build targets
 	@./scripts/demo.sh .build/release/heapscope $(TT)/demo

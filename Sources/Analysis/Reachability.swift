@@ -81,12 +81,23 @@ public struct Blocks: Sendable {
 
     public var count: Int { start.count }
 
+    /// Blocks larger than this get a span of their own without a page index (one entry per 4 KiB
+    /// of a 1 TiB block would take 1 GiB).
+    private static let bigBlock: UInt64 = 1 << 20
+
     private mutating func buildIndex() {
         var i = 0
         while i < start.count {
+            if end[i] - start[i] > Blocks.bigBlock {
+                spanBase.append(start[i]); spanLimit.append(end[i]); spanPage.append(-(i + 1))
+                i += 1
+                continue
+            }
             let base = start[i] & ~((1 << Blocks.pageShift) - 1)
             var j = i, limit = end[i]
-            while j + 1 < start.count && start[j + 1] < limit &+ Blocks.spanGap { j += 1; limit = max(limit, end[j]) }
+            while j + 1 < start.count && end[j + 1] - start[j + 1] <= Blocks.bigBlock && start[j + 1] < limit &+ Blocks.spanGap {
+                j += 1; limit = max(limit, end[j])
+            }
             let pages = Int((limit - base + (1 << Blocks.pageShift) - 1) >> Blocks.pageShift)
             spanBase.append(base); spanLimit.append(limit); spanPage.append(pageFirst.count)
             var k = i
@@ -109,6 +120,7 @@ public struct Blocks: Sendable {
             s = lo
         }
         guard s < nspans, a >= spanBase[s], a < spanLimit[s] else { return nil }
+        if spanPage[s] < 0 { return -spanPage[s] - 1 }   // one big block
         let p = spanPage[s] + Int((a - spanBase[s]) >> Blocks.pageShift)
         var lo = Int(pageFirst[p]), hi = Int(pageFirst[p + 1]) + 1
         hi = min(hi, start.count)

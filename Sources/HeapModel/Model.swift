@@ -112,8 +112,10 @@ public struct Tally: Sendable, Equatable {
     public var count: Int = 0
     public var bytes: UInt64 = 0
     public init(count: Int = 0, bytes: UInt64 = 0) { self.count = count; self.bytes = bytes }
-    public mutating func add(_ b: UInt64) { count += 1; bytes += b }
-    public static func + (a: Tally, b: Tally) -> Tally { Tally(count: a.count + b.count, bytes: a.bytes + b.bytes) }
+    // (wrapping: tallies read from a hostile snapshot file must not trap when added up; real
+    // ones are far from 2^63)
+    public mutating func add(_ b: UInt64) { count &+= 1; bytes &+= b }
+    public static func + (a: Tally, b: Tally) -> Tally { Tally(count: a.count &+ b.count, bytes: a.bytes &+ b.bytes) }
 }
 
 /// One contiguous piece of memory an arena carves chunks from.

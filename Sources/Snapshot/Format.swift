@@ -178,21 +178,34 @@ public enum SnapshotFile {
     // MARK: read
 
     public static func read(_ path: String) throws(SnapshotError) -> Snapshot {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .io(path: path, errno: errno, doing: "open") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .io(path: path, errno: errno, doing: "read") }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0 { if errno == EINTR { continue }; throw .io(path: path, errno: errno, doing: "read") }
-            if n == 0 { break }
-            off += n
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .notSnapshot(path: path) }
+        func readFully(_ count: Int) throws(SnapshotError) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: count)
+            var off = 0
+            while off < bytes.count {
+                let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + off, $0.count - off) }
+                if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw .io(path: path, errno: errno, doing: "read") }
+                if n == 0 { break }
+                off += n
+            }
+            bytes.removeLast(bytes.count - off)
+            return bytes
         }
-        bytes.removeLast(bytes.count - off)
-        return try decode(bytes, path: path)
+        // The header first: the magic, and the length it gives, before the file is read whole.
+        let size = UInt64(st.st_size)
+        let head = try readFully(Int(min(size, 32)))
+        guard head.count >= 8, Array(head[0..<8]) == magic else { throw .notSnapshot(path: path) }
+        guard head.count == 32 else { throw .truncated(path: path, have: size, need: 32) }
+        let length = get64(head, 16)
+        if size < length { throw .truncated(path: path, have: size, need: length) }
+        if size > length { throw .corrupted(path: path, what: "\(size - length) bytes after the end the header gives") }
+        return try decode(head + (try readFully(Int(size - 32))), path: path)
     }
 
     public static func decode(_ b: [UInt8], path: String) throws(SnapshotError) -> Snapshot {
@@ -227,25 +240,31 @@ public enum SnapshotFile {
             var owners: [String] = []
             for _ in 0..<(try r.count(1)) { owners.append(try r.str()) }
             r = Reader(body[.report]!)
-            let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: try r.uv())), pause = try r.uv(), attempts = Int(try r.uv())
+            let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: try r.uv())), pause = try r.quantity(), attempts = try r.int()
             let allocator = try r.str(), allocVersion = try r.str(), discovery = try r.str()
-            let copied = Int(truncatingIfNeeded: try r.uv()), analysis = try r.uv()
-            let mm = Tally(count: Int(try r.uv()), bytes: try r.uv())
+            let copied = try r.int(), analysis = try r.quantity()
+            let mm = Tally(count: try r.int(), bytes: try r.quantity())
             var mi = MallInfo2()
-            mi.arena = try r.uv(); mi.ordblks = try r.uv(); mi.smblks = try r.uv(); mi.hblks = try r.uv(); mi.hblkhd = try r.uv()
-            mi.usmblks = try r.uv(); mi.fsmblks = try r.uv(); mi.uordblks = try r.uv(); mi.fordblks = try r.uv(); mi.keepcost = try r.uv()
+            mi.arena = try r.quantity(); mi.ordblks = try r.quantity(); mi.smblks = try r.quantity(); mi.hblks = try r.quantity(); mi.hblkhd = try r.quantity()
+            mi.usmblks = try r.quantity(); mi.fsmblks = try r.quantity(); mi.uordblks = try r.quantity(); mi.fordblks = try r.quantity(); mi.keepcost = try r.quantity()
             let userOffset = try r.uv(), loss = try r.uv(), lossMm = try r.uv()
+            // (glibc's are 16, 8 and 16 or 8: a chunk header is never larger than 64 bytes)
+            guard userOffset <= 64, loss <= 64, lossMm <= 64 else { throw Reader.Bad.value("chunk header sizes \(userOffset), \(loss), \(lossMm)") }
             r = Reader(body[.arenas]!)
             var arenas: [ArenaSummary] = []
             for _ in 0..<(try r.count(10)) {
-                let index = Int(try r.uv()), address = try r.uv(), isMain = try r.uv() != 0, system = try r.uv(), attached = try r.uv()
-                let held = try r.uv() != 0, top = try r.uv(), topSize = try r.uv()
+                let index = try r.int(), address = try r.uv(), isMain = try r.uv() != 0, system = try r.quantity(), attached = try r.quantity()
+                let held = try r.uv() != 0, top = try r.uv(), topSize = try r.quantity()
                 var segs: [Segment] = []
-                for _ in 0..<(try r.count(2)) { segs.append(Segment(start: try r.uv(), end: try r.uv())) }
+                for _ in 0..<(try r.count(2)) {
+                    let s = try r.uv(), e = try r.uv()
+                    guard s <= e else { throw Reader.Bad.value("segment 0x\(String(s, radix: 16))-0x\(String(e, radix: 16))") }
+                    segs.append(Segment(start: s, end: e))
+                }
                 var by: [ChunkState: Tally] = [:]
                 for _ in 0..<(try r.count(3)) {
                     guard let st = ChunkState(rawValue: UInt8(truncatingIfNeeded: try r.uv())) else { throw Reader.Bad.value("chunk state") }
-                    by[st] = Tally(count: Int(try r.uv()), bytes: try r.uv())
+                    by[st] = Tally(count: try r.int(), bytes: try r.quantity())
                 }
                 arenas.append(ArenaSummary(index: index, address: address, isMain: isMain, systemBytes: system, segments: segs,
                                            attachedThreads: attached, mutexHeld: held, byState: by, top: top, topSize: topSize))
@@ -274,7 +293,14 @@ public enum SnapshotFile {
                 try state.withUnsafeMutableBufferPointer { st in try arena.withUnsafeMutableBufferPointer { ar in
                     var end: UInt64 = 0
                     for i in 0..<n {
-                        let a = end &+ (try r.uv()), s = (try r.uv()) << 3
+                        // In address order, without overlap, in the user address space (below 2^57,
+                        // 5-level paging's), each at least a header.
+                        let (a, o1) = end.addingReportingOverflow(try r.uv())
+                        let units = try r.uv()
+                        guard !o1, a < 1 << 57, units <= 1 << 54, units << 3 >= userOffset else {
+                            throw Reader.Bad.value("chunk \(i) at 0x\(String(a, radix: 16)), \(units) units")
+                        }
+                        let s = units << 3
                         guard let x = ChunkState(rawValue: try r.byte()) else { throw Reader.Bad.value("chunk state") }
                         let k = try r.uv()
                         guard k <= arenaCount else { throw Reader.Bad.value("arena \(k - 1)") }
@@ -328,7 +354,11 @@ public enum SnapshotFile {
             let contents = body[.contents].map { Array($0) }
             if let c = contents {
                 var need: UInt64 = 0
-                for i in 0..<n where state[i].isOutstanding { need += table.usableSize(i) }
+                for i in 0..<n where state[i].isOutstanding {
+                    let (sum, o) = need.addingReportingOverflow(table.usableSize(i))
+                    guard !o else { throw Reader.Bad.value("contents of more than 2^64 bytes") }
+                    need = sum
+                }
                 guard UInt64(c.count) == need else { throw Reader.Bad.value("contents hold \(c.count) bytes, the chunks \(need)") }
             }
             var parent = [Int32](repeating: -1, count: n)
@@ -337,9 +367,20 @@ public enum SnapshotFile {
                 for i in 0..<n {
                     let z = try r.uv()
                     guard z != 0 else { continue }
-                    let d = Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))), p = Int64(i) - d
-                    guard p >= 0, p < Int64(n) else { throw Reader.Bad.value("parent of chunk \(i)") }
+                    let d = Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1)))
+                    let (p, o) = Int64(i).subtractingReportingOverflow(d)
+                    guard !o, p >= 0, p < Int64(n) else { throw Reader.Bad.value("parent of chunk \(i)") }
                     parent[i] = Int32(p)
+                }
+                // A forest: following parents from any chunk ends at a root (no cycle).
+                var mark = [UInt8](repeating: 0, count: n)   // 0 unseen, 1 on the current path, 2 ends at a root
+                var path: [Int] = []
+                for i in 0..<n where mark[i] == 0 {
+                    var j = i
+                    while j >= 0 && mark[j] == 0 { mark[j] = 1; path.append(j); j = Int(parent[j]) }
+                    if j >= 0 && mark[j] == 1 { throw Reader.Bad.value("parents of chunk \(j) form a cycle") }
+                    for k in path { mark[k] = 2 }
+                    path.removeAll(keepingCapacity: true)
                 }
             }
             return Snapshot(meta: meta, report: report, leakClass: cls, type: type, count: cnt, confidence: conf, ambiguous: amb,
@@ -354,7 +395,8 @@ public enum SnapshotFile {
     // MARK: primitives
 
     /// A 64-bit checksum over 8-byte words (multiply-rotate mixing; ~4 GB/s), then the tail.
-    static func checksum(_ s: ArraySlice<UInt8>) -> UInt64 {
+    /// (Public for tools that rewrite files, such as the fuzz harness re-sealing its mutants.)
+    public static func checksum(_ s: ArraySlice<UInt8>) -> UInt64 {
         var h: UInt64 = 0x9e37_79b9_7f4a_7c15 ^ UInt64(s.count)
         s.withUnsafeBytes { p in
             let n = p.count / 8
@@ -448,6 +490,18 @@ struct Reader {
         let n = try uv()
         guard n <= UInt64(b.endIndex - i) / UInt64(max(minBytes, 1)) else { throw .value("count \(n) for \(b.endIndex - i) bytes") }
         return Int(n)
+    }
+    /// A count or index as an Int (never above 2^48: no file holds more of anything).
+    mutating func int() throws(Bad) -> Int {
+        let v = try uv()
+        guard v <= 1 << 48 else { throw .value("count \(v)") }
+        return Int(v)
+    }
+    /// A number of bytes (or of microseconds): never above 2^57, the largest x86-64 address space.
+    mutating func quantity() throws(Bad) -> UInt64 {
+        let v = try uv()
+        guard v <= 1 << 57 else { throw .value("quantity \(v)") }
+        return v
     }
     mutating func str() throws(Bad) -> String {
         let n = try count(1)

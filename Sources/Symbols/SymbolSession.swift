@@ -25,8 +25,11 @@ public enum SymbolsError: Error, CustomStringConvertible {
     case dwfl(call: String, subject: String, message: String)
     /// The process exited (or became a zombie) while its modules were being read.
     case processGone(pid: Int32)
+    /// A path that is not a regular file (a FIFO would block the open; a device could be anything).
+    case notAFile(path: String)
     public var description: String {
         switch self {
+        case .notAFile(let p): return "\(p) is not a regular file"
         case .dwfl(let c, let s, let m): return "\(c)(\(s)) failed: \(m)"
         case .processGone(let pid): return "process \(pid) exited while its modules were being read"
         }
@@ -119,6 +122,8 @@ public final class SymbolSession {
 
     /// A session over one ELF file; addresses are its virtual addresses.
     public init(file path: String, useDebugInfo: Bool) throws(SymbolsError) {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw .notAFile(path: path) }
         pid = 0
         file = path
         self.useDebugInfo = useDebugInfo

@@ -432,8 +432,8 @@ enum SymOutput {
         for (k, f) in r.frames.enumerated() {
             out.write("    "); out.write(utf8: pool.utf8(f.functionID)); out.write(" at ")
             if f.fileID >= 0 { out.write(utf8: pool.utf8(f.fileID)) } else { out.write("??") }
-            out.write(":"); out.write(decimal: UInt64(f.line))
-            if f.column > 0 { out.write(":"); out.write(decimal: UInt64(f.column)) }
+            out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
+            if f.column > 0 { out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))) }
             if k < r.frames.count - 1 { out.write(" (inlined)") }
             out.write(byte: 0x0a)
         }
@@ -457,7 +457,7 @@ enum SymOutput {
             for f in frames {
                 out.write(utf8: pool.utf8(f.functionID)); out.write(byte: 0x0a)
                 if f.fileID >= 0 { out.write(utf8: pool.utf8(f.fileID)) } else { out.write("??") }
-                out.write(":"); out.write(decimal: UInt64(f.line)); out.write(":"); out.write(decimal: UInt64(f.column)); out.write(byte: 0x0a)
+                out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line))); out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write(byte: 0x0a)
             }
         }
         out.write(byte: 0x0a)
@@ -504,15 +504,15 @@ enum SymOutput {
         out.write(",\"size\":"); out.write(decimal: r.size)
         out.write(",\"function\":"); id(inner?.functionID ?? StringPool.none)
         out.write(",\"file\":"); id(inner.map { $0.fileID >= 0 ? $0.fileID : r.symbolFileID } ?? r.symbolFileID)
-        out.write(",\"line\":"); if let f = inner { out.write(decimal: UInt64(f.line)) } else { out.write("null") }
-        out.write(",\"column\":"); if let f = inner { out.write(decimal: UInt64(f.column)) } else { out.write("null") }
+        out.write(",\"line\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.line))) } else { out.write("null") }
+        out.write(",\"column\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.column))) } else { out.write("null") }
         out.write(",\"inlined\":[")
         for (k, f) in r.frames.enumerated() {
             if k > 0 { out.write(",") }
             out.write("{\"function\":"); id(f.functionID)
             out.write(",\"file\":"); id(f.fileID)
-            out.write(",\"line\":"); out.write(decimal: UInt64(f.line))
-            out.write(",\"column\":"); out.write(decimal: UInt64(f.column)); out.write("}")
+            out.write(",\"line\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
+            out.write(",\"column\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write("}")
         }
         out.write("],\"source\":"); id(r.sourceID)
         out.write(",\"reason\":"); out.write(json: r.reason); out.write("}")

@@ -125,6 +125,48 @@ struct SnapshotTests {
             let names = ["", "meta", "strings", "report", "arenas", "threads", "warnings", "chunks", "labels", "contents", "exitedThreads", "parents"]
             try check("flip\(k)", flipped, "is corrupted: section \(names[Int(bytes[e])]) checksum mismatch")
         }
+        // Crafted files whose checksums hold (what the fuzz harness found crashing the reader):
+        // each is refused with exit 8 naming the impossible value, never a trap.
+        let good0 = try SnapshotFile.decode(bytes, path: good)
+        func crafted(_ name: String, _ says: String, _ change: (inout Snapshot) -> Void) throws {
+            var s = good0
+            change(&s)
+            let path = dir + "/" + name
+            try Data(SnapshotFile.encode(s)).write(to: URL(fileURLWithPath: path))
+            for command in ["stat", "types", "leaks"] {
+                let r = try run(Paths.heapscope, [command, path])
+                #expect(r.status == 8 && r.err.contains("is corrupted: impossible value: \(says)"), "\(name) \(command): \(r.status) \(r.err)")
+            }
+        }
+        try crafted("attempts", "count 4611686018427387904") { $0.report.attempts = 1 << 62 }
+        try crafted("copied", "count 9223372036854775807") { $0.report.copiedBytes = .max }
+        try crafted("mmapped", "count 9223372036854775807") { $0.report.heap.mmapped = Tally(count: .max, bytes: 0) }
+        try crafted("tally", "quantity 18446744073709551615") { $0.report.heap.mmapped = Tally(count: 1, bytes: .max) }
+        try crafted("cycle", "parents of chunk") { s in
+            let outstanding = (0..<s.parent.count).filter { s.report.chunks.state[$0].isOutstanding }
+            s.parent[outstanding[0]] = Int32(outstanding[1]); s.parent[outstanding[1]] = Int32(outstanding[0])
+        }
+        try crafted("address", "chunk") { s in
+            let t = s.report.chunks
+            s.report.heap.chunks = ChunkTable(address: t.address.dropLast() + [UInt64.max - 0x1000], size: t.size, state: t.state, arena: t.arena,
+                                              userOffset: t.userOffset, usableLoss: t.usableLoss, usableLossMmapped: t.usableLossMmapped)
+        }
+        try crafted("offset", "chunk header sizes") { s in
+            let t = s.report.chunks
+            s.report.heap.chunks = ChunkTable(address: t.address, size: t.size, state: t.state, arena: t.arena,
+                                              userOffset: .max, usableLoss: t.usableLoss, usableLossMmapped: t.usableLossMmapped)
+        }
+        // Not a regular file: refused at once, never waited on.
+        let fifo = dir + "/fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for command in ["stat", "diff"] {
+            let r = try run(Paths.heapscope, command == "diff" ? ["diff", fifo, good] : [command, fifo], timeout: 10)
+            #expect(r.status == 8 && r.err.contains("is not a heapscope snapshot"), "\(command) on a FIFO: \(r.status) \(r.err)")
+        }
+        for command in ["sym", "gensyms"] {
+            let r = try run(Paths.heapscope, [command, "--elf", fifo] + (command == "sym" ? ["0x1"] : []), timeout: 10)
+            #expect(r.status == 1 && r.err.contains("is not a regular file"), "\(command) --elf on a FIFO: \(r.status) \(r.err)")
+        }
         let missing = try run(Paths.heapscope, ["types", dir + "/none.snap"])
         #expect(missing.status == 8 && missing.err.contains("cannot open \(dir)/none.snap: No such file or directory"))
     }
