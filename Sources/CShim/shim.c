@@ -2,6 +2,8 @@
 #include "cshim.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ptrace.h>
@@ -172,3 +174,18 @@ pid_t hs_peek_wait(pid_t tid, int *status) {
     }
     return si.si_pid;
 }
+
+/* Output that could not be written (a full disk, /dev/full, a closed pipe with SIGPIPE ignored)
+ * must not end in exit 0: at exit, if a write to stdout failed, say so and exit 1. */
+static volatile int output_errno;
+void hs_output_failed(int err) { if (!output_errno) output_errno = err ? err : EIO; }
+static void check_output_at_exit(void) {
+    if (fflush(stdout) != 0 || ferror(stdout)) hs_output_failed(errno);
+    if (output_errno) {
+        char msg[256];
+        int n = snprintf(msg, sizeof msg, "heapscope: cannot write the output: %s\n", strerror(output_errno));
+        if (n > 0) { ssize_t w = write(2, msg, (size_t)n); (void)w; }
+        _exit(1);
+    }
+}
+void hs_check_output_at_exit(void) { atexit(check_output_at_exit); }

@@ -1,3 +1,4 @@
+import CShim
 import Glibc
 import HeapModel
 import Inspect
@@ -65,7 +66,7 @@ struct OutputBuffer {
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + off, bytes.count - off) }
-            if n <= 0 { if errno == EINTR { continue }; break }
+            if n <= 0 { if errno == EINTR { continue }; hs_output_failed(errno); break }
             off += n
         }
         bytes.removeAll(keepingCapacity: true)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CShim
 import Glibc
 import HeapModel
 import Inspect
@@ -6,6 +7,17 @@ import Snapshot
 
 @main
 struct Heapscope: ParsableCommand {
+    static func main() {
+        hs_check_output_at_exit()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+        exit()
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "heapscope",
         abstract: "Find out where a running process's memory went: walk its glibc malloc heap from outside.",
@@ -43,11 +55,14 @@ struct TargetOptions: ParsableArguments {
     var sharedRoots = false
 
     var pid: Int32 { Int32(target) ?? 0 }
+    /// Digits only: a pid (even one too large to be one), never a file name.
+    var isPid: Bool { !target.isEmpty && target.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
     /// The snapshot file named instead of a PID.
-    var snapshotPath: String? { Int32(target) == nil ? target : nil }
+    var snapshotPath: String? { isPid || Int32(target) != nil ? nil : target }
 
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
+        if isPid && Int32(target) == nil { fail("no such process: \(target)", code: 3) ; throw ExitCode(3) }
         _ = try maxStopMicroseconds(maxStop)
     }
 
@@ -58,7 +73,12 @@ struct TargetOptions: ParsableArguments {
     }
 
     /// The snapshot file named instead of a PID, read and checked (exit 8 if it cannot be).
-    func loadSnapshot() throws -> Snapshot { try readSnapshot(snapshotPath ?? target) }
+    func loadSnapshot() throws -> Snapshot {
+        do { return try SnapshotFile.read(snapshotPath ?? target) } catch {
+            fail(error.description, code: 8)
+            throw ExitCode(8)
+        }
+    }
 
     /// Type labels of the target: inspected, or as a snapshot recorded them.
     func types() throws -> TypeInspection {
@@ -81,9 +101,15 @@ struct TargetOptions: ParsableArguments {
         if isatty(2) != 0 && !json { FileHandleErr.write("heapscope: inspecting \(pid)...\r") }
         defer { if isatty(2) != 0 && !json { FileHandleErr.write("\u{1b}[2K\r") } }
         do { return try body(pid, options) } catch {
-            FileHandleErr.write("heapscope: \(error.description)\n")
+            fail(error.description, code: error.exitCode)
             throw ExitCode(error.exitCode)
         }
+    }
+
+    /// An error: on stderr, and with --json also as {"error": {"code": N, "message": "..."}} on stdout.
+    func fail(_ message: String, code: Int32) {
+        FileHandleErr.write("heapscope: \(message)\n")
+        if json { print("{\"error\":{\"code\":\(code),\"message\":\(jsonString(message))}}") }
     }
 
     func inspect() throws -> HeapReport {

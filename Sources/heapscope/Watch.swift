@@ -83,7 +83,9 @@ struct Watch: ParsableCommand {
                 if samples.isEmpty { FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode) }
                 switch error {
                 case .process(.noSuchProcess), .process(.targetExited): ended = ("target \(pid) exited", 5)
-                case .process(.interrupted): ended = ("interrupted", 0)
+                // Ctrl-C is how a watch is ended (exit 0, like the other stop signals between
+                // samples are not); any other signal ends it with 128+N.
+                case .process(.interrupted(let sig)): ended = ("interrupted by signal \(sig)", sig == SIGINT ? 0 : 128 + sig)
                 default:
                     FileHandleErr.write("heapscope: \(error.description)\n")
                     ended = (error.description, error.exitCode)
@@ -122,7 +124,7 @@ struct Watch: ParsableCommand {
                 if left <= 0 { break }
                 usleep(UInt32(min(left, 0.2) * 1_000_000))
             }
-            if hs_stop_signal() != 0 { ended = ("signal \(hs_stop_signal())", 0); break }
+            if hs_stop_signal() != 0 { let sig = hs_stop_signal(); ended = ("signal \(sig)", sig == SIGINT ? 0 : 128 + sig); break }
         }
         summary(samples, survivors: survivors, files: files, reason: ended.reason,
                 pacing: (skippedTicks, stretched, stoppedUs, monotonic() - start))

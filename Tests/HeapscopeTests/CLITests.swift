@@ -1,4 +1,5 @@
 import Foundation
+import ProcessAccess
 import Glibc
 import Testing
 
@@ -85,10 +86,33 @@ struct CLITests {
         #expect(r.err.contains("is not linked with glibc"), "\(r.err)")
         #expect(musl.release().ok)
 
+        // Pids are parsed as pids: one too large for any process is no such process, not a file name.
+        r = try run(Paths.heapscope, ["stat", "99999999999"])
+        #expect(r.status == 3 && r.err == "heapscope: no such process: 99999999999\n", "\(r.err)")
+        // --json: errors on stdout as JSON too.
+        r = try run(Paths.heapscope, ["stat", "--json", "999999"])
+        let errorJSON = try jsonObject(r.out)["error"] as? [String: Any]
+        #expect(r.status == 3 && errorJSON?["code"] as? Int == 3 && errorJSON?["message"] as? String == "no such process: 999999", "\(r.out)")
+
         let bad = try TargetProcess("corrupt")
         r = try run(Paths.heapscope, ["stat", String(bad.pid)])
         #expect(r.status == 2)
         #expect(r.out.contains("[corrupt_chunk]") && r.out.contains("[list_cycle]"))
         #expect(bad.release().ok)
+    }
+
+    @Test("output that cannot be written (a full disk): exit 1 naming the error, never exit 0")
+    func writeErrors() throws {
+        let p = try TargetProcess("heap_kinds")
+        defer { p.release() }
+        let dir = try temporaryDirectory("full")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for args in [["stat", String(p.pid)], ["stat", "--json", String(p.pid)], ["chunks", String(p.pid)], ["--version"]] {
+            let child = try Spawned.start(Paths.heapscope, args, environment: nil, stdinPipe: false, stdin: "/dev/null",
+                                          stdout: "/dev/full", stderr: dir + "/err")
+            let st = try #require(child.wait(timeoutSeconds: 60))
+            let err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
+            #expect(exitCode(ofWaitStatus: st.0) == 1 && err.hasSuffix("heapscope: cannot write the output: No space left on device\n"), "\(args): \(err)")
+        }
     }
 }

@@ -79,20 +79,21 @@ struct WatchTests {
         return []
     }
 
-    @Test("Ctrl-C: exit 0 with a summary; the target runs on, not stopped")
-    func interrupt() throws {
+    @Test("Ctrl-C: exit 0 with a summary; SIGTERM and SIGHUP: the summary and exit 128+N; the target runs on, not stopped",
+          arguments: [SIGINT, SIGTERM, SIGHUP])
+    func interrupt(signal sig: Int32) throws {
         let p = try TargetProcess("phases")
         defer { p.release() }
         let dir = try temporaryDirectory("watch")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let w = try startWatch(p.pid, dir: dir)
         #expect(waitForLines(dir + "/out", 2).count >= 2)
-        kill(w.pid, SIGINT)
+        kill(w.pid, sig)
         let st = try #require(w.wait(timeoutSeconds: 20))
-        #expect(exitCode(ofWaitStatus: st.status) == 0)
+        #expect(exitCode(ofWaitStatus: st.status) == (sig == SIGINT ? 0 : 128 + sig))
         let lines = waitForLines(dir + "/out", 3)
         let sum = try #require(try jsonObject(lines.last!)["summary"] as? [String: Any])
-        #expect(sum["ended"] as? String == "signal 2" && (sum["samples"] as? Int ?? 0) >= 2)
+        #expect((sum["ended"] as? String ?? "").hasSuffix("signal \(sig)") && (sum["samples"] as? Int ?? 0) >= 2, "\(sum)")
         #expect(kill(p.pid, 0) == 0 && !p.threadStates().contains { $0 == "t" || $0 == "T" })
         #expect(p.release().ok)
     }

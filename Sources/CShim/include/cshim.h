@@ -62,6 +62,10 @@ int hs_stop_signal(void);
  * SIGQUIT ends heapscope before hs_cleanup_remove(slot). Installs the handlers on first use, where
  * no handler is set yet, and re-raises the signal after removing. Returns the slot, or -1. */
 int hs_cleanup_add(const char *path);
+/* A write to stdout failed (errno); at exit, heapscope then says so and exits 1. */
+void hs_output_failed(int err);
+/* Install that check (once, at start). */
+void hs_check_output_at_exit(void);
 void hs_cleanup_remove(int slot);
 
 /// PTRACE_SECCOMP_GET_FILTER of a stopped tracee: filter `index` (0 = newest) into `buf`
