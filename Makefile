@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap python3 python3-dbg perl
+PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap python3 python3-dbg perl gcc-multilib
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and
@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt corruptions locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean matrix dist fuzz
@@ -134,6 +134,9 @@ $(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
 
 $(TT)/plain_wait: TestTargets/plain_wait.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<
+# A 32-bit process: refused (exit 6) before it is stopped.
+$(TT)/plain_wait_32: TestTargets/plain_wait.c | $(TT)
+	$(CC) -m32 $(CFLAGS_TT) -o $@ $<
 $(TT)/plain_wait_musl: TestTargets/plain_wait.c | $(TT)
 	musl-gcc -static -O0 -g -o $@ $<
 

@@ -78,6 +78,10 @@ let mallocFunctionNames: Set<String> = [
 let foreignAllocators: [(pattern: String, name: String)] = [
     ("libjemalloc", "jemalloc"), ("libtcmalloc", "tcmalloc"), ("libmimalloc", "mimalloc"),
     ("libhoard", "Hoard"), ("libsnmalloc", "snmalloc"), ("librpmalloc", "rpmalloc"),
+    // valgrind's tools replace malloc in the program they run (their preload library is mapped)
+    ("vgpreload_", "valgrind"),
+    // glibc's malloc debugging (MALLOC_CHECK_, mcheck, mtrace): its hooks change the chunks
+    ("libc_malloc_debug", "glibc's malloc debugging library (MALLOC_CHECK_, mcheck, mtrace)"),
 ]
 
 public enum Inspector {
@@ -231,7 +235,21 @@ public enum Inspector {
         for (pattern, name) in foreignAllocators where maps.contains(where: { $0.path.contains(pattern) }) {
             throw .glibc(.notGlibc("\(name) is loaded (\(maps.first { $0.path.contains(pattern) }!.path)) and replaces malloc"))
         }
-        let libcMaps = maps.filter { isLibc($0.path) }
+        // A 64-bit process only (its executable's ELF class), told before anything else is read.
+        if let exe = maps.first(where: { $0.offset == 0 && $0.path == ProcFS.exePath(pid: pid) }),
+           ProcFS.elfClass(ProcFS.mappedFilePath(pid: pid, mapping: exe)) == 1 {
+            throw .glibc(.notGlibc("it is a 32-bit process (ELFCLASS32); heapscope reads 64-bit x86-64 processes"))
+        }
+        // libc: by name, then by what it is (executable code and glibc's version string), so that
+        // another file named libc.so* mapped as data is not taken for it.
+        var libcMaps = maps.filter { isLibc($0.path) }
+        let libcPaths = libcMaps.reduce(into: [String]()) { if !$0.contains($1.path) { $0.append($1.path) } }
+        if libcPaths.count > 1, let real = libcPaths.first(where: { path in
+            maps.contains { $0.path == path && $0.executable } &&
+                (maps.first { $0.path == path && $0.offset == 0 }.map { GlibcVersion.read(path: ProcFS.mappedFilePath(pid: pid, mapping: $0)) != nil } ?? false)
+        }) {
+            libcMaps = libcMaps.filter { $0.path == real }
+        }
         let exe = ProcFS.exePath(pid: pid) ?? ""
         let holder: [Mapping]
         let isStatic: Bool

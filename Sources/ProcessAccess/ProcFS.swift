@@ -24,6 +24,16 @@ public struct Mapping: Sendable, Equatable {
 
 /// Small readers for /proc files; every failure names the file.
 public enum ProcFS {
+    /// The ELF class of a file (1: 32-bit, 2: 64-bit), nil if it is not an ELF file.
+    public static func elfClass(_ path: String) -> UInt8? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var h = [UInt8](repeating: 0, count: 5)
+        guard read(fd, &h, 5) == 5, h[0..<4] == [0x7f, 0x45, 0x4c, 0x46] else { return nil }
+        return h[4]
+    }
+
     public static func readFile(_ path: String) throws(ProcessError) -> String {
         String(decoding: try readBytes(path), as: UTF8.self)
     }

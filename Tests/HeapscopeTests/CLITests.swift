@@ -94,6 +94,19 @@ struct CLITests {
         let errorJSON = try jsonObject(r.out)["error"] as? [String: Any]
         #expect(r.status == 3 && errorJSON?["code"] as? Int == 3 && errorJSON?["message"] as? String == "no such process: 999999", "\(r.out)")
 
+        // Refused before they are stopped: a 32-bit process, one run by valgrind, one with glibc's
+        // malloc debugging library.
+        for (name, launcher, env, says) in [
+            ("plain_wait_32", [String](), [String](), "it is a 32-bit process (ELFCLASS32)"),
+            ("plain_wait", ["/usr/bin/valgrind", "-q", Paths.target("plain_wait")], [], "valgrind is loaded"),
+            ("plain_wait", [], ["LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0", "MALLOC_CHECK_=3"], "glibc's malloc debugging library"),
+        ] {
+            let t = try TargetProcess(name, env: env, launcher: launcher)
+            r = try run(Paths.heapscope, ["stat", String(t.pid)])
+            #expect(r.status == 6 && r.err.contains(says), "\(name) \(launcher) \(env): \(r.status) \(r.err)")
+            #expect(t.release().ok)
+        }
+
         let bad = try TargetProcess("corrupt")
         r = try run(Paths.heapscope, ["stat", String(bad.pid)])
         #expect(r.status == 2)

@@ -123,4 +123,28 @@ struct RealProgramTests {
         let text = try heapscope(["diff", "\(dir)/1.snap", "\(dir)/2.snap"])
         #expect(text.contains("in use"), "\(text.prefix(1000))")
     }
+
+    /// A file named like libc mapped as data (below the real one, as mmap places it first when
+    /// asked) is not taken for libc: libc is told by its code and its version string.
+    @Test("a data file named libc.so.6 mapped besides the real libc")
+    func fakeLibc() throws {
+        let dir = try temporaryDirectory("fakelibc")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data(repeating: 0x41, count: 1 << 16).write(to: URL(fileURLWithPath: dir + "/libc.so.6"))
+        let script = """
+        import mmap, os, sys
+        f = open(sys.argv[2], "rb")
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        keep = [bytearray(1000) for _ in range(100)]
+        open(sys.argv[1], "w").write("pid %d\\nend\\n" % os.getpid())
+        sys.stdin.read()
+        """
+        let p = try TargetProcess("python3", args: [dir + "/libc.so.6"], launcher: ["/usr/bin/python3", "-c", script])
+        let maps = try String(contentsOfFile: "/proc/\(p.pid)/maps", encoding: .utf8)
+        #expect(maps.contains(dir + "/libc.so.6"), "the data file is mapped")
+        let r = try run(Paths.heapscope, ["stat", "--json", String(p.pid)])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try jsonObject(r.out)["glibc_version"] as? String == "2.36")
+        #expect(p.release().ok)
+    }
 }
