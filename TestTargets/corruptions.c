@@ -10,7 +10,9 @@
  *   system_mem_huge      main_arena.system_mem becomes 0xffffffffffff0000
  *   sbrk_base_small      mp_.sbrk_base becomes 0x10
  *   sbrk_base_high       mp_.sbrk_base becomes ~0xf
- *   mp_all_ff            every byte of mp_ becomes 0xff */
+ *   mp_all_ff            every byte of mp_ becomes 0xff
+ *   non_main_arena_flag  a main-arena chunk in use gets NON_MAIN_ARENA (0x4) in its size
+ *   large_nextsize       a large-bin chunk's fd_nextsize becomes garbage */
 #include "manifest.h"
 
 enum { MARKERS = 64 };
@@ -69,11 +71,14 @@ int main(int argc, char **argv) {
     if (argc < 3) _exit(2);
     what = argv[2];
     for (int i = 0; i < MARKERS; i++) hs_note("marker", t_malloc(0x100), "in_use");
-    void *fast[8], *big, *q;
+    void *fast[8], *big, *top_chunk;
     for (int i = 0; i < 8; i++) fast[i] = t_malloc(0x48);
     big = t_malloc(0x500);
-    t_malloc(0x18);                                   /* keeps big from merging into top */
-    q = t_malloc(0x18);                               /* carved from top: the last chunk before it */
+    t_malloc(0x18);                                   /* keeps big from merging */
+    /* Two chunks of different sizes for one large bin (0x500 and 0x510: bin 68). */
+    void *l1 = t_malloc(0x4f8); t_malloc(0x18);
+    void *l2 = t_malloc(0x508); t_malloc(0x18);
+    void *victim = t_malloc(0x38);
     int threads = 1;
     if (!strcmp(what, "thread_top_size_max")) {
         pthread_t t;
@@ -83,6 +88,11 @@ int main(int argc, char **argv) {
         pthread_mutex_unlock(&gate);
         threads = 2;
     }
+    hs_free_expect(l1, "large");
+    hs_free_expect(l2, "large");
+    /* A larger request sorts l1 and l2 into their large bin and is carved from top: the last
+     * chunk before it. (Before any fastbin chunk exists: a large request consolidates them.) */
+    top_chunk = t_malloc(0x1000);
     for (int i = 0; i < 7; i++) hs_free_expect(fast[i], "tcache");
     hs_free_expect(fast[7], hs_fast_kind());          /* the 0x50 tcache bin is full */
     hs_free_expect(big, "unsorted");
@@ -90,13 +100,15 @@ int main(int argc, char **argv) {
     hs_write_manifest(threads);
     if (!strcmp(what, "fastbin_size_max")) ((size_t *)fast[7])[-1] = 0xfffffffffffffff1ull;
     else if (!strcmp(what, "unsorted_size_max")) ((size_t *)big)[-1] = 0xfffffffffffffff1ull;
-    else if (!strcmp(what, "top_size_max")) top_after(q)[1] = ~(size_t)0;
+    else if (!strcmp(what, "top_size_max")) top_after(top_chunk)[1] = ~(size_t)0;
     else if (!strcmp(what, "thread_top_size_max")) ((size_t *)thread_top)[1] = ~(size_t)0;
     else if (!strcmp(what, "system_mem_huge")) *(size_t *)(main_arena_of(big) + (hs_glibc_at_least(43) ? 0x830 : 0x888)) = 0xffffffffffff0000ull;
     else if (!strcmp(what, "sbrk_base_small")) *sbrk = 0x10;
     else if (!strcmp(what, "sbrk_base_high")) *sbrk = ~(uintptr_t)0xf;
     else if (!strcmp(what, "mp_all_ff")) memset((char *)sbrk - (hs_glibc_at_least(43) ? 0x68 : hs_glibc_at_least(35) ? 0x60 : 0x48), 0xff,
                                                hs_glibc_at_least(43) ? 0x88 : hs_glibc_at_least(35) ? 0x88 : 0x70);
+    else if (!strcmp(what, "non_main_arena_flag")) ((size_t *)victim)[-1] |= 4;
+    else if (!strcmp(what, "large_nextsize")) ((uintptr_t *)l1)[2] = 0x4141414141414140ull;
     else _exit(3);
     hs_end_and_wait();
     return 0;

@@ -76,7 +76,7 @@ extension GlibcCapture {
                         warnings.append(.init(.corruptChunk, c, "fastbin \(i) of arena \(ai): chunk 0x\(hex(c)) has size 0x\(hex(sz)), expected 0x\(hex(0x20 + 16 * UInt64(i)))"))
                     }
                     listed.append(ListedFree(address: c, kind: .fastbin))
-                    fastCount[ai] += 1; fastBytes[ai] += sz
+                    fastCount[ai] += 1; fastBytes[ai] &+= sz
                     c = L.reveal(c + 16, image.word(c + 16) ?? 0)
                 }
             }
@@ -99,8 +99,18 @@ extension GlibcCapture {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): chunk 0x\(hex(p)) bk does not point back to 0x\(hex(prev))"))
                     }
                     listed.append(ListedFree(address: p, kind: kind))
-                    binCount[ai] += 1; binBytes[ai] += sizeField & ~7
+                    binCount[ai] += 1; binBytes[ai] &+= sizeField & ~7
                     prev = p; p = next
+                }
+                // A large bin's size ring: fd_nextsize and bk_nextsize are 0 or chunks of this bin.
+                if kind == .large && listed.count > first {
+                    let members = Set(listed[first...].map(\.address))
+                    for c in listed[first...] {
+                        for (name, off) in [("fd_nextsize", UInt64(32)), ("bk_nextsize", 40)] {
+                            guard let v = image.word(c.address + off), v != 0, !members.contains(v) else { continue }
+                            warnings.append(.init(.corruptList, c.address, "large bin \(i) of arena \(ai): chunk 0x\(hex(c.address)) \(name) 0x\(hex(v)) is not a chunk of this bin"))
+                        }
+                    }
                 }
             }
         }
@@ -339,6 +349,10 @@ extension GlibcCapture {
                 warnings.append(.init(.unlistedFree, p, "chunk 0x\(hex(p)) is free (next PREV_INUSE clear) but in no bin"))
             } else {
                 st = .inUse
+            }
+            // NON_MAIN_ARENA: never on a main-arena chunk; always on a non-main arena's chunk in use.
+            if (sf & L.nonMainArena != 0) != (seg.arena != 0) && (seg.arena == 0 || st == .inUse) {
+                warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)) of arena \(seg.arena): NON_MAIN_ARENA is \(sf & L.nonMainArena != 0 ? "set" : "clear")"))
             }
             cols.append(p, sz, st, arena)
             p = nextP

@@ -17,6 +17,8 @@ struct CorruptionTests {
         ("sbrk_base_small", "corrupt_arena", "mp_.sbrk_base 0x10 is not in a mapping"),
         ("sbrk_base_high", "corrupt_arena", "mp_.sbrk_base 0xfffffffffffffff0 is not in a mapping"),
         ("mp_all_ff", "corrupt_arena", "mp_.sbrk_base 0xffffffffffffffff is not in a mapping"),
+        ("non_main_arena_flag", "corrupt_chunk", "of arena 0: NON_MAIN_ARENA is set"),
+        ("large_nextsize", "corrupt_list", "fd_nextsize 0x4141414141414140 is not a chunk of this bin"),
     ]
 
     @Test("exit 2 with the named warning, the rest of the heap walked, the target running", arguments: CorruptionTests.cases.map(\.name))
