@@ -360,8 +360,8 @@ func parseHexAddress(_ s: String) -> Result<UInt64, AddressParseError> {
     }
     switch o {
     case .value(let v): return .success(v)
-    case .notHex: return .failure(AddressParseError(message: "not an address: '\(s)'"))
-    case .tooWide: return .failure(AddressParseError(message: "not an address: '\(s)' is wider than 64 bits"))
+    case .notHex: return .failure(AddressParseError(message: "not an address: '\(quoted(s))'"))
+    case .tooWide: return .failure(AddressParseError(message: "not an address: '\(quoted(s))' is wider than 64 bits"))
     }
 }
 
@@ -519,17 +519,33 @@ enum SymOutput {
     }
 }
 
+/// Input echoed in a message: at most 80 characters, then how long it was.
+func quoted(_ s: String) -> String {
+    s.count <= 80 ? s : String(s.prefix(80)) + "... (\(s.utf8.count) bytes)"
+}
+
 func basename(_ p: String) -> String { p.split(separator: "/").last.map(String.init) ?? p }
 
 /// `--annotate`: append resolutions after 0x-prefixed hex numbers in free text.
 enum Annotate {
     static func run(_ sessions: inout Sessions) throws {
-        var lines: [String] = []
-        while let l = readLine(strippingNewline: false) { lines.append(l) }
+        // Bytes, not text: whatever is not UTF-8 is copied as it is.
+        var input: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(0, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; break }
+            if n == 0 { break }
+            input.append(contentsOf: chunk[0..<n])
+        }
+        var lines: [ArraySlice<UInt8>] = []
+        var start = 0
+        for (k, b) in input.enumerated() where b == 0x0a { lines.append(input[start...k]); start = k + 1 }
+        if start < input.count { lines.append(input[start...]) }
         // Every candidate, in order: (line, end index in utf8, value)
         var spots: [(line: Int, end: Int, value: UInt64, text: String)] = []
         for (i, l) in lines.enumerated() {
-            let u = Array(l.utf8)
+            let u = Array(l)
             var k = 0
             while k + 2 < u.count {
                 if u[k] == UInt8(ascii: "0"), u[k + 1] | 0x20 == UInt8(ascii: "x"),
@@ -550,18 +566,19 @@ enum Annotate {
         var out = OutputBuffer()
         var s = 0
         for (i, l) in lines.enumerated() {
-            let u = Array(l.utf8)
+            let u = Array(l)
             var from = 0
             while s < spots.count && spots[s].line == i {
                 let r = answers.answer(reqs, s).resolution
                 if r.symbol != nil || !r.frames.isEmpty {
-                    out.write(String(decoding: u[from..<spots[s].end], as: UTF8.self))
+                    out.bytes.append(contentsOf: u[from..<spots[s].end])
                     out.write(" [" + short(r) + "]")
                     from = spots[s].end
                 }
                 s += 1
             }
-            out.write(String(decoding: u[from...], as: UTF8.self))
+            out.bytes.append(contentsOf: u[from...])
+            out.flushIfFull()
         }
         out.flush()
     }

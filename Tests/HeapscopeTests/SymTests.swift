@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import ProcessAccess
 import Testing
 
 /// `heapscope sym` and `heapscope gensyms` against llvm-symbolizer, eu-addr2line and nm, on
@@ -327,6 +328,27 @@ struct SymTests {
         let notELF = try run(Paths.heapscope, ["sym", "--elf", "/etc/hostname", "0x10"])
         #expect(notELF.status == 1)
         #expect(notELF.err.contains("not an ELF file"), "\(notELF.err)")
+    }
+
+    @Test("--annotate copies bytes that are not UTF-8 as they are; a long garbage line is echoed once, its reason bounded")
+    func hostileText() throws {
+        let dir = try temporaryDirectory("symtext")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let main = try #require(try Oracles.nm(Self.symbols).first { $0.name == "main" })
+        var input: [UInt8] = Array("a".utf8) + [0xff, 0xfe] + Array(" 0x\(String(main.address, radix: 16)) z\nplain ".utf8) + [0xc3, 0x28] + Array(" line\n".utf8)
+        try Data(input).write(to: URL(fileURLWithPath: dir + "/in"))
+        let child = try Spawned.start(Paths.heapscope, ["sym", "--annotate", "--elf", Self.symbols], stdinPipe: false, stdin: dir + "/in",
+                                      stdout: dir + "/out", stderr: dir + "/err")
+        let st = try #require(child.wait(timeoutSeconds: 60))
+        #expect(exitCode(ofWaitStatus: st.0) == 0)
+        let out = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/out")))
+        let annotated = Array("a".utf8) + [0xff, 0xfe] + Array(" 0x\(String(main.address, radix: 16)) [main ".utf8)
+        #expect(out.starts(with: annotated), "\(String(decoding: out, as: UTF8.self))")
+        #expect(out.suffix(8) == [0xc3, 0x28] + Array(" line\n".utf8))
+        // A 1 MB line that is no address: echoed once, the reason quotes 80 characters of it.
+        input = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20) + [0x0a]
+        let r = try run(Paths.heapscope, ["sym", "--elf", Self.symbols], input: String(decoding: input, as: UTF8.self))
+        #expect(r.status == 0 && r.out.utf8.count < (1 << 20) + 300 && r.out.contains("... (1048576 bytes)"), "\(r.out.utf8.count) bytes")
     }
 
     @Test("--annotate, --file-offset, --format gensyms and llvm, FILE ADDR lines")
