@@ -128,17 +128,18 @@ public struct SnapshotDiff: Sendable {
             ("in_use_lost", "in use, lost", "bytes", lost),
             ("free_bins", "free in bins and tcache", "bytes", free),
             ("free_top", "free at the top of arenas", "bytes", top),
-            ("trimmable", "of the free: malloc_trim(0) would return", "bytes", Int64(heap.trimmableBytes())),
+            ("trimmable", "of the free: malloc_trim(0) would return", "bytes", Int64(clamping: heap.trimmableBytes())),
             ("mmapped", "mmapped chunks", "bytes", mm),
             ("arenas", "arenas", "arenas", Int64(heap.arenas.count)),
-            ("arena_system", "arena memory from the system", "bytes", Int64(heap.arenas.reduce(0) { $0 + $1.systemBytes })),
+            ("arena_system", "arena memory from the system", "bytes", Int64(clamping: heap.arenas.reduce(UInt64(0)) { $0 &+ $1.systemBytes })),
             ("threads", "threads running", "threads", Int64(heap.threads.count)),
         ]
         if known {
+            // (clamping: sums of what a snapshot file says need not fit)
             rows += [("unjoined_threads", "threads exited, not joined", "threads", Int64(unjoined.count)),
-                     ("unjoined_stacks", "their stacks and descriptors", "bytes", Int64(unjoined.bytes)),
+                     ("unjoined_stacks", "their stacks and descriptors", "bytes", Int64(clamping: unjoined.bytes)),
                      ("unjoined_heap", "their blocks in the heap (freed at join)", "bytes", blocks),
-                     ("cached_stacks", "stacks glibc caches after join", "bytes", Int64(cached.bytes))]
+                     ("cached_stacks", "stacks glibc caches after join", "bytes", Int64(clamping: cached.bytes))]
         }
         return rows.map { (id: $0.0, name: $0.1, unit: $0.2, value: $0.3) }
     }

@@ -340,8 +340,8 @@ public enum SnapshotFile {
                 r = Reader(e)
                 var list: [ExitedThread] = []
                 for _ in 0..<(try r.count(5)) {
-                    let d = try r.uv(), start = try r.uv(), size = try r.uv()
-                    guard let st = ExitedThread.State(rawValue: try r.byte()), start <= UInt64.max - size else { throw Reader.Bad.value("exited thread") }
+                    let d = try r.uv(), start = try r.uv(), size = try r.quantity()
+                    guard let st = ExitedThread.State(rawValue: try r.byte()), start < 1 << 57 else { throw Reader.Bad.value("exited thread") }
                     list.append(ExitedThread(descriptor: d, start: start, end: start + size, state: st, heapBlock: try r.uv()))
                 }
                 exited = list

@@ -142,6 +142,9 @@ struct SnapshotTests {
         try crafted("copied", "count 9223372036854775807") { $0.report.copiedBytes = .max }
         try crafted("mmapped", "count 9223372036854775807") { $0.report.heap.mmapped = Tally(count: .max, bytes: 0) }
         try crafted("tally", "quantity 18446744073709551615") { $0.report.heap.mmapped = Tally(count: 1, bytes: .max) }
+        try crafted("exited", "quantity 9223372036854775808") { s in
+            s.report.heap.exitedThreads = [ExitedThread(descriptor: 0x10000, start: 0x10000, end: 0x10000 + (1 << 63), state: .unjoined, heapBlock: 0)]
+        }
         try crafted("cycle", "parents of chunk") { s in
             let outstanding = (0..<s.parent.count).filter { s.report.chunks.state[$0].isOutstanding }
             s.parent[outstanding[0]] = Int32(outstanding[1]); s.parent[outstanding[1]] = Int32(outstanding[0])
