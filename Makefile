@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt corruptions locked noncontig leaks
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/no_malloc $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean matrix dist fuzz
@@ -133,6 +133,9 @@ $(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<
 
 $(TT)/plain_wait: TestTargets/plain_wait.c | $(TT)
+	$(CC) $(CFLAGS_TT) -o $@ $<
+# A program that never calls malloc (exit 7).
+$(TT)/no_malloc: TestTargets/no_malloc.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<
 # A 32-bit process: refused (exit 6) before it is stopped.
 $(TT)/plain_wait_32: TestTargets/plain_wait.c | $(TT)

@@ -86,6 +86,13 @@ struct CLITests {
         #expect(r.err.contains("is not linked with glibc"), "\(r.err)")
         #expect(musl.release().ok)
 
+        // malloc never called: not initialised (7), with --json as JSON too.
+        let idle = try TargetProcess("no_malloc")
+        r = try run(Paths.heapscope, ["stat", "--json", String(idle.pid)])
+        #expect(r.status == 7 && r.err.contains("glibc malloc is not initialised in the target yet"), "\(r.status) \(r.err)")
+        #expect((try jsonObject(r.out)["error"] as? [String: Any])?["code"] as? Int == 7)
+        #expect(idle.release().ok)
+
         // Pids are parsed as pids: one too large for any process is no such process, not a file name.
         r = try run(Paths.heapscope, ["stat", "99999999999"])
         #expect(r.status == 3 && r.err == "heapscope: no such process: 99999999999\n", "\(r.err)")
