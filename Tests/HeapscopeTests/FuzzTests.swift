@@ -15,11 +15,13 @@ struct FuzzTests {
     func fuzz(_ mode: String, cases: Int, _ inputs: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
         try #require(access(FuzzTests.harness, X_OK) == 0, "\(FuzzTests.harness) is not built (swift build builds it)", sourceLocation: sourceLocation)
         let out = try temporaryDirectory("fuzz-\(mode)")
-        let budget = FuzzTests.seconds.map { ["--seconds", $0] } ?? ["--cases", String(cases)]
+        // A bounded run: seed 1, the same cases every time. make fuzz: a new seed each run.
+        let seed = FuzzTests.seconds == nil ? 1 : UInt64(Date().timeIntervalSince1970)
+        let budget = (FuzzTests.seconds.map { ["--seconds", $0] } ?? ["--cases", String(cases)]) + ["--seed", String(seed)]
         let r = try run(FuzzTests.harness, budget + ["--heapscope", Paths.heapscope, "--out", out, mode] + inputs,
                         timeout: Double(FuzzTests.seconds ?? "0").map { $0 + 600 } ?? 900)
         print(r.out.split(separator: "\n").last ?? "")
-        #expect(r.status == 0, "heapscope-fuzz \(mode) failed (status \(r.status)): failing inputs are kept in \(out) (current: the input being tried when the harness itself crashed)\n\(r.out.suffix(3000))\n\(r.err.suffix(3000))",
+        #expect(r.status == 0, "heapscope-fuzz \(mode) --seed \(seed) failed (status \(r.status)): failing inputs are kept in \(out) (current: the input being tried when the harness itself crashed)\n\(r.out.suffix(3000))\n\(r.err.suffix(3000))",
                 sourceLocation: sourceLocation)
         if r.status == 0 { try? FileManager.default.removeItem(atPath: out) }
     }
