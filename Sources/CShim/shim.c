@@ -189,3 +189,13 @@ static void check_output_at_exit(void) {
     }
 }
 void hs_check_output_at_exit(void) { atexit(check_output_at_exit); }
+
+/* SIGINT, SIGTERM and SIGQUIT ignored on entry (a supervisor's or a script's inheritance) still
+ * end heapscope the documented way: back to their default action. SIGHUP stays as it came (nohup). */
+void hs_honor_termination_signals(void) {
+    int sigs[] = { SIGINT, SIGTERM, SIGQUIT };
+    for (unsigned i = 0; i < 3; i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], 0, &old) == 0 && old.sa_handler == SIG_IGN) signal(sigs[i], SIG_DFL);
+    }
+}

@@ -9,6 +9,7 @@ import Snapshot
 struct Heapscope: ParsableCommand {
     static func main() {
         hs_check_output_at_exit()
+        hs_honor_termination_signals()
         do {
             var command = try parseAsRoot()
             try command.run()

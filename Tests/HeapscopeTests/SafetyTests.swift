@@ -72,6 +72,21 @@ struct SafetyTests {
         _ = outcomes
     }
 
+    @Test("SIGTERM and SIGQUIT ignored on entry still end heapscope with 128+N, the target detached", arguments: [SIGTERM, SIGQUIT])
+    func ignoredOnEntry(signal sig: Int32) throws {
+        let p = try TargetProcess("bigheap", args: ["0", "3000000", "64"])
+        // (sh ignores them, then execs heapscope: it inherits SIG_IGN)
+        let child = try Spawned.start("/bin/sh", ["-c", "trap '' TERM QUIT INT; exec \"$0\" leaks \"$1\"", Paths.heapscope, String(p.pid)], stdinPipe: false)
+        usleep(300_000)   // (a leak check of 3M chunks takes seconds)
+        kill(child.pid, sig)
+        let done = try #require(child.wait(timeoutSeconds: 60), "heapscope did not exit after a signal")
+        #expect(exitCode(ofWaitStatus: done.status) == 128 + sig)
+        let status = try ProcFS.status(pid: p.pid)
+        #expect(status["TracerPid"] == "0", "target still traced after heapscope exited")
+        #expect(!p.threadStates().contains { $0 == "t" || $0 == "T" })
+        #expect(p.release().ok)
+    }
+
     @Test("heapscope holds no tracer after it returns: another tracer can attach at once")
     func detachesFully() throws {
         let p = try TargetProcess("heap_kinds")

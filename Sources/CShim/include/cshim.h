@@ -66,6 +66,8 @@ int hs_cleanup_add(const char *path);
 void hs_output_failed(int err);
 /* Install that check (once, at start). */
 void hs_check_output_at_exit(void);
+/* SIGINT, SIGTERM, SIGQUIT ignored on entry go back to their default action (SIGHUP stays). */
+void hs_honor_termination_signals(void);
 void hs_cleanup_remove(int slot);
 
 /// PTRACE_SECCOMP_GET_FILTER of a stopped tracee: filter `index` (0 = newest) into `buf`
