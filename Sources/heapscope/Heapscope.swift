@@ -74,12 +74,7 @@ struct TargetOptions: ParsableArguments {
     }
 
     /// The snapshot file named instead of a PID, read and checked (exit 8 if it cannot be).
-    func loadSnapshot() throws -> Snapshot {
-        do { return try SnapshotFile.read(snapshotPath ?? target) } catch {
-            fail(error.description, code: 8)
-            throw ExitCode(8)
-        }
-    }
+    func loadSnapshot() throws -> Snapshot { try readSnapshot(snapshotPath ?? target, json: json) }
 
     /// Type labels of the target: inspected, or as a snapshot recorded them.
     func types() throws -> TypeInspection {
@@ -119,9 +114,11 @@ struct TargetOptions: ParsableArguments {
     }
 }
 
-func readSnapshot(_ path: String) throws -> Snapshot {
+/// A snapshot file, read and checked; exit 8 if it cannot be (with `json`, the error as JSON on stdout too).
+func readSnapshot(_ path: String, json: Bool = false) throws -> Snapshot {
     do { return try SnapshotFile.read(path) } catch {
         FileHandleErr.write("heapscope: \(error.description)\n")
+        if json { print("{\"error\":{\"code\":8,\"message\":\(jsonString(error.description))}}") }
         throw ExitCode(8)
     }
 }

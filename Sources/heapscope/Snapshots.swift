@@ -82,7 +82,7 @@ struct Diff: ParsableCommand {
 
     func run() throws {
         let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow) }
-        let sa = try readSnapshot(a), sb = try readSnapshot(b)
+        let sa = try readSnapshot(a, json: json), sb = try readSnapshot(b, json: json)
         let d = SnapshotDiff(sa, sb, by: by)
         if let pprofFile {
             do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprofFile) } catch {

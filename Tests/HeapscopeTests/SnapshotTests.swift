@@ -163,8 +163,9 @@ struct SnapshotTests {
         let fifo = dir + "/fifo"
         #expect(mkfifo(fifo, 0o600) == 0)
         for command in ["stat", "diff"] {
-            let r = try run(Paths.heapscope, command == "diff" ? ["diff", fifo, good] : [command, fifo], timeout: 10)
+            let r = try run(Paths.heapscope, command == "diff" ? ["diff", "--json", fifo, good] : [command, "--json", fifo], timeout: 10)
             #expect(r.status == 8 && r.err.contains("is not a heapscope snapshot"), "\(command) on a FIFO: \(r.status) \(r.err)")
+            #expect((try jsonObject(r.out)["error"] as? [String: Any])?["code"] as? Int == 8, "\(command) --json: \(r.out)")
         }
         for command in ["sym", "gensyms"] {
             let r = try run(Paths.heapscope, [command, "--elf", fifo] + (command == "sym" ? ["0x1"] : []), timeout: 10)
