@@ -11,8 +11,9 @@
 // commands do (types, leaks, diff, pprof); every 8th also goes through the heapscope binary (one
 // command in turn) under a 2 GB address-space limit and a 20 s timeout. The input being tried is
 // written to DIR/current first, so a crash of this process leaves it behind.
-// A failure: a crash (signal), a hang, an exit status other than 0, 1, 2 or 8, or a case slower
-// than 5 s in this process. Failing inputs are kept in DIR as failure-N. Exit 1 if any.
+// A failure: a crash (signal), a hang, an exit status other than 0, 1, 2 or 8, a case slower
+// than 5 s in this process, or (snapshot files) a heapscope whose peak RSS exceeds what the same
+// command takes on the seed plus 4× the mutant's size (and 16 MiB of slack). Failing inputs are kept in DIR as failure-N. Exit 1 if any.
 import Foundation
 import Glibc
 import HeapModel
@@ -187,11 +188,13 @@ func write(_ b: [UInt8], to path: String) {
 
 func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9 }
 
-/// Run heapscope under a 2 GB address-space limit; nil if it had to be killed after `timeout` s.
-func runHeapscope(_ o: Options, _ args: [String], stdin: String? = nil, timeout: Double = 20) -> (status: Int32, signaled: Bool, err: String)? {
+/// Run heapscope under a 2 GB address-space limit, measuring its peak RSS (KiB, by /usr/bin/time);
+/// nil if it had to be killed after `timeout` s.
+func runHeapscope(_ o: Options, _ args: [String], stdin: String? = nil, timeout: Double = 20) -> (status: Int32, signaled: Bool, err: String, maxRSS: Int)? {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-    p.arguments = ["--as=2000000000", "--", o.heapscope] + args
+    let rssFile = o.out + "/rss"
+    p.arguments = ["--as=2000000000", "--", "/usr/bin/time", "-f", "%M", "-o", rssFile, o.heapscope] + args
     let errURL = URL(fileURLWithPath: o.out + "/stderr")
     FileManager.default.createFile(atPath: errURL.path, contents: nil)
     p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
@@ -207,8 +210,15 @@ func runHeapscope(_ o: Options, _ args: [String], stdin: String? = nil, timeout:
     let deadline = now() + timeout
     while p.isRunning && now() < deadline { usleep(2000) }
     if p.isRunning { p.terminate(); usleep(100_000); kill(p.processIdentifier, SIGKILL); p.waitUntilExit(); return nil }
-    let err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
-    return (p.terminationStatus, p.terminationReason == .uncaughtSignal, String(err.prefix(2000)))
+    var err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+    let rss = Int(((try? String(contentsOfFile: rssFile, encoding: .utf8)) ?? "").split(separator: "\n").last ?? "") ?? 0
+    // /usr/bin/time reports a child killed by a signal as "Command terminated by signal N".
+    var status = p.terminationStatus, signaled = p.terminationReason == .uncaughtSignal
+    if let t = try? String(contentsOfFile: rssFile, encoding: .utf8), let r = t.range(of: "Command terminated by signal ") {
+        signaled = true; status = Int32(t[r.upperBound...].prefix { $0.isNumber }) ?? status
+        err += "\n" + t
+    }
+    return (status, signaled, String(err.prefix(2000)), rss)
 }
 
 nonisolated(unsafe) var failures = 0
@@ -220,10 +230,14 @@ func fail(_ o: Options, _ input: [UInt8], _ what: String, ext: String = "") {
     print("FAILURE \(failures): \(what) (input kept in \(path))")
 }
 
-func judge(_ o: Options, _ input: [UInt8], _ args: [String], ext: String = "", stdin: String? = nil) {
+/// `baselineRSS` (KiB): what the same command takes on the seed; memory beyond it plus 4× the
+/// input (and 16 MiB of slack for a debug build's variance) is a failure.
+func judge(_ o: Options, _ input: [UInt8], _ args: [String], ext: String = "", stdin: String? = nil, baselineRSS: Int? = nil) {
     guard let r = runHeapscope(o, args, stdin: stdin) else { fail(o, input, "heapscope \(args.joined(separator: " ")) hung (killed after 20 s)", ext: ext); return }
     if r.signaled || ![0, 1, 2, 8].contains(r.status) {
         fail(o, input, "heapscope \(args.joined(separator: " ")) \(r.signaled ? "died of signal" : "exited") \(r.status): \(r.err)", ext: ext)
+    } else if let base = baselineRSS, r.maxRSS > base + 4 * input.count / 1024 + 16 * 1024 {
+        fail(o, input, "heapscope \(args.joined(separator: " ")) took \(r.maxRSS) KiB, the seed \(base) KiB, for \(input.count) bytes of input", ext: ext)
     }
 }
 
@@ -240,6 +254,13 @@ func fuzzSnapshots(_ o: Options) {
     var cases = 0, decoded = 0, viaCLI = 0
     let commands: [[String]] = [["stat"], ["chunks", "--json"], ["leaks", "--show", "reachable"], ["types"], ["stat", "--json"],
                                 ["diff", o.inputs[0]], ["leaks", "--json"], ["types", "--json"]]
+    // Each command's peak RSS on the biggest seed: the yardstick for its mutants.
+    let biggest = o.inputs.indices.max { seeds[$0].count < seeds[$1].count } ?? 0
+    let baseline: [Int] = commands.map { c in
+        var args = c
+        if args[0] == "diff" { args.append(o.inputs[biggest]) } else { args.insert(o.inputs[biggest], at: 1) }
+        return runHeapscope(o, args)?.maxRSS ?? 0
+    }
     while o.seconds > 0 ? now() - start < o.seconds : cases < o.cases {
         cases += 1
         let m = mutateSnapshot(seeds[r.below(seeds.count)], &r)
@@ -259,9 +280,10 @@ func fuzzSnapshots(_ o: Options) {
         if now() - t0 > 5 { fail(o, m, "in-process decode and analysis took \(Int(now() - t0)) s") }
         if cases % 8 == 0 {
             viaCLI += 1
-            var args = commands[(cases / 8) % commands.count]
+            let k = (cases / 8) % commands.count
+            var args = commands[k]
             if args[0] == "diff" { args.append(current) } else { args.insert(current, at: 1) }
-            judge(o, m, args, ext: ".snap")
+            judge(o, m, args, ext: ".snap", baselineRSS: baseline[k])
         }
     }
     print("snapshot: \(cases) mutants (\(decoded) decoded and analysed in process, \(viaCLI) through heapscope) in \(Int(now() - start)) s, \(failures) failures")
