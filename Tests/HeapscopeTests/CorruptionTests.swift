@@ -51,4 +51,19 @@ struct CorruptionTests {
         let status = try String(contentsOfFile: "/proc/\(p.pid)/status", encoding: .utf8)
         #expect(status.contains("TracerPid:\t0\n"))
     }
+
+    /// TestTargets/heap_fuzz.c: a heap of 3 arenas, every kind of bin, mmapped chunks, with 40
+    /// random words of its chunk headers and free-list links overwritten (random, extreme, a bit
+    /// flipped, a pointer to another chunk), one seed per case.
+    @Test("a heap damaged at random: every command exits 0 or 2, never crashes or hangs, the target runs on", arguments: Array(1...12))
+    func randomDamage(seed: Int) throws {
+        let p = try TargetProcess("heap_fuzz", args: [String(seed), "40"])
+        defer { p.release() }
+        for command in [["stat"], ["leaks"], ["types"], ["chunks", "--json"]] {
+            let r = try run(Paths.heapscope, command + [String(p.pid)], timeout: 60)
+            #expect([0, 2].contains(r.status), "seed \(seed): \(command[0]) exited \(r.status): \(r.err.prefix(3000))")
+        }
+        #expect(kill(p.pid, 0) == 0 && !p.threadStates().contains { $0 == "t" || $0 == "T" })
+        #expect(try String(contentsOfFile: "/proc/\(p.pid)/status", encoding: .utf8).contains("TracerPid:\t0\n"))
+    }
 }
