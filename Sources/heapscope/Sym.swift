@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Glibc
+import Inspect
 import ProcessAccess
 import Symbols
 
@@ -20,7 +21,7 @@ struct SymbolSourceOptions: ParsableArguments {
         if let p = pid, p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
     }
 
-    var useDebugInfo: Bool { !noDebuginfo && getenv("HEAPSCOPE_NO_DEBUGINFO").map { String(cString: $0) != "1" } ?? true }
+    var useDebugInfo: Bool { !noDebuginfo && ProcessInfoEnv.debugInfoEnabled }
 
     /// Open the sessions; errors end the command with the documented exit codes.
     func open() throws -> Sessions {

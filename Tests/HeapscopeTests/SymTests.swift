@@ -298,6 +298,11 @@ struct SymTests {
         #expect((j["source"] as? String)?.contains("symbols_debuglink.debug") == true, "\(j)")
         let off = try jsonObject(run(Paths.heapscope, ["sym", "--json", "--no-debuginfo", "--elf", file, String(main.address, radix: 16)]).out)
         #expect(off["file"] is NSNull, "--no-debuginfo must not open the debug file")
+        // The environment variable is read as every command reads it: any value but "" or "0".
+        for value in ["1", "yes"] {
+            let env = try jsonObject(run(Paths.heapscope, ["sym", "--json", "--elf", file, String(main.address, radix: 16)], env: ["HEAPSCOPE_NO_DEBUGINFO": value]).out)
+            #expect(env["file"] is NSNull, "HEAPSCOPE_NO_DEBUGINFO=\(value) must not open the debug file")
+        }
     }
 
     @Test("garbage lines get a reason each and the batch goes on; an exited pid is a clear error")
