@@ -103,6 +103,7 @@ public enum Inspector {
             do {
                 var c = try inspectOnce(pid: pid, options: options, writable: writable)
                 c.report.pid = userPid
+                c.facts.pid = userPid
                 c.accessPid = pid
                 return c
             } catch {
@@ -128,12 +129,15 @@ public enum Inspector {
         /// the heap capture did not copy; empty unless asked for.
         var maps: [Mapping] = []
         var writable = MemoryImage()
+        /// Executable, start time, build-ids: read before the stop.
+        var facts: ProcessFacts
         /// Everything copied: the heap capture and the other writable mappings.
         func memory() -> MemoryImage { MemoryImage.merged(capture.image, writable) }
     }
 
     static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
         let target = try prepare(pid: pid, options: options)
+        let facts = ProcessFacts.read(pid: pid, access: pid, maps: target.maps)
         let budgetNs = options.maxStopMicroseconds * 1000
         var attempt = 0
         var capture: GlibcCapture
@@ -214,7 +218,7 @@ public enum Inspector {
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
-        return Captured(report: report, capture: capture, maps: maps, writable: writableImage)
+        return Captured(report: report, capture: capture, maps: maps, writable: writableImage, facts: facts)
     }
 
     /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.

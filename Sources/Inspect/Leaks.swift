@@ -16,6 +16,8 @@ public struct LeakInspection: Sendable {
     public var memory: MemoryImage
     /// Type labels of the blocks (as `types` computes them), when asked for.
     public var types: TypeInspection?
+    /// The process (nil for a leak check read from a snapshot file).
+    public var facts: ProcessFacts? = nil
 }
 
 extension Inspector {
@@ -39,7 +41,8 @@ extension Inspector {
         // Lost chunks are reached from no root: their types come from their contents alone.
         let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
                                    only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
-        return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels)
+        return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
+                              facts: c.facts)
     }
 
     /// The roots of a leak check: every register of every thread; each thread's stack from its

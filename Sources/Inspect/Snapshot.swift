@@ -53,17 +53,15 @@ extension Inspector {
                 bytes! += r.memory.bytes(u, count: size) ?? [UInt8](repeating: 0, count: size)
             }
         }
-        let access = ProcFS.accessPid(pid)
+        // (what was read of the process before it was stopped: nothing here reads /proc/PID)
+        let facts = r.facts ?? ProcessFacts(pid: pid, exe: "", startTime: nil, buildIDs: [])
         var meta: [(key: String, value: String)] = [
-            ("pid", String(pid)), ("exe", ProcFS.exePath(pid: access) ?? ""), ("start_time", ProcFS.startTime(pid: access).map(String.init) ?? ""),
+            ("pid", String(pid)), ("exe", facts.exe), ("start_time", facts.startTime.map(String.init) ?? ""),
             ("taken_at_unix_ns", String(realtimeNs())), ("glibc", r.heap.allocatorVersion),
             ("inspection_us", String((nowNs() - t0) / 1000)), ("contents", contents ? "yes" : "no"),
         ]
         // Build-ids of the mapped files, to tell whether a later snapshot ran the same code.
-        var seen: Set<String> = []
-        for m in (try? ProcFS.maps(pid: access)) ?? [] where m.offset == 0 && m.path.hasPrefix("/") && seen.insert(m.path).inserted {
-            if let id = elfBuildID(path: ProcFS.mappedFilePath(pid: access, mapping: m)) { meta.append(("build_id:" + m.path, id)) }
-        }
+        for (path, id) in facts.buildIDs { meta.append(("build_id:" + path, id)) }
         for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
         meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
         var hostname = [CChar](repeating: 0, count: 256)

@@ -42,7 +42,8 @@ extension Inspector {
                       options: InspectOptions, only: [Bool]? = nil) -> TypeInspection {
         let t0 = nowNs()
         // First words that point into a module's read-only data: vtable candidates.
-        let ranges = ((try? ProcFS.maps(pid: pid)) ?? []).filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
+        // (the maps read before the stop: nothing after the detach reads /proc/PID for them)
+        let ranges = c.capture.target.maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
         let lo = ranges.map(\.0).min() ?? 0, hi = ranges.map(\.1).max() ?? 0
         // The first word of each block (blocks are in address order: consecutive ones share a region).
         func eachFirstWord(_ body: (Int, UInt64) -> Void) {
