@@ -211,7 +211,7 @@ extension GlibcCapture {
         let flags = UInt32(truncatingIfNeeded: remote.word(mainArena + L.arenaFlags) ?? 0)
         guard sbrk != 0, top != 0 else { return }
         // Nothing read from the target is used before it is checked against the mappings.
-        guard let topMap = mapping(containing: top), top <= topMap.end &- 32 else {
+        guard let topMap = mapping(containing: top), top <= topMap.end &- 16 else {
             warnings.append(.init(.corruptArena, mainArena, "main arena top 0x\(hex(top)) is not in a mapping")); return
         }
         if mapping(containing: sbrk) == nil {
