@@ -76,11 +76,13 @@ extension GlibcCapture {
         // No live thread with a block of its own: any mapping that can hold a stack (16 KiB,
         // PTHREAD_STACK_MIN); scans are bounded below.
         if smallest == .max { smallest = 16 << 10 }
+        let mergedStacks = target.layout.major > 2 || target.layout.minor >= 43
         var candidates: [(Mapping, aboveGuard: Bool)] = []
         for (i, m) in maps.enumerated() where m.isAnonymous && m.readable && m.writable && !m.shared {
             let g = i > 0 ? maps[i - 1] : nil
             let aboveGuard = g.map { $0.end == m.start && $0.isAnonymous && !$0.readable && !$0.writable } ?? false
-            if aboveGuard || m.end - m.start >= smallest { candidates.append((m, aboveGuard)) }
+            // (before 2.43 every stack has a guard mapping of its own: only those are candidates)
+            if aboveGuard || (mergedStacks && m.end - m.start >= smallest) { candidates.append((m, aboveGuard)) }
         }
         var scans = 0
         var out: [ExitedThread] = []
