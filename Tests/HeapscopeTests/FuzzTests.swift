@@ -20,7 +20,7 @@ struct FuzzTests {
         let budget = (FuzzTests.seconds.map { ["--seconds", $0] } ?? ["--cases", String(cases)]) + ["--seed", String(seed)]
         let r = try run(FuzzTests.harness, budget + ["--heapscope", Paths.heapscope, "--out", out, mode] + inputs,
                         timeout: Double(FuzzTests.seconds ?? "0").map { $0 + 600 } ?? 900)
-        print(r.out.split(separator: "\n").last ?? "")
+        print(String(r.out.split(separator: "\n").last ?? ""))
         #expect(r.status == 0, "heapscope-fuzz \(mode) --seed \(seed) failed (status \(r.status)): failing inputs are kept in \(out) (current: the input being tried when the harness itself crashed)\n\(r.out.suffix(3000))\n\(r.err.suffix(3000))",
                 sourceLocation: sourceLocation)
         if r.status == 0 { try? FileManager.default.removeItem(atPath: out) }
