@@ -102,11 +102,8 @@ struct TargetOptions: ParsableArguments {
         }
     }
 
-    /// An error: on stderr, and with --json also as {"error": {"code": N, "message": "..."}} on stdout.
-    func fail(_ message: String, code: Int32) {
-        FileHandleErr.write("heapscope: \(message)\n")
-        if json { print("{\"error\":{\"code\":\(code),\"message\":\(jsonString(message))}}") }
-    }
+    /// An error: on stderr, and with --json also as JSON on stdout.
+    func fail(_ message: String, code: Int32) { _ = failure(message, code: code, json: json) }
 
     func inspect() throws -> HeapReport {
         if snapshotPath != nil { return try loadSnapshot().report }
@@ -114,13 +111,17 @@ struct TargetOptions: ParsableArguments {
     }
 }
 
+/// An error on stderr and, with `json`, as {"error": {"code": N, "message": "..."}} on stdout;
+/// returns the exit code to throw.
+func failure(_ message: String, code: Int32, json: Bool) -> ExitCode {
+    FileHandleErr.write("heapscope: \(message)\n")
+    if json { print("{\"error\":{\"code\":\(code),\"message\":\(jsonString(message))}}") }
+    return ExitCode(code)
+}
+
 /// A snapshot file, read and checked; exit 8 if it cannot be (with `json`, the error as JSON on stdout too).
 func readSnapshot(_ path: String, json: Bool = false) throws -> Snapshot {
-    do { return try SnapshotFile.read(path) } catch {
-        FileHandleErr.write("heapscope: \(error.description)\n")
-        if json { print("{\"error\":{\"code\":8,\"message\":\(jsonString(error.description))}}") }
-        throw ExitCode(8)
-    }
+    do { return try SnapshotFile.read(path) } catch { throw failure(error.description, code: 8, json: json) }
 }
 
 /// A duration argument: 500ms, 10s, 5m, 2h (a bare number is seconds); nil if it is not one.

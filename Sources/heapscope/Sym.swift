@@ -24,8 +24,9 @@ struct SymbolSourceOptions: ParsableArguments {
     var useDebugInfo: Bool { !noDebuginfo && ProcessInfoEnv.debugInfoEnabled }
 
     /// Open the sessions; errors end the command with the documented exit codes.
-    func open() throws -> Sessions {
+    func open(json: Bool = false) throws -> Sessions {
         var s = Sessions(useDebugInfo: useDebugInfo)
+        s.json = json
         if let pid {
             try s.openProcess(pid)
         } else {
@@ -39,6 +40,8 @@ struct SymbolSourceOptions: ParsableArguments {
 /// The open libdwfl sessions of one command: the process, or the files named so far.
 struct Sessions {
     let useDebugInfo: Bool
+    /// Errors also as JSON on stdout.
+    var json = false
     var process: SymbolSession?
     var files: [String: SymbolSession] = [:]
     var defaultFile: String?
@@ -47,22 +50,21 @@ struct Sessions {
 
     mutating func openProcess(_ pid: Int32) throws {
         if kill(pid, 0) != 0 && errno == ESRCH {
-            FileHandleErr.write("heapscope: no such process: \(pid)\n"); throw ExitCode(3)
+            throw failure("no such process: \(pid)", code: 3, json: json)
         }
         if let what = ProcFS.notAProcess(pid) {
-            FileHandleErr.write("heapscope: \(ProcessError.notAProcess(pid: pid, what: what).description)\n"); throw ExitCode(3)
+            throw failure("\(ProcessError.notAProcess(pid: pid, what: what).description)", code: 3, json: json)
         }
         if let st = try? String(procStatOf: pid), st == "Z" || st == "X" {
-            FileHandleErr.write("heapscope: process \(pid) has exited (zombie); its mappings are gone\n"); throw ExitCode(5)
+            throw failure("process \(pid) has exited (zombie); its mappings are gone", code: 5, json: json)
         }
         if access("/proc/\(pid)/maps", R_OK) != 0 || Glibc.open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC).closing() < 0 {
-            FileHandleErr.write("heapscope: permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)\n")
-            throw ExitCode(4)
+            throw failure("permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)", code: 4, json: json)
         }
         do { process = try SymbolSession(pid: pid, useDebugInfo: useDebugInfo) } catch {
-            if case .processGone = error { FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(5) }
-            if kill(pid, 0) != 0 && errno == ESRCH { FileHandleErr.write("heapscope: process \(pid) exited\n"); throw ExitCode(5) }
-            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
+            if case .processGone = error { throw failure("\(error.description)", code: 5, json: json) }
+            if kill(pid, 0) != 0 && errno == ESRCH { throw failure("process \(pid) exited", code: 5, json: json) }
+            throw failure("\(error.description)", code: 1, json: json)
         }
     }
 
@@ -70,14 +72,14 @@ struct Sessions {
         if let s = files[path] { return s }
         var st = stat()
         if stat(path, &st) != 0 {
-            FileHandleErr.write("heapscope: \(path): \(String(cString: strerror(errno)))\n"); throw ExitCode(1)
+            throw failure("\(path): \(String(cString: strerror(errno)))", code: 1, json: json)
         }
         do {
             let s = try SymbolSession(file: path, useDebugInfo: useDebugInfo)
             files[path] = s
             return s
         } catch {
-            FileHandleErr.write("heapscope: \(path) is not an ELF file libdw can read (\(error.description))\n"); throw ExitCode(1)
+            throw failure("\(path) is not an ELF file libdw can read (\(error.description))", code: 1, json: json)
         }
     }
 }
@@ -134,7 +136,7 @@ struct Sym: ParsableCommand {
     }
 
     func run() throws {
-        var sessions = try source.open()
+        var sessions = try source.open(json: json)
         if annotate { return try Annotate.run(&sessions) }
         var out = OutputBuffer()
         var grouped: [SymAnswer] = []   // --format gensyms groups all answers by source file
@@ -606,7 +608,7 @@ struct Gensyms: ParsableCommand {
     @Flag(help: "One JSON object per symbol, one per line.") var json = false
 
     func run() throws {
-        var sessions = try source.open()
+        var sessions = try source.open(json: json)
         var out = OutputBuffer()
         let list: [SymbolSession] = sessions.process.map { [$0] } ?? source.elves.compactMap { try? sessions.file($0) }
         for session in list {

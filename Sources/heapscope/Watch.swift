@@ -80,7 +80,7 @@ struct Watch: ParsableCommand {
                 }
             } catch {
                 // No sample yet: fail as any command does. Later: the summary, then the exit code.
-                if samples.isEmpty { FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(error.exitCode) }
+                if samples.isEmpty { throw failure(error.description, code: error.exitCode, json: json) }
                 switch error {
                 case .process(.noSuchProcess), .process(.targetExited): ended = ("target \(pid) exited", 5)
                 // Ctrl-C is how a watch is ended (exit 0, like the other stop signals between

@@ -100,6 +100,11 @@ struct CLITests {
         r = try run(Paths.heapscope, ["stat", "--json", "999999"])
         let errorJSON = try jsonObject(r.out)["error"] as? [String: Any]
         #expect(r.status == 3 && errorJSON?["code"] as? Int == 3 && errorJSON?["message"] as? String == "no such process: 999999", "\(r.out)")
+        for args in [["sym", "--json", "--pid", "999999", "0x1"], ["watch", "--json", "999999"]] {
+            r = try run(Paths.heapscope, args)
+            let e = try jsonObject(r.out)["error"] as? [String: Any]
+            #expect(r.status == 3 && e?["code"] as? Int == 3 && e?["message"] as? String == "no such process: 999999", "\(args): \(r.out)")
+        }
 
         // Refused before they are stopped: a 32-bit process, one run by valgrind, one with glibc's
         // malloc debugging library.
