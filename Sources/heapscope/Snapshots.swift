@@ -26,8 +26,8 @@ struct SnapshotCommand: ParsableCommand {
     func run() throws {
         try target.requireLive("snapshot")
         // Where the files go is checked before the target is stopped.
-        let file = try checkedOutput(output, follow: follow)
-        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow) }
+        let file = try checkedOutput(output, follow: follow, json: target.json)
+        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow, json: target.json) }
         let withContents = contents
         let t0 = monotonic()
         let s = try target.attach { pid, o throws(InspectError) in try Inspector.snapshot(pid: pid, options: o, contents: withContents) }
@@ -38,7 +38,7 @@ struct SnapshotCommand: ParsableCommand {
             t2 = monotonic()
             if let pprofFile { try PprofProfile(heapOf: s).write(to: pprofFile) }
         } catch {
-            FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
+            throw failure(error.description, code: 1, json: target.json)
         }
         var st = stat()
         let size = stat(output, &st) == 0 ? UInt64(st.st_size) : 0
@@ -81,12 +81,12 @@ struct Diff: ParsableCommand {
     }
 
     func run() throws {
-        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow) }
+        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow, json: json) }
         let sa = try readSnapshot(a, json: json), sb = try readSnapshot(b, json: json)
         let d = SnapshotDiff(sa, sb, by: by)
         if let pprofFile {
             do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprofFile) } catch {
-                FileHandleErr.write("heapscope: \(error.description)\n"); throw ExitCode(1)
+                throw failure(error.description, code: 1, json: json)
             }
         }
         var out = OutputBuffer()
@@ -134,11 +134,8 @@ extension SnapshotDiff {
 }
 
 /// An output file checked before any work (OutputFile's rules); exit 1 with the reason if refused.
-func checkedOutput(_ path: String, follow: Bool) throws -> OutputFile {
-    do { return try OutputFile(path, follow: follow) } catch {
-        FileHandleErr.write("heapscope: \(error.description)\n")
-        throw ExitCode(1)
-    }
+func checkedOutput(_ path: String, follow: Bool, json: Bool = false) throws -> OutputFile {
+    do { return try OutputFile(path, follow: follow) } catch { throw failure(error.description, code: 1, json: json) }
 }
 
 func monotonic() -> Double { Double(hs_monotonic_ns()) / 1e9 }
