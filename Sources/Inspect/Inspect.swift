@@ -49,14 +49,14 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
     /// Exit codes (README "Exit codes").
     public var exitCode: Int32 {
         switch self {
-        case .process(.noSuchProcess), .process(.notAProcess): return 3
-        case .process(.permissionDenied), .process(.tracedByOther), .process(.seccompRisk): return 4
-        case .process(.targetExited): return 5
-        case .process(.threadWouldNotStop), .process(.stopBudgetExceeded): return 9
-        case .process(.interrupted(let sig)): return 128 + sig
-        case .glibc(.notGlibc), .glibc(.unsupportedVersion): return 6
-        case .glibc(.notInitialised), .glibc(.mainArenaNotFound): return 7
-        case .process, .symbols: return 1
+        case .process(.noSuchProcess), .process(.notAProcess): return ExitStatus.noSuchProcess.rawValue
+        case .process(.permissionDenied), .process(.tracedByOther), .process(.seccompRisk): return ExitStatus.permissionDenied.rawValue
+        case .process(.targetExited): return ExitStatus.targetExited.rawValue
+        case .process(.threadWouldNotStop), .process(.stopBudgetExceeded): return ExitStatus.stopBudget.rawValue
+        case .process(.interrupted(let sig)): return ExitStatus.signal(sig)
+        case .glibc(.notGlibc), .glibc(.unsupportedVersion): return ExitStatus.unsupported.rawValue
+        case .glibc(.notInitialised), .glibc(.mainArenaNotFound): return ExitStatus.mallocNotFound.rawValue
+        case .process, .symbols: return ExitStatus.otherError.rawValue
         }
     }
 }

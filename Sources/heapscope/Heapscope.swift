@@ -26,13 +26,7 @@ struct Heapscope: ParsableCommand {
         heapscope attaches with ptrace, stops every thread only while it copies the heap \
         (the pause is printed), detaches, and analyses the copy. It never writes to the target.
 
-        Exit codes: 0 success; 1 other error; 2 finished, but heap corruption was found; \
-        3 no such process; 4 permission denied; 5 target exited during inspection; \
-        6 target does not use (a supported) glibc malloc; 7 malloc state not found or not initialised; \
-        8 a snapshot file that cannot be read (truncated, corrupted, foreign, newer format); \
-        9 the target could not be inspected within --max-stop (a thread would not stop, or the copy \
-        needed longer): it was released, and the message says for how long it was stopped; \
-        64 usage error; 128+N interrupted by signal N (the target is detached first).
+        \(ExitStatus.helpText)
 
         stat, chunks, types, leaks, why and show also take a snapshot file (heapscope snapshot) \
         instead of a PID; show needs one taken with --contents.
@@ -63,7 +57,7 @@ struct TargetOptions: ParsableArguments {
 
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
-        if isPid && Int32(target) == nil { fail("no such process: \(target)", code: 3) ; throw ExitCode(3) }
+        if isPid && Int32(target) == nil { throw failure("no such process: \(target)", code: ExitStatus.noSuchProcess.rawValue, json: json) }
         _ = try maxStopMicroseconds(maxStop)
     }
 
@@ -121,7 +115,7 @@ func failure(_ message: String, code: Int32, json: Bool) -> ExitCode {
 
 /// A snapshot file, read and checked; exit 8 if it cannot be (with `json`, the error as JSON on stdout too).
 func readSnapshot(_ path: String, json: Bool = false) throws -> Snapshot {
-    do { return try SnapshotFile.read(path) } catch { throw failure(error.description, code: 8, json: json) }
+    do { return try SnapshotFile.read(path) } catch { throw failure(error.description, code: ExitStatus.badSnapshot.rawValue, json: json) }
 }
 
 /// A duration argument: 500ms, 10s, 5m, 2h (a bare number is seconds); nil if it is not one.
@@ -159,7 +153,7 @@ func finish(_ r: HeapReport, say: Bool = false) throws {
         if bad.count > 5 { s += "  ... \(bad.count - 5) more\n" }
         FileHandleErr.write(s)
     }
-    throw ExitCode(2)
+    throw ExitCode(ExitStatus.corrupted.rawValue)
 }
 
 struct Stat: ParsableCommand {

@@ -299,7 +299,7 @@ extension Why {
         let t = r.heap.chunks
         let why = t.index(containing: a).map { "is in a \(t.state[$0].name) chunk at \(hex(t.address[$0])), not an outstanding one" }
             ?? "is not in the heap (no chunk holds it)"
-        FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(1)
+        FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(ExitStatus.otherError.rawValue)
     }
 }
 

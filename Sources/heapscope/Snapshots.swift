@@ -38,7 +38,7 @@ struct SnapshotCommand: ParsableCommand {
             t2 = monotonic()
             if let pprofFile { try PprofProfile(heapOf: s).write(to: pprofFile) }
         } catch {
-            throw failure(error.description, code: 1, json: target.json)
+            throw failure(error.description, code: ExitStatus.otherError.rawValue, json: target.json)
         }
         var st = stat()
         let size = stat(output, &st) == 0 ? UInt64(st.st_size) : 0
@@ -86,7 +86,7 @@ struct Diff: ParsableCommand {
         let d = SnapshotDiff(sa, sb, by: by)
         if let pprofFile {
             do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprofFile) } catch {
-                throw failure(error.description, code: 1, json: json)
+                throw failure(error.description, code: ExitStatus.otherError.rawValue, json: json)
             }
         }
         var out = OutputBuffer()
@@ -135,7 +135,7 @@ extension SnapshotDiff {
 
 /// An output file checked before any work (OutputFile's rules); exit 1 with the reason if refused.
 func checkedOutput(_ path: String, follow: Bool, json: Bool = false) throws -> OutputFile {
-    do { return try OutputFile(path, follow: follow) } catch { throw failure(error.description, code: 1, json: json) }
+    do { return try OutputFile(path, follow: follow) } catch { throw failure(error.description, code: ExitStatus.otherError.rawValue, json: json) }
 }
 
 func monotonic() -> Double { Double(hs_monotonic_ns()) / 1e9 }

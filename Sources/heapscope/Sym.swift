@@ -50,21 +50,21 @@ struct Sessions {
 
     mutating func openProcess(_ pid: Int32) throws {
         if kill(pid, 0) != 0 && errno == ESRCH {
-            throw failure("no such process: \(pid)", code: 3, json: json)
+            throw failure("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue, json: json)
         }
         if let what = ProcFS.notAProcess(pid) {
-            throw failure("\(ProcessError.notAProcess(pid: pid, what: what).description)", code: 3, json: json)
+            throw failure("\(ProcessError.notAProcess(pid: pid, what: what).description)", code: ExitStatus.noSuchProcess.rawValue, json: json)
         }
         if let st = try? String(procStatOf: pid), st == "Z" || st == "X" {
-            throw failure("process \(pid) has exited (zombie); its mappings are gone", code: 5, json: json)
+            throw failure("process \(pid) has exited (zombie); its mappings are gone", code: ExitStatus.targetExited.rawValue, json: json)
         }
         if access("/proc/\(pid)/maps", R_OK) != 0 || Glibc.open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC).closing() < 0 {
-            throw failure("permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)", code: 4, json: json)
+            throw failure("permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)", code: ExitStatus.permissionDenied.rawValue, json: json)
         }
         do { process = try SymbolSession(pid: pid, useDebugInfo: useDebugInfo) } catch {
-            if case .processGone = error { throw failure("\(error.description)", code: 5, json: json) }
-            if kill(pid, 0) != 0 && errno == ESRCH { throw failure("process \(pid) exited", code: 5, json: json) }
-            throw failure("\(error.description)", code: 1, json: json)
+            if case .processGone = error { throw failure("\(error.description)", code: ExitStatus.targetExited.rawValue, json: json) }
+            if kill(pid, 0) != 0 && errno == ESRCH { throw failure("process \(pid) exited", code: ExitStatus.targetExited.rawValue, json: json) }
+            throw failure("\(error.description)", code: ExitStatus.otherError.rawValue, json: json)
         }
     }
 
@@ -72,14 +72,14 @@ struct Sessions {
         if let s = files[path] { return s }
         var st = stat()
         if stat(path, &st) != 0 {
-            throw failure("\(path): \(String(cString: strerror(errno)))", code: 1, json: json)
+            throw failure("\(path): \(String(cString: strerror(errno)))", code: ExitStatus.otherError.rawValue, json: json)
         }
         do {
             let s = try SymbolSession(file: path, useDebugInfo: useDebugInfo)
             files[path] = s
             return s
         } catch {
-            throw failure("\(path) is not an ELF file libdw can read (\(error.description))", code: 1, json: json)
+            throw failure("\(path) is not an ELF file libdw can read (\(error.description))", code: ExitStatus.otherError.rawValue, json: json)
         }
     }
 }
@@ -93,11 +93,11 @@ extension String {
     /// The state letter of /proc/PID/stat.
     init(procStatOf pid: Int32) throws {
         let fd = Glibc.open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ExitCode(3) }
+        guard fd >= 0 else { throw ExitCode(ExitStatus.noSuchProcess.rawValue) }
         defer { close(fd) }
         var buf = [UInt8](repeating: 0, count: 512)
         let n = read(fd, &buf, buf.count)
-        guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { throw ExitCode(1) }
+        guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { throw ExitCode(ExitStatus.otherError.rawValue) }
         self = String(UnicodeScalar(buf[close + 2]))
     }
 }
@@ -333,7 +333,7 @@ struct AddressParseError: Error { let message: String }
 func addressArgument(_ s: String) throws -> UInt64 {
     switch parseHexAddress(s) {
     case .success(let a): return a
-    case .failure(let e): FileHandleErr.write("heapscope: \(e.message)\n"); throw ExitCode(64)
+    case .failure(let e): FileHandleErr.write("heapscope: \(e.message)\n"); throw ExitCode(ExitStatus.usage.rawValue)
     }
 }
 

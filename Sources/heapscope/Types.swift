@@ -76,11 +76,11 @@ struct Show: ParsableCommand {
         let live = target.snapshotPath == nil
         let r = try target.types()
         if !live && r.memory.regions.isEmpty {
-            FileHandleErr.write("heapscope: \(target.target) holds no chunk contents (take it with heapscope snapshot --contents)\n"); throw ExitCode(1)
+            FileHandleErr.write("heapscope: \(target.target) holds no chunk contents (take it with heapscope snapshot --contents)\n"); throw ExitCode(ExitStatus.otherError.rawValue)
         }
         let t = r.heap.chunks
         guard let i = t.index(containing: a) else {
-            FileHandleErr.write("heapscope: \(hex(a)) is not in the heap (no chunk holds it)\n"); throw ExitCode(1)
+            FileHandleErr.write("heapscope: \(hex(a)) is not in the heap (no chunk holds it)\n"); throw ExitCode(ExitStatus.otherError.rawValue)
         }
         let user = t.userAddress(i), usable = t.usableSize(i)
         let block = r.blocks.block(containing: user)

@@ -54,7 +54,7 @@ struct Watch: ParsableCommand {
         if noDebuginfo { options.useDebugInfo = false }
         options.maxStopMicroseconds = try maxStopMicroseconds(maxStop)
         if let out {
-            do { try OutputFile.directory(out, follow: follow) } catch { throw failure(error.description, code: 1, json: json) }
+            do { try OutputFile.directory(out, follow: follow) } catch { throw failure(error.description, code: ExitStatus.otherError.rawValue, json: json) }
         }
         let step = parseDuration(interval)!, start = monotonic()
         var samples: [Sample] = [], survivors = SurvivorTracker(), files: [String] = []

@@ -1,4 +1,5 @@
 import Foundation
+import Inspect
 import Testing
 
 /// The pipeline runs one way: what analyses the copy after the detach never goes back to the
@@ -23,5 +24,17 @@ struct LintTests {
         }
         #expect(files.count > 10)
         #expect(offenders.isEmpty, "reads of /proc after the detach:\n\(offenders.joined(separator: "\n"))")
+    }
+
+    @Test("the exit codes: one table (ExitStatus) in --help and in the README")
+    func exitCodes() throws {
+        let readme = try String(contentsOfFile: "\(Paths.root)/README.md", encoding: .utf8)
+        let section = try #require(readme.components(separatedBy: "### Exit codes").dropFirst().first?.components(separatedBy: "\n### ").first)
+        let codes = section.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| code") }
+            .map { String($0.dropFirst(2).prefix { $0 != " " }) }
+        #expect(codes == ExitStatus.allCases.map { String($0.rawValue) } + ["128+N"], "README's table: \(codes)")
+        let help = try run(Paths.heapscope, ["--help"])
+        let flat = help.out.split(whereSeparator: { $0 == " " || $0 == "\n" }).joined(separator: " ")
+        #expect(flat.contains(ExitStatus.helpText), "--help lacks the exit-code table")
     }
 }
