@@ -135,8 +135,8 @@ $(TT)/own_malloc: TestTargets/own_malloc.c | $(TT)
 $(TT)/plain_wait: TestTargets/plain_wait.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $<
 # A program that never calls malloc (exit 7).
-$(TT)/no_malloc: TestTargets/no_malloc.c | $(TT)
-	$(CC) $(CFLAGS_TT) -o $@ $<
+$(TT)/no_malloc: TestTargets/plain_wait.c | $(TT)
+	$(CC) $(CFLAGS_TT) -DNO_MALLOC -o $@ $<
 # A 32-bit process: refused (exit 6) before it is stopped.
 $(TT)/plain_wait_32: TestTargets/plain_wait.c | $(TT)
 	$(CC) -m32 $(CFLAGS_TT) -o $@ $<

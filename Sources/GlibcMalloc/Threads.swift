@@ -48,8 +48,7 @@ extension GlibcCapture {
         func isDescriptor(_ pd: UInt64) -> Bool { pd & 63 == 0 && remote.word(pd) == pd && remote.word(pd + 16) == pd }
         /// Whether [a, e) is mapped without a gap (binary search, then the following mappings).
         func mapped(_ a: UInt64, _ e: UInt64) -> Bool {
-            var lo = 0, hi = maps.count
-            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+            var lo = firstMapping(endingAfter: a)
             var at = a
             while lo < maps.count, maps[lo].start <= at {
                 at = maps[lo].end

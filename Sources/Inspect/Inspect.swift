@@ -240,8 +240,9 @@ public enum Inspector {
             throw .glibc(.notGlibc("\(name) is loaded (\(maps.first { $0.path.contains(pattern) }!.path)) and replaces malloc"))
         }
         // A 64-bit process only (its executable's ELF class), told before anything else is read.
-        if let exe = maps.first(where: { $0.offset == 0 && $0.path == ProcFS.exePath(pid: pid) }),
-           ProcFS.elfClass(ProcFS.mappedFilePath(pid: pid, mapping: exe)) == 1 {
+        let exe = ProcFS.exePath(pid: pid) ?? ""
+        if let exeMap = maps.first(where: { $0.offset == 0 && $0.path == exe }),
+           ProcFS.elfClass(ProcFS.mappedFilePath(pid: pid, mapping: exeMap)) == 1 {
             throw .glibc(.notGlibc("it is a 32-bit process (ELFCLASS32); heapscope reads 64-bit x86-64 processes"))
         }
         // libc: by name, then by what it is (executable code and glibc's version string), so that
@@ -254,7 +255,6 @@ public enum Inspector {
         }) {
             libcMaps = libcMaps.filter { $0.path == real }
         }
-        let exe = ProcFS.exePath(pid: pid) ?? ""
         let holder: [Mapping]
         let isStatic: Bool
         if !libcMaps.isEmpty {

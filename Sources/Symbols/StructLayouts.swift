@@ -7,15 +7,7 @@ extension SymbolSession {
     /// declares them: the first complete definition of each, over its compile units' top-level
     /// DIEs, stopping when all are found. Empty without DWARF.
     public func structLayouts(named names: Set<String>, inModuleAt address: UInt64? = nil) -> [String: StructLayout] {
-        var m: OpaquePointer? = nil
-        if let a = address { m = dwfl_addrmodule(dwfl, Dwarf_Addr(a)) } else {
-            _ = withUnsafeMutablePointer(to: &m) { p in
-                dwfl_getmodules(dwfl, { mod, _, _, _, arg in
-                    arg!.assumingMemoryBound(to: OpaquePointer?.self).pointee = mod
-                    return Int32(DWARF_CB_ABORT)
-                }, p, 0)
-            }
-        }
+        let m = address.map { dwfl_addrmodule(dwfl, Dwarf_Addr($0)) } ?? modules().first
         guard let module = m else { return [:] }
         var bias: Dwarf_Addr = 0
         guard dwfl_module_getdwarf(module, &bias) != nil else { return [:] }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import ProcessAccess
 import Symbols
 import Testing
 
@@ -22,11 +23,8 @@ struct DwarfSweepTests {
         }
         }
         let tt = Paths.root + "/TestTargets/build"
-        for f in (try? FileManager.default.contentsOfDirectory(atPath: tt)) ?? [] {
-            var magic = [UInt8](repeating: 0, count: 4)
-            guard let h = fopen("\(tt)/\(f)", "r") else { continue }
-            defer { fclose(h) }
-            if fread(&magic, 1, 4, h) == 4, magic == [0x7f, 0x45, 0x4c, 0x46] { out.append("\(tt)/\(f)") }
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: tt)) ?? [] where ProcFS.elfClass("\(tt)/\(f)") != nil {
+            out.append("\(tt)/\(f)")
         }
         return out.sorted()
     }

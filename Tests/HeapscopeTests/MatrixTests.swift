@@ -128,8 +128,7 @@ struct MatrixTests {
     /// The structs GlibcLayout reads, from the DWARF of libc's debug file in `root` ("" = this machine).
     static func libcStructs(root: String) throws -> [String: StructLayout] {
         let libc = "\(root)/lib/x86_64-linux-gnu/libc.so.6"
-        let notes = try run("/usr/bin/readelf", ["-n", libc])
-        let id = try #require(notes.out.split(separator: "\n").first { $0.contains("Build ID:") }?.split(separator: " ").last.map(String.init), "no build-id in \(libc)")
+        let id = try #require(elfBuildID(path: libc), "no build-id in \(libc)")
         let debug = "\(root)/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
         try #require(access(debug, R_OK) == 0, "libc6-dbg is missing: \(debug)")
         let session = try SymbolSession(file: debug, useDebugInfo: true)

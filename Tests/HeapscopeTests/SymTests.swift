@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ProcessAccess
+import Symbols
 import Testing
 
 /// `heapscope sym` and `heapscope gensyms` against llvm-symbolizer, eu-addr2line and nm, on
@@ -86,9 +87,7 @@ struct SymTests {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
         try #require(realpath("/usr/bin/python3", &buf) != nil, "python3 is not installed (make deps installs it)")
         let python = String(cString: buf)
-        let notes = try run("/usr/bin/readelf", ["-n", python])
-        let id = try #require(notes.out.split(separator: "\n").first { $0.contains("Build ID:") }?.split(separator: " ").last.map(String.init),
-                              "no build-id in \(python)")
+        let id = try #require(elfBuildID(path: python), "no build-id in \(python)")
         let debug = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
         try #require(access(debug, R_OK) == 0, "python3-dbg is not installed (make deps installs it): \(debug)")
         // 50,000 addresses, each a random byte of a random sized function symbol (a fixed seed).
