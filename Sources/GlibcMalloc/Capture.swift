@@ -18,9 +18,12 @@ public struct GlibcTarget: Sendable {
     /// Code ranges of malloc's functions: a thread stopped inside one may be mid-update.
     public var mallocFunctions: [(start: UInt64, end: UInt64, name: String)]
     public var symbolSource: String
+    /// Where the target's memory is read: the live process, or a core file.
+    public var remote: RemoteMemory
     public init(pid: Int32, maps: [Mapping], layout: GlibcLayout, dataRanges: [Segment], mainArenaSymbol: UInt64?,
                 mpSymbol: UInt64?, tcacheTLSOffset: UInt64?, threadArenaTLSOffset: UInt64?,
-                mallocFunctions: [(start: UInt64, end: UInt64, name: String)], symbolSource: String) {
+                mallocFunctions: [(start: UInt64, end: UInt64, name: String)], symbolSource: String, remote: RemoteMemory? = nil) {
+        self.remote = remote ?? RemoteMemory(pid: pid)
         self.pid = pid; self.maps = maps; self.layout = layout; self.dataRanges = dataRanges
         self.mainArenaSymbol = mainArenaSymbol; self.mpSymbol = mpSymbol; self.tcacheTLSOffset = tcacheTLSOffset
         self.threadArenaTLSOffset = threadArenaTLSOffset; self.mallocFunctions = mallocFunctions; self.symbolSource = symbolSource
@@ -103,8 +106,8 @@ extension GlibcCapture {
         let trace = PhaseTrace()
         defer { trace.done("capture total") }
         let L = target.layout
-        let remote = RemoteMemory(pid: target.pid)
-        let copier = BulkCopier(pid: target.pid, pool: pool, budget: budget)
+        let remote = target.remote
+        let copier = BulkCopier(remote: remote, pool: pool, budget: budget)
         func outOfTime() -> Bool { budget?.check() == true }
 
         // 1. The allocator's own data (main_arena, mp_ live here).
@@ -160,7 +163,7 @@ extension GlibcCapture {
         if outOfTime() { return }
         // 5. mmapped chunks (headers only).
         if !deferMmapped {
-            scanMmapped(from: LivePages(pid: target.pid))
+            scanMmapped(from: LivePages(remote: remote))
             trace.mark("mmapped scan")
         }
         if outOfTime() { return }

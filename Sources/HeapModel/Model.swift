@@ -280,6 +280,8 @@ public struct HeapReport: Sendable {
     public var heap: HeapWalk
     public var copiedBytes: Int
     public var analysisMicroseconds: UInt64
+    /// The core file read instead of a live process (nothing was stopped then).
+    public var coreFile: String? = nil
     public init(pid: Int32, pauseMicroseconds: UInt64, attempts: Int, allocator: String, allocatorVersion: String,
                 discovery: String, heap: HeapWalk, copiedBytes: Int, analysisMicroseconds: UInt64) {
         self.pid = pid; self.pauseMicroseconds = pauseMicroseconds; self.attempts = attempts; self.allocator = allocator

@@ -34,23 +34,24 @@ enum CopyPlan {
     /// the same plan as the copy's, without threads (stacks whole), leaving out the mappings the
     /// heap's own estimate counts (GlibcCapture.estimateCopyBytes), so nothing is counted twice.
     static func estimate(pid: Int32, maps: [Mapping], sharedRoots: Bool) -> UInt64 {
-        plan(maps.filter { !GlibcCapture.isHeapMapping($0) }, pagemap: Pagemap(pid: pid), stackPointers: [], skipping: [],
+        plan(maps.filter { !GlibcCapture.isHeapMapping($0) }, pages: LivePages(pid: pid), stackPointers: [], skipping: [],
              sharedRoots: sharedRoots)
             .requests.reduce(0) { $0 + UInt64($1.count) }
     }
 
     /// With the target stopped: copy every readable, writable mapping as described above, less
     /// what `skipping` holds already. A mapping that cannot be read (device memory) is left out.
-    static func copy(pid: Int32, skipping: MemoryImage, threads: [StoppedThread], sharedRoots: Bool,
+    /// `remote` a core file: its mappings, and what it holds of them.
+    static func copy(remote: RemoteMemory, skipping: MemoryImage, threads: [StoppedThread], sharedRoots: Bool,
                      pool: BufferPool?, budget: StopBudget?) -> Result {
         let trace = PhaseTrace()
-        let all = (try? ProcFS.maps(pid: pid)) ?? []
+        let all = remote.core?.maps ?? (try? ProcFS.maps(pid: remote.pid)) ?? []
         trace.mark("writable: maps")
-        var p = plan(all, pagemap: Pagemap(pid: pid), stackPointers: threads.map(\.stackPointer).sorted(),
+        var p = plan(all, pages: LivePages(remote: remote), stackPointers: threads.map(\.stackPointer).sorted(),
                      skipping: skipping.regions, sharedRoots: sharedRoots)
         trace.mark("writable: plan (\(p.requests.count) ranges)")
         let image = MemoryImage()
-        BulkCopier(pid: pid, pool: pool, budget: budget).copy(p.requests, into: image)
+        BulkCopier(remote: remote, pool: pool, budget: budget).copy(p.requests, into: image)
         trace.mark("writable: copy")
         p.account.copiedBytes = UInt64(image.totalBytes)
         return Result(maps: p.maps, image: image, account: p.account)
@@ -58,10 +59,10 @@ enum CopyPlan {
 
     /// The ranges to copy of `all` (in address order), with the writable mappings and what is left
     /// out. `stackPointers` sorted; `skip` (what the heap capture holds) in address order.
-    static func plan(_ all: [Mapping], pagemap: Pagemap?, stackPointers sps: [UInt64], skipping skip: [Region],
+    static func plan(_ all: [Mapping], pages: LivePages, stackPointers sps: [UInt64], skipping skip: [Region],
                      sharedRoots: Bool) -> (maps: [Mapping], requests: [BulkCopier.Request], account: CopyAccount) {
         var account = CopyAccount()
-        account.residencyPerMapping = pagemap?.exact != true
+        account.residencyPerMapping = pages.remote.core == nil && pages.pagemap?.exact != true
         var requests: [BulkCopier.Request] = []
         var j = 0
         /// [s, e) less the regions of `skip` (walked forward once over the whole plan).
@@ -93,7 +94,7 @@ enum CopyPlan {
                 start = max(m.start, (sps[si] &- 128) & ~4095)
                 account.belowStackPointerBytes += start - m.start
             }
-            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pagemap?.residentRuns(start: start, end: m.end, prefetch: all[ahead].end) {
+            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pages.residentRuns(start: start, end: m.end, prefetch: all[ahead].end) {
                 var resident: UInt64 = 0
                 for r in runs { request(r.start, r.end, m.path); resident += r.end - r.start }
                 account.unresidentBytes += (m.end - start) - resident

@@ -9,7 +9,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case targetExited = 5
     case unsupported = 6
     case mallocNotFound = 7
-    case badSnapshot = 8
+    case badInputFile = 8
     case stopBudget = 9
     case usage = 64
 
@@ -27,7 +27,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         case .targetExited: return "target exited during inspection"
         case .unsupported: return "target does not use (a supported) glibc malloc (told before it is stopped)"
         case .mallocNotFound: return "malloc state not found or not initialised"
-        case .badSnapshot: return "a snapshot file that cannot be read (truncated, corrupted, foreign, newer format, not a regular file)"
+        case .badInputFile: return "a snapshot or core file that cannot be read (truncated, corrupted, foreign, newer format, not a regular file)"
         case .stopBudget: return "the target could not be inspected within --max-stop (a thread would not stop, or the copy needed longer): it was released, and the message says for how long it was stopped"
         case .usage: return "usage error"
         }

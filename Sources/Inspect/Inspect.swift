@@ -38,9 +38,12 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
     case process(ProcessError)
     case glibc(GlibcError)
     case symbols(String)
+    /// A core file that cannot be read.
+    case core(CoreFile.CoreError)
 
     public var description: String {
         switch self {
+        case .core(let e): return e.description
         case .process(let e): return e.description
         case .glibc(let e): return e.description
         case .symbols(let s): return s
@@ -56,6 +59,7 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
         case .process(.interrupted(let sig)): return ExitStatus.signal(sig)
         case .glibc(.notGlibc), .glibc(.unsupportedVersion): return ExitStatus.unsupported.rawValue
         case .glibc(.notInitialised), .glibc(.mainArenaNotFound): return ExitStatus.mallocNotFound.rawValue
+        case .core: return ExitStatus.badInputFile.rawValue
         case .process, .symbols: return ExitStatus.otherError.rawValue
         }
     }
@@ -84,10 +88,64 @@ let foreignAllocators: [(pattern: String, name: String)] = [
     ("libc_malloc_debug", "glibc's malloc debugging library (MALLOC_CHECK_, mcheck, mtrace)"),
 ]
 
+/// What to inspect: a live process, or a core file of one.
+public enum InspectTarget: Sendable, Equatable {
+    case process(Int32)
+    case core(path: String)
+    /// Whether `path` is an ELF core file (by its contents).
+    public static func isCoreFile(_ path: String) -> Bool { CoreFile.isCore(path: path) }
+}
+
 public enum Inspector {
     /// Attach to `pid`, copy its heap while it is stopped, detach, and walk the copy.
     public static func inspect(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
-        try inspectCapturing(pid: pid, options: options, writable: false).report
+        try inspect(.process(pid), options: options)
+    }
+    /// `inspect` of a live process or a core file.
+    public static func inspect(_ target: InspectTarget, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
+        try inspectCapturing(target, options: options, writable: false).report
+    }
+
+    static func inspectCapturing(_ target: InspectTarget, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+        switch target {
+        case .process(let pid): return try inspectCapturing(pid: pid, options: options, writable: writable)
+        case .core(let path): return try inspectCore(path: path, options: options, writable: writable)
+        }
+    }
+
+    /// The same capture from a core file: nothing is stopped; the core's threads, registers and
+    /// memory stand for the stopped process's.
+    static func inspectCore(path: String, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+        let core: CoreFile
+        do { core = try CoreFile(path: path) } catch { throw .core(error) }
+        let (target, symbols) = try prepare(source: .core(core), options: options)
+        let capture = GlibcCapture(target: target)
+        do { try capture.capture(threads: core.threads, deferMmapped: writable) } catch { throw .glibc(error) }
+        var maps: [Mapping] = [], writableImage = MemoryImage(), account: CopyAccount? = nil
+        if writable {
+            let c = CopyPlan.copy(remote: target.remote, skipping: capture.image, threads: core.threads,
+                                  sharedRoots: options.sharedRoots, pool: nil, budget: nil)
+            (maps, writableImage, account) = (c.maps, c.image, c.account)
+        }
+        let t1 = nowNs()
+        if writable { capture.scanMmapped(from: MemoryImage.merged(capture.image, writableImage)) }
+        var walk = capture.walk()
+        if !capture.unsettled.isEmpty {
+            walk.warnings.insert(.init(.unsettled, nil, "the core was written while the heap was changing (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
+        }
+        var report = HeapReport(pid: core.pid, pauseMicroseconds: 0, attempts: 0, allocator: "glibc",
+                                allocatorVersion: target.layout.version, discovery: capture.discovery,
+                                heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
+                                analysisMicroseconds: (nowNs() - t1) / 1000)
+        report.coreFile = path
+        report.beyondHeap = account
+        var ids: [(path: String, id: String)] = []
+        for f in core.files where f.fileOffset == 0 && !ids.contains(where: { $0.path == f.path }) {
+            if let id = core.recordedBuildID(f.path) { ids.append((f.path, id.map { String($0, radix: 16).leftPadded(2) }.joined())) }
+        }
+        let facts = ProcessFacts(pid: core.pid, exe: core.executable ?? "", startTime: nil, buildIDs: ids)
+        return Captured(report: report, capture: capture, accessPid: core.pid, maps: maps, writable: writableImage,
+                        facts: facts, symbols: symbols)
     }
 
     /// `inspect`, keeping what was copied; with `writable`, also every other writable mapping
@@ -131,12 +189,14 @@ public enum Inspector {
         var writable = MemoryImage()
         /// Executable, start time, build-ids: read before the stop.
         var facts: ProcessFacts
+        /// The one symbol session of this image (opened before the stop, or on the core file).
+        var symbols: SymbolSession
         /// Everything copied: the heap capture and the other writable mappings.
         func memory() -> MemoryImage { MemoryImage.merged(capture.image, writable) }
     }
 
     static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
-        let target = try prepare(pid: pid, options: options)
+        let (target, symbols) = try prepare(source: .live(pid: pid), options: options)
         let facts = ProcessFacts.read(pid: pid, access: pid, maps: target.maps)
         let budgetNs = options.maxStopMicroseconds * 1000
         var attempt = 0
@@ -177,7 +237,7 @@ public enum Inspector {
                 throw .glibc(error)
             }
             if writable && !budget.exceeded {
-                let c = CopyPlan.copy(pid: pid, skipping: capture.image, threads: att.threads, sharedRoots: options.sharedRoots,
+                let c = CopyPlan.copy(remote: target.remote, skipping: capture.image, threads: att.threads, sharedRoots: options.sharedRoots,
                                       pool: pool, budget: budget)
                 (maps, writableImage, account) = (c.maps, c.image, c.account)
             }
@@ -218,19 +278,19 @@ public enum Inspector {
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
-        return Captured(report: report, capture: capture, maps: maps, writable: writableImage, facts: facts)
+        return Captured(report: report, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
     }
 
     /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.
     public static func prepare(pid: Int32, options: InspectOptions) throws(InspectError) -> GlibcTarget {
-        guard ProcFS.exists(pid: pid) else { throw .process(.noSuchProcess(pid: pid)) }
-        let maps: [Mapping]
-        do { maps = try ProcFS.maps(pid: pid) } catch {
-            if case .system(_, _, let e) = error, e == EACCES || e == EPERM {
-                throw .process(.permissionDenied(pid: pid, reason: explainPermission(pid: pid)))
-            }
-            throw .process(error)
-        }
+        try prepare(source: .live(pid: pid), options: options).target
+    }
+
+    /// `prepare` for a live process or a core file; also the symbol session it opened (kept for
+    /// every later analysis of the same image: nothing opens another on the pid after the detach).
+    static func prepare(source: Source, options: InspectOptions) throws(InspectError) -> (target: GlibcTarget, symbols: SymbolSession) {
+        let pid = source.pid
+        let maps = try source.maps()
         if maps.isEmpty { throw .process(.targetExited(pid: pid, during: "before it could be read (no mappings: a zombie or kernel thread)")) }
         // Which module holds malloc?
         if maps.contains(where: { $0.path.contains("ld-musl") || $0.path.contains("libc.musl") }) {
@@ -240,9 +300,9 @@ public enum Inspector {
             throw .glibc(.notGlibc("\(name) is loaded (\(maps.first { $0.path.contains(pattern) }!.path)) and replaces malloc"))
         }
         // A 64-bit process only (its executable's ELF class), told before anything else is read.
-        let exe = ProcFS.exePath(pid: pid) ?? ""
+        let exe = source.executable
         if let exeMap = maps.first(where: { $0.offset == 0 && $0.path == exe }),
-           ProcFS.elfClass(ProcFS.mappedFilePath(pid: pid, mapping: exeMap)) == 1 {
+           ProcFS.elfClass(source.filePath(exeMap)) == 1 {
             throw .glibc(.notGlibc("it is a 32-bit process (ELFCLASS32); heapscope reads 64-bit x86-64 processes"))
         }
         // libc: by name, then by what it is (executable code and glibc's version string), so that
@@ -251,7 +311,7 @@ public enum Inspector {
         let libcPaths = libcMaps.reduce(into: [String]()) { if !$0.contains($1.path) { $0.append($1.path) } }
         if libcPaths.count > 1, let real = libcPaths.first(where: { path in
             maps.contains { $0.path == path && $0.executable } &&
-                (maps.first { $0.path == path && $0.offset == 0 }.map { GlibcVersion.read(path: ProcFS.mappedFilePath(pid: pid, mapping: $0)) != nil } ?? false)
+                (maps.first { $0.path == path && $0.offset == 0 }.map { GlibcVersion.read(path: source.filePath($0)) != nil } ?? false)
         }) {
             libcMaps = libcMaps.filter { $0.path == real }
         }
@@ -264,7 +324,17 @@ public enum Inspector {
             guard !exeMaps.isEmpty else { throw .glibc(.notGlibc("no libc.so.6 is mapped and the executable is not mapped either")) }
             holder = exeMaps; isStatic = true
         }
-        let filePath = ProcFS.mappedFilePath(pid: pid, mapping: holder[0])
+        let filePath = source.filePath(holder[0])
+        // Symbols (never stops the target). libdwfl is not thread-safe: one user at a time.
+        let opened: Result<SymbolSession, SymbolsError> = SymbolSession.lock.locked {
+            do throws(SymbolsError) { return .success(try source.symbols(useDebugInfo: options.useDebugInfo)) } catch { return .failure(error) }
+        }
+        let session: SymbolSession
+        switch opened {
+        case .success(let s): session = s
+        case .failure(.processGone): throw .process(.targetExited(pid: pid, during: "while its modules were being read"))
+        case .failure(let e): throw .symbols(e.description)
+        }
         var layout: GlibcLayout
         var versionNote: String? = nil
         if let version = GlibcVersion.read(path: filePath) {
@@ -275,7 +345,7 @@ public enum Inspector {
             // No version string (linked only when something refers to it): tell the layout apart
             // by main_arena's and mp_'s sizes in the symbol table and the heap itself.
             let looked: [String: Symbol]? = SymbolSession.lock.locked {
-                (try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo))?.symbols(named: ["main_arena", "mp_", "main", "_start"], inModuleAt: holder[0].start).0
+                session.symbols(named: ["main_arena", "mp_", "main", "_start"], inModuleAt: holder[0].start).0
             }
             guard let ma = looked?["main_arena"], let mp = looked?["mp_"], !ma.isTLS, !mp.isTLS, ma.size > 0, mp.size > 0 else {
                 // A symbol table without glibc's malloc state: another libc. None at all: cannot tell.
@@ -284,7 +354,7 @@ public enum Inspector {
                 }
                 throw .glibc(.notGlibc("static executable \(exe) has neither glibc's version string nor the symbols main_arena and mp_ (stripped): its malloc cannot be told"))
             }
-            let remote = RemoteMemory(pid: pid)
+            let remote = source.remote
             switch GlibcVersion.infer(mainArenaSize: ma.size, mpSize: mp.size, mpAddress: mp.address, file: filePath, readWord: { remote.word($0) }) {
             case .success(let (l, note)): layout = l; versionNote = note
             case .failure(let e): throw .glibc(e)
@@ -301,25 +371,15 @@ public enum Inspector {
             data.append(Segment(start: m.start, end: end))
         }
 
-        if !isStatic, let o = malloc(replacedIn: maps, pid: pid) {
+        if !isStatic, let o = malloc(replacedIn: maps, source: source) {
             throw .glibc(.notGlibc("\(o) defines its own malloc and free, which replace glibc's"))
         }
-        // Symbols (never stops the target). libdwfl is not thread-safe: one user at a time.
         let wanted: Set<String> = mallocFunctionNames.union(["main_arena", "mp_", "tcache", "thread_arena"])
-        let looked: Result<([String: Symbol], String, [String: StructLayout]), SymbolsError> = SymbolSession.lock.locked {
-            do {
-                let syms = try SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo)
-                let (found, source) = syms.symbols(named: wanted, inModuleAt: holder[0].start)
-                // malloc's struct layouts from libc's DWARF, when there is some.
-                let structs = options.useDebugInfo ? syms.structLayouts(named: GlibcLayout.dwarfStructs, inModuleAt: holder[0].start) : [:]
-                return .success((found, source, structs))
-            } catch let e as SymbolsError { return .failure(e) } catch { return .failure(.dwfl(call: "symbols", subject: "pid \(pid)", message: "\(error)")) }
-        }
-        let found: [String: Symbol], source: String, structs: [String: StructLayout]
-        switch looked {
-        case .success(let v): (found, source, structs) = v
-        case .failure(.processGone): throw .process(.targetExited(pid: pid, during: "while its modules were being read"))
-        case .failure(let e): throw .symbols(e.description)
+        let (found, symbolSource, structs) = SymbolSession.lock.locked {
+            let (found, where_) = session.symbols(named: wanted, inModuleAt: holder[0].start)
+            // malloc's struct layouts from libc's DWARF, when there is some.
+            let structs = options.useDebugInfo ? session.structLayouts(named: GlibcLayout.dwarfStructs, inModuleAt: holder[0].start) : [:]
+            return (found, where_, structs)
         }
         var layoutNote = ""
         if !structs.isEmpty {
@@ -333,17 +393,19 @@ public enum Inspector {
         }
         let fns = found.values.filter { $0.isFunction && $0.size > 0 && mallocFunctionNames.contains($0.name) }
             .map { (start: $0.address, end: $0.address + $0.size, name: $0.name) }
-        return GlibcTarget(pid: pid, maps: maps, layout: layout, dataRanges: data,
+        let target = GlibcTarget(pid: pid, maps: maps, layout: layout, dataRanges: data,
                            mainArenaSymbol: found["main_arena"].flatMap { $0.isTLS ? nil : $0.address },
                            mpSymbol: found["mp_"].flatMap { $0.isTLS ? nil : $0.address },
                            tcacheTLSOffset: found["tcache"].flatMap { $0.isTLS ? $0.address : nil },
                            threadArenaTLSOffset: found["thread_arena"].flatMap { $0.isTLS ? $0.address : nil },
-                           mallocFunctions: fns, symbolSource: source + (versionNote.map { "; " + $0 } ?? "") + layoutNote)
+                           mallocFunctions: fns, symbolSource: symbolSource + (versionNote.map { "; " + $0 } ?? "") + layoutNote,
+                           remote: source.remote)
+        return (target, session)
     }
 
     /// A loaded file other than libc and ld.so that exports malloc and free without forwarding to
     /// glibc's __libc_malloc (a wrapper that forwards still uses glibc's heap).
-    static func malloc(replacedIn maps: [Mapping], pid: Int32) -> String? {
+    static func malloc(replacedIn maps: [Mapping], source: Source) -> String? {
         var seen: Set<String> = []
         for m in maps where m.inode != 0 && !m.path.isEmpty && !isLibc(m.path) && seen.insert(m.path).inserted {
             let name = m.path.split(separator: "/").last.map(String.init) ?? m.path
@@ -351,7 +413,7 @@ public enum Inspector {
             // exports a minimal malloc of its own for start-up (before 2.35): not an interposer.
             if name.hasPrefix("ld-linux") || (name.hasPrefix("ld-2.") && name.hasSuffix(".so")) || name.hasPrefix("libc_malloc_debug") { continue }
             guard let first = maps.first(where: { $0.path == m.path && $0.offset == 0 }),
-                  let d = DynamicSymbols.functions(path: ProcFS.mappedFilePath(pid: pid, mapping: first)) else { continue }
+                  let d = DynamicSymbols.functions(path: source.filePath(first)) else { continue }
             if d.defined.contains("malloc") && d.defined.contains("free") && !d.undefined.contains("__libc_malloc") { return m.path }
         }
         return nil
@@ -361,6 +423,10 @@ public enum Inspector {
         guard let name = path.split(separator: "/").last else { return false }
         return name.hasPrefix("libc.so") || (name.hasPrefix("libc-2.") && name.hasSuffix(".so"))
     }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
 
 @inline(__always) func nowNs() -> UInt64 {

@@ -2,6 +2,7 @@ import Analysis
 import GlibcMalloc
 import HeapModel
 import ProcessAccess
+import Symbols
 
 /// A leak check of a live process: the heap report, the class of every outstanding chunk, the roots.
 public struct LeakInspection: Sendable {
@@ -18,6 +19,10 @@ public struct LeakInspection: Sendable {
     public var types: TypeInspection?
     /// The process (nil for a leak check read from a snapshot file).
     public var facts: ProcessFacts? = nil
+    /// The image's symbol session (nil for a snapshot file).
+    public var symbols: SymbolSession? = nil
+    /// Every mapping of the image (as read before the stop, or from the core file).
+    public var maps: [Mapping] = []
 }
 
 extension Inspector {
@@ -28,7 +33,13 @@ extension Inspector {
     public static func leaks(pid: Int32, options: InspectOptions = InspectOptions(),
                              anonymousRoots: Bool = true, types: Bool = false,
                              typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
-        let c = try inspectCapturing(pid: pid, options: options, writable: true)
+        try leaks(.process(pid), options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable)
+    }
+    /// `leaks` of a live process or a core file.
+    public static func leaks(_ target: InspectTarget, options: InspectOptions = InspectOptions(),
+                             anonymousRoots: Bool = true, types: Bool = false,
+                             typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
+        let c = try inspectCapturing(target, options: options, writable: true)
         let memory = c.memory()
         let walk = c.report.heap
         let (roots, sets) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
@@ -42,7 +53,7 @@ extension Inspector {
         let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
                                    only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
-                              facts: c.facts)
+                              facts: c.facts, symbols: c.symbols, maps: c.capture.target.maps)
     }
 
     /// The roots of a leak check: every register of every thread; each thread's stack from its

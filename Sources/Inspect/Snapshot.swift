@@ -9,8 +9,13 @@ extension Inspector {
     /// One inspection with everything the analyses produce — heap walk, leak class and type of
     /// every outstanding chunk, owners — as a snapshot; chunk contents only with `contents`.
     public static func snapshot(pid: Int32, options: InspectOptions = InspectOptions(), contents: Bool = false) throws(InspectError) -> Snapshot {
+        try snapshot(.process(pid), options: options, contents: contents)
+    }
+    /// `snapshot` of a live process or a core file.
+    public static func snapshot(_ target: InspectTarget, options: InspectOptions = InspectOptions(), contents: Bool = false) throws(InspectError) -> Snapshot {
         let t0 = nowNs()
-        let r = try leaks(pid: pid, options: options, types: true, typesOfReachable: true)
+        let r = try leaks(target, options: options, types: true, typesOfReachable: true)
+        let pid = r.heap.pid
         let table = r.heap.chunks, n = table.count
         var cls = [UInt8](repeating: 255, count: n), type = [Int32](repeating: -1, count: n), count = [UInt32](repeating: 1, count: n)
         var conf = [UInt8](repeating: 0, count: n), amb = [Bool](repeating: false, count: n), owner = [Int32](repeating: -1, count: n)
@@ -62,6 +67,7 @@ extension Inspector {
         ]
         // Build-ids of the mapped files, to tell whether a later snapshot ran the same code.
         for (path, id) in facts.buildIDs { meta.append(("build_id:" + path, id)) }
+        if let core = r.heap.coreFile { meta.append(("core_file", core)) }
         for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
         meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
         var hostname = [CChar](repeating: 0, count: 256)

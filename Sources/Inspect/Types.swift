@@ -15,6 +15,11 @@ public struct TypeInspection: Sendable {
     public var propagationMicroseconds: UInt64
     /// Modules whose DWARF was read.
     public var modules: [String]
+    /// The image's symbol session (nil for a snapshot file): what later lookups on the same
+    /// image use, instead of opening another on the process.
+    public var symbols: SymbolSession? = nil
+    /// Every mapping of the image (as read before the stop, or from the core file).
+    public var maps: [Mapping] = []
 
     /// The label of block `k`: "struct node", "shapes::Circle", "char[]", nil for unknown.
     public func label(_ k: Int) -> String? { labels.label(k) }
@@ -29,7 +34,11 @@ extension Inspector {
     /// frame's locals and parameters — stacks unwound offline from the copy) through pointer
     /// members; C++ objects by the `vtable for X` their first word points into; strings by their bytes.
     public static func types(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {
-        let c = try inspectCapturing(pid: pid, options: options, writable: true)
+        try types(.process(pid), options: options)
+    }
+    /// `types` of a live process or a core file.
+    public static func types(_ target: InspectTarget, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {
+        let c = try inspectCapturing(target, options: options, writable: true)
         let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
         return label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options)
@@ -62,7 +71,7 @@ extension Inspector {
         var vtableClass: [UInt64: String] = [:]
         var declared = DeclaredTypes(table: TypeTable(), roots: [], classes: [:], modules: [])
         SymbolSession.lock.locked {
-            guard let s = try? SymbolSession(pid: pid, useDebugInfo: options.useDebugInfo) else { return }
+            let s = c.symbols
             let values = Array(candidates)
             for (v, r) in zip(values, s.resolve(values)) {
                 if let sym = r.symbol, sym.hasPrefix("vtable for ") { vtableClass[v] = String(sym.dropFirst(11)) }
@@ -100,7 +109,7 @@ extension Inspector {
         let t2 = nowNs()
         return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
                               debugInfoMicroseconds: (t1 - t0) / 1000, propagationMicroseconds: (t2 - t1) / 1000,
-                              modules: declared.modules)
+                              modules: declared.modules, symbols: c.symbols, maps: c.capture.target.maps)
     }
 
     /// Printable text (at least 2 characters) up to a NUL inside the chunk.

@@ -2,13 +2,18 @@ import CShim
 import Glibc
 
 /// Reads the target's memory with process_vm_readv (falling back to /proc/PID/mem). Read-only.
+/// Or, the same way, a core file's memory (`init(core:)`).
 public struct RemoteMemory: Sendable {
     public let pid: Int32
-    public init(pid: Int32) { self.pid = pid }
+    /// The core file read instead of a live process.
+    public let core: CoreFile?
+    public init(pid: Int32) { self.pid = pid; core = nil }
+    public init(core: CoreFile) { pid = core.pid; self.core = core }
 
     /// Read up to `count` bytes at `address` into `dst`; returns bytes read (short at an unmapped page).
     public func read(_ address: UInt64, into dst: UnsafeMutableRawPointer, count: Int) -> Int {
         if count == 0 { return 0 }
+        if let core { return core.read(address, into: dst, count: count) }
         let n = hs_read_remote(pid, dst, address, count)
         if n >= 0 { return n }
         return procMemRead(address, into: dst, count: count)
@@ -31,6 +36,10 @@ public struct RemoteMemory: Sendable {
     /// Read `each` bytes at every one of `count` addresses `start + k*stride`, many per syscall.
     /// Returns how many leading addresses were read in full.
     public func gather(start: UInt64, stride: UInt64, count: Int, each: Int, into dst: UnsafeMutableRawPointer) -> Int {
+        if core != nil {
+            for k in 0..<count where read(start &+ UInt64(k) &* stride, into: dst + k * each, count: each) != each { return k }
+            return count
+        }
         var done = 0
         while done < count {
             let batch = min(1024, count - done)
@@ -330,6 +339,9 @@ public struct BulkCopier {
     public init(pid: Int32, pool: BufferPool? = nil, budget: StopBudget? = nil) {
         remote = RemoteMemory(pid: pid); self.pool = pool; self.budget = budget
     }
+    public init(remote: RemoteMemory, pool: BufferPool? = nil, budget: StopBudget? = nil) {
+        self.remote = remote; self.pool = pool; self.budget = budget
+    }
 
     public struct Request: Sendable {
         public var start: UInt64
@@ -358,7 +370,11 @@ public struct BulkCopier {
                 bytes += q.count
                 i += 1
             }
-            if batch.count == 1 {
+            if batch.count == 1 || remote.core != nil {
+                if remote.core != nil {
+                    for r in batch { add(r, got: remote.read(r.start, into: r.base, count: r.count), to: image, failures: &failures) }
+                    continue
+                }
                 add(batch[0], got: readPieces(batch[0]), to: image, failures: &failures)
                 continue
             }
@@ -416,6 +432,7 @@ public struct LivePages: PageSource {
     public let remote: RemoteMemory
     public let pagemap: Pagemap?
     public init(pid: Int32) { remote = RemoteMemory(pid: pid); pagemap = Pagemap(pid: pid) }
+    public init(remote: RemoteMemory) { self.remote = remote; pagemap = remote.core == nil ? Pagemap(pid: remote.pid) : nil }
     public func gather(start: UInt64, stride: UInt64, count: Int, each: Int, into dst: UnsafeMutableRawPointer) -> Int {
         remote.gather(start: start, stride: stride, count: count, each: each, into: dst)
     }
@@ -423,7 +440,8 @@ public struct LivePages: PageSource {
         remote.read(address, into: dst, count: count)
     }
     public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64) -> [(start: UInt64, end: UInt64)]? {
-        pagemap?.residentRuns(start: start, end: end, prefetch: prefetch)
+        if let core = remote.core { return core.heldRuns(start: start, end: end) }
+        return pagemap?.residentRuns(start: start, end: end, prefetch: prefetch)
     }
 }
 

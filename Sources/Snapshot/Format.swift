@@ -32,6 +32,7 @@ public struct Snapshot: Sendable {
         self.meta = meta; self.report = report; self.leakClass = leakClass; self.type = type; self.count = count
         self.confidence = confidence; self.ambiguous = ambiguous; self.owner = owner; self.types = types
         self.owners = owners; self.contents = contents
+        if self.report.coreFile == nil, let core = meta.first(where: { $0.key == "core_file" })?.value { self.report.coreFile = core }
     }
 
     public func value(_ key: String) -> String? { meta.first { $0.key == key }?.value }

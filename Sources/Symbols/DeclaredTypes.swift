@@ -40,20 +40,14 @@ extension SymbolSession {
                               read: @escaping (UInt64) -> UInt64?) -> DeclaredTypes {
         SymbolSession.lock.locked {
             let r = TypeReader(read: read)
-            var modules: [OpaquePointer] = []
-            _ = withUnsafeMutablePointer(to: &modules) { p in
-                dwfl_getmodules(dwfl, { mod, _, _, _, arg in
-                    arg!.assumingMemoryBound(to: [OpaquePointer].self).pointee.append(mod!)
-                    return Int32(DWARF_CB_OK)
-                }, p, 0)
-            }
-            let exe = pid > 0 ? ProcFS.exePath(pid: pid) : file
+            let modules = self.modules()
+            let exe = executable ?? file
             let tlsIDs = roots ? tlsModuleIDs(modules: modules, exe: exe, threads: threads, read: read) : [:]
             var names: [String] = []
             for m in modules {
                 var bias: Dwarf_Addr = 0
                 guard dwfl_module_getdwarf(m, &bias) != nil else { continue }
-                let name = dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) } ?? "?"
+                let name = moduleName(m) ?? "?"
                 names.append(name)
                 guard roots else { continue }
                 r.readGlobals(module: m, bias: bias, tls: tlsIDs[m].map { tlsBlocks(id: $0, threads: threads, read: read) } ?? [])
@@ -99,7 +93,7 @@ extension SymbolSession {
                 }
             }
             info[m] = i
-            let name = dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) } ?? ""
+            let name = moduleName(m) ?? ""
             if let so = i.soname { byName[so] = m }
             if let base = name.split(separator: "/").last, byName[String(base)] == nil { byName[String(base)] = m }
             if exe != nil && (name == exe || name == exe! + " (deleted)") { main = m }

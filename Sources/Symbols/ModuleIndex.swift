@@ -121,12 +121,14 @@ final class ModuleIndex {
     /// `source` of a resolution (pool ids): DWARF, DWARF and symbol, symbol.
     private var sourceIDs: (dwarf: Int32, both: Int32, symbol: Int32) = (-1, -1, -1)
 
-    init(module m: OpaquePointer) {
+    /// `name`: the module's name when libdwfl's is not the one to print (a core's modules are
+    /// named by their paths, as a live process's are).
+    init(module m: OpaquePointer, name given: String? = nil) {
         module = m
         var low: Dwarf_Addr = 0
         var mainfile: UnsafePointer<CChar>? = nil, debugfile: UnsafePointer<CChar>? = nil
         let n = dwfl_module_info(m, nil, &low, nil, nil, nil, nil, nil)
-        name = n.map { String(cString: $0) } ?? "?"
+        name = given ?? n.map { String(cString: $0) } ?? "?"
         // DWARF (loads the debug file through the session's find_debuginfo).
         var b: Dwarf_Addr = 0
         dwarf = dwfl_module_getdwarf(m, &b)

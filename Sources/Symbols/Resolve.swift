@@ -43,7 +43,7 @@ extension SymbolSession {
         if key == lastIndex.key, let i = lastIndex.index { return i }
         if let i = indexes[key] { lastIndex = (key, i); return i }
         SymbolSession.reportingPid = pid   // for procFindElf
-        let i = ModuleIndex(module: m)
+        let i = ModuleIndex(module: m, name: moduleNames[m])
         indexes[key] = i
         lastIndex = (key, i)
         return i

@@ -42,7 +42,7 @@ public enum SymbolsError: Error, CustomStringConvertible {
 /// Set-up order as elfutils' own tools: dwfl_begin -> dwfl_*_report -> dwfl_report_end.
 ///
 /// elfutils is not thread-safe: every libdwfl/libelf call of heapscope runs under `SymbolSession.lock`.
-public final class SymbolSession {
+public final class SymbolSession: @unchecked Sendable {
     /// Serialises all use of libdw/libelf in this process.
     public static let lock = Mutex()
     var indexes: [UnsafeMutableRawPointer: ModuleIndex] = [:]
@@ -66,15 +66,27 @@ public final class SymbolSession {
     public let pid: Int32
     public let useDebugInfo: Bool
 
+    /// The executable's path (as the process names it), read when the session was opened.
+    public private(set) var executable: String? = nil
+    /// The target's root directory, held open so that its debug files can be found after the
+    /// process has gone (-1: none).
+    var rootFD: Int32 = -1
+    /// Unwound stacks (libdwfl attaches thread state once per session).
+    var unwound: [Int32: [StackFrame]]? = nil
+
+    /// A session over a live process. Every module's file is opened here (through
+    /// /proc/PID/map_files or /proc/PID/root, while the process is there): nothing the session
+    /// does later reads /proc/PID, so it can serve the analyses after the detach, when the
+    /// process may have changed or gone. Debug files are looked up in the target's root first
+    /// (a container's /usr/lib/debug, through a directory descriptor held open), then the host's.
     /// `useDebugInfo: false` (or HEAPSCOPE_NO_DEBUGINFO=1) never opens separate debug files.
     public init(pid: Int32, useDebugInfo: Bool) throws(SymbolsError) {
         self.pid = pid
         self.file = nil
         self.useDebugInfo = useDebugInfo
         callbacks = SymbolSession.makeCallbacks(useDebugInfo: useDebugInfo, offline: false)
-        // Separate debug files are looked up in the target's own root first (a container's
-        // /usr/lib/debug, through /proc/PID/root), then in the host's.
-        debugPath = strdup(":.debug:/proc/\(pid)/root/usr/lib/debug:/usr/lib/debug")
+        rootFD = open("/proc/\(pid)/root", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        debugPath = strdup(":.debug:" + (rootFD >= 0 ? "/proc/self/fd/\(rootFD)/usr/lib/debug:" : "") + "/usr/lib/debug")
         debugPathBox.pointee = debugPath
         callbacks.pointee.debuginfo_path = debugPathBox
         guard let d = dwfl_begin(callbacks) else {
@@ -82,6 +94,7 @@ public final class SymbolSession {
             throw .dwfl(call: "dwfl_begin", subject: "pid \(pid)", message: String(cString: dwfl_errmsg(-1)))
         }
         dwfl = d
+        executable = ProcFS.exePath(pid: pid)
         SymbolSession.lock.locked { dwfl_report_begin(dwfl) }
         // dwfl_linux_proc_report reads /proc/PID/auxv (for the vDSO), which is mode 0400: with
         // CAP_SYS_PTRACE but not CAP_DAC_READ_SEARCH another user's auxv cannot be opened. Then the
@@ -90,6 +103,8 @@ public final class SymbolSession {
         let mapsBytes = auxvReadable ? nil : try? ProcFS.readBytes("/proc/\(pid)/maps")
         let r = SymbolSession.lock.locked {
             SymbolSession.reportingPid = pid
+            SymbolSession.reportingRoot = rootFD
+            defer { SymbolSession.reportingRoot = -1 }
             var r: Int32
             if var bytes = mapsBytes {
                 r = bytes.withUnsafeMutableBytes { b -> Int32 in
@@ -118,7 +133,71 @@ public final class SymbolSession {
             // Fully initialised: deinit runs and ends the session.
             throw .dwfl(call: "dwfl_linux_proc_report", subject: "pid \(pid)", message: msg)
         }
+        // Every module's file now (libdwfl would open them on first use, through /proc/PID).
+        SymbolSession.lock.locked {
+            SymbolSession.reportingPid = pid
+            SymbolSession.reportingRoot = rootFD
+            defer { SymbolSession.reportingRoot = -1 }
+            var bias: Dwarf_Addr = 0
+            for m in modules() { _ = dwfl_module_getelf(m, &bias) }
+        }
     }
+
+    /// A session over a core file (dwfl_core_file_report: modules from its NT_FILE note and the
+    /// ELF headers it holds; each file opened by its path when its build-id matches the one the
+    /// core recorded, else found by build-id). Nothing is read from a process.
+    public init(core: CoreFile, useDebugInfo: Bool) throws(SymbolsError) {
+        pid = core.pid
+        file = nil
+        self.useDebugInfo = useDebugInfo
+        executable = core.executable
+        callbacks = SymbolSession.makeCallbacks(useDebugInfo: useDebugInfo, offline: true)
+        callbacks.pointee.find_elf = dwfl_build_id_find_elf
+        guard let d = dwfl_begin(callbacks) else {
+            callbacks.deallocate()
+            throw .dwfl(call: "dwfl_begin", subject: core.path, message: String(cString: dwfl_errmsg(-1)))
+        }
+        dwfl = d
+        let r: Int32 = SymbolSession.lock.locked {
+            elf_version(UInt32(EV_CURRENT))
+            let fd = open(core.path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return -1 }
+            coreFD = fd
+            // ELF_C_READ: read on demand (a core truncated while mapped would raise SIGBUS).
+            guard let e = elf_begin(fd, ELF_C_READ, nil) else { return -1 }
+            coreElf = e
+            dwfl_report_begin(dwfl)
+            let n = dwfl_core_file_report(dwfl, e, core.executable)
+            dwfl_report_end(dwfl, nil, nil)
+            return n
+        }
+        if r < 0 {
+            throw .dwfl(call: "dwfl_core_file_report", subject: core.path, message: String(cString: dwfl_errmsg(-1)))
+        }
+        SymbolSession.lock.locked {
+            for m in modules() {
+                var low: Dwarf_Addr = 0
+                _ = dwfl_module_info(m, nil, &low, nil, nil, nil, nil, nil)
+                if let f = core.files.first(where: { $0.start <= low && low < $0.end }) { moduleNames[m] = f.path }
+            }
+        }
+        let maps = core.maps
+        for (prev, m) in zip(maps, maps.dropFirst()) where m.isBSSTail(after: prev) {
+            if let mod = SymbolSession.lock.locked({ dwfl_addrmodule(dwfl, Dwarf_Addr(prev.end - 1)) }) {
+                bssTails.append((m.start, m.end, mod))
+            }
+        }
+    }
+    var coreFD: Int32 = -1
+    var coreElf: OpaquePointer? = nil
+    /// Names that replace libdwfl's (its names for a core's modules are sonames and base names).
+    var moduleNames: [OpaquePointer: String] = [:]
+
+    /// The module's name: its path, as the process mapped it.
+    func moduleName(_ m: OpaquePointer) -> String? {
+        moduleNames[m] ?? dwfl_module_info(m, nil, nil, nil, nil, nil, nil, nil).map { String(cString: $0) }
+    }
+
 
     /// A session over one ELF file; addresses are its virtual addresses.
     public init(file path: String, useDebugInfo: Bool) throws(SymbolsError) {
@@ -173,7 +252,10 @@ public final class SymbolSession {
             lastIndex = (nil, nil)
             indexes.removeAll()
             dwfl_end(dwfl)
+            if let e = coreElf { elf_end(e) }
         }
+        if coreFD >= 0 { close(coreFD) }
+        if rootFD >= 0 { close(rootFD) }
         for a in unwindStates { Unmanaged<AnyObject>.fromOpaque(a).release() }
         callbacks.deallocate()
         free(debugPath)
@@ -191,7 +273,7 @@ public final class SymbolSession {
         var low: Dwarf_Addr = 0, high: Dwarf_Addr = 0
         var mainfile: UnsafePointer<CChar>? = nil, debugfile: UnsafePointer<CChar>? = nil
         let name = dwfl_module_info(m, nil, &low, &high, nil, nil, &mainfile, &debugfile)
-        return ModuleInfo(name: name.map { String(cString: $0) } ?? "?", low: low, high: high,
+        return ModuleInfo(name: moduleNames[m] ?? name.map { String(cString: $0) } ?? "?", low: low, high: high,
                           mainFile: mainfile.map { String(cString: $0) }, debugFile: debugfile.map { String(cString: $0) })
     }
 
@@ -243,6 +325,8 @@ private let procFindElf: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Un
 extension SymbolSession {
     /// The pid of the session being reported or used (sessions are used one at a time, under `lock`).
     nonisolated(unsafe) static var reportingPid: Int32 = 0
+    /// Its root directory, open (-1: none).
+    nonisolated(unsafe) static var reportingRoot: Int32 = -1
     static func pidOf(_ mod: OpaquePointer) -> Int32 { reportingPid }
 
     /// Where to read a module of a live process when its path does not name the mapped file:
@@ -259,10 +343,13 @@ extension SymbolSession {
             var x = stat(), y = stat()
             return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino
         }
+        // Through the root directory held open: later lookups beside the file (.gnu_debuglink)
+        // then need no /proc/PID.
+        let rooted = reportingRoot >= 0 ? "/proc/self/fd/\(reportingRoot)\(path)" : "/proc/\(pid)/root\(path)"
         if let mapped = mapFile(pid: pid, start: low), access(mapped, R_OK) == 0 {
-            return same(path, mapped) && !name.hasSuffix(" (deleted)") ? nil : mapped
+            if same(path, mapped) && !name.hasSuffix(" (deleted)") { return nil }
+            return same(rooted, mapped) ? rooted : mapped
         }
-        let rooted = "/proc/\(pid)/root\(path)"
         if access(rooted, R_OK) == 0 && !same(path, rooted) { return rooted }
         return nil
     }

@@ -66,9 +66,10 @@ extension SymbolSession {
     /// Unwind the stacks of `threads` (registers in the kernel's `user_regs_struct` order) with
     /// the CFI of the session's modules, reading stack memory through `read` (a copy: the process
     /// is not touched). Frames innermost first; a thread that cannot be unwound has what was found.
-    /// Call at most once per session.
+    /// libdwfl takes one set of threads per session: later calls give the first call's stacks.
     public func unwind(threads: [(tid: Int32, regs: [UInt64])], read: @escaping (UInt64) -> UInt64?) -> [Int32: [StackFrame]] {
         SymbolSession.lock.locked {
+            if let done = unwound { return done }
             let s = UnwindState(threads: threads, read: read)
             UnwindSession.current = s
             defer { UnwindSession.current = nil }
@@ -99,6 +100,7 @@ extension SymbolSession {
             }
             // (the state stays referenced by the Dwfl until dwfl_end; released with the session)
             unwindStates.append(arg)
+            unwound = out
             return out
         }
     }

@@ -124,6 +124,13 @@ func copyJSON(_ r: HeapReport) -> String {
         ",\"residency\":\"\(a.residencyPerMapping ? "mapping" : "page")\"}"
 }
 
+/// "paused 1.2 ms", or for a core file "core file PATH" (nothing was stopped).
+func pausedText(_ r: HeapReport) -> String {
+    if let core = r.coreFile { return "core file \(core)" }
+    let ms = Double(r.pauseMicroseconds) / 1000
+    return "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
+}
+
 let freeKinds: [ChunkState] = [.tcache, .fastbin, .unsorted, .small, .large]
 
 enum StatFormat {
@@ -131,7 +138,11 @@ enum StatFormat {
         var s = ""
         let ms = Double(r.pauseMicroseconds) / 1000
         s += "pid \(r.pid): glibc \(r.allocatorVersion) malloc, \(r.arenas.count) arena\(r.arenas.count == 1 ? "" : "s"), \(r.threads.count) thread\(r.threads.count == 1 ? "" : "s")\n"
-        s += "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
+        if let core = r.coreFile {
+            s += "core file \(core): nothing stopped"
+        } else {
+            s += "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
+        }
         if r.attempts > 1 {
             s += " in \(r.attempts) attempts"
             if r.attemptPauses.count == r.attempts { s += " (" + r.attemptPauses.map { format1(Double($0) / 1000) }.joined(separator: " + ") + ")" }
@@ -176,7 +187,7 @@ enum StatFormat {
     static func threadsJSON(_ t: Tally) -> String { "{\"threads\":\(t.count),\"bytes\":\(t.bytes)}" }
 
     static func json(_ r: HeapReport) -> String {
-        var s = "{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
+        var s = "{\"pid\":\(r.pid),\"core_file\":\(r.coreFile.map(jsonString) ?? "null"),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
         s += ",\"attempt_pause_us\":[" + r.attemptPauses.map(String.init).joined(separator: ",") + "],\"max_stop_us\":\(r.stopBudgetMicroseconds)"
         s += ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]"
         s += ",\"glibc_version\":\(jsonString(r.allocatorVersion)),\"discovery\":\(jsonString(r.discovery))"
@@ -218,7 +229,7 @@ enum ChunkFormat {
     static func text(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
-        out.write("# pid \(r.pid), paused \(r.pauseMicroseconds) us, \(rows.count) of \(t.count) chunks\n")
+        out.write("# pid \(r.pid), \(r.coreFile.map { "core file \($0)" } ?? "paused \(r.pauseMicroseconds) us"), \(rows.count) of \(t.count) chunks\n")
         out.write(pad("chunk", 16) + " " + pad("user", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  "
                   + (types == nil ? "state\n" : pad("state", 15, left: true) + " type\n"))
         for i in rows {

@@ -28,8 +28,10 @@ struct Heapscope: ParsableCommand {
 
         \(ExitStatus.helpText)
 
-        stat, chunks, types, leaks, why and show also take a snapshot file (heapscope snapshot) \
-        instead of a PID; show needs one taken with --contents.
+        Every command that takes a PID also takes a core file (gcore's, the kernel's, \
+        systemd-coredump's; told by its contents): nothing is stopped then. stat, chunks, types, \
+        leaks, why and show also take a snapshot file (heapscope snapshot); show needs one taken \
+        with --contents.
 
         Environment: HEAPSCOPE_NO_DEBUGINFO=1 ignores separate debug files (same as --no-debuginfo).
         """,
@@ -39,7 +41,7 @@ struct Heapscope: ParsableCommand {
 
 /// Options every command that attaches shares.
 struct TargetOptions: ParsableArguments {
-    @Argument(help: "Process id of the target, or a snapshot file (heapscope snapshot).") var target: String
+    @Argument(help: "Process id of the target, a core file (gcore, the kernel's, systemd-coredump's), or a snapshot file (heapscope snapshot).") var target: String
     @Flag(help: "Print JSON instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false
     @Option(help: ArgumentHelp("The longest the target may be stopped in all (every attempt counted); past it the target is released and heapscope exits 9.", valueName: "duration"))
@@ -52,8 +54,12 @@ struct TargetOptions: ParsableArguments {
     var pid: Int32 { Int32(target) ?? 0 }
     /// Digits only: a pid (even one too large to be one), never a file name.
     var isPid: Bool { !target.isEmpty && target.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
-    /// The snapshot file named instead of a PID.
-    var snapshotPath: String? { isPid || Int32(target) != nil ? nil : target }
+    /// The core file named instead of a PID (told by its contents, not its name).
+    var corePath: String? { isPid || Int32(target) != nil || !InspectTarget.isCoreFile(target) ? nil : target }
+    /// The snapshot file named instead of a PID: any other file.
+    var snapshotPath: String? { isPid || Int32(target) != nil || corePath != nil ? nil : target }
+    /// What to inspect: the process, or the core file.
+    var inspectTarget: InspectTarget { corePath.map { .core(path: $0) } ?? .process(pid) }
 
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
@@ -61,10 +67,10 @@ struct TargetOptions: ParsableArguments {
         _ = try maxStopMicroseconds(maxStop)
     }
 
-    /// Commands that need the live process (its memory, its symbols).
+    /// Commands that need a process image (a live process or a core file).
     func requireLive(_ command: String) throws {
         guard let path = snapshotPath else { return }
-        throw ValidationError("\(command) needs a live process (a PID); '\(path)' is not one. Snapshots give stat, chunks, types, leaks, why, show and diff")
+        throw ValidationError("\(command) needs a live process (a PID) or a core file; '\(path)' is neither. Snapshots give stat, chunks, types, leaks, why, show and diff")
     }
 
     /// The snapshot file named instead of a PID, read and checked (exit 8 if it cannot be).
@@ -73,7 +79,7 @@ struct TargetOptions: ParsableArguments {
     /// Type labels of the target: inspected, or as a snapshot recorded them.
     func types() throws -> TypeInspection {
         if snapshotPath != nil { return TypeInspection(snapshot: try loadSnapshot()) }
-        return try attach { pid, o throws(InspectError) in try Inspector.types(pid: pid, options: o) }
+        return try attach { t, o throws(InspectError) in try Inspector.types(t, options: o) }
     }
 
     var options: InspectOptions {
@@ -87,10 +93,10 @@ struct TargetOptions: ParsableArguments {
 
     /// Run one inspection of the target (progress on a terminal); its failure ends the command
     /// with the message and the documented exit code.
-    func attach<T>(_ body: (Int32, InspectOptions) throws(InspectError) -> T) throws -> T {
-        if isatty(2) != 0 && !json { FileHandleErr.write("heapscope: inspecting \(pid)...\r") }
+    func attach<T>(_ body: (InspectTarget, InspectOptions) throws(InspectError) -> T) throws -> T {
+        if isatty(2) != 0 && !json { FileHandleErr.write("heapscope: inspecting \(target)...\r") }
         defer { if isatty(2) != 0 && !json { FileHandleErr.write("\u{1b}[2K\r") } }
-        do { return try body(pid, options) } catch {
+        do { return try body(inspectTarget, options) } catch {
             fail(error.description, code: error.exitCode)
             throw ExitCode(error.exitCode)
         }
@@ -101,7 +107,7 @@ struct TargetOptions: ParsableArguments {
 
     func inspect() throws -> HeapReport {
         if snapshotPath != nil { return try loadSnapshot().report }
-        return try attach { pid, o throws(InspectError) in try Inspector.inspect(pid: pid, options: o) }
+        return try attach { t, o throws(InspectError) in try Inspector.inspect(t, options: o) }
     }
 }
 
@@ -115,7 +121,7 @@ func failure(_ message: String, code: Int32, json: Bool) -> ExitCode {
 
 /// A snapshot file, read and checked; exit 8 if it cannot be (with `json`, the error as JSON on stdout too).
 func readSnapshot(_ path: String, json: Bool = false) throws -> Snapshot {
-    do { return try SnapshotFile.read(path) } catch { throw failure(error.description, code: ExitStatus.badSnapshot.rawValue, json: json) }
+    do { return try SnapshotFile.read(path) } catch { throw failure(error.description, code: ExitStatus.badInputFile.rawValue, json: json) }
 }
 
 /// A duration argument: 500ms, 10s, 5m, 2h (a bare number is seconds); nil if it is not one.

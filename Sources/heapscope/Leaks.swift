@@ -36,17 +36,17 @@ struct Leaks: ParsableCommand {
     }
 
     func run() throws {
-        let anonymous = !noAnonymousRoots, o = target.options, types = !noTypes, reachable = show == "reachable"
+        let anonymous = !noAnonymousRoots, types = !noTypes, reachable = show == "reachable"
         let r: LeakInspection
         if target.snapshotPath != nil {
             r = Inspector.leaks(snapshot: try target.loadSnapshot())
         } else {
-            r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous, types: types,
+            r = try target.attach { t, o throws(InspectError) in try Inspector.leaks(t, options: o, anonymousRoots: anonymous, types: types,
                                                                                  typesOfReachable: reachable) }
         }
         var classes: Set<LeakClass> = [.definitelyLost, .indirectlyLost, .possiblyLost]
         if show == "reachable" { classes.insert(.stillReachable) }
-        let groups = LeakGroups.build(r, classes: classes, pid: target.snapshotPath == nil ? target.pid : nil, useDebugInfo: o.useDebugInfo)
+        let groups = LeakGroups.build(r, classes: classes)
         var out = OutputBuffer()
         if target.json { LeakFormat.json(r, groups: Array(groups.prefix(limit)), into: &out) }
         else { LeakFormat.text(r, groups: Array(groups.prefix(limit)), total: groups.count, into: &out) }
@@ -71,13 +71,13 @@ enum LeakGroups {
     /// Groups of the blocks in `classes`: by class, size and signature (the symbols its first 64
     /// bytes point to, or "text" when it starts with printable bytes). One pass over the blocks;
     /// symbols are looked up once per distinct pointer value.
-    /// `pid` nil (a snapshot file): no symbols; pointer signatures are not formed.
-    static func build(_ r: LeakInspection, classes: Set<LeakClass>, pid: Int32?, useDebugInfo: Bool) -> [LeakGroup] {
+    /// From a snapshot file (no symbols, no mappings) pointer signatures are not formed.
+    static func build(_ r: LeakInspection, classes: Set<LeakClass>) -> [LeakGroup] {
         let b = r.leaks.blocks, cls = r.leaks.leakClass
         let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
         // (and the .bss tail: the anonymous mapping right after a module's file mappings)
-        let maps = pid.flatMap { try? ProcFS.maps(pid: $0) } ?? []
+        let maps = r.maps
         let modules = zip([nil] + maps.map { Optional($0) }, maps)
             .filter { prev, m in m.path.hasPrefix("/") || m.isBSSTail(after: prev) }
             .map { ($0.1.start, $0.1.end) }
@@ -133,7 +133,7 @@ enum LeakGroups {
         // Symbols for the pointer values of the signatures.
         var names: [UInt64: String] = [:]
         let values = Array(Set(sigPointers.flatMap { p in stride(from: 1, to: p.count, by: 2).map { p[$0] } }))
-        if !values.isEmpty, let pid, let session = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
+        if !values.isEmpty, let session = r.symbols {
             for (v, res) in zip(values, session.resolve(values)) {
                 if let s = res.symbol { names[v] = res.offset == 0 ? s : "\(s)+0x\(String(res.offset, radix: 16))" }
             }
@@ -168,9 +168,8 @@ enum LeakFormat {
     }
 
     static func text(_ r: LeakInspection, groups: [LeakGroup], total: Int, into out: inout OutputBuffer) {
-        let ms = Double(r.heap.pauseMicroseconds) / 1000
         let roots = RootKind.allCases.compactMap { k in r.rootBytes[k].map { "\(k.rawValue) \(human($0))" } }.joined(separator: ", ")
-        out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; roots: \(roots)\n")
+        out.write("pid \(r.heap.pid): \(pausedText(r.heap)); roots: \(roots)\n")
         if let c = copyText(r.heap) { out.write(c + "\n") }
         for c in order {
             let t = r.leaks.tallies[c] ?? Tally()
@@ -229,8 +228,8 @@ struct Why: ParsableCommand {
     func run() throws {
         let a = try addressArgument(address)
         if target.snapshotPath != nil { return try fromSnapshot(a) }
-        let anonymous = !noAnonymousRoots, o = target.options
-        let r = try target.attach { pid, o throws(InspectError) in try Inspector.leaks(pid: pid, options: o, anonymousRoots: anonymous) }
+        let anonymous = !noAnonymousRoots
+        let r = try target.attach { t, o throws(InspectError) in try Inspector.leaks(t, options: o, anonymousRoots: anonymous) }
         let b = r.leaks.blocks
         let k = try outstandingBlock(r, a)
         let cls = r.leaks.leakClass[k]
@@ -243,7 +242,7 @@ struct Why: ParsableCommand {
                 chain = Reachability.shortestChain(to: k, blocks: b, memory: r.memory, roots: [], registers: [], from: heads)
             }
         }
-        let names = WhyNames(r, chain: chain, pid: target.pid, useDebugInfo: o.useDebugInfo)
+        let names = WhyNames(r, chain: chain)
         var out = OutputBuffer()
         if target.json { WhyFormat.json(r, a, k, chain, reason, names, into: &out) } else { WhyFormat.text(r, a, k, chain, reason, names, into: &out) }
         out.flush()
@@ -309,11 +308,11 @@ struct WhyNames {
     var definition: (file: String, line: Int)?
     /// For a stack root: the function of the frame whose part of the stack holds the word.
     var frame: String?
-    init(_ r: LeakInspection, chain: ReferenceChain?, pid: Int32, useDebugInfo: Bool) {
-        guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0 else { return }
-        if r.roots[root].kind == .stack, let t = r.registers.first(where: { "thread \($0.tid) stack" == r.roots[root].label }),
-           let s = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) {
-            let frames = s.unwind(threads: [(t.tid, t.words)], read: { r.memory.word($0) })[t.tid] ?? []
+    init(_ r: LeakInspection, chain: ReferenceChain?) {
+        guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0, let s = r.symbols else { return }
+        if r.roots[root].kind == .stack, let t = r.registers.first(where: { "thread \($0.tid) stack" == r.roots[root].label }) {
+            // (every thread: the session unwinds once, and keeps the stacks)
+            let frames = s.unwind(threads: r.registers.map { ($0.tid, $0.words) }, read: { r.memory.word($0) })[t.tid] ?? []
             for k in frames.indices where frames[k].sp != 0 && frames[k].sp <= addr && k + 1 < frames.count && addr < frames[k + 1].sp {
                 let f = frames[k]
                 let res = s.resolve([f.isActivation ? f.pc : f.pc - 1])[0]
@@ -326,8 +325,7 @@ struct WhyNames {
             }
             return
         }
-        guard r.roots[root].kind == .moduleData || r.roots[root].kind == .tls,
-              let s = try? SymbolSession(pid: pid, useDebugInfo: useDebugInfo) else { return }
+        guard r.roots[root].kind == .moduleData || r.roots[root].kind == .tls else { return }
         let res = s.resolve([addr])[0]
         if res.symbol != nil {
             rootSymbol = res

@@ -30,7 +30,7 @@ struct SnapshotCommand: ParsableCommand {
         let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow, json: target.json) }
         let withContents = contents
         let t0 = monotonic()
-        let s = try target.attach { pid, o throws(InspectError) in try Inspector.snapshot(pid: pid, options: o, contents: withContents) }
+        let s = try target.attach { t, o throws(InspectError) in try Inspector.snapshot(t, options: o, contents: withContents) }
         let t1 = monotonic()
         var t2 = t1
         do {
@@ -47,7 +47,7 @@ struct SnapshotCommand: ParsableCommand {
             print("{\"file\":\(jsonString(output)),\"pid\":\(s.report.pid),\"pause_us\":\(s.report.pauseMicroseconds),\"chunks\":\(n),\"bytes\":\(size),\"contents\":\(contents),\"inspect_ms\":\(Int((t1 - t0) * 1000)),\"write_ms\":\(Int((t2 - t1) * 1000))\(copyJSON(s.report))}")
         } else {
             let per = n > 0 ? Double(size - UInt64(s.contents?.count ?? 0)) / Double(n) : 0
-            print("wrote \(output): \(n) chunks, \(human(size)) (\(format1(per)) bytes per chunk before contents)\(contents ? ", with contents" : ""); paused \(format1(Double(s.report.pauseMicroseconds) / 1000)) ms; inspected in \(format1((t1 - t0) * 1000)) ms, written in \(format1((t2 - t1) * 1000)) ms")
+            print("wrote \(output): \(n) chunks, \(human(size)) (\(format1(per)) bytes per chunk before contents)\(contents ? ", with contents" : ""); \(pausedText(s.report)); inspected in \(format1((t1 - t0) * 1000)) ms, written in \(format1((t2 - t1) * 1000)) ms")
             if let c = copyText(s.report) { print(c) }
         }
         // (the file is written, with the warnings in it)

@@ -12,12 +12,15 @@ struct SymbolSourceOptions: ParsableArguments {
     @Option(name: .customLong("elf"), help: ArgumentHelp(
         "Resolve in this ELF file (repeatable; input lines 'FILE ADDR' pick another file).", valueName: "path"))
     var elves: [String] = []
+    @Option(help: ArgumentHelp("Resolve in the process this core file was taken of (gcore's, the kernel's; its modules' files are read from disk where their build-id matches).", valueName: "path"))
+    var core: String?
     @Flag(help: "Do not use separate debug files (build-id, .gnu_debuglink); ELF symbols only.")
     var noDebuginfo = false
 
     func validate() throws {
-        if pid == nil && elves.isEmpty { throw ValidationError("say where to look: --pid PID or --elf PATH") }
-        if pid != nil && !elves.isEmpty { throw ValidationError("--pid and --elf cannot be combined") }
+        let sources = (pid == nil ? 0 : 1) + (elves.isEmpty ? 0 : 1) + (core == nil ? 0 : 1)
+        if sources == 0 { throw ValidationError("say where to look: --pid PID, --core FILE or --elf PATH") }
+        if sources > 1 { throw ValidationError("--pid, --core and --elf cannot be combined") }
         if let p = pid, p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
     }
 
@@ -29,6 +32,8 @@ struct SymbolSourceOptions: ParsableArguments {
         s.json = json
         if let pid {
             try s.openProcess(pid)
+        } else if let core {
+            try s.openCore(core)
         } else {
             for e in elves { _ = try s.file(e) }
             s.defaultFile = elves.first
@@ -65,6 +70,16 @@ struct Sessions {
             if case .processGone = error { throw failure("\(error.description)", code: ExitStatus.targetExited.rawValue, json: json) }
             if kill(pid, 0) != 0 && errno == ESRCH { throw failure("process \(pid) exited", code: ExitStatus.targetExited.rawValue, json: json) }
             throw failure("\(error.description)", code: ExitStatus.otherError.rawValue, json: json)
+        }
+    }
+
+    mutating func openCore(_ path: String) throws {
+        let core: CoreFile
+        do { core = try CoreFile(path: path) } catch {
+            throw failure(error.description, code: ExitStatus.badInputFile.rawValue, json: json)
+        }
+        do { process = try SymbolSession.lock.locked { try SymbolSession(core: core, useDebugInfo: useDebugInfo) } } catch {
+            throw failure("\(error)", code: ExitStatus.badInputFile.rawValue, json: json)
         }
     }
 

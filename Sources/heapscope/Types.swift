@@ -41,9 +41,8 @@ struct Types: ParsableCommand {
             }
             out.write("]}\n")
         } else {
-            let ms = Double(r.heap.pauseMicroseconds) / 1000
             let typed = rows.filter { $0.confidence != .unknown }.reduce(0) { $0 + $1.chunks }
-            out.write("pid \(r.heap.pid): paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms; \(human(total)) outstanding in \(rows.reduce(0) { $0 + $1.chunks }) chunks, \(typed) typed")
+            out.write("pid \(r.heap.pid): \(pausedText(r.heap)); \(human(total)) outstanding in \(rows.reduce(0) { $0 + $1.chunks }) chunks, \(typed) typed")
             out.write(r.labels.conflicts > 0 ? " (\(r.labels.conflicts) reached with conflicting types)\n" : "\n")
             if let c = copyText(r.heap) { out.write(c + "\n") }
             out.write("\(pad("chunks", 10)) \(pad("bytes", 12))  share  confidence  type\n")
@@ -72,7 +71,6 @@ struct Show: ParsableCommand {
 
     func run() throws {
         let a = try addressArgument(address)
-        let o = target.options
         let live = target.snapshotPath == nil
         let r = try target.types()
         if !live && r.memory.regions.isEmpty {
@@ -108,10 +106,9 @@ struct Show: ParsableCommand {
         var words: [(offset: Int, value: UInt64)] = []
         var off = 0
         while off + 8 <= content.count { words.append((off, word(off))); off += 8 }
-        let maps = live ? (try? ProcFS.maps(pid: target.pid)) ?? [] : []
-        let inModule = words.filter { w in maps.contains { $0.path.hasPrefix("/") && $0.contains(w.value) } }.map(\.value)
+        let inModule = words.filter { w in r.maps.contains { $0.path.hasPrefix("/") && $0.contains(w.value) } }.map(\.value)
         var symbols: [UInt64: String] = [:]
-        if !inModule.isEmpty, let s = try? SymbolSession(pid: target.pid, useDebugInfo: o.useDebugInfo) {
+        if !inModule.isEmpty, let s = r.symbols {
             for (v, res) in zip(inModule, s.resolve(inModule)) {
                 if let sym = res.symbol { symbols[v] = res.offset == 0 ? sym : "\(sym)+0x\(String(res.offset, radix: 16))" }
             }
