@@ -97,7 +97,7 @@ dist: deps
 	tar -C $(DIST) -czf $(DISTTAR) $(DISTNAME)
 	@echo "dist: $(DISTTAR) ($$(du -h $(DISTTAR) | cut -f1)); needs glibc >= $$(objdump -T $(DIST)/$(DISTNAME)/bin/heapscope | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 | cut -d_ -f2)"
 
-# The fuzz harnesses for longer (FUZZ_SECONDS each: snapshot files, ELF/DWARF, sym's input text);
+# The fuzz harnesses for longer (FUZZ_SECONDS each: snapshot files, ELF/DWARF, sym's input text, core files);
 # make test runs them for a bounded number of cases.
 FUZZ_SECONDS ?= 600
 fuzz: deps targets

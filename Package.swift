@@ -50,8 +50,8 @@ let package = Package(
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],
                           path: "Benchmarks"),
-        // Fuzz harnesses (Tests/Fuzz/main.swift): snapshot files, ELF/DWARF for sym, sym's input text.
-        .executableTarget(name: "heapscope-fuzz", dependencies: ["Inspect", "HeapModel", "Snapshot", "Analysis"], path: "Tests/Fuzz"),
+        // Fuzz harnesses (Tests/Fuzz/main.swift): snapshot files, ELF/DWARF for sym, sym's input text, core files.
+        .executableTarget(name: "heapscope-fuzz", dependencies: ["Inspect", "HeapModel", "Snapshot", "Analysis", "ProcessAccess"], path: "Tests/Fuzz"),
         .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot", "Symbols"],
                     path: "Tests/HeapscopeTests"),
     ],

@@ -208,15 +208,21 @@ private final class Scanner {
         }
     }
 
-    /// Every aligned word of [from, to) that was copied.
+    /// Every aligned word of [from, to) that was copied. Gaps are skipped to the next copied
+    /// region (a root may span far more address space than was copied of it).
     func scan(_ from: UInt64, _ to: UInt64, definite: Bool) {
+        guard from <= UInt64.max - 7, to >= 8 else { return }
         var a = (from + 7) & ~7
         scanned += to > a ? to - a : 0
-        while a + 8 <= to {
-            guard let r = region(a) else { a = (a | 4095) + 1; continue }
+        while a <= to - 8 {
+            guard let r = region(a) else {
+                guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }
+                a = (next + 7) & ~7
+                continue
+            }
             let stop = min(to, r.end)
             let base = r.base, rs = r.start
-            while a + 8 <= stop {
+            while stop >= 8 && a <= stop - 8 {
                 mark(base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self), definite: definite)
                 a += 8
             }
@@ -302,9 +308,13 @@ extension Reachability {
         } else {
             for (t, set) in registers.enumerated() { for (i, w) in set.words.enumerated() { visitRoot(w, .register(thread: t, register: i)) } }
             for (k, r) in roots.enumerated() {
+                guard r.start <= UInt64.max - 7, r.end >= 8 else { continue }
                 var a = (r.start + 7) & ~7
-                while a + 8 <= r.end {
-                    if let w = memory.word(a) { visitRoot(w, .memory(root: k, address: a)); a += 8 } else { a = (a | 4095) + 1 }
+                while a <= r.end - 8 {
+                    if let w = memory.word(a) { visitRoot(w, .memory(root: k, address: a)); a += 8; continue }
+                    // (skip to the next copied region: a root may span more than was copied)
+                    guard let next = memory.regionStart(after: a), next <= UInt64.max - 7 else { break }
+                    a = max(a + 8, (next + 7) & ~7)
                 }
             }
         }

@@ -112,7 +112,7 @@ extension Snapshot {
         var runStart: UInt64 = 0, runEnd: UInt64 = 0, bytes: [UInt8] = [], offset = 0
         func flush() {
             guard !bytes.isEmpty else { return }
-            let r = Region(start: runStart, count: bytes.count, label: "snapshot contents")
+            guard let r = Region(start: runStart, count: bytes.count, label: "snapshot contents") else { bytes = []; return }
             bytes.withUnsafeBytes { r.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             image.add(r)
             bytes = []

@@ -345,6 +345,36 @@ public final class CoreFile: @unchecked Sendable {
         return out
     }
 
+    /// The parts of [start, end) that can be read: what the core holds, and what mapped files
+    /// that match hold (up to their ends), in address order. A copy is made only of these, so a
+    /// core whose headers claim more memory than it holds never makes heapscope allocate it.
+    public func readableRuns(start: UInt64, end: UInt64) -> [(start: UInt64, end: UInt64)] {
+        guard start < end else { return [] }
+        var runs: [(start: UInt64, end: UInt64)] = []
+        var lo = 0, hi = segments.count
+        while lo < hi { let mid = (lo + hi) / 2; if segments[mid].end <= start { lo = mid + 1 } else { hi = mid } }
+        while lo < segments.count && segments[lo].vaddr < end {
+            let s = segments[lo]
+            let a = max(s.vaddr, start), b = min(s.vaddr + s.filesz, end)
+            if b > a { runs.append((a, b)) }
+            lo += 1
+        }
+        for f in files where f.start < end && f.end > start {
+            guard let (fd, _) = fileBacking(f.start) else { continue }
+            var st = stat()
+            guard fstat(fd, &st) == 0, UInt64(max(0, st.st_size)) > f.fileOffset else { continue }
+            let held = UInt64(st.st_size) - f.fileOffset
+            let a = max(f.start, start), b = min(f.end, end, f.start &+ held < f.start ? f.end : f.start + held)
+            if b > a { runs.append((a, b)) }
+        }
+        runs.sort { $0.start < $1.start }
+        var merged: [(start: UInt64, end: UInt64)] = []
+        for r in runs {
+            if let last = merged.last, r.start <= last.end { merged[merged.count - 1].end = max(last.end, r.end) } else { merged.append(r) }
+        }
+        return merged
+    }
+
     func segment(containing a: UInt64) -> Segment? {
         var lo = 0, hi = segments.count
         while lo < hi { let mid = (lo + hi) / 2; if segments[mid].end <= a { lo = mid + 1 } else { hi = mid } }
@@ -355,11 +385,21 @@ public final class CoreFile: @unchecked Sendable {
     private func fileBacking(_ a: UInt64) -> (Int32, UInt64)? {
         guard let f = files.first(where: { a >= $0.start && a < $0.end }) else { return nil }
         pthread_mutex_lock(&fdLock)
-        defer { pthread_mutex_unlock(&fdLock) }
+        let known = fileFDs[f.path]
+        pthread_mutex_unlock(&fdLock)
         let fd: Int32?
-        if let known = fileFDs[f.path] { fd = known } else {
-            fd = openMatching(f.path)
-            fileFDs[f.path] = fd
+        if let known { fd = known } else {
+            // (opened outside the lock: matching reads the core)
+            let opened = openMatching(f.path)
+            pthread_mutex_lock(&fdLock)
+            if let raced = fileFDs[f.path] {
+                if let o = opened { close(o) }
+                fd = raced
+            } else {
+                fileFDs[f.path] = opened
+                fd = opened
+            }
+            pthread_mutex_unlock(&fdLock)
         }
         guard let fd else { return nil }
         return (fd, f.fileOffset &+ (a - f.start))
@@ -383,8 +423,11 @@ public final class CoreFile: @unchecked Sendable {
               let s = segment(containing: first.start), first.start - s.vaddr < s.filesz else { return nil }
         let base = first.start
         return ELFNotes.buildID { off, n in
+            // Only what the core holds (reading a left-out part would open this very file).
+            let a = base &+ off
+            guard a >= base, let s = self.segment(containing: a), a - s.vaddr < s.filesz, UInt64(n) <= s.filesz - (a - s.vaddr) else { return nil }
             var b = [UInt8](repeating: 0, count: n)
-            let got = b.withUnsafeMutableBytes { self.read(base &+ off, into: $0.baseAddress!, count: n) }
+            let got = b.withUnsafeMutableBytes { self.preadAll(self.fd, $0.baseAddress!, n, s.offset + (a - s.vaddr)) }
             return got == n ? b : nil
         }
     }

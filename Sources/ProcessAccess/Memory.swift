@@ -204,7 +204,9 @@ public final class Region: @unchecked Sendable {
     private let mapped: Int   // bytes mmapped for big buffers, 0 if heap-allocated, -1 if from a pool
     private let pool: BufferPool?
 
-    public init(start: UInt64, count: Int, label: String, pool: BufferPool? = nil) {
+    /// nil when the memory cannot be had (a count no mapping can hold).
+    public init?(start: UInt64, count: Int, label: String, pool: BufferPool? = nil) {
+        guard count >= 0 else { return nil }
         self.start = start
         self.count = count
         self.label = label
@@ -215,7 +217,8 @@ public final class Region: @unchecked Sendable {
         self.pool = nil
         // Big copies go to anonymous memory advised for transparent huge pages: filling the
         // copy then takes one fault per 2 MiB instead of one per 4 KiB, which shortens the pause.
-        if count >= 4 << 20, let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+        if count >= 4 << 20 {
+            guard let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else { return nil }
             _ = madvise(p, count, 14 /* MADV_HUGEPAGE */)
             base = p
             mapped = count
@@ -297,6 +300,13 @@ public final class MemoryImage: @unchecked Sendable {
         return nil
     }
 
+    /// The start of the first region that starts after `a`, if any.
+    public func regionStart(after a: UInt64) -> UInt64? {
+        var lo = 0, hi = regions.count
+        while lo < hi { let mid = (lo + hi) / 2; if regions[mid].start <= a { lo = mid + 1 } else { hi = mid } }
+        return lo < regions.count ? regions[lo].start : nil
+    }
+
     public func word(_ a: UInt64) -> UInt64? { region(containing: a, length: 8)?.word(a) }
     public func u32(_ a: UInt64) -> UInt32? {
         guard let r = region(containing: a, length: 4) else { return nil }
@@ -357,6 +367,21 @@ public struct BulkCopier {
     @discardableResult
     public func copy(_ requests: [Request], into image: MemoryImage) -> [(Request, Int)] {
         var failures: [(Request, Int)] = []
+        if let core = remote.core {
+            // Only what the core (or a matching mapped file) holds is copied.
+            for q in requests {
+                var got = 0
+                for run in core.readableRuns(start: q.start, end: q.start &+ UInt64(q.count)) {
+                    guard let r = Region(start: run.start, count: Int(run.end - run.start), label: q.label) else { continue }
+                    let n = remote.read(r.start, into: r.base, count: r.count)
+                    if n < r.count { r.truncate(to: n) }
+                    image.add(r)
+                    got += n
+                }
+                if got < q.count { failures.append((q, got)) }
+            }
+            return failures
+        }
         var i = 0
         while i < requests.count {
             if budget?.check() == true { break }
@@ -366,15 +391,15 @@ public struct BulkCopier {
             while i < requests.count, batch.count < 512, bytes < BulkCopier.pieceBytes {
                 let q = requests[i]
                 if q.count > BulkCopier.pieceBytes && !batch.isEmpty { break }
-                batch.append(Region(start: q.start, count: q.count, label: q.label, pool: pool))
-                bytes += q.count
                 i += 1
-            }
-            if batch.count == 1 || remote.core != nil {
-                if remote.core != nil {
-                    for r in batch { add(r, got: remote.read(r.start, into: r.base, count: r.count), to: image, failures: &failures) }
-                    continue
+                guard let region = Region(start: q.start, count: q.count, label: q.label, pool: pool) else {
+                    failures.append((q, 0)); continue
                 }
+                batch.append(region)
+                bytes += q.count
+            }
+            if batch.isEmpty { continue }
+            if batch.count == 1 {
                 add(batch[0], got: readPieces(batch[0]), to: image, failures: &failures)
                 continue
             }

@@ -3,6 +3,13 @@
 //   heapscope-fuzz [--cases N] [--seconds S] [--seed K] --heapscope PATH --out DIR snapshot SEED.snap...
 //   heapscope-fuzz ... elf FILE        (ELF/DWARF given to sym --elf and gensyms --elf)
 //   heapscope-fuzz ... text FILE       (sym's input lines, resolved against FILE)
+//   heapscope-fuzz ... core SEED...    (ELF core files given to stat, chunks, leaks, types, sym --core)
+//
+// core: mutants aimed at the ELF header, the program headers (offsets, addresses, sizes,
+// flags set to extreme or nearby values), the notes (threads, registers, NT_FILE, auxv), the
+// memory the core holds (malloc's own data and the heap), or the file's length. Each is parsed in
+// this process (CoreFile: mappings, threads, reads across every segment); every 4th also goes
+// through the heapscope binary. Exit statuses 6 and 7 (not glibc, malloc not found) are answers too.
 //
 // snapshot: each mutant is either raw (bit flips, bytes, truncation, interesting 64-bit values)
 // or made inside one section with the checksums, offsets and length re-sealed so that it reaches
@@ -18,6 +25,7 @@ import Foundation
 import Glibc
 import HeapModel
 import Inspect
+import ProcessAccess
 import Snapshot
 
 /// A message on stderr.
@@ -165,7 +173,7 @@ func parseOptions() -> Options {
         }
     }
     guard let m = a.first, !o.heapscope.isEmpty, !o.out.isEmpty else {
-        complain("usage: heapscope-fuzz [--cases N] [--seconds S] [--seed K] --heapscope PATH --out DIR (snapshot SEED... | elf FILE | text FILE)\n")
+        complain("usage: heapscope-fuzz [--cases N] [--seconds S] [--seed K] --heapscope PATH --out DIR (snapshot SEED... | elf FILE | text FILE | core SEED...)\n")
         exit(64)
     }
     o.mode = m
@@ -192,9 +200,11 @@ func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); r
 /// nil if it had to be killed after `timeout` s.
 func runHeapscope(_ o: Options, _ args: [String], stdin: String? = nil, timeout: Double = 20) -> (status: Int32, signaled: Bool, err: String, maxRSS: Int)? {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+    // timeout(1) kills the whole process group it leads (time's child, heapscope, included).
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
     let rssFile = o.out + "/rss"
-    p.arguments = ["--as=2000000000", "--", "/usr/bin/time", "-f", "%M", "-o", rssFile, o.heapscope] + args
+    try? FileManager.default.removeItem(atPath: rssFile)
+    p.arguments = ["-s", "KILL", String(Int(timeout)), "/usr/bin/prlimit", "--as=2000000000", "--", "/usr/bin/time", "-f", "%M", "-o", rssFile, o.heapscope] + args
     let errURL = URL(fileURLWithPath: o.out + "/stderr")
     FileManager.default.createFile(atPath: errURL.path, contents: nil)
     p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
@@ -207,9 +217,10 @@ func runHeapscope(_ o: Options, _ args: [String], stdin: String? = nil, timeout:
         p.standardInput = FileHandle(forReadingAtPath: "/dev/null")
     }
     do { try p.run() } catch { complain("heapscope-fuzz: cannot run \(o.heapscope): \(error)\n"); exit(1) }
-    let deadline = now() + timeout
+    let deadline = now() + timeout + 10
     while p.isRunning && now() < deadline { usleep(2000) }
     if p.isRunning { p.terminate(); usleep(100_000); kill(p.processIdentifier, SIGKILL); p.waitUntilExit(); return nil }
+    if p.terminationReason == .exit && p.terminationStatus == 128 + SIGKILL { return nil }   // timed out
     var err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
     let rss = Int(((try? String(contentsOfFile: rssFile, encoding: .utf8)) ?? "").split(separator: "\n").last ?? "") ?? 0
     // /usr/bin/time reports a child killed by a signal as "Command terminated by signal N".
@@ -232,9 +243,10 @@ func fail(_ o: Options, _ input: [UInt8], _ what: String, ext: String = "") {
 
 /// `baselineRSS` (KiB): what the same command takes on the seed; memory beyond it plus 4× the
 /// input (and 16 MiB of slack for a debug build's variance) is a failure.
-func judge(_ o: Options, _ input: [UInt8], _ args: [String], ext: String = "", stdin: String? = nil, baselineRSS: Int? = nil) {
+func judge(_ o: Options, _ input: [UInt8], _ args: [String], ext: String = "", stdin: String? = nil, baselineRSS: Int? = nil,
+           allowed: Set<Int32> = [0, 1, 2, 8]) {
     guard let r = runHeapscope(o, args, stdin: stdin) else { fail(o, input, "heapscope \(args.joined(separator: " ")) hung (killed after 20 s)", ext: ext); return }
-    if r.signaled || ![0, 1, 2, 8].contains(r.status) {
+    if r.signaled || !allowed.contains(r.status) {
         fail(o, input, "heapscope \(args.joined(separator: " ")) \(r.signaled ? "died of signal" : "exited") \(r.status): \(r.err)", ext: ext)
     } else if let base = baselineRSS, r.maxRSS > base + 4 * input.count / 1024 + 16 * 1024 {
         fail(o, input, "heapscope \(args.joined(separator: " ")) took \(r.maxRSS) KiB, the seed \(base) KiB, for \(input.count) bytes of input", ext: ext)
@@ -287,6 +299,96 @@ func fuzzSnapshots(_ o: Options) {
         }
     }
     print("snapshot: \(cases) mutants (\(decoded) decoded and analysed in process, \(viaCLI) through heapscope) in \(Int(now() - start)) s, \(failures) failures")
+}
+
+/// The fields of a core a mutant aims at: (offset, width in bytes) of each.
+func coreFields(_ b: [UInt8]) -> (header: [(Int, Int)], phdrs: [(Int, Int)], notes: [(Int, Int)], memory: [(Int, Int)]) {
+    guard b.count >= 64 else { return ([], [], [], []) }
+    let header = [(16, 2), (18, 2), (32, 8), (54, 2), (56, 2), (4, 1), (5, 1)]
+    let phoff = Int(clamping: get64(b, 32)), size = Int(b[54]) | Int(b[55]) << 8, count = Int(b[56]) | Int(b[57]) << 8
+    var phdrs: [(Int, Int)] = [], notes: [(Int, Int)] = [], memory: [(Int, Int)] = []
+    guard size >= 56, phoff > 0, count < 4096, phoff <= b.count - size * count else { return (header, [], [], []) }
+    for i in 0..<count {
+        let p = phoff + i * size
+        phdrs += [(p, 4), (p + 4, 4), (p + 8, 8), (p + 16, 8), (p + 32, 8), (p + 40, 8)]
+        let type = get32(b, p), off = Int(clamping: get64(b, p + 8)), filesz = Int(clamping: get64(b, p + 32))
+        guard off >= 0, filesz >= 0, off <= b.count, filesz <= b.count - off else { continue }
+        if type == 4 { for k in stride(from: off, to: off + filesz - 8, by: 4) { notes.append((k, 8)) } }
+        if type == 1 && filesz > 0 && get32(b, p + 4) & 2 != 0 { for k in stride(from: off, to: off + filesz - 8, by: 8) { memory.append((k, 8)) } }
+    }
+    return (header, phdrs, notes, memory)
+}
+
+func mutateCore(_ seed: [UInt8], _ fields: (header: [(Int, Int)], phdrs: [(Int, Int)], notes: [(Int, Int)], memory: [(Int, Int)]), _ r: inout Rng) -> [UInt8] {
+    var b = seed
+    /// Set `width` bytes at `at` to an extreme, nearby or random value.
+    func set(_ f: (Int, Int)) {
+        let (at, width) = f
+        guard at >= 0, at + width <= b.count else { return }
+        var old: UInt64 = 0
+        for k in 0..<width { old |= UInt64(b[at + k]) << (8 * UInt64(k)) }
+        let v: UInt64
+        switch r.below(4) {
+        case 0: v = interesting[r.below(interesting.count)]
+        case 1: v = old &+ UInt64(1 + r.below(4096))
+        case 2: v = old &- UInt64(1 + r.below(4096))
+        default: v = r.next()
+        }
+        for k in 0..<width { b[at + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(k))) }
+    }
+    for _ in 0..<(1 + r.below(3)) {
+        switch r.below(10) {
+        case 0: if !fields.header.isEmpty { set(fields.header[r.below(fields.header.count)]) }
+        case 1, 2, 3: if !fields.phdrs.isEmpty { set(fields.phdrs[r.below(fields.phdrs.count)]) }
+        case 4, 5, 6: if !fields.notes.isEmpty { set(fields.notes[r.below(fields.notes.count)]) }
+        case 7, 8: if !fields.memory.isEmpty { set(fields.memory[r.below(fields.memory.count)]) }
+        default: if b.count > 64 { b.removeLast(r.below(b.count - 64)) }   // truncated
+        }
+    }
+    return b
+}
+
+func fuzzCore(_ o: Options) {
+    let seeds = o.inputs.map { path -> [UInt8] in
+        guard let d = FileManager.default.contents(atPath: path) else { complain("heapscope-fuzz: cannot read \(path)\n"); exit(1) }
+        return [UInt8](d)
+    }
+    guard !seeds.isEmpty else { complain("heapscope-fuzz: no seed cores\n"); exit(64) }
+    let fields = seeds.map(coreFields)
+    var r = Rng(s: o.seed)
+    let current = o.out + "/current.core"
+    let start = now()
+    var cases = 0, parsed = 0, viaCLI = 0
+    let commands: [[String]] = [["stat"], ["chunks", "--json", "--no-types"], ["leaks"], ["types", "--json"], ["sym", "--core"]]
+    while o.seconds > 0 ? now() - start < o.seconds : cases < o.cases {
+        cases += 1
+        let k = r.below(seeds.count)
+        let m = mutateCore(seeds[k], fields[k], &r)
+        write(m, to: current)
+        let t0 = now()
+        var addrs: [UInt64] = []
+        if let c = try? CoreFile(path: current) {
+            parsed += 1
+            let maps = c.maps
+            _ = c.threads.map(\.pc)
+            _ = c.executable
+            var buf = [UInt8](repeating: 0, count: 4096)
+            for s in c.segments.prefix(64) {
+                for a in [s.vaddr, s.vaddr &+ s.memsz / 2, s.end &- 8] { _ = buf.withUnsafeMutableBytes { c.read(a, into: $0.baseAddress!, count: 4096) } }
+                _ = c.readableRuns(start: s.vaddr, end: s.end)
+            }
+            addrs = maps.filter(\.executable).prefix(8).flatMap { [$0.start, $0.start &+ $0.size / 2] }
+        }
+        if now() - t0 > 5 { fail(o, m, "in-process parse took \(Int(now() - t0)) s", ext: ".core") }
+        if cases % 4 == 0 {
+            viaCLI += 1
+            var args = commands[(cases / 4) % commands.count]
+            args.insert(current, at: args[0] == "sym" ? 2 : 1)
+            let input = args[0] == "sym" ? (addrs + [0, 1 << 47, 0xffff_ffff_ffff_ffff]).map { "0x" + String($0, radix: 16) }.joined(separator: "\n") + "\n" : nil
+            judge(o, m, args, ext: ".core", stdin: input, allowed: [0, 1, 2, 6, 7, 8])
+        }
+    }
+    print("core: \(cases) mutants (\(parsed) parsed in process, \(viaCLI) through heapscope) in \(Int(now() - start)) s, \(failures) failures")
 }
 
 /// ELF64 section headers: (name, offset, size) of each, if the file parses that far.
@@ -375,6 +477,7 @@ try? FileManager.default.createDirectory(atPath: o.out, withIntermediateDirector
 switch o.mode {
 case "snapshot": fuzzSnapshots(o)
 case "elf": fuzzELF(o)
+case "core": fuzzCore(o)
 case "text": fuzzText(o)
 default: complain("heapscope-fuzz: unknown mode \(o.mode)\n"); exit(64)
 }

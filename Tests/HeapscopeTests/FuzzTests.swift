@@ -3,7 +3,7 @@ import Glibc
 import Testing
 
 /// The fuzz harnesses (Tests/Fuzz/main.swift, the heapscope-fuzz binary) in a bounded run:
-/// snapshot files, ELF/DWARF for sym and gensyms, sym's input text. `make fuzz` runs them for
+/// snapshot files, ELF/DWARF for sym and gensyms, sym's input text, core files. `make fuzz` runs them for
 /// HEAPSCOPE_FUZZ_SECONDS each instead of a number of cases. A failing input is kept (the path is
 /// in the failure) and becomes a regression test once fixed.
 @Suite("Fuzzing", .serialized, .timeLimit(.minutes(40)))
@@ -40,6 +40,18 @@ struct FuzzTests {
             try #require(r.status == 0, "seed \(name): \(r.err)")
         }
         try fuzz("snapshot", cases: 4000, ["typed", "threads", "phases"].map { "\(dir)/\($0).snap" })
+    }
+
+    @Test("core files: mutants of a gcore core and a kernel-style one given to stat, chunks, leaks, types and sym --core")
+    func cores() throws {
+        let dir = try temporaryDirectory("fuzz-seeds")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try TargetProcess("plain_wait")
+        defer { p.release() }
+        let g = try run("/usr/bin/gcore", ["-o", dir + "/g", String(p.pid)], timeout: 120)
+        try #require(g.status == 0, "gcore: \(g.err.suffix(500))")
+        try CoreTests.dropReadOnlyFileSegments(dir + "/g.\(p.pid)", to: dir + "/kernel-style")
+        try fuzz("core", cases: 600, [dir + "/g.\(p.pid)", dir + "/kernel-style"])
     }
 
     @Test("ELF and DWARF: mutants of a binary with DWARF given to sym --elf and gensyms --elf")

@@ -3,10 +3,35 @@ import Inspect
 import Testing
 
 /// The pipeline runs one way: what analyses the copy after the detach never goes back to the
-/// process. A lint over the sources that run after the detach (Analysis, Snapshot, and Inspect's
-/// analyses): no /proc read. (Their symbol sessions on the pid are the next step, issue 15.)
-@Suite("Lint")
+/// process. Checked twice: every command that stops the target runs under strace, and after its
+/// last PTRACE_DETACH no system call names the target (no /proc/PID, no process_vm_readv, no
+/// symbol session opened on it); and a lint over the sources that run after the detach
+/// (Analysis, Snapshot, and Inspect's analyses) finds no /proc read.
+@Suite("Lint", .serialized)
 struct LintTests {
+    @Test("after the detach, nothing reads the target (strace of every command that stops it)")
+    func nothingAfterDetach() throws {
+        let p = try TargetProcess("typed")
+        defer { p.release() }
+        let dir = try temporaryDirectory("lint")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let address = "0x" + String(try #require(p.manifest.live.keys.min()), radix: 16)
+        let pid = String(p.pid)
+        let commands: [[String]] = [["stat", pid], ["chunks", pid], ["leaks", pid, "--show", "reachable"], ["types", pid],
+                                    ["why", pid, address], ["show", pid, address], ["snapshot", pid, "-o", dir + "/s", "--contents"]]
+        for c in commands {
+            let trace = dir + "/trace"
+            let r = try run("/usr/bin/strace", ["-f", "-qq", "-o", trace, "-e",
+                                                "trace=openat,open,ptrace,process_vm_readv,process_vm_writev,readlink,readlinkat,access,faccessat,faccessat2,newfstatat,statx,execve",
+                                                Paths.heapscope] + c)
+            #expect(r.status == 0, "\(c): \(r.err)")
+            let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+            let last = try #require(lines.lastIndex { $0.contains("PTRACE_DETACH") }, "\(c): no PTRACE_DETACH in the trace")
+            let after = lines[(last + 1)...].filter { $0.contains("/proc/\(pid)/") || $0.contains("process_vm_readv(\(pid),") || $0.contains("(PTRACE_") }
+            #expect(after.isEmpty, "\(c.joined(separator: " ")) reads the target after the detach:\n\(after.prefix(10).joined(separator: "\n"))")
+        }
+    }
+
     @Test("no /proc read in the code that runs after the detach")
     func noProcAfterDetach() throws {
         var files: [String] = []

@@ -14,9 +14,9 @@ struct ReachabilityTests {
         let heap: Region, root: Region
         var rootWords = 0
         init(blocks: Int) {
-            heap = Region(start: Heap.heapBase, count: blocks * Int(Heap.blockSize), label: "heap")
+            heap = Region(start: Heap.heapBase, count: blocks * Int(Heap.blockSize), label: "heap")!
             heap.base.initializeMemory(as: UInt8.self, repeating: 0, count: heap.count)
-            root = Region(start: Heap.rootBase, count: 4096, label: "root")
+            root = Region(start: Heap.rootBase, count: 4096, label: "root")!
             root.base.initializeMemory(as: UInt8.self, repeating: 0, count: root.count)
         }
         func at(_ k: Int) -> UInt64 { Heap.heapBase + UInt64(k) * Heap.blockSize }
