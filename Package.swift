@@ -7,6 +7,7 @@ import PackageDescription
 //   ProcessAccess  attach / stop every thread / copy memory / detach, /proc parsing
 //   Symbols        ELF + DWARF symbols through libdwfl
 //   HeapModel      allocator-independent chunk table, states, stats (what analysis sees)
+//   Allocator      the seam a heap walker implements (detect and plan, capture while stopped, walk)
 //   GlibcMalloc    the glibc ptmalloc2 walker (the only code that knows glibc internals)
 //   Analysis       allocator-independent analysis on HeapModel: reachability (leaks)
 //   Snapshot       the snapshot file format (write, read, checks)
@@ -35,14 +36,17 @@ let package = Package(
         .target(name: "Symbols", dependencies: ["CLibdw", "CShim", "ProcessAccess", "HeapModel"], path: "Sources/Symbols",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "HeapModel", path: "Sources/HeapModel"),
-        // The snapshot file format (no dependency on how a snapshot was taken).
-        .target(name: "Snapshot", dependencies: ["HeapModel", "CZlib", "CShim"], path: "Sources/Snapshot"),
-        .target(name: "GlibcMalloc", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/GlibcMalloc"),
+        // The snapshot file format (no dependency on how a snapshot was taken; GlibcMalloc only for
+        // the kinds of chunk that files of format 1, which predate recording them, hold).
+        .target(name: "Snapshot", dependencies: ["HeapModel", "GlibcMalloc", "CZlib", "CShim"], path: "Sources/Snapshot"),
+        // The allocator seam: what a heap walker implements (AllocatorTarget, AllocatorCapture).
+        .target(name: "Allocator", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Allocator"),
+        .target(name: "GlibcMalloc", dependencies: ["Allocator", "HeapModel", "ProcessAccess", "Symbols"], path: "Sources/GlibcMalloc"),
         // Analysis: the same compile-time-only exclusivity checking, for the scanner's hot loop.
         .target(name: "Analysis", dependencies: ["HeapModel", "ProcessAccess"], path: "Sources/Analysis",
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // Inspect: the same (per-block loops over the copied heap when labelling types: 5% of `leaks`).
-        .target(name: "Inspect", dependencies: ["ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis", "Snapshot"],
+        .target(name: "Inspect", dependencies: ["Allocator", "ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis", "Snapshot"],
                 path: "Sources/Inspect", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .executableTarget(name: "heapscope", dependencies: [
             "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot",

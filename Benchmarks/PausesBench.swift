@@ -31,8 +31,8 @@ import ProcessAccess
         // What stat copies (the heap walk) and what leaks copies (that and the rest that must be).
         let prep = try Inspector.prepare(pid: pid, options: InspectOptions())
         let att = try Attachment(pid: pid, budgetNs: 60_000_000_000)
-        let cap = GlibcCapture(target: prep)
-        try cap.capture(threads: att.threads, pool: BufferPool(bytes: GlibcCapture.estimateCopyBytes(prep)))
+        let cap = prep.newCapture()
+        try cap.capture(threads: att.threads, pool: BufferPool(bytes: prep.estimatedCopyBytes), budget: nil, deferMmapped: false)
         att.detach()
         let statRanges = cap.image.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: "") }
         var o = InspectOptions(); o.maxStopMicroseconds = 60_000_000

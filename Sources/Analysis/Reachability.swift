@@ -58,11 +58,11 @@ public struct Blocks: Sendable {
     private static let pageShift: UInt64 = 12
     private static let spanGap: UInt64 = 64 << 20
 
-    /// The outstanding chunks of `table` (in_use and mmapped; malloc's own, such as tcache
-    /// structs, are `mallocInternal` and not among them).
+    /// The outstanding chunks of `table`: in use, in a heap or mapped on their own (the
+    /// allocator's own chunks are metadata, not among them).
     public init(_ table: ChunkTable) {
         start.reserveCapacity(table.count); end.reserveCapacity(table.count); chunk.reserveCapacity(table.count)
-        for i in 0..<table.count where table.state[i].isOutstanding {
+        for i in 0..<table.count where table.isOutstanding(i) {
             let s = table.userAddress(i), n = table.usableSize(i)
             guard n > 0 else { continue }
             start.append(s); end.append(s + n); chunk.append(Int32(i))

@@ -100,8 +100,8 @@ extension GlibcCapture {
     /// (the caller detaches and reports; nothing copied then is used).
     /// `deferMmapped`: leave the mmapped-chunk scan for after the detach (`scanMmapped(from:)` on
     /// a copy of every resident anonymous page, which the caller makes in the same pause).
-    public func capture(threads: [StoppedThread], pool: BufferPool? = nil, budget: StopBudget? = nil,
-                        deferMmapped: Bool = false) throws(GlibcError) {
+    public func captureHeap(threads: [StoppedThread], pool: BufferPool? = nil, budget: StopBudget? = nil,
+                            deferMmapped: Bool = false) throws(GlibcError) {
         self.threads = threads
         let trace = PhaseTrace()
         defer { trace.done("capture total") }
@@ -448,28 +448,13 @@ extension GlibcCapture {
 
 @inline(__always) func hex(_ v: UInt64) -> String { String(v, radix: 16) }
 
-/// HEAPSCOPE_TRACE=1 prints how long each phase of the capture took (to stderr).
-public final class PhaseTrace {
-    let on = getenv("HEAPSCOPE_TRACE").map { String(cString: $0) != "0" } ?? false
-    let start: Double
-    var last: Double
-    public init() { start = PhaseTrace.now(); last = start }
-    static func now() -> Double {
-        var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) * 1e6 + Double(t.tv_nsec) / 1e3
-    }
-    public func mark(_ what: String) {
-        guard on else { return }
-        let n = PhaseTrace.now()
-        let s = "heapscope: \(what): \(Int(n - last)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }
-        last = n
-    }
-    func note(_ what: String) {
-        guard on else { return }
-        let s = "heapscope: \(what)\n"; _ = s.withCString { write(2, $0, strlen($0)) }
-    }
-    func done(_ what: String) {
-        guard on else { return }
-        let s = "heapscope: \(what): \(Int(PhaseTrace.now() - start)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }
+extension GlibcCapture {
+    /// malloc's own data outside its heaps, never a root of a leak check: every arena struct
+    /// (the main one lives in libc's .data) and `mp_`.
+    public var metadataRanges: [(start: UInt64, end: UInt64)] {
+        let L = target.layout
+        var out = arenas.map { (start: $0, end: $0 + L.arenaSize) }
+        if mp != 0 { out.append((mp, mp + L.mpSize)) }
+        return out
     }
 }

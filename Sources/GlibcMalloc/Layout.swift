@@ -203,3 +203,8 @@ public struct GlibcLayout: Sendable, Equatable {
         safeLinking ? value ^ (slot >> 12) : value
     }
 }
+
+extension GlibcLayout {
+    /// glibc's kinds of chunk with this layout's header sizes.
+    public var kinds: AllocatorKinds { GlibcKinds.table(headerSize: headerSize, sizeField: sizeSz, mmappedLoss: mmappedUsableLoss) }
+}

@@ -4,17 +4,17 @@ import ProcessAccess
 /// A free chunk as found in one of malloc's lists.
 struct ListedFree {
     var address: UInt64
-    var kind: ChunkState
+    var kind: ChunkKind
 }
 
 /// The chunk table's columns while the walk fills them (plain arrays in this module, so the hot
 /// loop's appends inline).
 struct Columns {
-    var address: [UInt64] = [], size: [UInt64] = [], state: [ChunkState] = [], arena: [UInt16] = []
+    var address: [UInt64] = [], size: [UInt64] = [], state: [ChunkKind] = [], arena: [UInt16] = []
     mutating func reserve(_ n: Int) {
         address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)
     }
-    @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ st: ChunkState, _ ar: UInt16) {
+    @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ st: ChunkKind, _ ar: UInt16) {
         address.append(a); size.append(s); state.append(st); arena.append(ar)
     }
 }
@@ -86,7 +86,7 @@ extension GlibcCapture {
                 var prev = b
                 var guardC = CycleGuard()
                 let first = listed.count
-                let kind: ChunkState = i == 1 ? .unsorted : (L.binKindIsSmall(i) ? .small : .large)
+                let kind: ChunkKind = i == 1 ? .unsorted : (L.binKindIsSmall(i) ? .small : .large)
                 while p != b {
                     guard p & L.alignMask == 0, let sizeField = image.word(p + 8), let next = image.word(p + 16) else {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): link to 0x\(hex(p)) is misaligned or unreadable")); break
@@ -161,7 +161,7 @@ extension GlibcCapture {
         for tc in tcacheStructs { listed.append(ListedFree(address: tc, kind: .mallocInternal)) }
         listed.sort { $0.address < $1.address }
         for k in stride(from: 1, to: listed.count, by: 1) where listed[k].address == listed[k - 1].address {
-            warnings.append(.init(.corruptList, listed[k].address, "chunk 0x\(hex(listed[k].address)) is in two free lists (\(listed[k - 1].kind.name) and \(listed[k].kind.name)): double free?"))
+            warnings.append(.init(.corruptList, listed[k].address, "chunk 0x\(hex(listed[k].address)) is in two free lists (\(kinds.name(listed[k - 1].kind)) and \(kinds.name(listed[k].kind))): double free?"))
         }
         var cols = Columns()
         cols.reserve(estimateChunkCount())
@@ -205,11 +205,10 @@ extension GlibcCapture {
         }
         takeMmapped(below: .max)
         while fi < listed.count {
-            warnings.append(.init(.corruptList, listed[fi].address, "\(listed[fi].kind.name) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
+            warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
             fi += 1
         }
-        var table = ChunkTable(address: cols.address, size: cols.size, state: cols.state, arena: cols.arena,
-                               userOffset: L.headerSize, usableLoss: L.sizeSz, usableLossMmapped: L.mmappedUsableLoss)
+        var table = ChunkTable(address: cols.address, size: cols.size, kind: cols.state, arena: cols.arena, kinds: kinds)
         cols = Columns()
         table.sortByAddress()   // a no-op unless segments overlapped (corrupt heap_info)
         let nMmaps = UInt64(image.u32(mp + L.mpNMmaps) ?? 0)
@@ -220,11 +219,11 @@ extension GlibcCapture {
 
         // 5. Per-arena summaries and mallinfo2, counted exactly as glibc's int_mallinfo does.
         // Flat per-(arena, state) tallies: this loop touches every chunk.
-        let nStates = ChunkState.allCases.count
+        let nStates = kinds.kinds.count
         var counts = [Int](repeating: 0, count: arenas.count * nStates)
         var sums = [UInt64](repeating: 0, count: arenas.count * nStates)
         table.arena.withUnsafeBufferPointer { ar in
-            table.state.withUnsafeBufferPointer { st in
+            table.kind.withUnsafeBufferPointer { st in
                 table.size.withUnsafeBufferPointer { sz in
                     for i in 0..<ar.count where ar[i] != ChunkTable.noArena {
                         let k = Int(ar[i]) * nStates + Int(st[i].rawValue)
@@ -234,9 +233,9 @@ extension GlibcCapture {
                 }
             }
         }
-        var byArena = [[ChunkState: Tally]](repeating: [:], count: arenas.count)
+        var byArena = [[ChunkKind: Tally]](repeating: [:], count: arenas.count)
         for a in 0..<arenas.count {
-            for st in ChunkState.allCases where counts[a * nStates + Int(st.rawValue)] > 0 {
+            for st in kinds.all where counts[a * nStates + Int(st.rawValue)] > 0 {
                 byArena[a][st] = Tally(count: counts[a * nStates + Int(st.rawValue)], bytes: sums[a * nStates + Int(st.rawValue)])
             }
         }
@@ -271,14 +270,18 @@ extension GlibcCapture {
             summaries.append(ArenaSummary(index: ai, address: ar, isMain: ai == 0, systemBytes: sys,
                                           segments: segs.filter { $0.arena == ai }.map { $0.mapped },
                                           attachedThreads: image.word(ar + L.arenaAttachedThreads) ?? 0, mutexHeld: mutex != 0,
-                                          byState: byArena[ai], top: tops[ai], topSize: topSizes[ai]))
+                                          byKind: byArena[ai], top: tops[ai], topSize: topSizes[ai]))
         }
         info.hblks = nMmaps
         info.hblkhd = mmappedMem
         info.keepcost = topSizes.first ?? 0
         return HeapWalk(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
-                               threads: threadInfos, warnings: HeapWarning.bounded(warnings), exitedThreads: exited)
+                        threads: threadInfos, warnings: HeapWarning.bounded(warnings), exitedThreads: exited,
+                        trimmableBytes: GlibcKinds.trimmableBytes(table))
     }
+
+    /// glibc's kinds of chunk, with this layout's header sizes.
+    public var kinds: AllocatorKinds { target.layout.kinds }
 
     private func estimateChunkCount() -> Int {
         let bytes = segments.reduce(UInt64(0)) { $0 + ($1.end - $1.firstChunk) }
@@ -302,7 +305,7 @@ extension GlibcCapture {
         var reachedTop = false
         while p + 16 <= limit {
             while fi < listed.count, listed[fi].address < p {
-                warnings.append(.init(.corruptList, listed[fi].address, "\(listed[fi].kind.name) list entry 0x\(hex(listed[fi].address)) is not at a chunk boundary"))
+                warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not at a chunk boundary"))
                 fi += 1
             }
             if p == top {
@@ -335,14 +338,14 @@ extension GlibcCapture {
                 p = nextP; continue
             }
             let nextInUse = nextP + 16 <= reg.end ? (sizeField(nextP) & L.prevInUse != 0) : true
-            var st: ChunkState
+            var st: ChunkKind
             if fi < listed.count, listed[fi].address == p {
                 st = listed[fi].kind
                 fi += 1
                 while fi < listed.count, listed[fi].address == p { fi += 1 }   // duplicate: reported above
                 let cached = st == .tcache || st == .fastbin || st == .mallocInternal
                 if cached != nextInUse {
-                    warnings.append(.init(.corruptChunk, p, "\(st.name) chunk 0x\(hex(p)): next chunk's PREV_INUSE is \(nextInUse ? 1 : 0)"))
+                    warnings.append(.init(.corruptChunk, p, "\(kinds.name(st)) chunk 0x\(hex(p)): next chunk's PREV_INUSE is \(nextInUse ? 1 : 0)"))
                 }
             } else if !nextInUse {
                 st = sz < 0x400 ? .small : .large

@@ -3,31 +3,78 @@
 
 /// What state a chunk is in. The raw values are stable (snapshot files store them).
 public enum ChunkState: UInt8, CaseIterable, Sendable, Comparable {
-    case inUse = 0, tcache, fastbin, unsorted, small, large, top, mmapped, mallocInternal
+    /// Handed to the program and not freed (in a heap, or in a mapping of its own).
+    case inUse = 0
+    /// Freed, and kept in a per-thread cache.
+    case cachedFree
+    /// Freed, and kept in the allocator's free lists.
+    case allocatorFree
+    /// The allocator's own data inside a heap.
+    case metadata
+    /// Never handed out: the untouched end of a heap.
+    case top
 
     /// Name used in output and accepted by `--state`.
     public var name: String {
         switch self {
         case .inUse: return "in_use"
-        case .tcache: return "tcache"
-        case .fastbin: return "fastbin"
-        case .unsorted: return "unsorted"
-        case .small: return "small"
-        case .large: return "large"
+        case .cachedFree: return "cached_free"
+        case .allocatorFree: return "free"
+        case .metadata: return "metadata"
         case .top: return "top"
-        case .mmapped: return "mmapped"
-        case .mallocInternal: return "malloc_internal"
         }
     }
     public init?(name: String) {
         guard let s = ChunkState.allCases.first(where: { $0.name == name }) else { return nil }
         self = s
     }
-    /// Outstanding = handed to the program and not freed (in_use and mmapped).
-    public var isOutstanding: Bool { self == .inUse || self == .mmapped }
-    /// Free chunks the allocator keeps (caches, bins, top).
-    public var isFree: Bool { !isOutstanding && self != .mallocInternal }
+    /// Outstanding = handed to the program and not freed.
+    public var isOutstanding: Bool { self == .inUse }
+    /// Free chunks the allocator keeps (caches, free lists, top).
+    public var isFree: Bool { self == .cachedFree || self == .allocatorFree || self == .top }
     public static func < (a: ChunkState, b: ChunkState) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// A chunk's kind: where the allocator keeps it, in its own words (an index into the
+/// allocator's `AllocatorKinds`). Each kind has one `ChunkState`.
+public struct ChunkKind: RawRepresentable, Hashable, Comparable, Sendable {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public init(_ v: UInt8) { rawValue = v }
+    public static func < (a: ChunkKind, b: ChunkKind) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// The kinds of chunk one allocator tells apart, with what each means in shared terms: the
+/// allocator's name for it, its state, the bytes of it the program cannot use, and whether such a
+/// chunk is a mapping of its own.
+public struct AllocatorKinds: Sendable, Equatable {
+    public struct Kind: Sendable, Equatable {
+        public var name: String
+        public var state: ChunkState
+        public var usableLoss: UInt64
+        public var ownMapping: Bool
+        public init(name: String, state: ChunkState, usableLoss: UInt64, ownMapping: Bool = false) {
+            self.name = name; self.state = state; self.usableLoss = usableLoss; self.ownMapping = ownMapping
+        }
+    }
+    /// "glibc".
+    public var allocator: String
+    public var kinds: [Kind]
+    /// Bytes between a chunk's address and the pointer the program holds.
+    public var userOffset: UInt64
+    public init(allocator: String, kinds: [Kind], userOffset: UInt64) {
+        self.allocator = allocator; self.kinds = kinds; self.userOffset = userOffset
+    }
+    public static let none = AllocatorKinds(allocator: "", kinds: [], userOffset: 0)
+
+    public var all: [ChunkKind] { kinds.indices.map { ChunkKind(UInt8($0)) } }
+    public func name(_ k: ChunkKind) -> String { Int(k.rawValue) < kinds.count ? kinds[Int(k.rawValue)].name : "kind\(k.rawValue)" }
+    public func state(_ k: ChunkKind) -> ChunkState { Int(k.rawValue) < kinds.count ? kinds[Int(k.rawValue)].state : .metadata }
+    public func kind(named n: String) -> ChunkKind? { kinds.firstIndex { $0.name == n }.map { ChunkKind(UInt8($0)) } }
+    /// The kinds of free chunks, in the allocator's order (the columns of a summary).
+    public var freeKinds: [ChunkKind] { all.filter { let s = state($0); return s == .cachedFree || s == .allocatorFree } }
+    /// The kinds whose chunks are mappings of their own.
+    public var ownMappingKinds: [ChunkKind] { all.filter { kinds[Int($0.rawValue)].ownMapping } }
 }
 
 /// Every chunk of the heap, one entry per chunk, sorted by address. Struct-of-arrays, because a
@@ -35,45 +82,49 @@ public enum ChunkState: UInt8, CaseIterable, Sendable, Comparable {
 public struct ChunkTable: Sendable {
     public private(set) var address: [UInt64] = []   // chunk header address
     public private(set) var size: [UInt64] = []      // whole chunk size in bytes
-    public private(set) var state: [ChunkState] = []
-    public private(set) var arena: [UInt16] = []     // index into HeapReport.arenas; `noArena` for mmapped
+    public private(set) var kind: [ChunkKind] = []
+    public private(set) var arena: [UInt16] = []     // index into HeapReport.arenas; `noArena` for chunks of no arena
     public static let noArena: UInt16 = .max
 
+    /// What the kinds are (the allocator's table).
+    public let kinds: AllocatorKinds
+    /// Per kind id: its state and usable loss (256 entries, so that lookups need no bounds test).
+    private let stateOf: [ChunkState]
+    private let lossOf: [UInt64]
     /// Bytes between a chunk's header address and the pointer the program holds.
-    public let userOffset: UInt64
-    /// Bytes of a chunk the program may use = size - usableLoss (mmapped chunks lose `usableLossMmapped`).
-    public let usableLoss: UInt64
-    public let usableLossMmapped: UInt64
+    public var userOffset: UInt64 { kinds.userOffset }
 
-    public init(userOffset: UInt64, usableLoss: UInt64, usableLossMmapped: UInt64) {
-        self.userOffset = userOffset
-        self.usableLoss = usableLoss
-        self.usableLossMmapped = usableLossMmapped
+    public init(kinds: AllocatorKinds) {
+        self.kinds = kinds
+        stateOf = (0..<256).map { kinds.state(ChunkKind(UInt8($0))) }
+        lossOf = (0..<256).map { $0 < kinds.kinds.count ? kinds.kinds[$0].usableLoss : 0 }
     }
 
     /// Adopt columns built elsewhere (a walker fills plain arrays in its hot loop). All four
     /// must have the same length and be in address order.
-    public init(address: [UInt64], size: [UInt64], state: [ChunkState], arena: [UInt16],
-                userOffset: UInt64, usableLoss: UInt64, usableLossMmapped: UInt64) {
-        precondition(address.count == size.count && size.count == state.count && state.count == arena.count)
-        self.address = address; self.size = size; self.state = state; self.arena = arena
-        self.userOffset = userOffset
-        self.usableLoss = usableLoss
-        self.usableLossMmapped = usableLossMmapped
+    public init(address: [UInt64], size: [UInt64], kind: [ChunkKind], arena: [UInt16], kinds: AllocatorKinds) {
+        precondition(address.count == size.count && size.count == kind.count && kind.count == arena.count)
+        self.init(kinds: kinds)
+        self.address = address; self.size = size; self.kind = kind; self.arena = arena
     }
 
     public var count: Int { address.count }
     public mutating func reserve(_ n: Int) {
-        address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)
+        address.reserveCapacity(n); size.reserveCapacity(n); kind.reserveCapacity(n); arena.reserveCapacity(n)
     }
     @inline(__always)
-    public mutating func append(address a: UInt64, size s: UInt64, state st: ChunkState, arena ar: UInt16) {
-        address.append(a); size.append(s); state.append(st); arena.append(ar)
+    public mutating func append(address a: UInt64, size s: UInt64, kind k: ChunkKind, arena ar: UInt16) {
+        address.append(a); size.append(s); kind.append(k); arena.append(ar)
     }
-    @inline(__always) public mutating func setState(_ i: Int, _ s: ChunkState) { state[i] = s }
+    @inline(__always) public mutating func setKind(_ i: Int, _ k: ChunkKind) { kind[i] = k }
+    /// The chunk's state, in shared terms.
+    @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
+    /// The allocator's name for the chunk's kind.
+    public func kindName(_ i: Int) -> String { kinds.name(kind[i]) }
+    @inline(__always) public func isOutstanding(_ i: Int) -> Bool { state(i) == .inUse }
     @inline(__always) public func userAddress(_ i: Int) -> UInt64 { address[i] + userOffset }
     @inline(__always) public func usableSize(_ i: Int) -> UInt64 {
-        let loss = state[i] == .mmapped ? usableLossMmapped : usableLoss
+        let loss = lossOf[Int(kind[i].rawValue)]
         return size[i] > loss ? size[i] - loss : 0
     }
     /// Index of the chunk whose header starts exactly at `a`.
@@ -103,7 +154,7 @@ public struct ChunkTable: Sendable {
         if sorted { return }
         let order = address.indices.sorted { address[$0] < address[$1] }
         address = order.map { address[$0] }; size = order.map { size[$0] }
-        state = order.map { state[$0] }; arena = order.map { arena[$0] }
+        kind = order.map { kind[$0] }; arena = order.map { arena[$0] }
     }
 }
 
@@ -134,15 +185,15 @@ public struct ArenaSummary: Sendable {
     public var segments: [Segment]
     public var attachedThreads: UInt64
     public var mutexHeld: Bool
-    /// Tallies by state, from the chunk walk.
-    public var byState: [ChunkState: Tally]
+    /// Tallies by kind, from the chunk walk.
+    public var byKind: [ChunkKind: Tally]
     public var top: UInt64          // top chunk address
     public var topSize: UInt64
     public init(index: Int, address: UInt64, isMain: Bool, systemBytes: UInt64, segments: [Segment],
-                attachedThreads: UInt64, mutexHeld: Bool, byState: [ChunkState: Tally], top: UInt64, topSize: UInt64) {
+                attachedThreads: UInt64, mutexHeld: Bool, byKind: [ChunkKind: Tally], top: UInt64, topSize: UInt64) {
         self.index = index; self.address = address; self.isMain = isMain; self.systemBytes = systemBytes
         self.segments = segments; self.attachedThreads = attachedThreads; self.mutexHeld = mutexHeld
-        self.byState = byState; self.top = top; self.topSize = topSize
+        self.byKind = byKind; self.top = top; self.topSize = topSize
     }
 }
 
@@ -199,7 +250,7 @@ public struct ThreadInfo: Sendable {
     public var pc: UInt64
     public var sp: UInt64
     public var threadPointer: UInt64
-    public var cacheAddress: UInt64?   // its tcache struct (user address), if it has one
+    public var cacheAddress: UInt64?   // its per-thread cache (user address), if it has one
     public init(tid: Int32, pc: UInt64, sp: UInt64, threadPointer: UInt64, cacheAddress: UInt64?) {
         self.tid = tid; self.pc = pc; self.sp = sp; self.threadPointer = threadPointer; self.cacheAddress = cacheAddress
     }
@@ -236,10 +287,14 @@ public struct HeapWalk: Sendable {
     /// Threads that have exited but whose stacks (with their descriptors) are still mapped; nil
     /// when the thread library's descriptors could not be read (unknown layout).
     public var exitedThreads: [ExitedThread]?
+    /// Free memory the allocator would give back to the system if asked to trim (glibc:
+    /// malloc_trim(0)), as the allocator computes it.
+    public var trimmableBytes: UInt64 = 0
     public init(arenas: [ArenaSummary], mmapped: Tally, mallinfo2: MallInfo2, chunks: ChunkTable,
-                threads: [ThreadInfo], warnings: [HeapWarning], exitedThreads: [ExitedThread]? = nil) {
+                threads: [ThreadInfo], warnings: [HeapWarning], exitedThreads: [ExitedThread]? = nil, trimmableBytes: UInt64 = 0) {
         self.arenas = arenas; self.mmapped = mmapped; self.mallinfo2 = mallinfo2
         self.chunks = chunks; self.threads = threads; self.warnings = warnings; self.exitedThreads = exitedThreads
+        self.trimmableBytes = trimmableBytes
     }
 }
 
@@ -294,40 +349,27 @@ public struct HeapReport: Sendable {
     public var chunks: ChunkTable { heap.chunks }
     public var threads: [ThreadInfo] { heap.threads }
     public var warnings: [HeapWarning] { heap.warnings }
-    /// Tallies by state over all arenas and mmapped chunks.
-    public var totals: [ChunkState: Tally] {
-        var t: [ChunkState: Tally] = [:]
-        for a in arenas { for (s, v) in a.byState { t[s, default: Tally()] = t[s, default: Tally()] + v } }
-        if mmapped.count > 0 { t[.mmapped] = mmapped }
+    /// Tallies by kind over all arenas and the chunks of no arena (mapped on their own).
+    public var totals: [ChunkKind: Tally] {
+        var t: [ChunkKind: Tally] = [:]
+        for a in arenas { for (k, v) in a.byKind { t[k, default: Tally()] = t[k, default: Tally()] + v } }
+        if mmapped.count > 0, let k = chunks.kinds.ownMappingKinds.first { t[k] = mmapped }
         return t
     }
+    /// Tallies by state over all arenas and the chunks of no arena.
+    public var totalsByState: [ChunkState: Tally] {
+        var t: [ChunkState: Tally] = [:]
+        for (k, v) in totals { let s = chunks.kinds.state(k); t[s, default: Tally()] = t[s, default: Tally()] + v }
+        return t
+    }
+    /// The allocator's kinds.
+    public var kinds: AllocatorKinds { heap.chunks.kinds }
 }
 
 extension HeapWalk {
     /// Exited threads by state: how many, and the bytes of their stack mappings.
     public func exitedTally(_ state: ExitedThread.State) -> Tally {
         (exitedThreads ?? []).filter { $0.state == state }.reduce(Tally()) { var t = $0; t.add($1.end - $1.start); return t }
-    }
-
-    /// Free memory `malloc_trim(0)` would give back to the system, as glibc's mtrim does it: the
-    /// whole pages inside every free chunk in the bins (fastbins are consolidated first: counted
-    /// alike; tcache chunks stay, malloc counts them in use), past the chunk's own list pointers
-    /// (48 bytes); and each arena's top beyond its minimum chunk, in whole pages. An estimate: the
-    /// consolidation can merge neighbours into larger runs of pages.
-    public func trimmableBytes(pageSize: UInt64 = 4096) -> UInt64 {
-        let c = chunks, mask = pageSize - 1
-        var total: UInt64 = 0
-        for i in 0..<c.count {
-            switch c.state[i] {
-            case .fastbin, .unsorted, .small, .large:
-                let lo = (c.address[i] + 48 + mask) & ~mask, hi = (c.address[i] + c.size[i]) & ~mask
-                if hi > lo { total += hi - lo }
-            case .top:
-                if c.size[i] > 33 { total += (c.size[i] - 33) & ~mask }
-            default: break
-            }
-        }
-        return total
     }
 }
 
@@ -345,4 +387,33 @@ public struct StructLayout: Sendable, Equatable {
     public var size: UInt64
     public var members: [String: Member]
     public init(size: UInt64, members: [String: Member]) { self.size = size; self.members = members }
+}
+
+extension ArenaSummary {
+    /// The chunks of this arena in `state` (every kind of it).
+    public func tally(_ state: ChunkState, _ kinds: AllocatorKinds) -> Tally {
+        byKind.reduce(Tally()) { kinds.state($1.key) == state ? $0 + $1.value : $0 }
+    }
+}
+
+extension HeapReport {
+    /// Every chunk in `state`; `ownMapping`: only those mapped on their own (true) or only those
+    /// in a heap (false).
+    public func total(_ state: ChunkState, ownMapping: Bool? = nil) -> Tally {
+        let own = Set(kinds.ownMappingKinds)
+        return totals.reduce(Tally()) { acc, e in
+            guard kinds.state(e.key) == state, ownMapping.map({ $0 == own.contains(e.key) }) ?? true else { return acc }
+            return acc + e.value
+        }
+    }
+}
+
+extension ChunkTable {
+    /// A `--state` filter: the chunks of the kind so named, or in the state so named; nil if
+    /// the name is neither.
+    public func filter(named name: String) -> ((Int) -> Bool)? {
+        if let k = kinds.kind(named: name) { return { self.kind[$0] == k } }
+        if let s = ChunkState(name: name) { return { self.state($0) == s } }
+        return nil
+    }
 }

@@ -1,5 +1,4 @@
 import Glibc
-import GlibcMalloc
 import HeapModel
 import ProcessAccess
 
@@ -32,9 +31,9 @@ enum CopyPlan {
 
     /// Bytes a copy would take now, for sizing the buffers and the memory check before the stop:
     /// the same plan as the copy's, without threads (stacks whole), leaving out the mappings the
-    /// heap's own estimate counts (GlibcCapture.estimateCopyBytes), so nothing is counted twice.
+    /// heap's own estimate counts (the caller leaves those out of `maps`), so nothing is counted twice.
     static func estimate(pid: Int32, maps: [Mapping], sharedRoots: Bool) -> UInt64 {
-        plan(maps.filter { !GlibcCapture.isHeapMapping($0) }, pages: LivePages(pid: pid), stackPointers: [], skipping: [],
+        plan(maps, pages: LivePages(pid: pid), stackPointers: [], skipping: [],
              sharedRoots: sharedRoots)
             .requests.reduce(0) { $0 + UInt64($1.count) }
     }

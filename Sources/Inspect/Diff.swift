@@ -32,7 +32,7 @@ public struct SnapshotDiff: Sendable {
             let keys: Int? = switch by {
             case .type: g.label.count + 1
             case .owner: s.owners.count + 1
-            case .state: ChunkState.allCases.count + 1
+            case .state: 257
             case .size: nil
             }
             var dense = [Int](repeating: -1, count: keys ?? 0), bySize: [UInt64: Int] = [:]
@@ -43,7 +43,7 @@ public struct SnapshotDiff: Sendable {
                 let key: Int = switch by {   // -1 (unknown type, no owner) .. keys - 2
                 case .type: Int(g.of[k])
                 case .owner: Int(s.owner[i])
-                case .state: Int(s.report.chunks.state[i].rawValue)
+                case .state: Int(s.report.chunks.kind[i].rawValue)
                 case .size: 0
                 }
                 var at = keys == nil ? bySize[bytes] ?? -1 : dense[key + 1]
@@ -51,7 +51,7 @@ public struct SnapshotDiff: Sendable {
                     let name: String = switch by {
                     case .size: String(bytes)
                     case .owner: key >= 0 ? s.owners[key] : "(no owner)"
-                    case .state: s.report.chunks.state[i].name
+                    case .state: s.report.chunks.kindName(i)
                     case .type: g.name(Int32(key))
                     }
                     at = index[name] ?? { groups.append(Group(key: name)); index[name] = groups.count - 1; return groups.count - 1 }()
@@ -104,19 +104,20 @@ public struct SnapshotDiff: Sendable {
     static func causes(_ s: Snapshot) -> [(id: String, name: String, unit: String, value: Int64)] {
         let c = s.report.chunks, heap = s.report.heap
         var reach: Int64 = 0, lost: Int64 = 0, free: Int64 = 0, top: Int64 = 0, mm: Int64 = 0, blocks: Int64 = 0
+        let own = Set(c.kinds.ownMappingKinds)
         for i in 0..<c.count {
             let sz = Int64(c.size[i])
-            switch c.state[i] {
+            switch c.state(i) {
+            case .inUse where own.contains(c.kind[i]): mm += sz
             case .inUse: if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach += sz } else { lost += sz }
-            case .mmapped: mm += sz
             case .top: top += sz
-            case .mallocInternal: break
-            default: free += sz
+            case .metadata: break
+            case .cachedFree, .allocatorFree: free += sz
             }
         }
         // The heap blocks of unjoined threads count with their threads, not as in use.
         for t in heap.exitedThreads ?? [] where t.heapBlock != 0 {
-            guard let i = c.index(containing: t.heapBlock), c.state[i] == .inUse else { continue }
+            guard let i = c.index(containing: t.heapBlock), c.state(i) == .inUse, !own.contains(c.kind[i]) else { continue }
             let sz = Int64(c.size[i])
             blocks += sz
             if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach -= sz } else { lost -= sz }
@@ -126,9 +127,9 @@ public struct SnapshotDiff: Sendable {
         var rows: [(String, String, String, Int64)] = [
             ("in_use_reachable", "in use, reachable", "bytes", reach),
             ("in_use_lost", "in use, lost", "bytes", lost),
-            ("free_bins", "free in bins and tcache", "bytes", free),
+            ("free_bins", "free in caches and free lists", "bytes", free),
             ("free_top", "free at the top of arenas", "bytes", top),
-            ("trimmable", "of the free: malloc_trim(0) would return", "bytes", Int64(clamping: heap.trimmableBytes())),
+            ("trimmable", "of the free: malloc_trim(0) would return", "bytes", Int64(clamping: heap.trimmableBytes)),
             ("mmapped", "mmapped chunks", "bytes", mm),
             ("arenas", "arenas", "arenas", Int64(heap.arenas.count)),
             ("arena_system", "arena memory from the system", "bytes", Int64(clamping: heap.arenas.reduce(UInt64(0)) { $0 &+ $1.systemBytes })),

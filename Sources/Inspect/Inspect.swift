@@ -1,3 +1,4 @@
+import Allocator
 import Glibc
 import GlibcMalloc
 import HeapModel
@@ -36,7 +37,8 @@ public enum ProcessInfoEnv {
 /// Every failure of an inspection, with the exit code the CLI documents.
 public enum InspectError: Error, CustomStringConvertible, Sendable {
     case process(ProcessError)
-    case glibc(GlibcError)
+    /// The allocator (or its absence) as the walker found it.
+    case allocator(AllocatorError)
     case symbols(String)
     /// A core file that cannot be read.
     case core(CoreFile.CoreError)
@@ -45,7 +47,7 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .core(let e): return e.description
         case .process(let e): return e.description
-        case .glibc(let e): return e.description
+        case .allocator(let e): return e.description
         case .symbols(let s): return s
         }
     }
@@ -57,36 +59,13 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
         case .process(.targetExited): return ExitStatus.targetExited.rawValue
         case .process(.threadWouldNotStop), .process(.stopBudgetExceeded): return ExitStatus.stopBudget.rawValue
         case .process(.interrupted(let sig)): return ExitStatus.signal(sig)
-        case .glibc(.notGlibc), .glibc(.unsupportedVersion): return ExitStatus.unsupported.rawValue
-        case .glibc(.notInitialised), .glibc(.mainArenaNotFound): return ExitStatus.mallocNotFound.rawValue
+        case .allocator(.notThisAllocator), .allocator(.unsupportedVersion): return ExitStatus.unsupported.rawValue
+        case .allocator(.notInitialised), .allocator(.stateNotFound): return ExitStatus.mallocNotFound.rawValue
         case .core: return ExitStatus.badInputFile.rawValue
         case .process, .symbols: return ExitStatus.otherError.rawValue
         }
     }
 }
-
-/// Names of malloc's functions: a thread stopped inside one may have lists half updated.
-let mallocFunctionNames: Set<String> = [
-    "malloc", "free", "calloc", "realloc", "reallocarray", "memalign", "aligned_alloc", "posix_memalign", "valloc",
-    "pvalloc", "malloc_trim", "malloc_usable_size", "mallinfo", "mallinfo2", "malloc_stats", "malloc_info", "mallopt",
-    "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc", "__libc_memalign", "__libc_valloc",
-    "__libc_pvalloc", "_int_malloc", "_int_free", "_int_realloc", "_int_memalign", "malloc_consolidate", "sysmalloc",
-    "systrim", "tcache_init", "tcache_thread_shutdown", "arena_get2", "_int_new_arena", "new_heap", "alloc_new_heap",
-    "heap_trim", "shrink_heap", "grow_heap", "mremap_chunk", "munmap_chunk", "unlink_chunk", "reused_arena",
-    "get_free_list", "mtrim", "int_mallinfo", "__malloc_arena_thread_freeres", "_mid_memalign", "__libc_mallinfo2",
-    "_int_free_merge_chunk", "_int_free_create_chunk", "_int_free_maybe_consolidate", "tcache_get", "tcache_put",
-    "__malloc_fork_lock_parent", "__malloc_fork_unlock_parent", "__malloc_fork_unlock_child", "ptmalloc_init",
-]
-
-/// Allocators that replace glibc malloc when loaded.
-let foreignAllocators: [(pattern: String, name: String)] = [
-    ("libjemalloc", "jemalloc"), ("libtcmalloc", "tcmalloc"), ("libmimalloc", "mimalloc"),
-    ("libhoard", "Hoard"), ("libsnmalloc", "snmalloc"), ("librpmalloc", "rpmalloc"),
-    // valgrind's tools replace malloc in the program they run (their preload library is mapped)
-    ("vgpreload_", "valgrind"),
-    // glibc's malloc debugging (MALLOC_CHECK_, mcheck, mtrace): its hooks change the chunks
-    ("libc_malloc_debug", "glibc's malloc debugging library (MALLOC_CHECK_, mcheck, mtrace)"),
-]
 
 /// What to inspect: a live process, or a core file of one.
 public enum InspectTarget: Sendable, Equatable {
@@ -96,7 +75,15 @@ public enum InspectTarget: Sendable, Equatable {
     public static func isCoreFile(_ path: String) -> Bool { CoreFile.isCore(path: path) }
 }
 
+
 public enum Inspector {
+    /// Every name `--state` accepts: each allocator's kinds of chunk, then the shared states.
+    public static var chunkStateNames: [String] {
+        var names = GlibcKinds.table().kinds.map(\.name)
+        for s in ChunkState.allCases where !names.contains(s.name) { names.append(s.name) }
+        return names
+    }
+
     /// Attach to `pid`, copy its heap while it is stopped, detach, and walk the copy.
     public static func inspect(pid: Int32, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
         try inspect(.process(pid), options: options)
@@ -119,8 +106,8 @@ public enum Inspector {
         let core: CoreFile
         do { core = try CoreFile(path: path) } catch { throw .core(error) }
         let (target, symbols) = try prepare(source: .core(core), options: options)
-        let capture = GlibcCapture(target: target)
-        do { try capture.capture(threads: core.threads, deferMmapped: writable) } catch { throw .glibc(error) }
+        let capture = target.newCapture()
+        do { try capture.capture(threads: core.threads, pool: nil, budget: nil, deferMmapped: writable) } catch { throw .allocator(error) }
         var maps: [Mapping] = [], writableImage = MemoryImage(), account: CopyAccount? = nil
         if writable {
             let c = CopyPlan.copy(remote: target.remote, skipping: capture.image, threads: core.threads,
@@ -133,8 +120,8 @@ public enum Inspector {
         if !capture.unsettled.isEmpty {
             walk.warnings.insert(.init(.unsettled, nil, "the core was written while the heap was changing (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
         }
-        var report = HeapReport(pid: core.pid, pauseMicroseconds: 0, attempts: 0, allocator: "glibc",
-                                allocatorVersion: target.layout.version, discovery: capture.discovery,
+        var report = HeapReport(pid: core.pid, pauseMicroseconds: 0, attempts: 0, allocator: target.allocatorName,
+                                allocatorVersion: target.version, discovery: capture.discovery,
                                 heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
                                 analysisMicroseconds: (nowNs() - t1) / 1000)
         report.coreFile = path
@@ -144,7 +131,7 @@ public enum Inspector {
             if let id = core.recordedBuildID(f.path) { ids.append((f.path, id.map { String($0, radix: 16).leftPadded(2) }.joined())) }
         }
         let facts = ProcessFacts(pid: core.pid, exe: core.executable ?? "", startTime: nil, buildIDs: ids)
-        return Captured(report: report, capture: capture, accessPid: core.pid, maps: maps, writable: writableImage,
+        return Captured(report: report, target: target, capture: capture, accessPid: core.pid, maps: maps, writable: writableImage,
                         facts: facts, symbols: symbols)
     }
 
@@ -180,7 +167,9 @@ public enum Inspector {
     /// What one inspection copied, for analyses that need more than the report.
     struct Captured {
         var report: HeapReport
-        var capture: GlibcCapture
+        /// The allocator as found before the stop, and what one capture of it copied.
+        var target: any AllocatorTarget
+        var capture: any AllocatorCapture
         /// The id the process was read through (ProcFS.accessPid): its pid, or a live thread's.
         var accessPid: Int32 = 0
         /// Writable mappings (as read while stopped) and the copies of those parts of them that
@@ -200,7 +189,7 @@ public enum Inspector {
         let facts = ProcessFacts.read(pid: pid, access: pid, maps: target.maps)
         let budgetNs = options.maxStopMicroseconds * 1000
         var attempt = 0
-        var capture: GlibcCapture
+        var capture: any AllocatorCapture
         var pauses: [UInt64] = []
         var maps: [Mapping] = []
         var writableImage = MemoryImage()
@@ -213,13 +202,13 @@ public enum Inspector {
         }
         // Copy buffers are sized before the target stops, within the memory heapscope may use,
         // and faulted in before each stop.
-        var planned = UInt64(GlibcCapture.estimateCopyBytes(target))
-        if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps, sharedRoots: options.sharedRoots) }
+        var planned = UInt64(target.estimatedCopyBytes)
+        if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps.filter { !target.isHeapMapping($0) }, sharedRoots: options.sharedRoots) }
         try MemoryLimit.check(needed: planned, pid: pid)
         var cutByBudget = false
         while true {
             attempt += 1
-            capture = GlibcCapture(target: target)
+            capture = target.newCapture()
             let pool = BufferPool(bytes: Int(planned))
             let att: Attachment
             do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
@@ -234,7 +223,7 @@ public enum Inspector {
                 try capture.capture(threads: att.threads, pool: pool, budget: budget, deferMmapped: writable)
             } catch {
                 att.detach()
-                throw .glibc(error)
+                throw .allocator(error)
             }
             if writable && !budget.exceeded {
                 let c = CopyPlan.copy(remote: target.remote, skipping: capture.image, threads: att.threads, sharedRoots: options.sharedRoots,
@@ -270,61 +259,36 @@ public enum Inspector {
             let why = cutByBudget ? "; another attempt would exceed --max-stop" : ""
             walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempt\(attempt == 1 ? "" : "s") (\(capture.unsettled.joined(separator: "; "))\(why)); results may be inconsistent"), at: 0)
         }
-        var report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: "glibc",
-                                allocatorVersion: target.layout.version, discovery: capture.discovery,
+        var report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempt, allocator: target.allocatorName,
+                                allocatorVersion: target.version, discovery: capture.discovery,
                                 heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
                                 analysisMicroseconds: (nowNs() - t1) / 1000)
         report.attemptPauses = pauses
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
-        return Captured(report: report, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
+        return Captured(report: report, target: target, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
     }
 
     /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.
-    public static func prepare(pid: Int32, options: InspectOptions) throws(InspectError) -> GlibcTarget {
+    public static func prepare(pid: Int32, options: InspectOptions) throws(InspectError) -> any AllocatorTarget {
         try prepare(source: .live(pid: pid), options: options).target
     }
 
     /// `prepare` for a live process or a core file; also the symbol session it opened (kept for
     /// every later analysis of the same image: nothing opens another on the pid after the detach).
-    static func prepare(source: Source, options: InspectOptions) throws(InspectError) -> (target: GlibcTarget, symbols: SymbolSession) {
+    static func prepare(source: Source, options: InspectOptions) throws(InspectError) -> (target: any AllocatorTarget, symbols: SymbolSession) {
         let pid = source.pid
         let maps = try source.maps()
         if maps.isEmpty { throw .process(.targetExited(pid: pid, during: "before it could be read (no mappings: a zombie or kernel thread)")) }
-        // Which module holds malloc?
-        if maps.contains(where: { $0.path.contains("ld-musl") || $0.path.contains("libc.musl") }) {
-            throw .glibc(.notGlibc("it uses musl libc's malloc"))
-        }
-        for (pattern, name) in foreignAllocators where maps.contains(where: { $0.path.contains(pattern) }) {
-            throw .glibc(.notGlibc("\(name) is loaded (\(maps.first { $0.path.contains(pattern) }!.path)) and replaces malloc"))
-        }
+        // Another allocator or libc: told from the mappings alone.
+        if let refusal = GlibcPrepare.refusal(maps: maps) { throw .allocator(refusal.allocatorError) }
         // A 64-bit process only (its executable's ELF class), told before anything else is read.
         let exe = source.executable
         if let exeMap = maps.first(where: { $0.offset == 0 && $0.path == exe }),
            ProcFS.elfClass(source.filePath(exeMap)) == 1 {
-            throw .glibc(.notGlibc("it is a 32-bit process (ELFCLASS32); heapscope reads 64-bit x86-64 processes"))
+            throw .allocator(.notThisAllocator("target does not use glibc malloc: it is a 32-bit process (ELFCLASS32); heapscope reads 64-bit x86-64 processes"))
         }
-        // libc: by name, then by what it is (executable code and glibc's version string), so that
-        // another file named libc.so* mapped as data is not taken for it.
-        var libcMaps = maps.filter { isLibc($0.path) }
-        let libcPaths = libcMaps.reduce(into: [String]()) { if !$0.contains($1.path) { $0.append($1.path) } }
-        if libcPaths.count > 1, let real = libcPaths.first(where: { path in
-            maps.contains { $0.path == path && $0.executable } &&
-                (maps.first { $0.path == path && $0.offset == 0 }.map { GlibcVersion.read(path: source.filePath($0)) != nil } ?? false)
-        }) {
-            libcMaps = libcMaps.filter { $0.path == real }
-        }
-        let holder: [Mapping]
-        let isStatic: Bool
-        if !libcMaps.isEmpty {
-            holder = libcMaps.filter { $0.path == libcMaps[0].path }; isStatic = false
-        } else {
-            let exeMaps = maps.filter { $0.path == exe || $0.path == exe + " (deleted)" }
-            guard !exeMaps.isEmpty else { throw .glibc(.notGlibc("no libc.so.6 is mapped and the executable is not mapped either")) }
-            holder = exeMaps; isStatic = true
-        }
-        let filePath = source.filePath(holder[0])
         // Symbols (never stops the target). libdwfl is not thread-safe: one user at a time.
         let opened: Result<SymbolSession, SymbolsError> = SymbolSession.lock.locked {
             do throws(SymbolsError) { return .success(try source.symbols(useDebugInfo: options.useDebugInfo)) } catch { return .failure(error) }
@@ -335,93 +299,8 @@ public enum Inspector {
         case .failure(.processGone): throw .process(.targetExited(pid: pid, during: "while its modules were being read"))
         case .failure(let e): throw .symbols(e.description)
         }
-        var layout: GlibcLayout
-        var versionNote: String? = nil
-        if let version = GlibcVersion.read(path: filePath) {
-            if let l = GlibcLayout(version: version) { layout = l }
-            else if let l = GlibcLayout.newer(version: version) { layout = l }   // only with DWARF (below)
-            else { throw .glibc(.unsupportedVersion(version)) }
-        } else if isStatic {
-            // No version string (linked only when something refers to it): tell the layout apart
-            // by main_arena's and mp_'s sizes in the symbol table and the heap itself.
-            let looked: [String: Symbol]? = SymbolSession.lock.locked {
-                session.symbols(named: ["main_arena", "mp_", "main", "_start"], inModuleAt: holder[0].start).0
-            }
-            guard let ma = looked?["main_arena"], let mp = looked?["mp_"], !ma.isTLS, !mp.isTLS, ma.size > 0, mp.size > 0 else {
-                // A symbol table without glibc's malloc state: another libc. None at all: cannot tell.
-                if looked?["main"] != nil || looked?["_start"] != nil {
-                    throw .glibc(.notGlibc("static executable \(exe) is not linked with glibc (no GNU C Library version string, and its symbol table has no main_arena: musl or another libc?)"))
-                }
-                throw .glibc(.notGlibc("static executable \(exe) has neither glibc's version string nor the symbols main_arena and mp_ (stripped): its malloc cannot be told"))
-            }
-            let remote = source.remote
-            switch GlibcVersion.infer(mainArenaSize: ma.size, mpSize: mp.size, mpAddress: mp.address, file: filePath, readWord: { remote.word($0) }) {
-            case .success(let (l, note)): layout = l; versionNote = note
-            case .failure(let e): throw .glibc(e)
-            }
-        } else {
-            throw .glibc(.notGlibc("cannot read glibc's version from \(holder[0].path)"))
-        }
-
-        // Writable data of that module, with the anonymous .bss tail that follows it.
-        var data: [Segment] = []
-        for m in holder where m.writable {
-            var end = m.end
-            if let next = maps.first(where: { $0.start == end }), next.isAnonymous, next.writable, next.path != "[heap]" { end = next.end }
-            data.append(Segment(start: m.start, end: end))
-        }
-
-        if !isStatic, let o = malloc(replacedIn: maps, source: source) {
-            throw .glibc(.notGlibc("\(o) defines its own malloc and free, which replace glibc's"))
-        }
-        let wanted: Set<String> = mallocFunctionNames.union(["main_arena", "mp_", "tcache", "thread_arena"])
-        let (found, symbolSource, structs) = SymbolSession.lock.locked {
-            let (found, where_) = session.symbols(named: wanted, inModuleAt: holder[0].start)
-            // malloc's struct layouts from libc's DWARF, when there is some.
-            let structs = options.useDebugInfo ? session.structLayouts(named: GlibcLayout.dwarfStructs, inModuleAt: holder[0].start) : [:]
-            return (found, where_, structs)
-        }
-        var layoutNote = ""
-        if !structs.isEmpty {
-            let missing = layout.apply(structs)
-            layoutNote = missing.isEmpty ? "; layouts from DWARF" : "; layouts from tables (libc's DWARF lacks \(missing.prefix(3).joined(separator: ", ")))"
-            if layout.source == "none" {
-                throw .glibc(.unsupportedVersion("\(layout.version), newer than heapscope's tables (2.27–\(GlibcLayout.newestInTables)), and libc's DWARF lacks \(missing.prefix(3).joined(separator: ", "))"))
-            }
-        } else if layout.source == "none" {
-            throw .glibc(.unsupportedVersion("\(layout.version), newer than heapscope's tables (2.27–\(GlibcLayout.newestInTables)); install libc's debug info (libc6-dbg or the distribution's debuginfo package) to read its layout from DWARF"))
-        }
-        let fns = found.values.filter { $0.isFunction && $0.size > 0 && mallocFunctionNames.contains($0.name) }
-            .map { (start: $0.address, end: $0.address + $0.size, name: $0.name) }
-        let target = GlibcTarget(pid: pid, maps: maps, layout: layout, dataRanges: data,
-                           mainArenaSymbol: found["main_arena"].flatMap { $0.isTLS ? nil : $0.address },
-                           mpSymbol: found["mp_"].flatMap { $0.isTLS ? nil : $0.address },
-                           tcacheTLSOffset: found["tcache"].flatMap { $0.isTLS ? $0.address : nil },
-                           threadArenaTLSOffset: found["thread_arena"].flatMap { $0.isTLS ? $0.address : nil },
-                           mallocFunctions: fns, symbolSource: symbolSource + (versionNote.map { "; " + $0 } ?? "") + layoutNote,
-                           remote: source.remote)
-        return (target, session)
-    }
-
-    /// A loaded file other than libc and ld.so that exports malloc and free without forwarding to
-    /// glibc's __libc_malloc (a wrapper that forwards still uses glibc's heap).
-    static func malloc(replacedIn maps: [Mapping], source: Source) -> String? {
-        var seen: Set<String> = []
-        for m in maps where m.inode != 0 && !m.path.isEmpty && !isLibc(m.path) && seen.insert(m.path).inserted {
-            let name = m.path.split(separator: "/").last.map(String.init) ?? m.path
-            // The dynamic linker (ld-linux-x86-64.so.2; before glibc 2.34 also named ld-2.NN.so)
-            // exports a minimal malloc of its own for start-up (before 2.35): not an interposer.
-            if name.hasPrefix("ld-linux") || (name.hasPrefix("ld-2.") && name.hasSuffix(".so")) || name.hasPrefix("libc_malloc_debug") { continue }
-            guard let first = maps.first(where: { $0.path == m.path && $0.offset == 0 }),
-                  let d = DynamicSymbols.functions(path: source.filePath(first)) else { continue }
-            if d.defined.contains("malloc") && d.defined.contains("free") && !d.undefined.contains("__libc_malloc") { return m.path }
-        }
-        return nil
-    }
-
-    static func isLibc(_ path: String) -> Bool {
-        guard let name = path.split(separator: "/").last else { return false }
-        return name.hasPrefix("libc.so") || (name.hasPrefix("libc-2.") && name.hasSuffix(".so"))
+        let files = TargetFiles(pid: pid, maps: maps, executable: exe, filePath: { source.filePath($0) }, remote: source.remote)
+        do { return (try GlibcPrepare.target(files, session: session, useDebugInfo: options.useDebugInfo), session) } catch { throw .allocator(error.allocatorError) }
     }
 }
 

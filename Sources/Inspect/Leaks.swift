@@ -1,5 +1,5 @@
+import Allocator
 import Analysis
-import GlibcMalloc
 import HeapModel
 import ProcessAccess
 import Symbols
@@ -53,7 +53,7 @@ extension Inspector {
         let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
                                    only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
-                              facts: c.facts, symbols: c.symbols, maps: c.capture.target.maps)
+                              facts: c.facts, symbols: c.symbols, maps: c.target.maps)
     }
 
     /// The roots of a leak check: every register of every thread; each thread's stack from its
@@ -62,12 +62,11 @@ extension Inspector {
     /// anonymous memory, less malloc's (heap segments, mmapped chunks). malloc's own metadata
     /// is never a root: the arena structs and `mp_` are cut out of libc's data.
     /// Shared mappings are roots only when they were copied (`shared`).
-    static func leakRoots(maps allMaps: [Mapping], threads: [StoppedThread], walk: HeapWalk, capture: GlibcCapture,
+    static func leakRoots(maps allMaps: [Mapping], threads: [StoppedThread], walk: HeapWalk, capture: any AllocatorCapture,
                           anonymous: Bool, shared: Bool = false) -> ([RootRange], [RegisterSet]) {
         let maps = shared ? allMaps : allMaps.filter { !$0.shared }
         var roots: [RootRange] = []
         var registers: [RegisterSet] = []
-        let L = capture.target.layout
         var stackMaps = Set<UInt64>()
         /// The mapping holding `a` (maps are in address order).
         func mapping(containing a: UInt64) -> Mapping? {
@@ -91,14 +90,15 @@ extension Inspector {
             roots.append(RootRange(start: w.0, end: w.1, kind: .tls, label: "thread \(t.tid) TLS"))
             tls.append(w)
         }
-        // malloc's own: heap segments, mmapped chunks (as data), arena structs and mp_ (as roots).
+        // The allocator's own: heap segments, chunks mapped on their own (as data), and its
+        // metadata outside them (as roots: glibc's arena structs and mp_).
         var mallocOwned: [(UInt64, UInt64)] = []
         for a in walk.arenas { for s in a.segments { mallocOwned.append((s.start, s.end)) } }
-        for i in 0..<walk.chunks.count where walk.chunks.state[i] == .mmapped {
+        let own = Set(walk.chunks.kinds.ownMappingKinds)
+        for i in 0..<walk.chunks.count where own.contains(walk.chunks.kind[i]) {
             mallocOwned.append((walk.chunks.address[i], walk.chunks.address[i] + walk.chunks.size[i]))
         }
-        var metadata: [(UInt64, UInt64)] = capture.arenas.map { ($0, $0 + L.arenaSize) }
-        if capture.mp != 0 { metadata.append((capture.mp, capture.mp + L.mpSize)) }
+        let metadata = capture.metadataRanges.map { ($0.start, $0.end) }
 
         // Cut out in one sweep: the cuts sorted once, a cursor moving forward with the mappings.
         let cuts = (mallocOwned + metadata + tls).sorted { $0.0 < $1.0 }

@@ -117,7 +117,7 @@ extension Snapshot {
             image.add(r)
             bytes = []
         }
-        for i in 0..<t.count where t.state[i].isOutstanding {
+        for i in 0..<t.count where t.isOutstanding(i) {
             let u = t.userAddress(i), n = Int(t.usableSize(i))
             if bytes.isEmpty || u < runEnd || u - runEnd > 4096 { flush(); runStart = u; runEnd = u }
             bytes += [UInt8](repeating: 0, count: Int(u - runEnd))

@@ -1,5 +1,4 @@
 import Analysis
-import GlibcMalloc
 import HeapModel
 import ProcessAccess
 import Symbols
@@ -52,7 +51,7 @@ extension Inspector {
         let t0 = nowNs()
         // First words that point into a module's read-only data: vtable candidates.
         // (the maps read before the stop: nothing after the detach reads /proc/PID for them)
-        let ranges = c.capture.target.maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
+        let ranges = c.target.maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
         let lo = ranges.map(\.0).min() ?? 0, hi = ranges.map(\.1).max() ?? 0
         // The first word of each block (blocks are in address order: consecutive ones share a region).
         func eachFirstWord(_ body: (Int, UInt64) -> Void) {
@@ -109,7 +108,7 @@ extension Inspector {
         let t2 = nowNs()
         return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
                               debugInfoMicroseconds: (t1 - t0) / 1000, propagationMicroseconds: (t2 - t1) / 1000,
-                              modules: declared.modules, symbols: c.symbols, maps: c.capture.target.maps)
+                              modules: declared.modules, symbols: c.symbols, maps: c.target.maps)
     }
 
     /// Printable text (at least 2 characters) up to a NUL inside the chunk.

@@ -13,7 +13,7 @@ public struct SurvivorTracker: Sendable {
         var a: [UInt64] = [], s: [UInt64] = [], f: [Double] = []
         a.reserveCapacity(t.count); s.reserveCapacity(t.count); f.reserveCapacity(t.count)
         var j = 0
-        for i in 0..<t.count where t.state[i].isOutstanding {
+        for i in 0..<t.count where t.isOutstanding(i) {
             let x = t.address[i]
             while j < address.count && address[j] < x { j += 1 }
             let kept = j < address.count && address[j] == x && size[j] == t.size[i]

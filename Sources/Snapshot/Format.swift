@@ -1,4 +1,5 @@
 import Glibc
+import GlibcMalloc
 import HeapModel
 
 /// One heap snapshot: what the analyses of one inspection produced, with chunk contents only
@@ -70,10 +71,12 @@ public enum SnapshotError: Error, CustomStringConvertible, Sendable {
 ///           32   section table: per section id (u32), reserved (u32), offset, length, checksum (u64 each)
 ///                then the sections. Integers inside sections are LEB128 varints unless noted.
 public enum SnapshotFile {
-    public static let version: UInt32 = 1
+    /// 2: the allocator's kinds of chunk (section `kinds`) and its trimmable bytes; chunks record
+    /// their kind. Files of version 1 (glibc's states) still read.
+    public static let version: UInt32 = 2
     static let magic: [UInt8] = Array("HSNAP\r\n".utf8) + [0x1a]
     enum Section: UInt32, CaseIterable {
-        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents, exitedThreads, parents
+        case meta = 1, strings, report, arenas, threads, warnings, chunks, labels, contents, exitedThreads, parents, kinds
         var name: String { "\(self)" }
     }
 
@@ -102,16 +105,23 @@ public enum SnapshotFile {
         w.str(r.allocatorVersion); w.str(r.discovery); w.uv(UInt64(r.copiedBytes)); w.uv(r.analysisMicroseconds)
         w.uv(UInt64(r.heap.mmapped.count)); w.uv(r.heap.mmapped.bytes)
         for (_, v) in r.mallinfo2.fields { w.uv(v) }
-        let t = r.chunks
-        w.uv(t.userOffset); w.uv(t.usableLoss); w.uv(t.usableLossMmapped)
+        let t = r.chunks, kinds = t.kinds
+        // (version 1's chunk layout: user offset, usable loss, usable loss of mapped chunks)
+        w.uv(t.userOffset); w.uv(kinds.kinds.first?.usableLoss ?? 0)
+        w.uv(kinds.ownMappingKinds.first.map { kinds.kinds[Int($0.rawValue)].usableLoss } ?? 0)
         sections.append((.report, w.take()))
+        // Kinds: allocator, user offset, trimmable bytes; per kind its name, state, usable loss, own mapping.
+        w.str(kinds.allocator); w.uv(kinds.userOffset); w.uv(r.heap.trimmableBytes)
+        w.uv(UInt64(kinds.kinds.count))
+        for k in kinds.kinds { w.str(k.name); w.byte(k.state.rawValue); w.uv(k.usableLoss); w.byte(k.ownMapping ? 1 : 0) }
+        sections.append((.kinds, w.take()))
         w.uv(UInt64(r.arenas.count))
         for a in r.arenas {
             w.uv(UInt64(a.index)); w.uv(a.address); w.uv(a.isMain ? 1 : 0); w.uv(a.systemBytes); w.uv(a.attachedThreads)
             w.uv(a.mutexHeld ? 1 : 0); w.uv(a.top); w.uv(a.topSize)
             w.uv(UInt64(a.segments.count)); for g in a.segments { w.uv(g.start); w.uv(g.end) }
-            w.uv(UInt64(a.byState.count))
-            for (st, ta) in a.byState.sorted(by: { $0.key < $1.key }) { w.uv(UInt64(st.rawValue)); w.uv(UInt64(ta.count)); w.uv(ta.bytes) }
+            w.uv(UInt64(a.byKind.count))
+            for (st, ta) in a.byKind.sorted(by: { $0.key < $1.key }) { w.uv(UInt64(st.rawValue)); w.uv(UInt64(ta.count)); w.uv(ta.bytes) }
         }
         sections.append((.arenas, w.take()))
         w.uv(UInt64(r.threads.count))
@@ -126,7 +136,7 @@ public enum SnapshotFile {
         var end: UInt64 = 0
         for i in 0..<t.count {
             w.uv(t.address[i] &- end); w.uv(t.size[i] >> 3)
-            w.byte(t.state[i].rawValue)
+            w.byte(t.kind[i].rawValue)
             w.uv(t.arena[i] == ChunkTable.noArena ? 0 : UInt64(t.arena[i]) + 1)
             end = t.address[i] &+ t.size[i]
         }
@@ -251,6 +261,27 @@ public enum SnapshotFile {
             let userOffset = try r.uv(), loss = try r.uv(), lossMm = try r.uv()
             // (glibc's are 16, 8 and 16 or 8: a chunk header is never larger than 64 bytes)
             guard userOffset <= 64, loss <= 64, lossMm <= 64 else { throw Reader.Bad.value("chunk header sizes \(userOffset), \(loss), \(lossMm)") }
+            // The allocator's kinds: recorded from version 2; version 1 files are glibc's.
+            var kinds = GlibcKinds.table(headerSize: userOffset, sizeField: loss, mmappedLoss: lossMm)
+            var trimmable: UInt64? = nil
+            if version >= 2 {
+                guard let k = body[.kinds] else { throw Reader.Bad.value("section kinds is missing") }
+                r = Reader(k)
+                let allocator = try r.str(), offset = try r.uv(), trim = try r.quantity()
+                guard offset <= 64 else { throw Reader.Bad.value("user offset \(offset)") }
+                var list: [AllocatorKinds.Kind] = []
+                for _ in 0..<(try r.count(4)) {
+                    let name = try r.str()
+                    guard let st = ChunkState(rawValue: try r.byte()) else { throw Reader.Bad.value("chunk state of kind \(name)") }
+                    let l = try r.uv()
+                    guard l <= 64 else { throw Reader.Bad.value("usable loss \(l) of kind \(name)") }
+                    list.append(.init(name: name, state: st, usableLoss: l, ownMapping: try r.byte() != 0))
+                }
+                guard list.count <= 255 else { throw Reader.Bad.value("\(list.count) kinds of chunk") }
+                kinds = AllocatorKinds(allocator: allocator, kinds: list, userOffset: offset)
+                trimmable = trim
+            }
+            let kindCount = kinds.kinds.count
             r = Reader(body[.arenas]!)
             var arenas: [ArenaSummary] = []
             for _ in 0..<(try r.count(10)) {
@@ -262,13 +293,14 @@ public enum SnapshotFile {
                     guard s <= e else { throw Reader.Bad.value("segment 0x\(String(s, radix: 16))-0x\(String(e, radix: 16))") }
                     segs.append(Segment(start: s, end: e))
                 }
-                var by: [ChunkState: Tally] = [:]
+                var by: [ChunkKind: Tally] = [:]
                 for _ in 0..<(try r.count(3)) {
-                    guard let st = ChunkState(rawValue: UInt8(truncatingIfNeeded: try r.uv())) else { throw Reader.Bad.value("chunk state") }
-                    by[st] = Tally(count: try r.int(), bytes: try r.quantity())
+                    let v = try r.uv()
+                    guard v < UInt64(kindCount) else { throw Reader.Bad.value("chunk kind \(v)") }
+                    by[ChunkKind(UInt8(v))] = Tally(count: try r.int(), bytes: try r.quantity())
                 }
                 arenas.append(ArenaSummary(index: index, address: address, isMain: isMain, systemBytes: system, segments: segs,
-                                           attachedThreads: attached, mutexHeld: held, byState: by, top: top, topSize: topSize))
+                                           attachedThreads: attached, mutexHeld: held, byKind: by, top: top, topSize: topSize))
             }
             r = Reader(body[.threads]!)
             var threads: [ThreadInfo] = []
@@ -288,7 +320,7 @@ public enum SnapshotFile {
             // (filled through buffer pointers: appends and subscripts with their checks cost
             // half of reading 10M chunks)
             var address = [UInt64](repeating: 0, count: n), size = [UInt64](repeating: 0, count: n)
-            var state = [ChunkState](repeating: .inUse, count: n), arena = [UInt16](repeating: 0, count: n)
+            var state = [ChunkKind](repeating: ChunkKind(0), count: n), arena = [UInt16](repeating: 0, count: n)
             let arenaCount = UInt64(arenas.count)
             try address.withUnsafeMutableBufferPointer { ad in try size.withUnsafeMutableBufferPointer { sz in
                 try state.withUnsafeMutableBufferPointer { st in try arena.withUnsafeMutableBufferPointer { ar in
@@ -302,7 +334,9 @@ public enum SnapshotFile {
                             throw Reader.Bad.value("chunk \(i) at 0x\(String(a, radix: 16)), \(units) units")
                         }
                         let s = units << 3
-                        guard let x = ChunkState(rawValue: try r.byte()) else { throw Reader.Bad.value("chunk state") }
+                        let kb = try r.byte()
+                        guard Int(kb) < kindCount else { throw Reader.Bad.value("chunk kind \(kb)") }
+                        let x = ChunkKind(kb)
                         let k = try r.uv()
                         guard k <= arenaCount else { throw Reader.Bad.value("arena \(k - 1)") }
                         ad[i] = a; sz[i] = s; st[i] = x; ar[i] = k == 0 ? ChunkTable.noArena : UInt16(k - 1)
@@ -334,8 +368,7 @@ public enum SnapshotFile {
                     } }
                 } }
             } }
-            let table = ChunkTable(address: address, size: size, state: state, arena: arena, userOffset: userOffset,
-                                   usableLoss: loss, usableLossMmapped: lossMm)
+            let table = ChunkTable(address: address, size: size, kind: state, arena: arena, kinds: kinds)
             var exited: [ExitedThread]?
             if let e = body[.exitedThreads] {
                 r = Reader(e)
@@ -348,14 +381,14 @@ public enum SnapshotFile {
                 exited = list
             }
             let walk = HeapWalk(arenas: arenas, mmapped: mm, mallinfo2: mi, chunks: table, threads: threads, warnings: warnings,
-                                exitedThreads: exited)
+                                exitedThreads: exited, trimmableBytes: trimmable ?? GlibcKinds.trimmableBytes(table))
             let report = HeapReport(pid: pid, pauseMicroseconds: pause, attempts: attempts, allocator: allocator,
                                     allocatorVersion: allocVersion, discovery: discovery, heap: walk, copiedBytes: copied,
                                     analysisMicroseconds: analysis)
             let contents = body[.contents].map { Array($0) }
             if let c = contents {
                 var need: UInt64 = 0
-                for i in 0..<n where state[i].isOutstanding {
+                for i in 0..<n where table.isOutstanding(i) {
                     let (sum, o) = need.addingReportingOverflow(table.usableSize(i))
                     guard !o else { throw Reader.Bad.value("contents of more than 2^64 bytes") }
                     need = sum

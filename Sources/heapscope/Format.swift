@@ -131,7 +131,6 @@ func pausedText(_ r: HeapReport) -> String {
     return "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
 }
 
-let freeKinds: [ChunkState] = [.tcache, .fastbin, .unsorted, .small, .large]
 
 enum StatFormat {
     static func text(_ r: HeapReport) -> String {
@@ -151,15 +150,17 @@ enum StatFormat {
         s += ", copied \(human(UInt64(r.copiedBytes))), analysed in \(format1(Double(r.analysisMicroseconds) / 1000)) ms\n"
         s += "found: \(r.discovery)\n"
         s += sideEffectsText(r) + "\n"
-        let header = ["arena", "address", "system", "in use", "in-use bytes", "tcache", "fastbin", "unsorted", "small", "large", "top", "internal"]
-        let widths = [7, 16, 11, 9, 13, 11, 11, 11, 11, 11, 11, 9]
+        // One column per kind of free chunk the allocator has (glibc: its caches and bins).
+        let kinds = r.kinds, freeKinds = kinds.freeKinds
+        let header = ["arena", "address", "system", "in use", "in-use bytes"] + freeKinds.map { kinds.name($0) } + ["top", "internal"]
+        let widths = [7, 16, 11, 9, 13] + freeKinds.map { _ in 11 } + [11, 9]
         s += zip(header, widths).map { pad($0, $1) }.joined(separator: " ") + "\n"
         for a in r.arenas {
-            let inUse = a.byState[.inUse] ?? Tally()
+            let inUse = a.tally(.inUse, kinds)
             var cols = [a.isMain ? "main" : "\(a.index)", hex(a.address), human(a.systemBytes), "\(inUse.count)", human(inUse.bytes)]
-            for k in freeKinds { cols.append(human(a.byState[k]?.bytes ?? 0)) }
+            for k in freeKinds { cols.append(human(a.byKind[k]?.bytes ?? 0)) }
             cols.append(human(a.topSize))
-            cols.append(human(a.byState[.mallocInternal]?.bytes ?? 0))
+            cols.append(human(a.tally(.metadata, kinds).bytes))
             s += zip(cols, widths).map { pad($0, $1) }.joined(separator: " ") + "\n"
         }
         s += "\nmmapped: \(r.mmapped.count) chunk\(r.mmapped.count == 1 ? "" : "s"), \(human(r.mmapped.bytes))\n"
@@ -168,12 +169,12 @@ enum StatFormat {
             s += "exited threads: \(u.count) not joined (stacks \(human(u.bytes)) kept until pthread_join), \(c.count) stack\(c.count == 1 ? "" : "s") cached by glibc (\(human(c.bytes)))\n"
         }
         let t = r.totals
-        let outstanding = (t[.inUse] ?? Tally()) + (t[.mmapped] ?? Tally())
-        let free = freeKinds.reduce(Tally()) { $0 + (t[$1] ?? Tally()) }
+        let outstanding = r.total(.inUse)
+        let free = r.total(.cachedFree) + r.total(.allocatorFree)
         s += "totals:  \(outstanding.count) chunks in use (\(human(outstanding.bytes)))"
-        s += ", \(free.count) free chunks (\(human(free.bytes))) + top \(human(t[.top]?.bytes ?? 0))\n"
-        s += "         free by kind: " + freeKinds.map { "\($0.name) \(t[$0]?.count ?? 0)/\(human(t[$0]?.bytes ?? 0))" }.joined(separator: ", ") + "\n"
-        s += "\nmallinfo2 (what the target's own mallinfo2() returns; tcache counts as in use):\n  "
+        s += ", \(free.count) free chunks (\(human(free.bytes))) + top \(human(r.total(.top).bytes))\n"
+        s += "         free by kind: " + freeKinds.map { "\(kinds.name($0)) \(t[$0]?.count ?? 0)/\(human(t[$0]?.bytes ?? 0))" }.joined(separator: ", ") + "\n"
+        s += "\nmallinfo2 (what the target's own mallinfo2() returns; chunks in per-thread caches count as in use):\n  "
         s += r.mallinfo2.fields.map { "\($0.0)=\($0.1)" }.joined(separator: " ") + "\n"
         if !r.warnings.isEmpty {
             s += "\nwarnings (\(r.warnings.count)):\n"
@@ -199,7 +200,7 @@ enum StatFormat {
             o += ",\"system_bytes\":\(a.systemBytes),\"attached_threads\":\(a.attachedThreads),\"mutex_held\":\(a.mutexHeld)"
             o += ",\"top\":\(jsonString(hex(a.top))),\"top_bytes\":\(a.topSize)"
             o += ",\"segments\":[" + a.segments.map { "[\(jsonString(hex($0.start))),\(jsonString(hex($0.end)))]" }.joined(separator: ",") + "]"
-            o += ",\"states\":{" + ChunkState.allCases.compactMap { st in a.byState[st].map { "\(jsonString(st.name)):\(tallyJSON($0))" } }.joined(separator: ",") + "}"
+            o += ",\"states\":{" + r.kinds.all.compactMap { k in a.byKind[k].map { "\(jsonString(r.kinds.name(k))):\(tallyJSON($0))" } }.joined(separator: ",") + "}"
             return o + "}"
         }.joined(separator: ",")
         s += "],\"mmapped\":\(tallyJSON(r.mmapped))"
@@ -208,7 +209,7 @@ enum StatFormat {
                 + ex.map { "{\"descriptor\":\(jsonString(hex($0.descriptor))),\"start\":\(jsonString(hex($0.start))),\"end\":\(jsonString(hex($0.end))),\"state\":\"\($0.state == .unjoined ? "unjoined" : "cached")\"}" }.joined(separator: ",") + "]}"
         } ?? "null")
         let t = r.totals
-        s += ",\"totals\":{" + ChunkState.allCases.map { "\(jsonString($0.name)):\(tallyJSON(t[$0] ?? Tally()))" }.joined(separator: ",") + "}"
+        s += ",\"totals\":{" + r.kinds.all.map { "\(jsonString(r.kinds.name($0))):\(tallyJSON(t[$0] ?? Tally()))" }.joined(separator: ",") + "}"
         s += ",\"mallinfo2\":{" + r.mallinfo2.fields.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
         s += ",\"warnings\":[" + r.warnings.map { w in
             "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"
@@ -239,9 +240,9 @@ enum ChunkFormat {
             if let ty = types {
                 let k = Int(block[i])
                 let label = k >= 0 ? ty.label(k).map { "\($0) (\(ty.confidence(k).name)\(ty.labels.ambiguous[k] ? ", via union" : ""))" } ?? "-" : "-"
-                out.write(pad(t.state[i].name, 15, left: true) + " " + label + "\n")
+                out.write(pad(t.kindName(i), 15, left: true) + " " + label + "\n")
             } else {
-                out.write(t.state[i].name + "\n")
+                out.write(t.kindName(i) + "\n")
             }
         }
         if !r.warnings.isEmpty { out.write("# \(r.warnings.count) warning(s); run `heapscope stat` for details\n") }
@@ -256,7 +257,7 @@ enum ChunkFormat {
             if !first { out.write(",") }
             first = false
             let arena = t.arena[i] == ChunkTable.noArena ? "null" : String(t.arena[i])
-            out.write("{\"address\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(t.userAddress(i)))\",\"size\":\(t.size[i]),\"usable_size\":\(t.usableSize(i)),\"arena\":\(arena),\"state\":\"\(t.state[i].name)\"")
+            out.write("{\"address\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(t.userAddress(i)))\",\"size\":\(t.size[i]),\"usable_size\":\(t.usableSize(i)),\"arena\":\(arena),\"state\":\"\(t.kindName(i))\"")
             if let ty = types {
                 let k = Int(block[i])
                 let label = k >= 0 ? ty.label(k) : nil

@@ -183,15 +183,15 @@ struct Chunks: ParsableCommand {
         the heap (a shorter pause) and leaves the column out.
         """)
     @OptionGroup var target: TargetOptions
-    @Option(help: "Only chunks in this state: \(ChunkState.allCases.map(\.name).joined(separator: ", ")).") var state: String?
+    @Option(help: "Only chunks in this state: \(Inspector.chunkStateNames.joined(separator: ", ")).") var state: String?
     @Option(help: "Only chunks of this arena (0 = main; mmapped chunks have none).") var arena: Int?
     @Option(help: "Only chunks of at least this many bytes.") var minSize: UInt64?
     @Option(help: "Print at most this many rows.") var limit: Int?
     @Flag(help: "Leave out the type column (copies only the heap: a shorter pause).") var noTypes = false
 
     func validate() throws {
-        if let s = state, ChunkState(name: s) == nil {
-            throw ValidationError("unknown state '\(s)'; one of: \(ChunkState.allCases.map(\.name).joined(separator: ", "))")
+        if let s = state, !Inspector.chunkStateNames.contains(s) {
+            throw ValidationError("unknown state '\(s)'; one of: \(Inspector.chunkStateNames.joined(separator: ", "))")
         }
         if let l = limit, l < 0 { throw ValidationError("--limit must be >= 0") }
     }
@@ -203,11 +203,11 @@ struct Chunks: ParsableCommand {
             types = try target.types()
             r = types!.heap
         }
-        let want = state.flatMap { ChunkState(name: $0) }
+        let want = state.flatMap { r.chunks.filter(named: $0) }
         let t = r.chunks
         var rows: [Int] = []
         for i in 0..<t.count {
-            if let w = want, t.state[i] != w { continue }
+            if let w = want, !w(i) { continue }
             if let a = arena, t.arena[i] != UInt16(truncatingIfNeeded: a) || t.arena[i] == ChunkTable.noArena { continue }
             if let m = minSize, t.size[i] < m { continue }
             rows.append(i)

@@ -296,7 +296,7 @@ extension Why {
     func outstandingBlock(_ r: LeakInspection, _ a: UInt64) throws -> Int {
         if let k = r.leaks.blocks.block(containing: a) { return k }
         let t = r.heap.chunks
-        let why = t.index(containing: a).map { "is in a \(t.state[$0].name) chunk at \(hex(t.address[$0])), not an outstanding one" }
+        let why = t.index(containing: a).map { "is in a \(t.kindName($0)) chunk at \(hex(t.address[$0])), not an outstanding one" }
             ?? "is not in the heap (no chunk holds it)"
         FileHandleErr.write("heapscope: \(hex(a)) \(why)\n"); throw ExitCode(ExitStatus.otherError.rawValue)
     }

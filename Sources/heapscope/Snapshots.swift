@@ -63,7 +63,7 @@ struct Diff: ParsableCommand {
         and the change, largest growth first. A survivor is a chunk at the same address with the \
         same size and type in both (and, when both snapshots hold contents, the same bytes; \
         otherwise it is counted as changed). Causes: in-use growth split into reachable and \
-        lost, free memory malloc keeps (bins, tcache, top) and what malloc_trim(0) would return, \
+        lost, free memory malloc keeps (caches, free lists, top) and what malloc_trim(0) would return, \
         mmapped chunks, arenas, threads, and threads that exited without being joined (their \
         stacks and heap blocks stay until pthread_join).
         """)

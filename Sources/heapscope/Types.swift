@@ -18,18 +18,20 @@ struct Types: ParsableCommand {
         the root variables the chunks were first reached from.
         """)
     @OptionGroup var target: TargetOptions
-    @Option(help: "Only chunks in this state: in_use or mmapped.") var state: String?
+    @Option(help: "Only chunks of this kind or state (those of chunks --state that hold outstanding chunks).") var state: String?
     @Option(help: "Show this many owners per type.") var owners = 3
 
     func validate() throws {
-        if let s = state, s != "in_use" && s != "mmapped" { throw ValidationError("--state takes in_use or mmapped") }
+        if let s = state, !Inspector.chunkStateNames.contains(s) {
+            throw ValidationError("unknown state '\(s)'; one of: \(Inspector.chunkStateNames.joined(separator: ", "))")
+        }
     }
 
     func run() throws {
         let r = try target.types()
         let table = r.heap.chunks
-        let want = state.flatMap { ChunkState(name: $0) }, chunk = r.blocks.chunk
-        let rows = r.histogram(topOwners: max(owners, 0)) { k in want.map { table.state[Int(chunk[k])] == $0 } ?? true }
+        let want = state.flatMap { table.filter(named: $0) }, chunk = r.blocks.chunk
+        let rows = r.histogram(topOwners: max(owners, 0)) { k in want.map { $0(Int(chunk[k])) } ?? true }
         let total = rows.reduce(UInt64(0)) { $0 + $1.bytes }
         var out = OutputBuffer()
         if target.json {
@@ -115,10 +117,10 @@ struct Show: ParsableCommand {
         }
         func meaning(_ v: UInt64) -> String? {
             if let s = symbols[v] { return s }
-            if let j = t.index(containing: v), t.state[j] != .top {
+            if let j = t.index(containing: v), t.state(j) != .top {
                 let u = t.userAddress(j)
                 let ty = r.blocks.block(containing: v).flatMap { r.label($0).map { " " + $0 } } ?? ""
-                return "chunk \(hex(u))\(v == u ? "" : " +0x" + String(v &- u, radix: 16)) (\(t.state[j].name)\(ty))"
+                return "chunk \(hex(u))\(v == u ? "" : " +0x" + String(v &- u, radix: 16)) (\(t.kindName(j))\(ty))"
             }
             return nil
         }
@@ -157,7 +159,7 @@ struct Show: ParsableCommand {
         var out = OutputBuffer()
         if target.json {
             out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(user))\",\"size\":\(t.size[i])"
-                      + ",\"usable_size\":\(usable),\"state\":\"\(t.state[i].name)\",\"type\":\(type.map { jsonString($0.0) } ?? "null")"
+                      + ",\"usable_size\":\(usable),\"state\":\"\(t.kindName(i))\",\"type\":\(type.map { jsonString($0.0) } ?? "null")"
                       + ",\"confidence\":\(type.map { jsonString($0.1) } ?? "null"),\"owner\":\(owner.map(jsonString) ?? "null"),\"fields\":[")
             for (k, f) in fields.enumerated() {
                 let (v, p) = value(f)
@@ -169,7 +171,7 @@ struct Show: ParsableCommand {
             }
             out.write("]}\n")
         } else {
-            out.write("chunk \(hex(t.address[i])): \(t.size[i]) bytes, \(t.state[i].name), user \(hex(user)) (\(usable) usable)")
+            out.write("chunk \(hex(t.address[i])): \(t.size[i]) bytes, \(t.kindName(i)), user \(hex(user)) (\(usable) usable)")
             out.write(type.map { ", type \($0.0) (\($0.1))" } ?? ", type unknown")
             out.write(owner.map { ", owner \($0)\n" } ?? "\n")
             if !fields.isEmpty {

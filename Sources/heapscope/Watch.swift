@@ -11,7 +11,7 @@ struct Watch: ParsableCommand {
         abstract: "Sample a process's heap periodically: one line per sample, snapshots every K samples, chunks that never go away.",
         discussion: """
         Each sample is a light inspection (the heap only, as `stat`): pause, bytes in use \
-        (outstanding chunks), free (bins and tcache), top, mmapped, arenas, threads, and the \
+        (outstanding chunks), free (caches and free lists), top, mmapped, arenas, threads, and the \
         slope of in-use bytes (least squares over all samples so far). With --out DIR and \
         --snapshot-every K, every K-th sample is a full snapshot (as `heapscope snapshot`: a \
         longer pause) written to DIR/PID-N.snap. --older-than AGE: at the end, the chunks that \
@@ -91,11 +91,10 @@ struct Watch: ParsableCommand {
                 break loop
             }
             let now = monotonic() - start
-            let t = report.totals
             let s = Sample(time: now, pause: report.pauseMicroseconds,
-                           inUse: (t[.inUse]?.bytes ?? 0) + (t[.mmapped]?.bytes ?? 0),
-                           free: freeKinds.reduce(0) { $0 + (t[$1]?.bytes ?? 0) }, top: t[.top]?.bytes ?? 0,
-                           mmapped: t[.mmapped]?.bytes ?? 0, arenas: report.arenas.count, threads: report.threads.count)
+                           inUse: report.total(.inUse).bytes,
+                           free: report.total(.cachedFree).bytes + report.total(.allocatorFree).bytes, top: report.total(.top).bytes,
+                           mmapped: report.total(.inUse, ownMapping: true).bytes, arenas: report.arenas.count, threads: report.threads.count)
             samples.append(s)
             stoppedUs += report.pauseMicroseconds
             if olderThan != nil { survivors.add(report.chunks, at: now) }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import GlibcMalloc
 import HeapModel
 import Inspect
 import Snapshot
@@ -9,6 +10,45 @@ import Testing
 /// what the snapshot recorded, bad files give exact errors (exit 8), diff counts exactly.
 @Suite("Snapshots", .serialized, .timeLimit(.minutes(3)))
 struct SnapshotTests {
+    @Test("a file of format 1 (before the allocator's kinds were recorded) reads as glibc's kinds, trimmable bytes recomputed")
+    func formatOne() throws {
+        let p = try TargetProcess("heap_kinds")
+        defer { p.release() }
+        let s = try Inspector.snapshot(pid: p.pid)
+        let v2 = SnapshotFile.encode(s)
+        // The same file as format 1 wrote it: no kinds section, version 1, the table re-sealed.
+        func u32(_ b: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) } }
+        func u64(_ b: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
+        func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+        var sections: [(UInt32, [UInt8])] = []
+        for k in 0..<Int(u32(v2, 12)) {
+            let e = 32 + 32 * k, id = u32(v2, e), o = Int(u64(v2, e + 8)), n = Int(u64(v2, e + 16))
+            if id != 12 { sections.append((id, Array(v2[o..<o + n]))) }
+        }
+        #expect(sections.count == Int(u32(v2, 12)) - 1, "no kinds section in a format 2 file")
+        var table: [UInt8] = [], offset = UInt64(32 + 32 * sections.count)
+        for (id, bytes) in sections {
+            table += le(UInt64(id), 4) + le(0, 4) + le(offset, 8) + le(UInt64(bytes.count), 8) + le(SnapshotFile.checksum(bytes[...]), 8)
+            offset += UInt64(bytes.count)
+        }
+        let v1 = Array(v2[0..<8]) + le(1, 4) + le(UInt64(sections.count), 4) + le(offset, 8) + le(SnapshotFile.checksum(table[...]), 8)
+            + table + sections.flatMap(\.1)
+        let r = try SnapshotFile.decode(v1, path: "format-1")
+        let a = s.report.chunks, b = r.report.chunks
+        #expect(b.kinds == GlibcKinds.table() && a.kind == b.kind && a.address == b.address && b.count > 10)
+        #expect((0..<b.count).map(b.kindName) == (0..<a.count).map(a.kindName))
+        #expect(r.report.heap.trimmableBytes == s.report.heap.trimmableBytes && s.report.heap.trimmableBytes > 0)
+        #expect(r.report.arenas.map(\.byKind) == s.report.arenas.map(\.byKind))
+        // And format 2 records them: another allocator's names would read back as written.
+        var renamed = s
+        var k = s.report.chunks.kinds
+        k.allocator = "other"; k.kinds[1].name = "percpu"
+        let t = s.report.chunks
+        renamed.report.heap.chunks = ChunkTable(address: t.address, size: t.size, kind: t.kind, arena: t.arena, kinds: k)
+        let back = try SnapshotFile.decode(SnapshotFile.encode(renamed), path: "renamed")
+        #expect(back.report.chunks.kinds == k && back.report.chunks.kinds.allocator == "other")
+    }
+
     @Test("round trip: every field back as written; mode 0600; stat, chunks and types read the file")
     func roundTrip() throws {
         let p = try TargetProcess("typed")
@@ -22,9 +62,9 @@ struct SnapshotTests {
         #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
         let r = try SnapshotFile.read(path)
         let a = s.report.chunks, b = r.report.chunks
-        #expect(a.address == b.address && a.size == b.size && a.state == b.state && a.arena == b.arena)
+        #expect(a.address == b.address && a.size == b.size && a.kind == b.kind && a.kinds == b.kinds && a.arena == b.arena)
         #expect(r.report.mallinfo2 == s.report.mallinfo2 && r.report.pid == p.pid && r.report.arenas.count == s.report.arenas.count)
-        #expect(r.report.arenas.map(\.byState) == s.report.arenas.map(\.byState) && r.report.threads.map(\.tid) == s.report.threads.map(\.tid))
+        #expect(r.report.arenas.map(\.byKind) == s.report.arenas.map(\.byKind) && r.report.threads.map(\.tid) == s.report.threads.map(\.tid))
         #expect(r.leakClass == s.leakClass && r.type == s.type && r.count == s.count && r.confidence == s.confidence)
         #expect(r.ambiguous == s.ambiguous && r.owner == s.owner && r.owners == s.owners && r.types.map(\.name) == s.types.map(\.name))
         #expect(r.contents == s.contents && r.value("exe")?.hasSuffix("/typed") == true && r.parent == s.parent && r.parent.contains { $0 >= 0 })
@@ -111,8 +151,8 @@ struct SnapshotTests {
         try check("truncated", Array(bytes.dropLast(10)), "is truncated: \(bytes.count - 10) bytes, the header says \(bytes.count)")
         try check("short", Array(bytes.prefix(20)), "is truncated: 20 bytes, the header says 32")
         try check("foreign", Array("pid 1\nglibc 2.36\n".utf8), "is not a heapscope snapshot (no HSNAP magic)")
-        var newer = bytes; newer[8] = 2
-        try check("newer", newer, "is snapshot format version 2; this heapscope reads version 1 and older")
+        var newer = bytes; newer[8] = UInt8(SnapshotFile.version + 1)
+        try check("newer", newer, "is snapshot format version \(SnapshotFile.version + 1); this heapscope reads version \(SnapshotFile.version) and older")
         var table = bytes; table[40] ^= 0x40
         try check("table", table, "is corrupted: section table checksum mismatch")
         // Flip one byte in every section in turn: each is named.
@@ -122,7 +162,7 @@ struct SnapshotTests {
             let off = (0..<8).reduce(0) { $0 | Int(bytes[e + 8 + $1]) << (8 * $1) }, len = (0..<8).reduce(0) { $0 | Int(bytes[e + 16 + $1]) << (8 * $1) }
             guard len > 0 else { continue }
             var flipped = bytes; flipped[off + len / 2] ^= 0x01
-            let names = ["", "meta", "strings", "report", "arenas", "threads", "warnings", "chunks", "labels", "contents", "exitedThreads", "parents"]
+            let names = ["", "meta", "strings", "report", "arenas", "threads", "warnings", "chunks", "labels", "contents", "exitedThreads", "parents", "kinds"]
             try check("flip\(k)", flipped, "is corrupted: section \(names[Int(bytes[e])]) checksum mismatch")
         }
         // Crafted files whose checksums hold (what the fuzz harness found crashing the reader):
@@ -146,18 +186,19 @@ struct SnapshotTests {
             s.report.heap.exitedThreads = [ExitedThread(descriptor: 0x10000, start: 0x10000, end: 0x10000 + (1 << 63), state: .unjoined, heapBlock: 0)]
         }
         try crafted("cycle", "parents of chunk") { s in
-            let outstanding = (0..<s.parent.count).filter { s.report.chunks.state[$0].isOutstanding }
+            let outstanding = (0..<s.parent.count).filter { s.report.chunks.isOutstanding($0) }
             s.parent[outstanding[0]] = Int32(outstanding[1]); s.parent[outstanding[1]] = Int32(outstanding[0])
         }
         try crafted("address", "chunk") { s in
             let t = s.report.chunks
-            s.report.heap.chunks = ChunkTable(address: t.address.dropLast() + [UInt64.max - 0x1000], size: t.size, state: t.state, arena: t.arena,
-                                              userOffset: t.userOffset, usableLoss: t.usableLoss, usableLossMmapped: t.usableLossMmapped)
+            s.report.heap.chunks = ChunkTable(address: t.address.dropLast() + [UInt64.max - 0x1000], size: t.size, kind: t.kind, arena: t.arena,
+                                              kinds: t.kinds)
         }
         try crafted("offset", "chunk header sizes") { s in
             let t = s.report.chunks
-            s.report.heap.chunks = ChunkTable(address: t.address, size: t.size, state: t.state, arena: t.arena,
-                                              userOffset: .max, usableLoss: t.usableLoss, usableLossMmapped: t.usableLossMmapped)
+            var k = t.kinds
+            k.userOffset = .max
+            s.report.heap.chunks = ChunkTable(address: t.address, size: t.size, kind: t.kind, arena: t.arena, kinds: k)
         }
         // Not a regular file: refused at once, never waited on.
         let fifo = dir + "/fifo"
@@ -185,7 +226,8 @@ struct SnapshotTests {
         #expect(try run(Paths.heapscope, ["snapshot", String(p1.pid), "-o", a, "--contents"]).status == 0)
         #expect(try run(Paths.heapscope, ["snapshot", String(p2.pid), "-o", b]).status == 0)
         let sa = try SnapshotFile.read(a), sb = try SnapshotFile.read(b)
-        let na = sa.report.chunks.state.filter(\.isOutstanding).count, nb = sb.report.chunks.state.filter(\.isOutstanding).count
+        let na = (0..<sa.report.chunks.count).filter(sa.report.chunks.isOutstanding).count
+        let nb = (0..<sb.report.chunks.count).filter(sb.report.chunks.isOutstanding).count
         let same = try jsonObject(run(Paths.heapscope, ["diff", a, a, "--json"]).out)
         #expect((same["survivors"] as? [String: Any])?["chunks"] as? Int == na && same["changed"] as? Int == 0)
         #expect((same["new"] as? [String: Any])?["chunks"] as? Int == 0 && (same["groups"] as? [[String: Any]])?.allSatisfy { $0["change_bytes"] as? Int == 0 } == true)

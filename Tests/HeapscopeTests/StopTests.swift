@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import GlibcMalloc
 import HeapModel
 import Inspect
 import ProcessAccess
@@ -58,7 +59,7 @@ struct StopTests {
         // The 64 blocks the thread allocated are among the outstanding chunks, with their sizes.
         let t = report.chunks
         var sizes: [UInt64] = []
-        for i in 0..<t.count where t.state[i] == .inUse { sizes.append(t.usableSize(i)) }
+        for i in 0..<t.count where t.kind[i] == GlibcKinds.inUse { sizes.append(t.usableSize(i)) }
         for k in 0..<64 { #expect(sizes.contains { $0 >= UInt64(32 + 16 * k) && $0 < UInt64(32 + 16 * k + 16) }) }
         let leaks = try run(Paths.heapscope, ["leaks", String(p.pid)])
         #expect(leaks.status == 0, "\(leaks.err)")

@@ -1,4 +1,5 @@
 import Foundation
+import GlibcMalloc
 import HeapModel
 import Inspect
 import ProcessAccess
@@ -9,7 +10,7 @@ func expectExact(_ r: HeapReport, _ m: Manifest, signature: Bool, sourceLocation
     let t = r.chunks
     // 1. The outstanding set: every in-use and mmapped chunk, by user address, with usable size.
     var outstanding: [UInt64: UInt64] = [:]
-    for i in 0..<t.count where t.state[i].isOutstanding { outstanding[t.userAddress(i)] = t.usableSize(i) }
+    for i in 0..<t.count where t.isOutstanding(i) { outstanding[t.userAddress(i)] = t.usableSize(i) }
     #expect(outstanding.count == m.live.count, "outstanding chunk count", sourceLocation: sourceLocation)
     let missing = m.live.filter { outstanding[$0.key] != $0.value }
     let extra = outstanding.filter { m.live[$0.key] == nil }
@@ -18,12 +19,12 @@ func expectExact(_ r: HeapReport, _ m: Manifest, signature: Bool, sourceLocation
     // 2. mmapped chunks are reported as such.
     for a in m.mmapped {
         let i = t.index(ofChunkAt: a - t.userOffset)
-        #expect(i.map { t.state[$0] } == .mmapped, "0x\(String(a, radix: 16)) should be mmapped", sourceLocation: sourceLocation)
+        #expect(i.map { t.kind[$0] } == GlibcKinds.mmapped, "0x\(String(a, radix: 16)) should be mmapped", sourceLocation: sourceLocation)
     }
     // 3. Every chunk freed on purpose is in the expected kind of bin.
     for (a, kind) in m.freed {
         let i = t.index(ofChunkAt: a - t.userOffset)
-        #expect(i.map { t.state[$0].name } == kind, "freed 0x\(String(a, radix: 16)) expected \(kind), got \(i.map { t.state[$0].name } ?? "no chunk")", sourceLocation: sourceLocation)
+        #expect(i.map { t.kindName($0) } == kind, "freed 0x\(String(a, radix: 16)) expected \(kind), got \(i.map { t.kindName($0) } ?? "no chunk")", sourceLocation: sourceLocation)
     }
     // 4. mallinfo2, field by field.
     for (name, value) in r.mallinfo2.fields {
@@ -31,7 +32,7 @@ func expectExact(_ r: HeapReport, _ m: Manifest, signature: Bool, sourceLocation
     }
     // 5. Every thread, and one tcache struct (malloc_internal chunk) per thread that allocated.
     #expect(r.threads.count == m.threads, sourceLocation: sourceLocation)
-    let internalChunks = (0..<t.count).filter { t.state[$0] == .mallocInternal }.count
+    let internalChunks = (0..<t.count).filter { t.kind[$0] == GlibcKinds.mallocInternal }.count
     #expect(internalChunks == r.threads.filter { $0.cacheAddress != nil }.count, sourceLocation: sourceLocation)
     #expect(internalChunks == m.threads, "every thread of these targets has allocated, so has a tcache", sourceLocation: sourceLocation)
     // 6. How malloc's state was found, and a clean walk.
@@ -109,7 +110,7 @@ struct WalkTests {
         #expect(cycle.flatMap(\.address).map { listChunks.contains($0) } == true)
         // Chunks beyond the damage are still found: the walk resumed.
         let t = r.chunks
-        let top = (0..<t.count).filter { t.state[$0] == .top }
+        let top = (0..<t.count).filter { t.kind[$0] == GlibcKinds.top }
         #expect(top.count == 1)
         #expect(r.mallinfo2.arena == p.manifest.mallinfo2["arena"])
         #expect(p.release().ok)
@@ -124,7 +125,7 @@ struct WalkTests {
         #expect(w?.message.contains("arena 0") == true && w?.message.contains("mutex is held") == true, "\(r.warnings)")
         var outstanding: [UInt64: UInt64] = [:]
         let t = r.chunks
-        for i in 0..<t.count where t.state[i].isOutstanding { outstanding[t.userAddress(i)] = t.usableSize(i) }
+        for i in 0..<t.count where t.isOutstanding(i) { outstanding[t.userAddress(i)] = t.usableSize(i) }
         #expect(outstanding == p.manifest.live)
         for (name, value) in r.mallinfo2.fields { #expect(p.manifest.mallinfo2[name] == value, "mallinfo2.\(name)") }
         #expect(p.release().ok)

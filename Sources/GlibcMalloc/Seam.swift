@@ -1,0 +1,30 @@
+import Allocator
+import HeapModel
+import ProcessAccess
+
+/// glibc's malloc behind the allocator seam.
+extension GlibcTarget: AllocatorTarget {
+    public var allocatorName: String { "glibc" }
+    public var version: String { layout.version }
+    public var estimatedCopyBytes: Int { GlibcCapture.estimateCopyBytes(self) }
+    public func isHeapMapping(_ m: Mapping) -> Bool { GlibcCapture.isHeapMapping(m) }
+    public func newCapture() -> any AllocatorCapture { GlibcCapture(target: self) }
+}
+
+extension GlibcCapture: AllocatorCapture {
+    public func capture(threads: [StoppedThread], pool: BufferPool?, budget: StopBudget?, deferMmapped: Bool) throws(AllocatorError) {
+        do { try captureHeap(threads: threads, pool: pool, budget: budget, deferMmapped: deferMmapped) } catch { throw error.allocatorError }
+    }
+}
+
+extension GlibcError {
+    /// The same failure in the seam's terms.
+    public var allocatorError: AllocatorError {
+        switch self {
+        case .notGlibc: return .notThisAllocator(description)
+        case .unsupportedVersion: return .unsupportedVersion(description)
+        case .mainArenaNotFound: return .stateNotFound(description)
+        case .notInitialised: return .notInitialised(description)
+        }
+    }
+}
