@@ -48,8 +48,11 @@ let package = Package(
         // Inspect: the same (per-block loops over the copied heap when labelling types: 5% of `leaks`).
         .target(name: "Inspect", dependencies: ["Allocator", "ProcessAccess", "Symbols", "HeapModel", "GlibcMalloc", "Analysis", "Snapshot"],
                 path: "Sources/Inspect", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+        // Output: text and JSON of every result (what the command line prints), leak groups, why's names.
+        .target(name: "Output", dependencies: ["Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot", "CShim"],
+                path: "Sources/Output"),
         .executableTarget(name: "heapscope", dependencies: [
-            "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot",
+            "Output", "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],

@@ -3,6 +3,7 @@ import CShim
 import Glibc
 import HeapModel
 import Inspect
+import Output
 import ProcessAccess
 import Snapshot
 

@@ -4,17 +4,17 @@ import HeapModel
 import Inspect
 
 /// Buffered stdout for large outputs (millions of rows).
-struct OutputBuffer {
-    var bytes: [UInt8] = []
-    init(capacity: Int = 1 << 20) { bytes.reserveCapacity(capacity) }
-    mutating func write(_ s: String) {
+public struct OutputBuffer {
+    public var bytes: [UInt8] = []
+    public init(capacity: Int = 1 << 20) { bytes.reserveCapacity(capacity) }
+    public mutating func write(_ s: String) {
         bytes.append(contentsOf: s.utf8)
         if bytes.count > 1 << 20 { flush() }
     }
     /// Flush when a megabyte is buffered (the writers below never flush on their own).
-    mutating func flushIfFull() { if bytes.count > 1 << 20 { flush() } }
-    mutating func write(byte: UInt8) { bytes.append(byte) }
-    mutating func write(decimal v: UInt64) {
+    public mutating func flushIfFull() { if bytes.count > 1 << 20 { flush() } }
+    public mutating func write(byte: UInt8) { bytes.append(byte) }
+    public mutating func write(decimal v: UInt64) {
         if v < 10 { bytes.append(0x30 + UInt8(v)); return }
         var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
                   UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
@@ -26,20 +26,20 @@ struct OutputBuffer {
         }
     }
     /// Lower-case hex digits, no prefix.
-    mutating func write(hexDigits v: UInt64) {
+    public mutating func write(hexDigits v: UInt64) {
         let digits = hexDigitBytes
         var shift = v == 0 ? 0 : (63 - v.leadingZeroBitCount) / 4 * 4
         while shift >= 0 { bytes.append(digits[Int((v >> UInt64(shift)) & 15)]); shift -= 4 }
     }
-    mutating func write(hex v: UInt64) { bytes.append(0x30); bytes.append(0x78); write(hexDigits: v) }
+    public mutating func write(hex v: UInt64) { bytes.append(0x30); bytes.append(0x78); write(hexDigits: v) }
     /// A JSON string (quoted, escaped), or null.
-    mutating func write(json s: String?) {
+    public mutating func write(json s: String?) {
         guard var s else { bytes.append(contentsOf: "null".utf8); return }
         s.withUTF8 { write(jsonUTF8: $0) }
     }
-    mutating func write(utf8 u: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: u) }
+    public mutating func write(utf8 u: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: u) }
     /// UTF-8 bytes as a JSON string (quoted, escaped).
-    mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) {
+    public mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) {
         bytes.append(0x22)
         do {
             var from = 0
@@ -62,7 +62,7 @@ struct OutputBuffer {
         }
         bytes.append(0x22)
     }
-    mutating func flush() {
+    public mutating func flush() {
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + off, bytes.count - off) }
@@ -75,33 +75,33 @@ struct OutputBuffer {
 
 private let hexDigitBytes = Array("0123456789abcdef".utf8)
 
-func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+public func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 
-func human(_ b: UInt64) -> String {
+public func human(_ b: UInt64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var v = Double(b), u = 0
     while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
     return u == 0 ? "\(b) B" : String(format1(v)) + " " + units[u]
 }
-func format1(_ v: Double) -> String {
+public func format1(_ v: Double) -> String {
     let r = (v * 10).rounded() / 10
     return r == r.rounded() ? String(Int(r)) : String(r)
 }
-func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
+public func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
     s.count >= n ? s : (left ? s + String(repeating: " ", count: n - s.count) : String(repeating: " ", count: n - s.count) + s)
 }
-func jsonString(_ s: String) -> String {
+public func jsonString(_ s: String) -> String {
     var b = OutputBuffer(capacity: s.utf8.count + 2)
     b.write(json: s)
     return String(decoding: b.bytes, as: UTF8.self)
 }
-extension String {
-    func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }
+public extension String {
+    public func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }
 }
 
 /// What was copied besides the heap and what was left out (a line for leaks, types, snapshot,
 /// chunks), or nil when only the heap was copied.
-func copyText(_ r: HeapReport) -> String? {
+public func copyText(_ r: HeapReport) -> String? {
     guard let a = r.beyondHeap else { return nil }
     var out: [String] = []
     if a.sharedBytes > 0 { out.append("\(human(a.sharedBytes)) of shared mappings (--shared-roots copies them)") }
@@ -112,12 +112,12 @@ func copyText(_ r: HeapReport) -> String? {
 }
 
 /// What stopping did to the target that it can notice, one line each ("" if nothing).
-func sideEffectsText(_ r: HeapReport) -> String {
+public func sideEffectsText(_ r: HeapReport) -> String {
     r.sideEffects.map { "side effect: \($0)\n" }.joined()
 }
 
 /// The same as a JSON member, `,"copy":{...}`, or "" when only the heap was copied.
-func copyJSON(_ r: HeapReport) -> String {
+public func copyJSON(_ r: HeapReport) -> String {
     guard let a = r.beyondHeap else { return "" }
     return ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]" + ",\"copy\":{\"copied_bytes\":\(r.copiedBytes),\"beyond_heap_bytes\":\(a.copiedBytes),\"shared_not_copied_bytes\":\(a.sharedBytes)" +
         ",\"unresident_not_copied_bytes\":\(a.unresidentBytes),\"below_stack_pointer_bytes\":\(a.belowStackPointerBytes)" +
@@ -125,15 +125,15 @@ func copyJSON(_ r: HeapReport) -> String {
 }
 
 /// "paused 1.2 ms", or for a core file "core file PATH" (nothing was stopped).
-func pausedText(_ r: HeapReport) -> String {
+public func pausedText(_ r: HeapReport) -> String {
     if let core = r.coreFile { return "core file \(core)" }
     let ms = Double(r.pauseMicroseconds) / 1000
     return "paused \(format1(ms < 10 ? (ms * 100).rounded() / 100 : ms)) ms"
 }
 
 
-enum StatFormat {
-    static func text(_ r: HeapReport) -> String {
+public enum StatFormat {
+    public static func text(_ r: HeapReport) -> String {
         var s = ""
         let ms = Double(r.pauseMicroseconds) / 1000
         s += "pid \(r.pid): glibc \(r.allocatorVersion) malloc, \(r.arenas.count) arena\(r.arenas.count == 1 ? "" : "s"), \(r.threads.count) thread\(r.threads.count == 1 ? "" : "s")\n"
@@ -184,10 +184,10 @@ enum StatFormat {
         return s
     }
 
-    static func tallyJSON(_ t: Tally) -> String { "{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}" }
-    static func threadsJSON(_ t: Tally) -> String { "{\"threads\":\(t.count),\"bytes\":\(t.bytes)}" }
+    public static func tallyJSON(_ t: Tally) -> String { "{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}" }
+    public static func threadsJSON(_ t: Tally) -> String { "{\"threads\":\(t.count),\"bytes\":\(t.bytes)}" }
 
-    static func json(_ r: HeapReport) -> String {
+    public static func json(_ r: HeapReport) -> String {
         var s = "{\"pid\":\(r.pid),\"core_file\":\(r.coreFile.map(jsonString) ?? "null"),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
         s += ",\"attempt_pause_us\":[" + r.attemptPauses.map(String.init).joined(separator: ",") + "],\"max_stop_us\":\(r.stopBudgetMicroseconds)"
         s += ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]"
@@ -218,16 +218,16 @@ enum StatFormat {
     }
 }
 
-enum ChunkFormat {
+public enum ChunkFormat {
     /// Per chunk row: its block in `types` (outstanding chunks only), -1 otherwise.
-    static func blockOfChunk(_ types: TypeInspection?, count: Int) -> [Int32] {
+    public static func blockOfChunk(_ types: TypeInspection?, count: Int) -> [Int32] {
         guard let ty = types else { return [] }
         var m = [Int32](repeating: -1, count: count)
         for k in 0..<ty.blocks.count { m[Int(ty.blocks.chunk[k])] = Int32(k) }
         return m
     }
 
-    static func text(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
+    public static func text(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
         out.write("# pid \(r.pid), \(r.coreFile.map { "core file \($0)" } ?? "paused \(r.pauseMicroseconds) us"), \(rows.count) of \(t.count) chunks\n")
@@ -248,7 +248,7 @@ enum ChunkFormat {
         if !r.warnings.isEmpty { out.write("# \(r.warnings.count) warning(s); run `heapscope stat` for details\n") }
     }
 
-    static func json(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
+    public static func json(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
         out.write("{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"total_chunks\":\(t.count),\"chunks\":[")
@@ -273,7 +273,7 @@ enum ChunkFormat {
 
 /// heapscope's own peak resident memory (VmHWM of this process's address space; unlike
 /// ru_maxrss it does not inherit the parent's high-water mark through vfork+exec).
-func peakRSSKilobytes() -> Int {
+public func peakRSSKilobytes() -> Int {
     guard let f = fopen("/proc/self/status", "r") else { return 0 }
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 256)
@@ -283,3 +283,6 @@ func peakRSSKilobytes() -> Int {
     }
     return 0
 }
+
+/// The last component of a path.
+public func basename(_ p: String) -> String { p.split(separator: "/").last.map(String.init) ?? p }

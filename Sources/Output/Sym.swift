@@ -1,0 +1,551 @@
+import Dispatch
+import Glibc
+import Inspect
+import ProcessAccess
+import Symbols
+
+/// An error of `sym`/`gensyms` set-up, with the exit code the command line documents.
+public struct SymError: Error, CustomStringConvertible {
+    public var message: String
+    public var code: Int32
+    public init(_ message: String, code: Int32) { self.message = message; self.code = code }
+    public var description: String { message }
+}
+
+/// `sym`'s output formats.
+public enum SymFormat: String, CaseIterable, Sendable {
+    case text, llvm, gensyms
+}
+
+public enum SymPipeline {
+    /// Resolve `addresses` (or, with none, standard input in batches, resolved on a second
+    /// thread while the last batch prints) and print the answers in `format`.
+    public static func run(addresses: [String], sessions: inout Sessions, json: Bool, format: SymFormat, fileOffset: Bool) {
+        var out = OutputBuffer()
+        var grouped: [SymAnswer] = []   // --format gensyms groups all answers by source file
+        func print(_ requests: [SymRequest], _ res: SymResults) {
+            if format == .gensyms && !json {
+                grouped.append(contentsOf: requests.indices.map { res.answer(requests, $0) }); return
+            }
+            for i in requests.indices {
+                let a = res.answer(requests, i)
+                if json { SymOutput.json(a, into: &out); out.write(byte: 0x0a) }
+                else if format == .text { SymOutput.text(a, into: &out) }
+                else { SymOutput.llvm(a, into: &out) }
+                out.flushIfFull()
+            }
+        }
+        if addresses.isEmpty {
+            // Standard input is answered in batches, so memory stays bounded on any input size; a
+            // second thread reads and resolves the next batch while this one prints the last.
+            let pipe = BatchPipe(depth: 2)
+            let box = SessionsBox(sessions)
+            DispatchQueue(label: "heapscope.sym.resolve").async {
+                var reader = LineReader(fd: 0)
+                while true {
+                    var batch: [SymRequest] = []
+                    batch.reserveCapacity(SymRequest.batchSize)
+                    while batch.count < SymRequest.batchSize, let line = reader.next() {
+                        batch.append(SymRequest(line: line, fileOffset: fileOffset))
+                    }
+                    if batch.isEmpty { pipe.put(nil); return }
+                    pipe.put((batch, SymRequest.resolve(batch, &box.sessions)))
+                }
+            }
+            while let (requests, res) = pipe.take() { print(requests, res) }
+        } else {
+            let requests = addresses.map { SymRequest(line: $0, fileOffset: fileOffset) }
+            print(requests, SymRequest.resolve(requests, &sessions))
+        }
+        if format == .gensyms && !json { SymOutput.gensyms(grouped, into: &out) }
+        out.flush()
+    }
+}
+
+/// The open libdwfl sessions of one command: the process, or the files named so far.
+public struct Sessions {
+    public let useDebugInfo: Bool
+    /// Errors also as JSON on stdout.
+    public var json = false
+    public var process: SymbolSession?
+    public var files: [String: SymbolSession] = [:]
+    public var defaultFile: String?
+
+    public init(useDebugInfo: Bool) { self.useDebugInfo = useDebugInfo }
+
+    public mutating func openProcess(_ pid: Int32) throws(SymError) {
+        if kill(pid, 0) != 0 && errno == ESRCH {
+            throw SymError("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue)
+        }
+        if let what = ProcFS.notAProcess(pid) {
+            throw SymError("\(ProcessError.notAProcess(pid: pid, what: what).description)", code: ExitStatus.noSuchProcess.rawValue)
+        }
+        if let st = try? String(procStatOf: pid), st == "Z" || st == "X" {
+            throw SymError("process \(pid) has exited (zombie); its mappings are gone", code: ExitStatus.targetExited.rawValue)
+        }
+        if access("/proc/\(pid)/maps", R_OK) != 0 || Glibc.open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC).closing() < 0 {
+            throw SymError("permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)", code: ExitStatus.permissionDenied.rawValue)
+        }
+        do { process = try SymbolSession(pid: pid, useDebugInfo: useDebugInfo) } catch {
+            if case .processGone = error { throw SymError("\(error.description)", code: ExitStatus.targetExited.rawValue) }
+            if kill(pid, 0) != 0 && errno == ESRCH { throw SymError("process \(pid) exited", code: ExitStatus.targetExited.rawValue) }
+            throw SymError("\(error.description)", code: ExitStatus.otherError.rawValue)
+        }
+    }
+
+    public mutating func openCore(_ path: String) throws(SymError) {
+        let core: CoreFile
+        do { core = try CoreFile(path: path) } catch {
+            throw SymError(error.description, code: ExitStatus.badInputFile.rawValue)
+        }
+        do { process = try SymbolSession.lock.locked { try SymbolSession(core: core, useDebugInfo: useDebugInfo) } } catch {
+            throw SymError("\(error)", code: ExitStatus.badInputFile.rawValue)
+        }
+    }
+
+    public mutating func file(_ path: String) throws(SymError) -> SymbolSession {
+        if let s = files[path] { return s }
+        var st = stat()
+        if stat(path, &st) != 0 {
+            throw SymError("\(path): \(String(cString: strerror(errno)))", code: ExitStatus.otherError.rawValue)
+        }
+        do {
+            let s = try SymbolSession(file: path, useDebugInfo: useDebugInfo)
+            files[path] = s
+            return s
+        } catch {
+            throw SymError("\(path) is not an ELF file libdw can read (\(error.description))", code: ExitStatus.otherError.rawValue)
+        }
+    }
+}
+
+public extension Int32 {
+    /// Close a descriptor just opened as a probe; returns it (or -1).
+    public func closing() -> Int32 { if self >= 0 { close(self) }; return self }
+}
+
+public extension String {
+    /// The state letter of /proc/PID/stat.
+    public init(procStatOf pid: Int32) throws {
+        let fd = Glibc.open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SymError("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue) }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 512)
+        let n = read(fd, &buf, buf.count)
+        guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { throw SymError("cannot read /proc/\(pid)/stat", code: ExitStatus.otherError.rawValue) }
+        self = String(UnicodeScalar(buf[close + 2]))
+    }
+}
+
+/// The sessions, handed to the resolving thread (used by it alone from then on).
+public final class SessionsBox: @unchecked Sendable {
+    public var sessions: Sessions
+    public init(_ s: Sessions) { sessions = s }
+}
+
+/// A bounded hand-over of resolved batches from the resolving thread to the printing one;
+/// nil marks the end.
+public final class BatchPipe: @unchecked Sendable {
+    public typealias Batch = ([SymRequest], SymResults)
+    private var items: [Batch?] = []
+    private let lock = Mutex()
+    private let slots: DispatchSemaphore, filled = DispatchSemaphore(value: 0)
+    public init(depth: Int) { slots = DispatchSemaphore(value: depth) }
+    public func put(_ b: Batch?) {
+        slots.wait()
+        lock.locked { items.append(b) }
+        filled.signal()
+    }
+    public func take() -> Batch? {
+        filled.wait()
+        let b = lock.locked { items.removeFirst() }
+        slots.signal()
+        return b
+    }
+}
+
+
+/// One input address: its text, the file it names (if any), the parsed value or why not.
+public struct SymRequest {
+    /// Lines of standard input answered together (sorted, deduplicated, resolved, printed).
+    public static let batchSize = 1 << 16
+    public var text: String
+    public var file: String?
+    public var value: UInt64?
+    public var error: String?
+    public var fileOffset: Bool
+
+    public init(line: String, fileOffset: Bool) {
+        self.fileOffset = fileOffset
+        // Up to two fields separated by blanks: ADDR, or FILE ADDR.
+        var fields: (Range<Int>?, Range<Int>?) = (nil, nil)
+        var count = 0
+        var line = line
+        line.withUTF8 { u in
+            var i = 0
+            while i < u.count {
+                while i < u.count && (u[i] == 0x20 || u[i] == 0x09) { i += 1 }
+                guard i < u.count else { break }
+                let start = i
+                while i < u.count && u[i] != 0x20 && u[i] != 0x09 { i += 1 }
+                if count == 0 { fields.0 = start..<i } else if count == 1 { fields.1 = start..<i }
+                count += 1
+            }
+        }
+        func field(_ r: Range<Int>) -> String { line.withUTF8 { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) } }
+        switch count {
+        case 0: text = line; error = "empty line"
+        case 1: text = fields.0!.count == line.utf8.count ? line : field(fields.0!)
+        case 2: file = field(fields.0!); text = field(fields.1!)
+        default: text = line; error = "not an address: expected 'ADDR' or 'FILE ADDR'"
+        }
+        if error == nil {
+            switch parseHexAddress(text) {
+            case .success(let v): value = v
+            case .failure(let e): error = e.message
+            }
+        }
+    }
+
+    /// Resolve every request, grouped by session, each session in one batch; one answer per request.
+    public static func resolve(_ reqs: [SymRequest], _ sessions: inout Sessions) -> SymResults {
+        var results = SymResults(batches: [ResolvedBatch()], ref: Array(repeating: (0, 0), count: reqs.count))
+        func fail(_ i: Int, _ why: String) {
+            results.ref[i] = (0, Int32(results.batches[0].append(reqs[i].value ?? 0, reason: why)))
+        }
+        // session key -> request indexes
+        var groups: [String: [Int]] = [:]
+        for (i, r) in reqs.enumerated() {
+            if let e = r.error { fail(i, e); continue }
+            if r.file != nil && sessions.process != nil { fail(i, "a 'FILE ADDR' line needs --elf, not --pid"); continue }
+            groups[r.file ?? sessions.defaultFile ?? "", default: []].append(i)
+        }
+        for (key, idxs) in groups.sorted(by: { $0.key < $1.key }) {
+            let session: SymbolSession
+            if key.isEmpty, let p = sessions.process { session = p } else {
+                do { session = try sessions.file(key) } catch {
+                    for i in idxs { fail(i, "cannot read \(key)") }
+                    continue
+                }
+            }
+            var addrs: [UInt64] = []
+            var live: [Int] = []
+            for i in idxs {
+                var a = reqs[i].value!
+                if reqs[i].fileOffset {
+                    guard let v = session.address(ofFileOffset: a) else {
+                        fail(i, "file offset 0x\(String(a, radix: 16)) is in no loadable segment of \(key)")
+                        continue
+                    }
+                    a = v
+                }
+                addrs.append(a); live.append(i)
+            }
+            let batch = ResolvedBatch()
+            let index = session.resolve(addrs, into: batch)
+            let b = Int32(results.batches.count)
+            results.batches.append(batch)
+            for (k, i) in live.enumerated() { results.ref[i] = (b, index[k]) }
+        }
+        return results
+    }
+}
+
+/// The answers of a batch of requests: per request, a batch and an entry in it (batch 0 holds
+/// the requests that failed before lookup).
+public struct SymResults {
+    public var batches: [ResolvedBatch]
+    public var ref: [(batch: Int32, entry: Int32)]
+    public func answer(_ reqs: [SymRequest], _ i: Int) -> SymAnswer {
+        SymAnswer(input: reqs[i].text, parsed: reqs[i].value != nil, batch: batches[Int(ref[i].batch)], k: Int(ref[i].entry))
+    }
+}
+
+/// Entry `k` of a batch, its fields read out once.
+public struct Entry {
+    public let address: UInt64, offset: UInt64, size: UInt64
+    public let moduleID: Int32, buildIDID: Int32, symbolID: Int32, mangledID: Int32, symbolFileID: Int32, sourceID: Int32
+    public let typeLetter: UInt8
+    public let reason: String?
+    public let frames: ArraySlice<SourceFrame>
+    public init(_ b: ResolvedBatch, _ k: Int) {
+        address = b.address[k]; offset = b.offset[k]; size = b.size[k]
+        moduleID = b.moduleID[k]; buildIDID = b.buildIDID[k]; symbolID = b.symbolID[k]; mangledID = b.mangledID[k]
+        symbolFileID = b.symbolFileID[k]; sourceID = b.sourceID[k]; typeLetter = b.typeLetter[k]; reason = b.reason[k]
+        frames = b.frames[Int(b.frameStart[k])..<Int(b.frameStart[k] + b.frameCount[k])]
+    }
+}
+
+public struct SymAnswer {
+    public var input: String
+    public var parsed: Bool       // false: the input was not an address (JSON address is null)
+    public var batch: ResolvedBatch
+    public var k: Int
+    public var resolution: Resolution { batch.resolution(k) }
+}
+
+public struct AddressParseError: Error { public let message: String }
+
+
+/// Hex with or without 0x; at most 64 bits.
+public func parseHexAddress(_ s: String) -> Result<UInt64, AddressParseError> {
+    var s = s
+    enum Outcome { case value(UInt64), notHex, tooWide }
+    let o: Outcome = s.withUTF8 { u in
+        var i = 0
+        if u.count >= 2 && u[0] == 0x30 && (u[1] | 0x20) == 0x78 { i = 2 }
+        guard i < u.count else { return .notHex }
+        var v: UInt64 = 0
+        var significant = 0
+        while i < u.count {
+            let b = u[i]
+            let d: UInt8
+            switch b {
+            case 0x30...0x39: d = b - 0x30
+            case 0x41...0x46, 0x61...0x66: d = (b | 0x20) - 0x61 + 10
+            default: return .notHex
+            }
+            if significant > 0 || d != 0 { significant += 1 }
+            v = v &<< 4 | UInt64(d)
+            i += 1
+        }
+        return significant > 16 ? .tooWide : .value(v)
+    }
+    switch o {
+    case .value(let v): return .success(v)
+    case .notHex: return .failure(AddressParseError(message: "not an address: '\(quoted(s))'"))
+    case .tooWide: return .failure(AddressParseError(message: "not an address: '\(quoted(s))' is wider than 64 bits"))
+    }
+}
+
+/// Lines of a file descriptor, read in large blocks (no trailing newline; a final CR is dropped).
+public struct LineReader {
+    public let fd: Int32
+    private var buf = [UInt8](repeating: 0, count: 1 << 20)
+    private var start = 0, end = 0, eof = false
+
+    public init(fd: Int32) { self.fd = fd }
+
+    public mutating func next() -> String? {
+        while true {
+            if let nl = buf[start..<end].firstIndex(of: 0x0a) {
+                var e = nl
+                if e > start && buf[e - 1] == 0x0d { e -= 1 }
+                let line = String(decoding: buf[start..<e], as: UTF8.self)
+                start = nl + 1
+                return line
+            }
+            if eof {
+                guard start < end else { return nil }
+                let line = String(decoding: buf[start..<end], as: UTF8.self)
+                start = end
+                return line
+            }
+            // Keep the partial line, grow for a very long line, then read more.
+            if start > 0 { buf.replaceSubrange(0..<(end - start), with: buf[start..<end]); end -= start; start = 0 }
+            if end == buf.count { buf.append(contentsOf: [UInt8](repeating: 0, count: buf.count)) }
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + end, $0.count - end) }
+            if n < 0 { if errno == EINTR { continue }; eof = true; continue }
+            if n == 0 { eof = true } else { end += n }
+        }
+    }
+}
+
+public enum SymOutput {
+    public static func hex16(_ v: UInt64) -> String { "0x" + pad(String(v, radix: 16), 16).replacingSpaces() }
+
+    /// `symbol+0xoff`, or `??`.
+    public static func symbolText(_ r: Resolution) -> String {
+        guard let s = r.symbol else { return "??" }
+        return r.offset == 0 ? s : "\(s)+0x\(String(r.offset, radix: 16))"
+    }
+
+    public static func position(_ f: SourceFrame) -> String {
+        "\(f.file ?? "??"):\(f.line)" + (f.column > 0 ? ":\(f.column)" : "")
+    }
+
+    public static func text(_ a: SymAnswer, into out: inout OutputBuffer) {
+        let pool = StringPool.shared
+        let r = Entry(a.batch, a.k)
+        if let why = r.reason, r.symbolID < 0 && r.frames.isEmpty {
+            out.write(a.input); out.write("  ?? ("); out.write(why); out.write(")\n"); return
+        }
+        out.write(hex: r.address); out.write("  ")
+        if r.symbolID >= 0 {
+            out.write(utf8: pool.utf8(r.symbolID))
+            if r.offset != 0 { out.write("+"); out.write(hex: r.offset) }
+        } else { out.write("??") }
+        if r.typeLetter != 0 {
+            out.write("  ("); out.write(byte: r.typeLetter)
+            if r.size > 0 { out.write(", "); out.write(decimal: r.size); out.write(" bytes") }
+            out.write(")")
+        }
+        if r.moduleID >= 0 { out.write("  in "); out.write(utf8: pool.utf8(r.moduleID)) }
+        out.write(byte: 0x0a)
+        for (k, f) in r.frames.enumerated() {
+            out.write("    "); out.write(utf8: pool.utf8(f.functionID)); out.write(" at ")
+            if f.fileID >= 0 { out.write(utf8: pool.utf8(f.fileID)) } else { out.write("??") }
+            out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
+            if f.column > 0 { out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))) }
+            if k < r.frames.count - 1 { out.write(" (inlined)") }
+            out.write(byte: 0x0a)
+        }
+        if r.frames.isEmpty && r.symbolFileID >= 0 {
+            out.write("    (no line information; symbol from "); out.write(utf8: pool.utf8(r.symbolFileID)); out.write(")\n")
+        }
+    }
+
+    /// llvm-symbolizer's default output: for each frame, the function and file:line:column; a blank line.
+    public static func llvm(_ a: SymAnswer, into out: inout OutputBuffer) {
+        let r = Entry(a.batch, a.k)
+        let pool = StringPool.shared
+        if r.frames.isEmpty {
+            if r.symbolID >= 0 { out.write(utf8: pool.utf8(r.symbolID)) } else { out.write("??") }
+            out.write(byte: 0x0a)
+            if r.symbolFileID >= 0 { out.write(utf8: pool.utf8(r.symbolFileID)) } else { out.write("??") }
+            out.write(":0:0\n\n")
+            return
+        }
+        r.frames.withUnsafeBufferPointer { frames in
+            for f in frames {
+                out.write(utf8: pool.utf8(f.functionID)); out.write(byte: 0x0a)
+                if f.fileID >= 0 { out.write(utf8: pool.utf8(f.fileID)) } else { out.write("??") }
+                out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line))); out.write(":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write(byte: 0x0a)
+            }
+        }
+        out.write(byte: 0x0a)
+    }
+
+    public static func gensyms(_ answers: [SymAnswer], into out: inout OutputBuffer) {
+        var groups: [String: [SymAnswer]] = [:]
+        var order: [String] = []
+        for a in answers {
+            let r = a.resolution
+            let src = r.frames.last?.file ?? r.symbolFile ?? (r.reason != nil ? "(unresolved)" : "(unknown source)")
+            if groups[src] == nil { order.append(src) }
+            groups[src, default: []].append(a)
+        }
+        for src in order {
+            out.write("Src: \(src)\n")
+            for a in groups[src]! {
+                let r = a.resolution
+                var line = "  \(hex16(r.address))  \(r.type.map(String.init) ?? "?")  \(symbolText(r))"
+                if let f = r.frames.first { line += "  \(f.file.map(basename) ?? "??"):\(f.line)" }
+                if r.frames.count > 1 { line += "  inlined: " + r.frames.dropLast().map(\.function).joined(separator: " < ") }
+                if let why = r.reason { line += "  (\(why))" }
+                out.write(line + "\n")
+            }
+        }
+    }
+
+    /// One JSON object (README: `sym --json` keys), without the newline.
+    public static func json(_ a: SymAnswer, into out: inout OutputBuffer) {
+        let r = Entry(a.batch, a.k)
+        let pool = StringPool.shared
+        func id(_ i: Int32) { if i >= 0 { out.write(jsonUTF8: pool.utf8(i)) } else { out.write("null") } }
+        let inner = r.frames.first
+        out.write("{\"input\":"); out.write(json: a.input)
+        out.write(",\"address\":")
+        if a.parsed { out.write("\"0x"); out.write(hexDigits: r.address); out.write("\"") } else { out.write("null") }
+        out.write(",\"module\":"); id(r.moduleID)
+        out.write(",\"build_id\":"); id(r.buildIDID)
+        out.write(",\"symbol\":"); id(r.symbolID)
+        out.write(",\"mangled\":"); id(r.mangledID)
+        out.write(",\"type\":")
+        if r.typeLetter != 0 { out.write(byte: 0x22); out.write(byte: r.typeLetter); out.write(byte: 0x22) } else { out.write("null") }
+        out.write(",\"offset\":"); out.write(decimal: r.offset)
+        out.write(",\"size\":"); out.write(decimal: r.size)
+        out.write(",\"function\":"); id(inner?.functionID ?? StringPool.none)
+        out.write(",\"file\":"); id(inner.map { $0.fileID >= 0 ? $0.fileID : r.symbolFileID } ?? r.symbolFileID)
+        out.write(",\"line\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.line))) } else { out.write("null") }
+        out.write(",\"column\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.column))) } else { out.write("null") }
+        out.write(",\"inlined\":[")
+        for (k, f) in r.frames.enumerated() {
+            if k > 0 { out.write(",") }
+            out.write("{\"function\":"); id(f.functionID)
+            out.write(",\"file\":"); id(f.fileID)
+            out.write(",\"line\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
+            out.write(",\"column\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write("}")
+        }
+        out.write("],\"source\":"); id(r.sourceID)
+        out.write(",\"reason\":"); out.write(json: r.reason); out.write("}")
+    }
+}
+
+/// Input echoed in a message: at most 80 characters, then how long it was.
+public func quoted(_ s: String) -> String {
+    s.count <= 80 ? s : String(s.prefix(80)) + "... (\(s.utf8.count) bytes)"
+}
+
+/// `--annotate`: append resolutions after 0x-prefixed hex numbers in free text.
+public enum Annotate {
+    public static func run(_ sessions: inout Sessions) {
+        // Bytes, not text: whatever is not UTF-8 is copied as it is.
+        var input: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(0, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; break }
+            if n == 0 { break }
+            input.append(contentsOf: chunk[0..<n])
+        }
+        var lines: [ArraySlice<UInt8>] = []
+        var start = 0
+        for (k, b) in input.enumerated() where b == 0x0a { lines.append(input[start...k]); start = k + 1 }
+        if start < input.count { lines.append(input[start...]) }
+        // Every candidate, in order: (line, end index in utf8, value)
+        var spots: [(line: Int, end: Int, value: UInt64, text: String)] = []
+        for (i, l) in lines.enumerated() {
+            let u = Array(l)
+            var k = 0
+            while k + 2 < u.count {
+                if u[k] == UInt8(ascii: "0"), u[k + 1] | 0x20 == UInt8(ascii: "x"),
+                   k == 0 || !isWordByte(u[k - 1]) {
+                    var e = k + 2
+                    while e < u.count && isHexByte(u[e]) { e += 1 }
+                    if e > k + 2 && (e == u.count || !isWordByte(u[e])) {
+                        let t = String(decoding: u[k..<e], as: UTF8.self)
+                        if case .success(let v) = parseHexAddress(t) { spots.append((i, e, v, t)) }
+                    }
+                    k = e; continue
+                }
+                k += 1
+            }
+        }
+        let reqs = spots.map { SymRequest(line: $0.text, fileOffset: false) }
+        let answers = SymRequest.resolve(reqs, &sessions)
+        var out = OutputBuffer()
+        var s = 0
+        for (i, l) in lines.enumerated() {
+            let u = Array(l)
+            var from = 0
+            while s < spots.count && spots[s].line == i {
+                let r = answers.answer(reqs, s).resolution
+                if r.symbol != nil || !r.frames.isEmpty {
+                    out.bytes.append(contentsOf: u[from..<spots[s].end])
+                    out.write(" [" + short(r) + "]")
+                    from = spots[s].end
+                }
+                s += 1
+            }
+            out.bytes.append(contentsOf: u[from...])
+            out.flushIfFull()
+        }
+        out.flush()
+    }
+
+    public static func short(_ r: Resolution) -> String {
+        var t = SymOutput.symbolText(r)
+        if let f = r.frames.first { t += " \(f.file.map(basename) ?? "??"):\(f.line)" }
+        if r.frames.count > 1 { t += " inlined " + r.frames.dropLast().map(\.function).joined(separator: " < ") }
+        return t
+    }
+
+    public static func isHexByte(_ b: UInt8) -> Bool {
+        (b >= 48 && b <= 57) || (b | 0x20 >= 97 && b | 0x20 <= 102)
+    }
+    public static func isWordByte(_ b: UInt8) -> Bool {
+        isHexByte(b) || (b | 0x20 >= 97 && b | 0x20 <= 122) || b == UInt8(ascii: "_")
+    }
+}
+
