@@ -63,7 +63,7 @@ struct SymTests {
         let h = try compareWithLLVM(Paths.heapscope, step: 97)
         let swiftFrames = h.filter { $0.last!.file.hasSuffix(".swift") && $0.last!.line > 0 }
         #expect(swiftFrames.count > 1000)
-        #expect(h.contains { $0.last!.function.hasPrefix("heapscope.SymRequest.init(line: Swift.String") && $0.last!.file.hasSuffix("/Sources/heapscope/Sym.swift") })
+        #expect(h.contains { $0.last!.function.hasPrefix("Output.SymRequest.init(line: Swift.String") && $0.last!.file.hasSuffix("/Sources/Output/Sym.swift") })
         // Every byte of the closures of one module: their DIEs nest inside the enclosing function's
         // (out-of-line code of their own) and end in inlined "Swift runtime failure" traps.
         let c = try compareWithLLVM(Paths.heapscope, step: 1, only: { $0.name.hasPrefix("$s13ProcessAccess") && $0.name.contains("XEfU") })
