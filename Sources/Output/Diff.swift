@@ -3,9 +3,9 @@ import Inspect
 import Snapshot
 
 public extension SnapshotDiff {
-    public static func signed(_ v: Int64) -> String { v > 0 ? "+\(v)" : String(v) }
+    static func signed(_ v: Int64) -> String { v > 0 ? "+\(v)" : String(v) }
 
-    public func text(into out: inout OutputBuffer, limit: Int, a: String, b: String, _ sa: Snapshot, _ sb: Snapshot) {
+    func text(into out: inout OutputBuffer, limit: Int, a: String, b: String, _ sa: Snapshot, _ sb: Snapshot) {
         func who(_ s: Snapshot) -> String { "pid \(s.report.pid) (\(s.value("exe") ?? "?")), \(s.report.chunks.count) chunks" }
         out.write("A: \(a): \(who(sa))\nB: \(b): \(who(sb))\n")
         for (k, v) in sb.meta where k.hasPrefix("build_id:") {
@@ -27,7 +27,7 @@ public extension SnapshotDiff {
         }
     }
 
-    public func json(into out: inout OutputBuffer, limit: Int, a: String, b: String) {
+    func json(into out: inout OutputBuffer, limit: Int, a: String, b: String) {
         func t(_ x: Tally) -> String { "{\"chunks\":\(x.count),\"bytes\":\(x.bytes)}" }
         out.write("{\"a\":\(jsonString(a)),\"b\":\(jsonString(b)),\"by\":\"\(by.rawValue)\",\"new\":\(t(new)),\"gone\":\(t(gone)),\"survivors\":\(t(survivors))")
         out.write(",\"changed\":\(changed.map(String.init) ?? "null"),\"causes\":[")

@@ -96,7 +96,7 @@ public func jsonString(_ s: String) -> String {
     return String(decoding: b.bytes, as: UTF8.self)
 }
 public extension String {
-    public func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }
+    func replacingSpaces() -> String { String(self.map { $0 == " " ? "0" : $0 }) }
 }
 
 /// What was copied besides the heap and what was left out (a line for leaks, types, snapshot,

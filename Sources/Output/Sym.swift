@@ -121,12 +121,12 @@ public struct Sessions {
 
 public extension Int32 {
     /// Close a descriptor just opened as a probe; returns it (or -1).
-    public func closing() -> Int32 { if self >= 0 { close(self) }; return self }
+    func closing() -> Int32 { if self >= 0 { close(self) }; return self }
 }
 
 public extension String {
     /// The state letter of /proc/PID/stat.
-    public init(procStatOf pid: Int32) throws {
+    init(procStatOf pid: Int32) throws {
         let fd = Glibc.open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SymError("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue) }
         defer { close(fd) }
