@@ -61,7 +61,10 @@ public final class GlibcCapture: @unchecked Sendable {
     /// detaching (see `resolveMainRegions`).
     public internal(set) var mainRegionMappings: [Segment] = []
 
-    public init(target: GlibcTarget) { self.target = target }
+    /// Page-level reads of the live process (pagemap opened and its buffer faulted in before the
+    /// stop; a capture is made before each stop).
+    let livePages: LivePages
+    public init(target: GlibcTarget) { self.target = target; livePages = LivePages(remote: target.remote) }
 }
 
 public enum GlibcError: Error, CustomStringConvertible, Sendable {
@@ -163,7 +166,7 @@ extension GlibcCapture {
         if outOfTime() { return }
         // 5. mmapped chunks (headers only).
         if !deferMmapped {
-            scanMmapped(from: LivePages(remote: remote))
+            scanMmapped(from: livePages)
             trace.mark("mmapped scan")
         }
         if outOfTime() { return }

@@ -210,6 +210,7 @@ public enum Inspector {
             attempt += 1
             capture = target.newCapture()
             let pool = BufferPool(bytes: Int(planned))
+            let pages = writable ? LivePages(remote: target.remote) : nil
             let att: Attachment
             do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
                 if case .threadWouldNotStop(let p, let t, let st, let us, let others) = error, !pauses.isEmpty {
@@ -226,7 +227,7 @@ public enum Inspector {
                 throw .allocator(error)
             }
             if writable && !budget.exceeded {
-                let c = CopyPlan.copy(remote: target.remote, skipping: capture.image, threads: att.threads, sharedRoots: options.sharedRoots,
+                let c = CopyPlan.copy(remote: target.remote, pages: pages, skipping: capture.image, threads: att.threads, sharedRoots: options.sharedRoots,
                                       pool: pool, budget: budget)
                 (maps, writableImage, account) = (c.maps, c.image, c.account)
             }
