@@ -32,7 +32,7 @@ import ProcessAccess
         let prep = try Inspector.prepare(pid: pid, options: InspectOptions())
         let att = try Attachment(pid: pid, budgetNs: 60_000_000_000)
         let cap = prep.newCapture()
-        try cap.capture(threads: att.threads, pool: BufferPool(bytes: prep.estimatedCopyBytes), budget: nil, deferMmapped: false)
+        try cap.capture(threads: att.threads, pool: BufferPool(bytes: prep.estimatedCopyBytes), budget: nil, mmappedFrom: LivePages(pid: pid))
         att.detach()
         let statRanges = cap.image.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: "") }
         var o = InspectOptions(); o.maxStopMicroseconds = 60_000_000

@@ -86,7 +86,7 @@ for sc in scenarios {
     let target2 = try Inspector.prepare(pid: pid, options: InspectOptions())
     let att = try Attachment(pid: pid)
     let cap = target2.newCapture()
-    try cap.capture(threads: att.threads, pool: BufferPool(bytes: target2.estimatedCopyBytes), budget: nil, deferMmapped: false)
+    try cap.capture(threads: att.threads, pool: BufferPool(bytes: target2.estimatedCopyBytes), budget: nil, mmappedFrom: LivePages(pid: pid))
     att.detach()
     let ranges = cap.image.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: $0.label) }
     let bytes = ranges.reduce(0) { $0 + $1.count }

@@ -25,9 +25,10 @@ public protocol AllocatorTarget: Sendable {
 
 /// One capture of an allocator's state.
 public protocol AllocatorCapture: AnyObject {
-    /// With every thread stopped: reads only. `deferMmapped`: leave chunks mapped on their own
-    /// to `scanMmapped` after the detach (the caller copies the anonymous memory anyway).
-    func capture(threads: [StoppedThread], pool: BufferPool?, budget: StopBudget?, deferMmapped: Bool) throws(AllocatorError)
+    /// With every thread stopped: reads only. `mmappedFrom`: the pages to find chunks mapped on
+    /// their own in now (made before the stop); nil leaves them to `scanMmapped` after the detach
+    /// (the caller copies the anonymous memory anyway).
+    func capture(threads: [StoppedThread], pool: BufferPool?, budget: StopBudget?, mmappedFrom pages: PageSource?) throws(AllocatorError)
     /// What was copied.
     var image: MemoryImage { get }
     var threads: [StoppedThread] { get }

@@ -220,9 +220,10 @@ private final class Scanner {
                 a = (next + 7) & ~7
                 continue
             }
-            let stop = min(to, r.end)
+            // (a + 8 <= stop: the region holds the word at a, and a + 8 <= to)
+            let last = min(to, r.end) - 8
             let base = r.base, rs = r.start
-            while stop >= 8 && a <= stop - 8 {
+            while a <= last {
                 mark(base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self), definite: definite)
                 a += 8
             }

@@ -61,10 +61,7 @@ public final class GlibcCapture: @unchecked Sendable {
     /// detaching (see `resolveMainRegions`).
     public internal(set) var mainRegionMappings: [Segment] = []
 
-    /// Page-level reads of the live process (pagemap opened and its buffer faulted in before the
-    /// stop; a capture is made before each stop).
-    let livePages: LivePages
-    public init(target: GlibcTarget) { self.target = target; livePages = LivePages(remote: target.remote) }
+    public init(target: GlibcTarget) { self.target = target }
 }
 
 public enum GlibcError: Error, CustomStringConvertible, Sendable {
@@ -101,10 +98,11 @@ extension GlibcCapture {
 
     /// With `budget`, each step checks it and the capture ends early once it is exceeded
     /// (the caller detaches and reports; nothing copied then is used).
-    /// `deferMmapped`: leave the mmapped-chunk scan for after the detach (`scanMmapped(from:)` on
-    /// a copy of every resident anonymous page, which the caller makes in the same pause).
+    /// `mmappedFrom`: where to find the mmapped chunks now (the live process's pages, made before
+    /// the stop); nil leaves the scan for after the detach (`scanMmapped(from:)` on a copy of
+    /// every resident anonymous page, which the caller makes in the same pause).
     public func captureHeap(threads: [StoppedThread], pool: BufferPool? = nil, budget: StopBudget? = nil,
-                            deferMmapped: Bool = false) throws(GlibcError) {
+                            mmappedFrom pages: PageSource?) throws(GlibcError) {
         self.threads = threads
         let trace = PhaseTrace()
         defer { trace.done("capture total") }
@@ -165,8 +163,8 @@ extension GlibcCapture {
         trace.mark("heap segments")
         if outOfTime() { return }
         // 5. mmapped chunks (headers only).
-        if !deferMmapped {
-            scanMmapped(from: livePages)
+        if let pages {
+            scanMmapped(from: pages)
             trace.mark("mmapped scan")
         }
         if outOfTime() { return }
@@ -336,7 +334,7 @@ extension GlibcCapture {
     /// Find mmapped chunks in anonymous rw mappings outside the arenas' heaps, header by header.
     /// Find mmapped chunks through `source`: the live process while stopped, or, after the
     /// detach, a copy that holds every resident page of the anonymous mappings (see `capture`'s
-    /// `deferMmapped`).
+    /// `mmappedFrom`).
     public func scanMmapped(from source: PageSource) {
         let L = target.layout
         let page: UInt64 = 4096

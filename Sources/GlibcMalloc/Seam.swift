@@ -12,8 +12,8 @@ extension GlibcTarget: AllocatorTarget {
 }
 
 extension GlibcCapture: AllocatorCapture {
-    public func capture(threads: [StoppedThread], pool: BufferPool?, budget: StopBudget?, deferMmapped: Bool) throws(AllocatorError) {
-        do { try captureHeap(threads: threads, pool: pool, budget: budget, deferMmapped: deferMmapped) } catch { throw error.allocatorError }
+    public func capture(threads: [StoppedThread], pool: BufferPool?, budget: StopBudget?, mmappedFrom pages: PageSource?) throws(AllocatorError) {
+        do { try captureHeap(threads: threads, pool: pool, budget: budget, mmappedFrom: pages) } catch { throw error.allocatorError }
     }
 }
 

@@ -10,12 +10,12 @@ struct ListedFree {
 /// The chunk table's columns while the walk fills them (plain arrays in this module, so the hot
 /// loop's appends inline).
 struct Columns {
-    var address: [UInt64] = [], size: [UInt64] = [], state: [ChunkKind] = [], arena: [UInt16] = []
+    var address: [UInt64] = [], size: [UInt64] = [], kind: [ChunkKind] = [], arena: [UInt16] = []
     mutating func reserve(_ n: Int) {
-        address.reserveCapacity(n); size.reserveCapacity(n); state.reserveCapacity(n); arena.reserveCapacity(n)
+        address.reserveCapacity(n); size.reserveCapacity(n); kind.reserveCapacity(n); arena.reserveCapacity(n)
     }
-    @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ st: ChunkKind, _ ar: UInt16) {
-        address.append(a); size.append(s); state.append(st); arena.append(ar)
+    @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
+        address.append(a); size.append(s); kind.append(k); arena.append(ar)
     }
 }
 
@@ -208,7 +208,7 @@ extension GlibcCapture {
             warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
             fi += 1
         }
-        var table = ChunkTable(address: cols.address, size: cols.size, kind: cols.state, arena: cols.arena, kinds: kinds)
+        var table = ChunkTable(address: cols.address, size: cols.size, kind: cols.kind, arena: cols.arena, kinds: kinds)
         cols = Columns()
         table.sortByAddress()   // a no-op unless segments overlapped (corrupt heap_info)
         let nMmaps = UInt64(image.u32(mp + L.mpNMmaps) ?? 0)

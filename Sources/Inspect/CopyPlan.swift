@@ -42,12 +42,12 @@ enum CopyPlan {
     /// what `skipping` holds already. A mapping that cannot be read (device memory) is left out.
     /// `remote` a core file: its mappings, and what it holds of them.
     /// `pages`: made before the stop (pagemap open, its buffer in place).
-    static func copy(remote: RemoteMemory, pages: LivePages? = nil, skipping: MemoryImage, threads: [StoppedThread], sharedRoots: Bool,
+    static func copy(remote: RemoteMemory, pages: LivePages, skipping: MemoryImage, threads: [StoppedThread], sharedRoots: Bool,
                      pool: BufferPool?, budget: StopBudget?) -> Result {
         let trace = PhaseTrace()
         let all = remote.core?.maps ?? (try? ProcFS.maps(pid: remote.pid)) ?? []
         trace.mark("writable: maps")
-        var p = plan(all, pages: pages ?? LivePages(remote: remote), stackPointers: threads.map(\.stackPointer).sorted(),
+        var p = plan(all, pages: pages, stackPointers: threads.map(\.stackPointer).sorted(),
                      skipping: skipping.regions, sharedRoots: sharedRoots)
         trace.mark("writable: plan (\(p.requests.count) ranges)")
         let image = MemoryImage()

@@ -107,10 +107,11 @@ public enum Inspector {
         do { core = try CoreFile(path: path) } catch { throw .core(error) }
         let (target, symbols) = try prepare(source: .core(core), options: options)
         let capture = target.newCapture()
-        do { try capture.capture(threads: core.threads, pool: nil, budget: nil, deferMmapped: writable) } catch { throw .allocator(error) }
+        let pages = LivePages(remote: target.remote)
+        do { try capture.capture(threads: core.threads, pool: nil, budget: nil, mmappedFrom: writable ? nil : pages) } catch { throw .allocator(error) }
         var maps: [Mapping] = [], writableImage = MemoryImage(), account: CopyAccount? = nil
         if writable {
-            let c = CopyPlan.copy(remote: target.remote, skipping: capture.image, threads: core.threads,
+            let c = CopyPlan.copy(remote: target.remote, pages: pages, skipping: capture.image, threads: core.threads,
                                   sharedRoots: options.sharedRoots, pool: nil, budget: nil)
             (maps, writableImage, account) = (c.maps, c.image, c.account)
         }
@@ -120,6 +121,9 @@ public enum Inspector {
         if !capture.unsettled.isEmpty {
             walk.warnings.insert(.init(.unsettled, nil, "the core was written while the heap was changing (\(capture.unsettled.joined(separator: "; "))); results may be inconsistent"), at: 0)
         }
+        if core.truncatedBytes > 0 {
+            walk.warnings.insert(.init(.unreadable, nil, "the core file is cut short: \(core.truncatedBytes) bytes of the memory its headers describe are not in it (a size limit or a full disk when it was written?); what is missing reads as unknown"), at: 0)
+        }
         var report = HeapReport(pid: core.pid, pauseMicroseconds: 0, attempts: 0, allocator: target.allocatorName,
                                 allocatorVersion: target.version, discovery: capture.discovery,
                                 heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
@@ -128,7 +132,7 @@ public enum Inspector {
         report.beyondHeap = account
         var ids: [(path: String, id: String)] = []
         for f in core.files where f.fileOffset == 0 && !ids.contains(where: { $0.path == f.path }) {
-            if let id = core.recordedBuildID(f.path) { ids.append((f.path, id.map { String($0, radix: 16).leftPadded(2) }.joined())) }
+            if let id = core.recordedBuildID(f.path) { ids.append((f.path, ELFNotes.hex(id))) }
         }
         let facts = ProcessFacts(pid: core.pid, exe: core.executable ?? "", startTime: nil, buildIDs: ids)
         return Captured(report: report, target: target, capture: capture, accessPid: core.pid, maps: maps, writable: writableImage,
@@ -206,11 +210,12 @@ public enum Inspector {
         if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps.filter { !target.isHeapMapping($0) }, sharedRoots: options.sharedRoots) }
         try MemoryLimit.check(needed: planned, pid: pid)
         var cutByBudget = false
+        // Page-level reads (pagemap open, its buffer in place) made before the stop, for every attempt.
+        let pages = LivePages(remote: target.remote)
         while true {
             attempt += 1
             capture = target.newCapture()
             let pool = BufferPool(bytes: Int(planned))
-            let pages = writable ? LivePages(remote: target.remote) : nil
             let att: Attachment
             do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
                 if case .threadWouldNotStop(let p, let t, let st, let us, let others) = error, !pauses.isEmpty {
@@ -221,7 +226,7 @@ public enum Inspector {
             }
             let budget = StopBudget(deadlineNs: att.deadlineNs)
             do {
-                try capture.capture(threads: att.threads, pool: pool, budget: budget, deferMmapped: writable)
+                try capture.capture(threads: att.threads, pool: pool, budget: budget, mmappedFrom: writable ? nil : pages)
             } catch {
                 att.detach()
                 throw .allocator(error)
@@ -303,10 +308,6 @@ public enum Inspector {
         let files = TargetFiles(pid: pid, maps: maps, executable: exe, filePath: { source.filePath($0) }, remote: source.remote)
         do { return (try GlibcPrepare.target(files, session: session, useDebugInfo: options.useDebugInfo), session) } catch { throw .allocator(error.allocatorError) }
     }
-}
-
-extension String {
-    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
 
 @inline(__always) func nowNs() -> UInt64 {

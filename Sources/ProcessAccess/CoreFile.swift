@@ -118,23 +118,22 @@ public final class CoreFile: @unchecked Sendable {
         }
         guard h.u16(16) == 4 else { throw .notCore(path: path, why: "an ELF file of type \(h.u16(16)), not ET_CORE (4)") }
         guard h.u16(18) == 62 else { throw .notCore(path: path, why: "a core of machine \(h.u16(18)), not x86-64 (62)") }
-        let phoff = h.u64(32), phentsize = Int(h.u16(54)), phnum = Int(h.u16(56))
-        guard phentsize >= 56 else { throw .damaged(path: path, why: "program header entries of \(phentsize) bytes") }
-        guard phnum > 0, let table = bytes(at: phoff, count: phnum * phentsize) else {
+        let phnum = Int(h.u16(56)), phoff = h.u64(32)
+        guard h.u16(54) >= 56 else { throw .damaged(path: path, why: "program header entries of \(h.u16(54)) bytes") }
+        guard let headers = ELFNotes.programHeaders(read: { self.bytes(at: $0, count: $1) }), !headers.isEmpty else {
             throw .damaged(path: path, why: "its \(phnum) program headers at offset \(phoff) are past the end of the file (\(fileSize) bytes)")
         }
         var loads: [Segment] = []
         var notes: [(UInt64, UInt64)] = []
-        for i in 0..<phnum {
-            let p = i * phentsize
-            let type = table.u32(p), flags = table.u32(p + 4)
-            let offset = table.u64(p + 8), vaddr = table.u64(p + 16), filesz = table.u64(p + 32), memsz = table.u64(p + 40)
-            if type == 4 { notes.append((offset, filesz)) }   // PT_NOTE
-            guard type == 1, memsz > 0 else { continue }      // PT_LOAD
-            guard vaddr &+ memsz > vaddr else { continue }    // wraps: not a mapping
+        for ph in headers {
+            if ph.type == 4 { notes.append((ph.offset, ph.filesz)) }   // PT_NOTE
+            guard ph.type == 1, ph.memsz > 0 else { continue }         // PT_LOAD
+            guard ph.vaddr &+ ph.memsz > ph.vaddr else { continue }    // wraps: not a mapping
             // What the file really holds of it (a truncated core holds less).
-            let held = offset >= fileSize ? 0 : min(filesz, memsz, fileSize - offset)
-            loads.append(Segment(vaddr: vaddr, memsz: memsz, offset: offset, filesz: held, flags: flags))
+            let written = min(ph.filesz, ph.memsz)
+            let held = ph.offset >= fileSize ? 0 : min(written, fileSize - ph.offset)
+            truncatedBytes &+= written - held
+            loads.append(Segment(vaddr: ph.vaddr, memsz: ph.memsz, offset: ph.offset, filesz: held, flags: ph.flags))
         }
         loads.sort { $0.vaddr < $1.vaddr }
         for s in loads where segments.last.map({ $0.end <= s.vaddr }) ?? true { segments.append(s) }
@@ -147,28 +146,20 @@ public final class CoreFile: @unchecked Sendable {
         }
         if pid == 0, let t = threads.first { pid = t.tid }
         guard !threads.isEmpty else { throw .damaged(path: path, why: "no thread (NT_PRSTATUS) in its notes") }
+        maps = makeMaps()
     }
 
     private func readNotes(_ d: [UInt8]) {
-        var p = 0
-        while p + 12 <= d.count {
-            let namesz = Int(d.u32(p)), descsz = Int(d.u32(p + 4)), type = d.u32(p + 8)
-            let nameStart = p + 12
-            let descStart = nameStart + ((namesz + 3) & ~3)
-            guard namesz <= d.count, descsz <= d.count, descStart <= d.count, descsz <= d.count - descStart else { return }
-            let name = d[nameStart..<min(nameStart + namesz, d.count)].prefix { $0 != 0 }
-            let desc = Array(d[descStart..<descStart + descsz])
-            p = descStart + ((descsz + 3) & ~3)
-            if name.elementsEqual("CORE".utf8) {
-                switch type {
-                case 1: prstatus(desc)                              // NT_PRSTATUS
-                case 3: prpsinfo(desc)                              // NT_PRPSINFO
-                case 6:                                             // NT_AUXV
-                    var k = 0
-                    while k + 16 <= desc.count { auxv.append((desc.u64(k), desc.u64(k + 8))); k += 16 }
-                case 0x4649_4c45: mappedFiles(desc)                 // NT_FILE
-                default: break
-                }
+        for n in ELFNotes.notes(d) where n.name.elementsEqual("CORE".utf8) {
+            let desc = Array(n.desc)
+            switch n.type {
+            case 1: prstatus(desc)                              // NT_PRSTATUS
+            case 3: prpsinfo(desc)                              // NT_PRPSINFO
+            case 6:                                             // NT_AUXV
+                var k = 0
+                while k + 16 <= desc.count { auxv.append((desc.u64(k), desc.u64(k + 8))); k += 16 }
+            case 0x4649_4c45: mappedFiles(desc)                 // NT_FILE
+            default: break
             }
         }
     }
@@ -221,7 +212,12 @@ public final class CoreFile: @unchecked Sendable {
     /// the file NT_FILE names for it. Names the kernel gives ([stack], [vdso], [vvar],
     /// [vsyscall]) are given back from the registers and the auxiliary vector; [heap] is the
     /// first anonymous writable mapping past the executable within the brk randomisation range.
-    public var maps: [Mapping] {
+    public private(set) var maps: [Mapping] = []
+    /// Bytes of segments the program headers say the file holds but it does not (a core cut
+    /// short: a size limit, a full disk, a copy cut off).
+    public private(set) var truncatedBytes: UInt64 = 0
+
+    private func makeMaps() -> [Mapping] {
         var out: [Mapping] = []
         var fi = 0
         for s in segments {
@@ -277,14 +273,8 @@ public final class CoreFile: @unchecked Sendable {
     /// read or matched).
     private func fileSegmentFlags(_ f: MappedFile) -> UInt32? {
         guard let (fd, _) = fileBacking(f.start) else { return nil }
-        var h = [UInt8](repeating: 0, count: 64)
-        guard pread(fd, &h, 64, 0) == 64, h[0..<4] == [0x7f, 0x45, 0x4c, 0x46], h[4] == 2 else { return nil }
-        let phoff = h.u64(32), size = Int(h.u16(54)), count = Int(h.u16(56))
-        guard size >= 56, count < 256, phoff < UInt64(Int64.max) else { return nil }
-        var t = [UInt8](repeating: 0, count: size * count)
-        guard pread(fd, &t, t.count, off_t(Int64(phoff))) == t.count else { return nil }
-        for i in 0..<count where t.u32(i * size) == 1 && t.u64(i * size + 8) & ~4095 == f.fileOffset { return t.u32(i * size + 4) }
-        return nil
+        return ELFNotes.programHeaders(read: { ELFNotes.pread(fd, $0, $1) })?
+            .first { $0.type == 1 && $0.offset & ~4095 == f.fileOffset }?.flags
     }
 
     /// Read up to `count` bytes at `address` into `dst`: from the core where it holds them, else
@@ -436,32 +426,62 @@ public final class CoreFile: @unchecked Sendable {
 /// The GNU build-id note of an ELF image, read through `read(offset, count)` (bounded: a damaged
 /// image gives nil).
 public enum ELFNotes {
-    public static func buildID(read: (UInt64, Int) -> [UInt8]?) -> [UInt8]? {
+    /// One program header of a 64-bit ELF file.
+    public struct ProgramHeader: Sendable {
+        public var type: UInt32, flags: UInt32, offset: UInt64, vaddr: UInt64, filesz: UInt64, memsz: UInt64
+    }
+
+    /// The program headers of a 64-bit little-endian ELF image read through `read(offset, count)`;
+    /// nil when the header or the table cannot be read.
+    public static func programHeaders(read: (UInt64, Int) -> [UInt8]?) -> [ProgramHeader]? {
         guard let h = read(0, 64), h[0..<4] == [0x7f, 0x45, 0x4c, 0x46], h[4] == 2 else { return nil }
-        let phoff = h.u64(32), phentsize = Int(h.u16(54)), phnum = Int(h.u16(56))
-        guard phentsize >= 56, phnum > 0, phnum < 256, let table = read(phoff, phnum * phentsize) else { return nil }
-        for i in 0..<phnum where table.u32(i * phentsize) == 4 {
-            let off = table.u64(i * phentsize + 8), size = table.u64(i * phentsize + 32)
-            guard size <= 1 << 16, let d = read(off, Int(size)) else { continue }
-            var p = 0
-            while p + 12 <= d.count {
-                let namesz = Int(d.u32(p)), descsz = Int(d.u32(p + 4)), type = d.u32(p + 8)
-                let descStart = p + 12 + ((namesz + 3) & ~3)
-                guard namesz <= d.count, descsz <= d.count, descStart <= d.count, descsz <= d.count - descStart else { break }
-                if type == 3, namesz == 4, d[(p + 12)..<(p + 15)].elementsEqual("GNU".utf8) { return Array(d[descStart..<descStart + descsz]) }
-                p = descStart + ((descsz + 3) & ~3)
-            }
+        let phoff = h.u64(32), size = Int(h.u16(54)), count = Int(h.u16(56))
+        guard size >= 56, let t = read(phoff, count * size) else { return nil }
+        return (0..<count).map { i in
+            let p = i * size
+            return ProgramHeader(type: t.u32(p), flags: t.u32(p + 4), offset: t.u64(p + 8), vaddr: t.u64(p + 16),
+                                 filesz: t.u64(p + 32), memsz: t.u64(p + 40))
+        }
+    }
+
+    /// The notes of a PT_NOTE segment's bytes (name, type, description), as far as they parse.
+    public static func notes(_ d: [UInt8]) -> [(name: ArraySlice<UInt8>, type: UInt32, desc: ArraySlice<UInt8>)] {
+        var out: [(name: ArraySlice<UInt8>, type: UInt32, desc: ArraySlice<UInt8>)] = []
+        var p = 0
+        while p + 12 <= d.count {
+            let namesz = Int(d.u32(p)), descsz = Int(d.u32(p + 4)), type = d.u32(p + 8)
+            let descStart = p + 12 + ((namesz + 3) & ~3)
+            guard namesz <= d.count, descsz <= d.count, descStart <= d.count, descsz <= d.count - descStart else { break }
+            out.append((d[(p + 12)..<(p + 12 + namesz)].prefix { $0 != 0 }, type, d[descStart..<descStart + descsz]))
+            p = descStart + ((descsz + 3) & ~3)
+        }
+        return out
+    }
+
+    /// The GNU build-id note of an ELF image (bounded: a damaged image gives nil).
+    public static func buildID(read: (UInt64, Int) -> [UInt8]?) -> [UInt8]? {
+        guard let headers = programHeaders(read: read), headers.count < 256 else { return nil }
+        for ph in headers where ph.type == 4 && ph.filesz <= 1 << 16 {
+            guard let d = read(ph.offset, Int(ph.filesz)) else { continue }
+            if let n = notes(d).first(where: { $0.type == 3 && $0.name.elementsEqual("GNU".utf8) }) { return Array(n.desc) }
         }
         return nil
     }
 
-    public static func buildID(fd: Int32) -> [UInt8]? {
-        buildID { off, n in
-            guard off <= UInt64(Int64.max) else { return nil }
-            var b = [UInt8](repeating: 0, count: n)
-            let got = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, n, off_t(Int64(off))) }
-            return got == n ? b : nil
-        }
+    public static func buildID(fd: Int32) -> [UInt8]? { buildID { pread(fd, $0, $1) } }
+
+    /// `count` bytes of `fd` at `offset`, or nil.
+    static func pread(_ fd: Int32, _ offset: UInt64, _ count: Int) -> [UInt8]? {
+        guard count >= 0, offset <= UInt64(Int64.max) else { return nil }
+        var b = [UInt8](repeating: 0, count: count)
+        let got = b.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress!, count, off_t(Int64(offset))) }
+        return got == count ? b : nil
+    }
+
+    /// Bytes as lower-case hex, two digits each (how build-ids are written).
+    public static func hex(_ b: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef")
+        return String(b.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
     }
 }
 

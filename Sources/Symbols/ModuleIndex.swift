@@ -1,5 +1,6 @@
 import CLibdw
 import Glibc
+import ProcessAccess
 
 /// One frame of a resolved address: a function and a source position. For the innermost frame
 /// the position is the address's own line; for an outer frame, the call site of the frame inside it.
@@ -140,7 +141,7 @@ final class ModuleIndex {
         var vaddr: GElf_Addr = 0
         let idlen = dwfl_module_build_id(m, &idp, &vaddr)
         if idlen > 0, let idp {
-            buildID = (0..<Int(idlen)).map { String(format2hex(idp[$0])) }.joined()
+            buildID = ELFNotes.hex(Array(UnsafeBufferPointer(start: idp, count: Int(idlen))))
         } else { buildID = nil }
         _ = dwfl_module_info(m, nil, nil, nil, nil, nil, &mainfile, &debugfile)
         debugSource = debugfile.map { String(cString: $0) }
@@ -450,11 +451,6 @@ final class ModuleIndex {
         b.frameStart[k] = Int32(start)
         b.frameCount[k] = Int32(b.frames.count - start)
     }
-}
-
-func format2hex(_ b: UInt8) -> String {
-    let d = Array("0123456789abcdef")
-    return String([d[Int(b >> 4)], d[Int(b & 15)]])
 }
 
 /// A compile unit's line table, sorted by address, as parallel arrays.

@@ -397,7 +397,10 @@ public enum DynamicSymbols {
 
 /// The GNU build-id of an ELF file (NT_GNU_BUILD_ID in a PT_NOTE segment), as hex.
 public func elfBuildID(path: String) -> String? {
-    withELF(path) { e in buildID(e) } ?? nil
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    return ELFNotes.buildID(fd: fd).map(ELFNotes.hex)
 }
 
 /// `body` over the ELF file at `path` (read with libelf, mapped); nil if it cannot be opened.
@@ -409,24 +412,6 @@ func withELF<T>(_ path: String, _ body: (OpaquePointer) -> T) -> T? {
     guard let e = elf_begin(fd, ELF_C_READ_MMAP, nil) else { return nil }
     defer { elf_end(e) }
     return body(e)
-}
-
-private func buildID(_ e: OpaquePointer) -> String? {
-    for ph in elfProgramHeaders(e) where ph.p_type == UInt32(PT_NOTE) {
-        guard let data = elf_getdata_rawchunk(e, Int64(ph.p_offset), Int(ph.p_filesz), ELF_T_NHDR) else { continue }
-        var offset = 0
-        while true {
-            var nh = GElf_Nhdr(), nameOff = 0, descOff = 0
-            let next = gelf_getnote(data, offset, &nh, &nameOff, &descOff)
-            if next == 0 { break }
-            offset = next
-            guard nh.n_type == UInt32(NT_GNU_BUILD_ID), nh.n_namesz == 4, let base = data.pointee.d_buf else { continue }
-            let p = base.assumingMemoryBound(to: UInt8.self)
-            guard p[nameOff] == UInt8(ascii: "G"), p[nameOff + 1] == UInt8(ascii: "N"), p[nameOff + 2] == UInt8(ascii: "U") else { continue }
-            return (0..<Int(nh.n_descsz)).map { String(format2hex(p[descOff + $0])) }.joined()
-        }
-    }
-    return nil
 }
 
 /// A recursive pthread mutex (no Foundation needed): a caller holding `SymbolSession.lock` may

@@ -126,6 +126,23 @@ struct CoreTests {
         try Data(bytes).write(to: URL(fileURLWithPath: to))
     }
 
+    /// The same core with its notes moved in front of the memory, where the kernel writes them
+    /// (gcore writes them last): every segment's offset moves by the notes' size.
+    static func notesFirst(_ b: [UInt8]) -> [UInt8] {
+        func u64(_ p: Int) -> Int { (0..<8).reduce(0) { $0 | Int(b[p + $1]) << (8 * $1) } }
+        func u16(_ p: Int) -> Int { Int(b[p]) | Int(b[p + 1]) << 8 }
+        let phoff = u64(32), size = u16(54), count = u16(56), tableEnd = phoff + size * count
+        guard let n = (0..<count).first(where: { b[phoff + $0 * size] == 4 }) else { return b }
+        let noteOff = u64(phoff + n * size + 8), noteSize = u64(phoff + n * size + 32)
+        var out = Array(b[0..<tableEnd]) + b[noteOff..<noteOff + noteSize] + b[tableEnd..<noteOff] + b[(noteOff + noteSize)...]
+        for i in 0..<count {
+            let at = phoff + i * size + 8
+            let off = i == n ? tableEnd : u64(at) + (u64(at) >= tableEnd && u64(at) < noteOff ? noteSize : 0)
+            for k in 0..<8 { out[at + k] = UInt8(truncatingIfNeeded: off >> (8 * k)) }
+        }
+        return out
+    }
+
     @Test("sym --core names addresses as sym --pid does (gcore's core and a kernel-style one)")
     func symOnCore() throws {
         let p = try TargetProcess("typed")
@@ -152,7 +169,7 @@ struct CoreTests {
         }
     }
 
-    @Test("bad core files: a clear error and exit 8, never a crash")
+    @Test("bad and cut cores: exit 8 naming what is damaged; a core cut in its memory keeps what it holds and says how much it lacks")
     func badCores() throws {
         let dir = try temporaryDirectory("core")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -167,12 +184,29 @@ struct CoreTests {
             let r = try run(Paths.heapscope, ["stat", path])
             #expect(r.status == 8 && r.err.contains("is damaged") && r.err.contains(expected), "\(n): \(r.status) \(r.err)")
         }
-        // Cut in the middle of the memory: what is left is read; the heap is then incomplete.
+        // gcore writes its notes last: a core cut anywhere in its memory has lost them.
         let half = dir + "/half"
         try good.prefix(good.count / 2).write(to: URL(fileURLWithPath: half))
-        let r = try run(Paths.heapscope, ["stat", half])
-        #expect(r.status != 0 || r.out.contains("pid \(p.pid)"), "\(r.status) \(r.err)")
-        #expect(r.status < 128, "crashed: \(r.status) \(r.err)")
+        let h = try run(Paths.heapscope, ["stat", half])
+        #expect(h.status == 8 && h.err.contains("is damaged: its notes") && h.err.contains("are past the end of the file"), "\(h.status) \(h.err)")
+        // The kernel writes them first. Such a core cut at the main thread's stack (as a size
+        // limit cuts it) still holds the heap: the same chunks, and a warning with exactly the
+        // bytes the headers describe but the file lacks.
+        let full = dir + "/notes-first", cut = dir + "/cut-at-stack"
+        let first = Self.notesFirst([UInt8](good))
+        try Data(first).write(to: URL(fileURLWithPath: full))
+        let c = try CoreFile(path: full)
+        let sp = try #require(c.threads.first { $0.tid == p.pid }?.stackPointer)
+        let stack = try #require(c.segments.first { $0.vaddr <= sp && sp < $0.end && $0.filesz > 0 })
+        try Data(first.prefix(Int(stack.offset))).write(to: URL(fileURLWithPath: cut))
+        var missing: UInt64 = 0
+        for s in c.segments where s.offset + s.filesz > stack.offset { missing += s.offset + s.filesz - max(s.offset, stack.offset) }
+        let fullChunks = try run(Paths.heapscope, ["chunks", full, "--json", "--no-types"]), cutChunks = try run(Paths.heapscope, ["chunks", cut, "--json", "--no-types"])
+        let rowsFull = try #require(try jsonObject(fullChunks.out)["chunks"] as? [[String: Any]]), rowsCut = try #require(try jsonObject(cutChunks.out)["chunks"] as? [[String: Any]])
+        #expect(fullChunks.status == 0 && cutChunks.status == 0 && rowsFull.count == p.manifest.live.count + rowsFull.filter { $0["state"] as? String != "in_use" && $0["state"] as? String != "mmapped" }.count)
+        #expect(rowsFull.map { "\($0["address"]!) \($0["size"]!) \($0["state"]!)" } == rowsCut.map { "\($0["address"]!) \($0["size"]!) \($0["state"]!)" }, "\(cutChunks.err)")
+        let w = try jsonObject(run(Paths.heapscope, ["stat", cut, "--json"]).out)["warnings"] as? [[String: Any]] ?? []
+        #expect(w.count == 1 && w[0]["kind"] as? String == "unreadable" && (w[0]["message"] as? String)?.contains("cut short: \(missing) bytes") == true, "\(w)")
         // A core of another machine: told, exit 8.
         var foreign = good
         foreign[18] = 183; foreign[19] = 0   // EM_AARCH64
