@@ -11,8 +11,10 @@ import PackageDescription
 //   GlibcMalloc    the glibc ptmalloc2 walker (the only code that knows glibc internals)
 //   Analysis       allocator-independent analysis on HeapModel: reachability (leaks)
 //   Snapshot       the snapshot file format (write, read, checks)
-//   Inspect        orchestration: find allocator, attach, copy, detach, walk; snapshots
-//   heapscope      the command-line interface (thin)
+//   Inspect        sources (pid, core, snapshot file) to results: attach, copy, detach, walk,
+//                  analyse; snapshots, diff, watch, why; Failure and the exit codes
+//   Output         text and JSON (one JSONWriter) of every result
+//   heapscope      the command-line interface: arguments in, one library call, Output out
 let package = Package(
     name: "heapscope",
     platforms: [.macOS(.v13)],
@@ -51,8 +53,10 @@ let package = Package(
         // Output: text and JSON of every result (what the command line prints), leak groups, why's names.
         .target(name: "Output", dependencies: ["Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot", "CShim"],
                 path: "Sources/Output"),
+        // The command line: parses arguments, calls one library function per command, formats
+        // its result through Output (LintTests keep its imports to these).
         .executableTarget(name: "heapscope", dependencies: [
-            "Output", "Inspect", "HeapModel", "Symbols", "Analysis", "ProcessAccess", "Snapshot",
+            "Output", "Inspect", "HeapModel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],

@@ -1,3 +1,5 @@
+import Glibc
+
 /// heapscope's exit codes: the one table every command, `--help` and the README take them from
 /// (a test checks the README's table against it).
 public enum ExitStatus: Int32, CaseIterable, Sendable {
@@ -38,4 +40,39 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         "Exit codes: " + allCases.map { "\($0.rawValue) \($0.summary)" }.joined(separator: "; ")
             + "; 128+N interrupted by signal N (the target is detached first)."
     }
+}
+
+/// The one error a command ends with: the exit status and the message. Every library error
+/// becomes one (`InspectError.failure`, `SnapshotFile`'s and `OutputFile`'s errors through
+/// `Failure.init(_:_:)`), and the command line catches it in one place: the message on standard
+/// error (and as `{"error":{...}}` on standard output for --json), then the exit status.
+public struct Failure: Error, Sendable, CustomStringConvertible {
+    public var status: Int32
+    /// What went wrong ("" when the output already said it).
+    public var message: String
+    /// The command's output is complete and says what went wrong (corruption found: exit 2), so
+    /// --json prints no error object after it.
+    public var outputComplete = false
+    public init(_ status: ExitStatus, _ message: String, outputComplete: Bool = false) {
+        self.status = status.rawValue; self.message = message; self.outputComplete = outputComplete
+    }
+    public init(status: Int32, _ message: String, outputComplete: Bool = false) {
+        self.status = status; self.message = message; self.outputComplete = outputComplete
+    }
+    public init(_ message: String, code: Int32) { self.status = code; self.message = message }
+    public var description: String { message }
+}
+
+public extension InspectError {
+    var failure: Failure { Failure(status: exitCode, description) }
+}
+
+/// Whether debug files are used, as the environment says: HEAPSCOPE_NO_DEBUGINFO set to anything
+/// but "" or "0" turns them off (read once, here, for every command).
+public enum Environment {
+    public static let debugInfoEnabled: Bool = {
+        guard let v = getenv("HEAPSCOPE_NO_DEBUGINFO") else { return true }
+        let s = String(cString: v)
+        return s.isEmpty || s == "0"
+    }()
 }

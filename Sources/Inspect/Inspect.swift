@@ -3,6 +3,7 @@ import Glibc
 import GlibcMalloc
 import HeapModel
 import ProcessAccess
+import Snapshot
 import Symbols
 
 /// Options for one inspection.
@@ -18,7 +19,7 @@ public struct InspectOptions: Sendable {
     public var force = false
     /// Copy shared writable mappings (rw-s) too, as roots of leak checks and typing (--shared-roots).
     public var sharedRoots = false
-    public init(useDebugInfo: Bool = ProcessInfoEnv.debugInfoEnabled, maxAttempts: Int = 5,
+    public init(useDebugInfo: Bool = Environment.debugInfoEnabled, maxAttempts: Int = 5,
                 maxStopMicroseconds: UInt64 = Attachment.defaultBudgetNs / 1000) {
         self.useDebugInfo = useDebugInfo
         self.maxAttempts = maxAttempts
@@ -26,13 +27,6 @@ public struct InspectOptions: Sendable {
     }
 }
 
-public enum ProcessInfoEnv {
-    public static var debugInfoEnabled: Bool {
-        guard let v = getenv("HEAPSCOPE_NO_DEBUGINFO") else { return true }
-        let s = String(cString: v)
-        return s.isEmpty || s == "0"
-    }
-}
 
 /// Every failure of an inspection, with the exit code the CLI documents.
 public enum InspectError: Error, CustomStringConvertible, Sendable {
@@ -42,10 +36,16 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
     case symbols(String)
     /// A core file that cannot be read.
     case core(CoreFile.CoreError)
+    /// A snapshot file that cannot be read.
+    case snapshotFile(SnapshotError)
+    /// A command that needs a process image, given a snapshot file.
+    case needsImage(String)
 
     public var description: String {
         switch self {
         case .core(let e): return e.description
+        case .snapshotFile(let e): return e.description
+        case .needsImage(let command): return "\(command) needs a live process (a PID) or a core file, not a snapshot file"
         case .process(let e): return e.description
         case .allocator(let e): return e.description
         case .symbols(let s): return s
@@ -61,18 +61,36 @@ public enum InspectError: Error, CustomStringConvertible, Sendable {
         case .process(.interrupted(let sig)): return ExitStatus.signal(sig)
         case .allocator(.notThisAllocator), .allocator(.unsupportedVersion): return ExitStatus.unsupported.rawValue
         case .allocator(.notInitialised), .allocator(.stateNotFound): return ExitStatus.mallocNotFound.rawValue
-        case .core: return ExitStatus.badInputFile.rawValue
+        case .core, .snapshotFile: return ExitStatus.badInputFile.rawValue
+        case .needsImage: return ExitStatus.usage.rawValue
         case .process, .symbols: return ExitStatus.otherError.rawValue
         }
     }
 }
 
-/// What to inspect: a live process, or a core file of one.
+/// What to inspect: a live process, a core file of one, or a snapshot file heapscope wrote.
 public enum InspectTarget: Sendable, Equatable {
     case process(Int32)
     case core(path: String)
+    case snapshot(path: String)
     /// Whether `path` is an ELF core file (by its contents).
     public static func isCoreFile(_ path: String) -> Bool { CoreFile.isCore(path: path) }
+
+    /// The target a command-line argument names: digits are a process id (a bad one fails with
+    /// exit 3, as a process that does not exist), a file is a core file when its contents say
+    /// so and a snapshot file otherwise.
+    public init(argument a: String) throws(Failure) {
+        if !a.isEmpty && a.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            guard let p = Int32(a), p > 0 else { throw Failure(.noSuchProcess, "no such process: \(a)") }
+            self = .process(p)
+        } else if let p = Int32(a) {
+            throw Failure(.usage, "pid must be a positive process id, got \(p)")
+        } else {
+            self = CoreFile.isCore(path: a) ? .core(path: a) : .snapshot(path: a)
+        }
+    }
+    /// The snapshot file's path, when the target is one.
+    public var snapshotPath: String? { if case .snapshot(let p) = self { return p }; return nil }
 }
 
 
@@ -90,19 +108,28 @@ public enum Inspector {
     }
     /// `inspect` of a live process or a core file.
     public static func inspect(_ target: InspectTarget, options: InspectOptions = InspectOptions()) throws(InspectError) -> HeapReport {
-        try inspectCapturing(target, options: options, writable: false).report
+        if case .snapshot(let path) = target { return try readSnapshot(path).report }
+        return try inspectCapturing(target, options: options, writable: false).report
     }
 
-    static func inspectCapturing(_ target: InspectTarget, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+    /// The process image of a live process (stopped once, as briefly as the copy allows) or a
+    /// core file: everything the analyses take. `writable`: copy every other writable mapping
+    /// too (stacks, module data, anonymous memory: the roots of leak checks and typing).
+    public static func image(_ target: InspectTarget, options: InspectOptions = InspectOptions(), writable: Bool) throws(InspectError) -> ProcessImage {
+        try inspectCapturing(target, options: options, writable: writable)
+    }
+
+    static func inspectCapturing(_ target: InspectTarget, options: InspectOptions, writable: Bool) throws(InspectError) -> ProcessImage {
         switch target {
         case .process(let pid): return try inspectCapturing(pid: pid, options: options, writable: writable)
         case .core(let path): return try inspectCore(path: path, options: options, writable: writable)
+        case .snapshot: throw .needsImage("this")
         }
     }
 
     /// The same capture from a core file: nothing is stopped; the core's threads, registers and
     /// memory stand for the stopped process's.
-    static func inspectCore(path: String, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+    static func inspectCore(path: String, options: InspectOptions, writable: Bool) throws(InspectError) -> ProcessImage {
         let core: CoreFile
         do { core = try CoreFile(path: path) } catch { throw .core(error) }
         let (target, symbols) = try prepare(source: .core(core), options: options)
@@ -135,13 +162,13 @@ public enum Inspector {
             if let id = core.recordedBuildID(f.path) { ids.append((f.path, ELFNotes.hex(id))) }
         }
         let facts = ProcessFacts(pid: core.pid, exe: core.executable ?? "", startTime: nil, buildIDs: ids)
-        return Captured(report: report, target: target, capture: capture, accessPid: core.pid, maps: maps, writable: writableImage,
+        return ProcessImage(report: report, target: target, capture: capture, accessPid: core.pid, maps: maps, writable: writableImage,
                         facts: facts, symbols: symbols)
     }
 
     /// `inspect`, keeping what was copied; with `writable`, also every other writable mapping
     /// (stacks, module data, anonymous memory: the roots of a leak check), in the same pause.
-    static func inspectCapturing(pid userPid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+    static func inspectCapturing(pid userPid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> ProcessImage {
         if let what = ProcFS.notAProcess(userPid) { throw .process(.notAProcess(pid: userPid, what: what)) }
         // Memory and /proc are reached through a live thread when the leader has exited.
         let pid = ProcFS.accessPid(userPid)
@@ -168,27 +195,7 @@ public enum Inspector {
         }
     }
 
-    /// What one inspection copied, for analyses that need more than the report.
-    struct Captured {
-        var report: HeapReport
-        /// The allocator as found before the stop, and what one capture of it copied.
-        var target: any AllocatorTarget
-        var capture: any AllocatorCapture
-        /// The id the process was read through (ProcFS.accessPid): its pid, or a live thread's.
-        var accessPid: Int32 = 0
-        /// Writable mappings (as read while stopped) and the copies of those parts of them that
-        /// the heap capture did not copy; empty unless asked for.
-        var maps: [Mapping] = []
-        var writable = MemoryImage()
-        /// Executable, start time, build-ids: read before the stop.
-        var facts: ProcessFacts
-        /// The one symbol session of this image (opened before the stop, or on the core file).
-        var symbols: SymbolSession
-        /// Everything copied: the heap capture and the other writable mappings.
-        func memory() -> MemoryImage { MemoryImage.merged(capture.image, writable) }
-    }
-
-    static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> Captured {
+    static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> ProcessImage {
         let (target, symbols) = try prepare(source: .live(pid: pid), options: options)
         let facts = ProcessFacts.read(pid: pid, access: pid, maps: target.maps)
         let budgetNs = options.maxStopMicroseconds * 1000
@@ -273,7 +280,7 @@ public enum Inspector {
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
-        return Captured(report: report, target: target, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
+        return ProcessImage(report: report, target: target, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
     }
 
     /// Everything that can be learned without stopping the target: maps, allocator, version, symbols.

@@ -39,10 +39,11 @@ extension Inspector {
     public static func leaks(_ target: InspectTarget, options: InspectOptions = InspectOptions(),
                              anonymousRoots: Bool = true, types: Bool = false,
                              typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
+        if case .snapshot(let path) = target { return leaks(snapshot: try readSnapshot(path)) }
         let c = try inspectCapturing(target, options: options, writable: true)
         let memory = c.memory()
         let walk = c.report.heap
-        let (roots, sets) = leakRoots(maps: c.maps, threads: c.capture.threads, walk: walk, capture: c.capture,
+        let (roots, sets) = leakRoots(maps: c.writableMaps, threads: c.capture.threads, walk: walk, capture: c.capture,
                                       anonymous: anonymousRoots, shared: options.sharedRoots)
         let blocks = Blocks(walk.chunks)
         let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words))
@@ -50,7 +51,7 @@ extension Inspector {
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
         // Lost chunks are reached from no root: their types come from their contents alone.
-        let labels = types ? label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
+        let labels = types ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
                                    only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)

@@ -13,6 +13,7 @@ extension Inspector {
     }
     /// `snapshot` of a live process or a core file.
     public static func snapshot(_ target: InspectTarget, options: InspectOptions = InspectOptions(), contents: Bool = false) throws(InspectError) -> Snapshot {
+        if target.snapshotPath != nil { throw .needsImage("snapshot") }
         let t0 = nowNs()
         let r = try leaks(target, options: options, types: true, typesOfReachable: true)
         let pid = r.heap.pid
@@ -99,6 +100,7 @@ extension TypeInspection {
         }
         self.init(heap: s.report, blocks: blocks, labels: labels, memory: s.contentsImage(), debugInfoMicroseconds: 0,
                   propagationMicroseconds: 0, modules: [])
+        fromSnapshot = true
     }
 }
 
@@ -130,6 +132,11 @@ extension Snapshot {
 }
 
 extension Inspector {
+    /// A snapshot file, read and checked.
+    public static func readSnapshot(_ path: String) throws(InspectError) -> Snapshot {
+        do { return try SnapshotFile.read(path) } catch { throw .snapshotFile(error) }
+    }
+
     /// A leak check as a snapshot recorded it: the class of every outstanding chunk, its type,
     /// the contents when saved; no roots (their memory is not in the file) but their sizes.
     public static func leaks(snapshot s: Snapshot) -> LeakInspection {

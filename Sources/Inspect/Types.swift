@@ -19,6 +19,8 @@ public struct TypeInspection: Sendable {
     public var symbols: SymbolSession? = nil
     /// Every mapping of the image (as read before the stop, or from the core file).
     public var maps: [Mapping] = []
+    /// Read from a snapshot file (whose memory holds chunk contents only if taken with --contents).
+    public var fromSnapshot = false
 
     /// The label of block `k`: "struct node", "shapes::Circle", "char[]", nil for unknown.
     public func label(_ k: Int) -> String? { labels.label(k) }
@@ -37,16 +39,17 @@ extension Inspector {
     }
     /// `types` of a live process or a core file.
     public static func types(_ target: InspectTarget, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {
+        if case .snapshot(let path) = target { return TypeInspection(snapshot: try readSnapshot(path)) }
         let c = try inspectCapturing(target, options: options, writable: true)
         let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
-        return label(captured: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options)
+        return label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options)
     }
 
     /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`).
     /// `only`: label just these blocks, from their contents (vtables and what those objects point
     /// to, strings) — no declared roots: what `leaks` needs for lost chunks, which no root reaches.
-    static func label(captured c: Captured, memory: MemoryImage, blocks: Blocks, pid: Int32,
+    static func label(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, pid: Int32,
                       options: InspectOptions, only: [Bool]? = nil) -> TypeInspection {
         let t0 = nowNs()
         // First words that point into a module's read-only data: vtable candidates.

@@ -27,14 +27,33 @@ public extension SnapshotDiff {
         }
     }
 
-    func json(into out: inout OutputBuffer, limit: Int, a: String, b: String) {
-        func t(_ x: Tally) -> String { "{\"chunks\":\(x.count),\"bytes\":\(x.bytes)}" }
-        out.write("{\"a\":\(jsonString(a)),\"b\":\(jsonString(b)),\"by\":\"\(by.rawValue)\",\"new\":\(t(new)),\"gone\":\(t(gone)),\"survivors\":\(t(survivors))")
-        out.write(",\"changed\":\(changed.map(String.init) ?? "null"),\"causes\":[")
-        out.write(causes.map { "{\"id\":\"\($0.id)\",\"cause\":\(jsonString($0.name)),\"unit\":\"\($0.unit)\",\"a\":\($0.a),\"b\":\($0.b),\"change\":\($0.b - $0.a)}" }.joined(separator: ","))
-        out.write("],\"groups\":[")
-        out.write(groups.prefix(limit).map { "{\"key\":\(jsonString($0.key)),\"a\":\(t($0.a)),\"b\":\(t($0.b)),\"change_chunks\":\(Int64($0.b.count) - Int64($0.a.count)),\"change_bytes\":\(Int64($0.b.bytes) - Int64($0.a.bytes))}" }.joined(separator: ","))
-        out.write("]}\n")
+    func json(into j: inout JSONWriter, limit: Int, a: String, b: String) {
+        func t(_ k: StaticString, _ x: Tally, _ o: inout JSONWriter) { o.object(k) { $0.field("chunks", x.count); $0.field("bytes", x.bytes) } }
+        j.object { o in
+            o.field("a", a); o.field("b", b); o.field("by", by.rawValue)
+            t("new", new, &o); t("gone", gone, &o); t("survivors", survivors, &o)
+            o.field("changed", changed)
+            o.array("causes") { list in
+                for c in causes {
+                    list.object { $0.field("id", c.id); $0.field("cause", c.name); $0.field("unit", c.unit); $0.field("a", c.a); $0.field("b", c.b); $0.field("change", c.b - c.a) }
+                }
+            }
+            o.array("groups") { list in
+                for g in groups.prefix(limit) {
+                    list.object { x in
+                        x.field("key", g.key); t("a", g.a, &x); t("b", g.b, &x)
+                        x.field("change_chunks", Int64(g.b.count) - Int64(g.a.count)); x.field("change_bytes", Int64(g.b.bytes) - Int64(g.a.bytes))
+                    }
+                }
+            }
+        }
+        j.endLine()
     }
 }
 
+public enum DiffFormat {
+    public static func write(_ r: DiffResult, limit: Int, json: Bool) {
+        if json { var j = JSONWriter(); r.diff.json(into: &j, limit: limit, a: r.pathA, b: r.pathB); j.flush() }
+        else { var out = OutputBuffer(); r.diff.text(into: &out, limit: limit, a: r.pathA, b: r.pathB, r.a, r.b); out.flush() }
+    }
+}

@@ -6,13 +6,15 @@ import Inspect
 /// Buffered stdout for large outputs (millions of rows).
 public struct OutputBuffer {
     public var bytes: [UInt8] = []
+    /// Write to standard output when a megabyte is buffered (off: the bytes are wanted as text).
+    public var autoFlush = true
     public init(capacity: Int = 1 << 20) { bytes.reserveCapacity(capacity) }
     public mutating func write(_ s: String) {
         bytes.append(contentsOf: s.utf8)
-        if bytes.count > 1 << 20 { flush() }
+        flushIfFull()
     }
     /// Flush when a megabyte is buffered (the writers below never flush on their own).
-    public mutating func flushIfFull() { if bytes.count > 1 << 20 { flush() } }
+    public mutating func flushIfFull() { if autoFlush && bytes.count > 1 << 20 { flush() } }
     public mutating func write(byte: UInt8) { bytes.append(byte) }
     public mutating func write(decimal v: UInt64) {
         if v < 10 { bytes.append(0x30 + UInt8(v)); return }
@@ -38,6 +40,7 @@ public struct OutputBuffer {
         s.withUTF8 { write(jsonUTF8: $0) }
     }
     public mutating func write(utf8 u: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: u) }
+    public mutating func write(utf8Bytes u: [UInt8]) { bytes.append(contentsOf: u); flushIfFull() }
     /// UTF-8 bytes as a JSON string (quoted, escaped).
     public mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) {
         bytes.append(0x22)
@@ -116,12 +119,22 @@ public func sideEffectsText(_ r: HeapReport) -> String {
     r.sideEffects.map { "side effect: \($0)\n" }.joined()
 }
 
-/// The same as a JSON member, `,"copy":{...}`, or "" when only the heap was copied.
-public func copyJSON(_ r: HeapReport) -> String {
-    guard let a = r.beyondHeap else { return "" }
-    return ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]" + ",\"copy\":{\"copied_bytes\":\(r.copiedBytes),\"beyond_heap_bytes\":\(a.copiedBytes),\"shared_not_copied_bytes\":\(a.sharedBytes)" +
-        ",\"unresident_not_copied_bytes\":\(a.unresidentBytes),\"below_stack_pointer_bytes\":\(a.belowStackPointerBytes)" +
-        ",\"residency\":\"\(a.residencyPerMapping ? "mapping" : "page")\"}"
+/// The same as JSON members `side_effects` and `copy`, or nothing when only the heap was copied.
+public func copyFields(_ r: HeapReport, into o: inout JSONWriter) {
+    guard let a = r.beyondHeap else { return }
+    o.field("side_effects", strings: r.sideEffects)
+    o.object("copy") { c in
+        c.field("copied_bytes", r.copiedBytes); c.field("beyond_heap_bytes", a.copiedBytes); c.field("shared_not_copied_bytes", a.sharedBytes)
+        c.field("unresident_not_copied_bytes", a.unresidentBytes); c.field("below_stack_pointer_bytes", a.belowStackPointerBytes)
+        c.field("residency", a.residencyPerMapping ? "mapping" : "page")
+    }
+}
+
+/// The walk's warnings as a JSON array member.
+public func warningFields(_ r: HeapReport, into o: inout JSONWriter) {
+    o.array("warnings") { a in
+        for w in r.warnings { a.object { $0.field("kind", w.kind.rawValue); $0.field("address", hex: w.address); $0.field("message", w.message) } }
+    }
 }
 
 /// "paused 1.2 ms", or for a core file "core file PATH" (nothing was stopped).
@@ -184,37 +197,47 @@ public enum StatFormat {
         return s
     }
 
-    public static func tallyJSON(_ t: Tally) -> String { "{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}" }
-    public static func threadsJSON(_ t: Tally) -> String { "{\"threads\":\(t.count),\"bytes\":\(t.bytes)}" }
+    static func tally(_ k: StaticString, _ t: Tally, into o: inout JSONWriter) { o.object(k) { $0.field("chunks", t.count); $0.field("bytes", t.bytes) } }
+    static func threads(_ k: StaticString, _ t: Tally, into o: inout JSONWriter) { o.object(k) { $0.field("threads", t.count); $0.field("bytes", t.bytes) } }
 
     public static func json(_ r: HeapReport) -> String {
-        var s = "{\"pid\":\(r.pid),\"core_file\":\(r.coreFile.map(jsonString) ?? "null"),\"pause_us\":\(r.pauseMicroseconds),\"attempts\":\(r.attempts)"
-        s += ",\"attempt_pause_us\":[" + r.attemptPauses.map(String.init).joined(separator: ",") + "],\"max_stop_us\":\(r.stopBudgetMicroseconds)"
-        s += ",\"side_effects\":[" + r.sideEffects.map(jsonString).joined(separator: ",") + "]"
-        s += ",\"glibc_version\":\(jsonString(r.allocatorVersion)),\"discovery\":\(jsonString(r.discovery))"
-        s += ",\"copied_bytes\":\(r.copiedBytes),\"analysis_us\":\(r.analysisMicroseconds),\"threads\":\(r.threads.count)"
-        s += ",\"peak_rss_kb\":\(peakRSSKilobytes())"
-        s += ",\"arenas\":["
-        s += r.arenas.map { a in
-            var o = "{\"index\":\(a.index),\"address\":\(jsonString(hex(a.address))),\"main\":\(a.isMain)"
-            o += ",\"system_bytes\":\(a.systemBytes),\"attached_threads\":\(a.attachedThreads),\"mutex_held\":\(a.mutexHeld)"
-            o += ",\"top\":\(jsonString(hex(a.top))),\"top_bytes\":\(a.topSize)"
-            o += ",\"segments\":[" + a.segments.map { "[\(jsonString(hex($0.start))),\(jsonString(hex($0.end)))]" }.joined(separator: ",") + "]"
-            o += ",\"states\":{" + r.kinds.all.compactMap { k in a.byKind[k].map { "\(jsonString(r.kinds.name(k))):\(tallyJSON($0))" } }.joined(separator: ",") + "}"
-            return o + "}"
-        }.joined(separator: ",")
-        s += "],\"mmapped\":\(tallyJSON(r.mmapped))"
-        s += ",\"exited_threads\":" + (r.heap.exitedThreads.map { ex in
-            "{\"unjoined\":\(threadsJSON(r.heap.exitedTally(.unjoined))),\"cached\":\(threadsJSON(r.heap.exitedTally(.cached))),\"stacks\":["
-                + ex.map { "{\"descriptor\":\(jsonString(hex($0.descriptor))),\"start\":\(jsonString(hex($0.start))),\"end\":\(jsonString(hex($0.end))),\"state\":\"\($0.state == .unjoined ? "unjoined" : "cached")\"}" }.joined(separator: ",") + "]}"
-        } ?? "null")
-        let t = r.totals
-        s += ",\"totals\":{" + r.kinds.all.map { "\(jsonString(r.kinds.name($0))):\(tallyJSON(t[$0] ?? Tally()))" }.joined(separator: ",") + "}"
-        s += ",\"mallinfo2\":{" + r.mallinfo2.fields.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
-        s += ",\"warnings\":[" + r.warnings.map { w in
-            "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"
-        }.joined(separator: ",") + "]}\n"
-        return s
+        JSONWriter.line { o in
+            o.field("pid", r.pid); o.field("core_file", r.coreFile); o.field("pause_us", r.pauseMicroseconds); o.field("attempts", r.attempts)
+            o.array("attempt_pause_us") { a in for p in r.attemptPauses { a.value(p) } }
+            o.field("max_stop_us", r.stopBudgetMicroseconds)
+            o.field("side_effects", strings: r.sideEffects)
+            o.field("glibc_version", r.allocatorVersion); o.field("discovery", r.discovery)
+            o.field("copied_bytes", r.copiedBytes); o.field("analysis_us", r.analysisMicroseconds); o.field("threads", r.threads.count)
+            o.field("peak_rss_kb", peakRSSKilobytes())
+            o.array("arenas") { list in
+                for a in r.arenas {
+                    list.object { x in
+                        x.field("index", a.index); x.field("address", hex(a.address)); x.field("main", a.isMain)
+                        x.field("system_bytes", a.systemBytes); x.field("attached_threads", a.attachedThreads); x.field("mutex_held", a.mutexHeld)
+                        x.field("top", hex(a.top)); x.field("top_bytes", a.topSize)
+                        x.array("segments") { g in for seg in a.segments { g.array { $0.value(hex(seg.start)); $0.value(hex(seg.end)) } } }
+                        x.object("states") { st in
+                            for k in r.kinds.all { if let t = a.byKind[k] { st.object(dynamic: r.kinds.name(k)) { $0.field("chunks", t.count); $0.field("bytes", t.bytes) } } }
+                        }
+                    }
+                }
+            }
+            tally("mmapped", r.mmapped, into: &o)
+            if let ex = r.heap.exitedThreads {
+                o.object("exited_threads") { e in
+                    threads("unjoined", r.heap.exitedTally(.unjoined), into: &e); threads("cached", r.heap.exitedTally(.cached), into: &e)
+                    e.array("stacks") { a in
+                        for x in ex {
+                            a.object { $0.field("descriptor", hex(x.descriptor)); $0.field("start", hex(x.start)); $0.field("end", hex(x.end)); $0.field("state", x.state == .unjoined ? "unjoined" : "cached") }
+                        }
+                    }
+                }
+            } else { o.null("exited_threads") }
+            let t = r.totals
+            o.object("totals") { x in for k in r.kinds.all { let v = t[k] ?? Tally(); x.object(dynamic: r.kinds.name(k)) { $0.field("chunks", v.count); $0.field("bytes", v.bytes) } } }
+            o.object("mallinfo2") { m in for (k, v) in r.mallinfo2.fields { m.field(dynamic: k, UInt64(v)) } }
+            warningFields(r, into: &o)
+        }
     }
 }
 
@@ -248,26 +271,31 @@ public enum ChunkFormat {
         if !r.warnings.isEmpty { out.write("# \(r.warnings.count) warning(s); run `heapscope stat` for details\n") }
     }
 
-    public static func json(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into out: inout OutputBuffer) {
+    public static func json(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into j: inout JSONWriter) {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
-        out.write("{\"pid\":\(r.pid),\"pause_us\":\(r.pauseMicroseconds),\"total_chunks\":\(t.count),\"chunks\":[")
-        var first = true
-        for i in rows {
-            if !first { out.write(",") }
-            first = false
-            let arena = t.arena[i] == ChunkTable.noArena ? "null" : String(t.arena[i])
-            out.write("{\"address\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(t.userAddress(i)))\",\"size\":\(t.size[i]),\"usable_size\":\(t.usableSize(i)),\"arena\":\(arena),\"state\":\"\(t.kindName(i))\"")
-            if let ty = types {
-                let k = Int(block[i])
-                let label = k >= 0 ? ty.label(k) : nil
-                out.write(",\"type\":\(label.map(jsonString) ?? "null"),\"confidence\":\"\(label == nil ? "unknown" : ty.confidence(k).name)\",\"ambiguous\":\(k >= 0 && ty.labels.ambiguous[k])")
+        j.object { o in
+            o.field("pid", r.pid); o.field("pause_us", r.pauseMicroseconds); o.field("total_chunks", t.count)
+            o.array("chunks") { a in
+                for i in rows {
+                    a.object { c in
+                        c.field("address", hex: t.address[i]); c.field("user_address", hex: t.userAddress(i)); c.field("size", t.size[i])
+                        c.field("usable_size", t.usableSize(i))
+                        if t.arena[i] == ChunkTable.noArena { c.null("arena") } else { c.field("arena", t.arena[i]) }
+                        c.field("state", t.kindName(i))
+                        if let ty = types {
+                            let k = Int(block[i])
+                            let label = k >= 0 ? ty.label(k) : nil
+                            c.field("type", label); c.field("confidence", label == nil ? "unknown" : ty.confidence(k).name)
+                            c.field("ambiguous", k >= 0 && ty.labels.ambiguous[k])
+                        }
+                    }
+                    a.out.flushIfFull()
+                }
             }
-            out.write("}")
+            warningFields(r, into: &o)
         }
-        out.write("],\"warnings\":[" + r.warnings.map { w in
-            "{\"kind\":\(jsonString(w.kind.rawValue)),\"address\":\(w.address.map { jsonString(hex($0)) } ?? "null"),\"message\":\(jsonString(w.message))}"
-        }.joined(separator: ",") + "]}\n")
+        j.endLine()
     }
 }
 

@@ -18,6 +18,12 @@ public struct LeakGroup {
 }
 
 public enum LeakGroups {
+    /// The groups of every lost chunk (definitely, indirectly and possibly lost), and with
+    /// `reachable` of the still reachable ones too.
+    public static func build(_ r: LeakInspection, reachable: Bool) -> [LeakGroup] {
+        build(r, classes: reachable ? Set(LeakClass.allCases) : [.definitelyLost, .indirectlyLost, .possiblyLost])
+    }
+
     /// Groups of the blocks in `classes`: by class, size and signature (the symbols its first 64
     /// bytes point to, or "text" when it starts with printable bytes). One pass over the blocks;
     /// symbols are looked up once per distinct pointer value.
@@ -139,59 +145,32 @@ public enum LeakFormat {
         }
     }
 
-    public static func json(_ r: LeakInspection, groups: [LeakGroup], into out: inout OutputBuffer) {
-        out.write("{\"pid\":\(r.heap.pid),\"pause_us\":\(r.heap.pauseMicroseconds),\"scanned_bytes\":\(r.leaks.scannedBytes)" + copyJSON(r.heap))
-        for c in order {
-            let t = r.leaks.tallies[c] ?? Tally()
-            out.write(",\"\(c.name)\":{\"chunks\":\(t.count),\"bytes\":\(t.bytes)}")
-        }
-        out.write(",\"roots\":{" + RootKind.allCases.compactMap { k in r.rootBytes[k].map { "\"\(k.rawValue)\":\($0)" } }.joined(separator: ",") + "}")
-        out.write(",\"groups\":[")
-        for (i, g) in groups.enumerated() {
-            if i > 0 { out.write(",") }
-            out.write("{\"class\":\"\(g.leakClass.name)\",\"size\":\(g.size),\"count\":\(g.count),\"bytes\":\(g.bytes)")
-            out.write(",\"type\":\(g.type.map(jsonString) ?? "null"),\"confidence\":\"\(g.confidence.name)\"")
-            out.write(",\"signature\":[" + g.signature.map(jsonString).joined(separator: ",") + "],\"samples\":[")
-            for (j, k) in g.samples.enumerated() {
-                let a = r.leaks.blocks.start[k]
-                let p = preview(r.memory, a, g.size)
-                out.write((j > 0 ? "," : "") + "{\"address\":\"\(hex(a))\",\"hex\":\(jsonString(p.hex)),\"ascii\":\(jsonString(p.ascii))}")
+    public static func json(_ r: LeakInspection, groups: [LeakGroup], into j: inout JSONWriter) {
+        j.object { o in
+            o.field("pid", r.heap.pid); o.field("pause_us", r.heap.pauseMicroseconds); o.field("scanned_bytes", r.leaks.scannedBytes)
+            copyFields(r.heap, into: &o)
+            for c in order {
+                let t = r.leaks.tallies[c] ?? Tally()
+                o.object(dynamic: c.name) { $0.field("chunks", t.count); $0.field("bytes", t.bytes) }
             }
-            out.write("]}")
-        }
-        out.write("]}\n")
-    }
-}
-
-/// Symbols of the root word's address and of the values the chain holds.
-public struct WhyNames {
-    public var rootSymbol: Resolution?
-    public var definition: (file: String, line: Int)?
-    /// For a stack root: the function of the frame whose part of the stack holds the word.
-    public var frame: String?
-    public init(_ r: LeakInspection, chain: ReferenceChain?) {
-        guard let c = chain, case .memory(let root, let addr) = c.root, root >= 0, let s = r.symbols else { return }
-        if r.roots[root].kind == .stack, let t = r.registers.first(where: { "thread \($0.tid) stack" == r.roots[root].label }) {
-            // (every thread: the session unwinds once, and keeps the stacks)
-            let frames = s.unwind(threads: r.registers.map { ($0.tid, $0.words) }, read: { r.memory.word($0) })[t.tid] ?? []
-            for k in frames.indices where frames[k].sp != 0 && frames[k].sp <= addr && k + 1 < frames.count && addr < frames[k + 1].sp {
-                let f = frames[k]
-                let res = s.resolve([f.isActivation ? f.pc : f.pc - 1])[0]
-                frame = res.symbol.map { "in \($0)" + (res.frames.first.map { f in " at \(basename(f.file ?? "?")):\(f.line)" } ?? "") }
-                    ?? "in frame #\(k) (pc \(hex(f.pc)))"
-                break
+            o.object("roots") { x in for k in RootKind.allCases { if let v = r.rootBytes[k] { x.field(dynamic: k.rawValue, v) } } }
+            o.array("groups") { list in
+                for g in groups {
+                    list.object { x in
+                        x.field("class", g.leakClass.name); x.field("size", g.size); x.field("count", g.count); x.field("bytes", g.bytes)
+                        x.field("type", g.type); x.field("confidence", g.confidence.name); x.field("signature", strings: g.signature)
+                        x.array("samples") { a in
+                            for k in g.samples {
+                                let addr = r.leaks.blocks.start[k]
+                                let p = preview(r.memory, addr, g.size)
+                                a.object { $0.field("address", hex: addr); $0.field("hex", p.hex); $0.field("ascii", p.ascii) }
+                            }
+                        }
+                    }
+                }
             }
-            if frame == nil, let last = frames.last, last.sp != 0, addr >= last.sp {
-                frame = "above the last of \(frames.count) unwound frames"
-            }
-            return
         }
-        guard r.roots[root].kind == .moduleData || r.roots[root].kind == .tls else { return }
-        let res = s.resolve([addr])[0]
-        if res.symbol != nil {
-            rootSymbol = res
-            definition = s.variableDefinition(at: addr - res.offset)
-        }
+        j.endLine()
     }
 }
 
@@ -221,40 +200,64 @@ public enum WhyFormat {
         }
     }
 
-    public static func text(_ r: LeakInspection, _ a: UInt64, _ k: Int, _ chain: ReferenceChain?, _ reason: String?, _ names: WhyNames,
-                     into out: inout OutputBuffer) {
-        let b = r.leaks.blocks
-        out.write("\(hex(a)) is in chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes), \(r.leaks.leakClass[k].words)")
-        out.write(reason.map { ": \($0)\n" } ?? "\n")
-        guard let c = chain else { return }
+    public static func text(_ w: WhyAnswer, into out: inout OutputBuffer) {
+        let r = w.inspection, b = r.leaks.blocks, k = w.block
+        let size = { (j: Int) in b.end[j] - b.start[j] }
+        if let path = w.typedPath {
+            let g = r.types!.groups()
+            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes, \(g.name(g.of[k]))), \(w.leakClass.words)")
+            out.write("\n  \(path.owner) (typed root, as the snapshot recorded; offsets are not kept)\n")
+            for j in path.blocks.dropLast() { out.write("  -> chunk \(hex(b.start[j])) (\(size(j)) bytes, \(g.name(g.of[j])))\n") }
+            out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes)\n")
+            return
+        }
+        if w.fromSnapshot, let g = r.types?.groups() {
+            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes, \(g.name(g.of[k]))), \(w.leakClass.words)")
+        } else {
+            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes), \(w.leakClass.words)")
+        }
+        out.write(w.reason.map { ": \($0)\n" } ?? "\n")
+        guard let c = w.chain else { return }
         func pointee(_ v: UInt64) -> String {
             guard let t = b.block(containing: v) else { return "" }
             return v == b.start[t] ? "" : " (interior pointer, +0x\(String(v - b.start[t], radix: 16)))"
         }
-        out.write("  \(rootText(r, c, names).text) holds \(hex(c.rootValue))\(pointee(c.rootValue))\n")
+        out.write("  \(rootText(r, c, w.names).text) holds \(hex(c.rootValue))\(pointee(c.rootValue))\n")
         for h in c.hops {
-            out.write("  -> chunk \(hex(b.start[h.block])) (\(b.end[h.block] - b.start[h.block]) bytes) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
+            out.write("  -> chunk \(hex(b.start[h.block])) (\(size(h.block)) bytes) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
         }
-        out.write("  -> chunk \(hex(b.start[k])) (\(b.end[k] - b.start[k]) bytes)\n")
+        out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes)\n")
     }
 
-    public static func json(_ r: LeakInspection, _ a: UInt64, _ k: Int, _ chain: ReferenceChain?, _ reason: String?, _ names: WhyNames,
-                     into out: inout OutputBuffer) {
-        let b = r.leaks.blocks
-        out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(b.start[k]))\",\"size\":\(b.end[k] - b.start[k]),\"class\":\"\(r.leaks.leakClass[k].name)\"")
-        out.write(",\"chain\":")
-        if let c = chain {
-            let (kind, text) = rootText(r, c, names)
-            var items = ["{\"kind\":\(jsonString(kind)),\"description\":\(jsonString(text)),\"value\":\"\(hex(c.rootValue))\""
-                + (names.rootSymbol?.symbol.map { ",\"symbol\":\(jsonString($0))" } ?? "")
-                + (names.rootSymbol?.module.map { ",\"module\":\(jsonString($0))" } ?? "")
-                + (names.definition.map { ",\"file\":\(jsonString($0.file)),\"line\":\($0.line)" } ?? "")
-                + (names.frame.map { ",\"frame\":\(jsonString($0))" } ?? "") + "}"]
-            for h in c.hops {
-                items.append("{\"kind\":\"chunk\",\"chunk\":\"\(hex(b.start[h.block]))\",\"offset\":\(h.offset),\"value\":\"\(hex(h.value))\"}")
-            }
-            out.write("[" + items.joined(separator: ",") + "]")
-        } else { out.write("null") }
-        out.write(",\"reason\":" + (reason.map(jsonString) ?? "null") + "}\n")
+    public static func json(_ w: WhyAnswer, into j: inout JSONWriter) {
+        let r = w.inspection, b = r.leaks.blocks, k = w.block
+        j.object { o in
+            o.field("address", hex: w.address); o.field("chunk", hex: b.start[k]); o.field("size", b.end[k] - b.start[k])
+            o.field("class", w.leakClass.name)
+            if let path = w.typedPath {
+                let g = r.types!.groups()
+                o.array("chain") { a in
+                    a.object { $0.field("kind", "root"); $0.field("description", path.owner) }
+                    for x in path.blocks.dropLast() {
+                        a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.start[x]); $0.field("size", b.end[x] - b.start[x]); $0.field("type", g.name(g.of[x])) }
+                    }
+                }
+            } else if let c = w.chain {
+                let (kind, text) = rootText(r, c, w.names)
+                o.array("chain") { a in
+                    a.object { e in
+                        e.field("kind", kind); e.field("description", text); e.field("value", hex: c.rootValue)
+                        if let s = w.names.rootSymbol?.symbol { e.field("symbol", s) }
+                        if let m = w.names.rootSymbol?.module { e.field("module", m) }
+                        if let d = w.names.definition { e.field("file", d.file); e.field("line", d.line) }
+                        if let f = w.names.frame { e.field("frame", f) }
+                    }
+                    for h in c.hops { a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.start[h.block]); $0.field("offset", h.offset); $0.field("value", hex: h.value) } }
+                }
+            } else { o.null("chain") }
+            o.field("reason", w.reason)
+            if w.fromSnapshot { o.field("from_snapshot", true) }
+        }
+        j.endLine()
     }
 }

@@ -7,9 +7,14 @@ import Symbols
 public enum ShowFormat {
     /// Write the chunk holding `a` (at most `bytes` of it) as text or JSON; the reason when `a`
     /// is in no chunk.
-    public static func write(_ r: TypeInspection, address a: UInt64, bytes: Int, json: Bool, into out: inout OutputBuffer) -> String? {
+    /// `name`: the snapshot file's, for saying it holds no contents.
+    public static func write(_ r: TypeInspection, address a: UInt64, bytes: Int, json: Bool, name: String,
+                             into out: inout OutputBuffer) throws(Failure) {
+            if r.fromSnapshot && r.memory.regions.isEmpty {
+                throw Failure(.otherError, "\(name) holds no chunk contents (take it with heapscope snapshot --contents)")
+            }
             let t = r.heap.chunks
-            guard let i = t.index(containing: a) else { return "\(hex(a)) is not in the heap (no chunk holds it)" }
+            guard let i = t.index(containing: a) else { throw Failure(.otherError, "\(hex(a)) is not in the heap (no chunk holds it)") }
             let user = t.userAddress(i), usable = t.usableSize(i)
             let block = r.blocks.block(containing: user)
             let type = block.flatMap { k in r.label(k).map { ($0, r.confidence(k).name) } }
@@ -85,18 +90,24 @@ public enum ShowFormat {
             }
             let owner = block.flatMap { r.owner($0) }
             if json {
-                out.write("{\"address\":\"\(hex(a))\",\"chunk\":\"\(hex(t.address[i]))\",\"user_address\":\"\(hex(user))\",\"size\":\(t.size[i])"
-                          + ",\"usable_size\":\(usable),\"state\":\"\(t.kindName(i))\",\"type\":\(type.map { jsonString($0.0) } ?? "null")"
-                          + ",\"confidence\":\(type.map { jsonString($0.1) } ?? "null"),\"owner\":\(owner.map(jsonString) ?? "null"),\"fields\":[")
-                for (k, f) in fields.enumerated() {
-                    let (v, p) = value(f)
-                    out.write((k > 0 ? "," : "") + "{\"offset\":\(f.offset),\"name\":\(jsonString(f.path)),\"type\":\(jsonString(table.name(f.type))),\"value\":\(jsonString(v)),\"points_to\":\(p.flatMap(meaning).map(jsonString) ?? "null")}")
+                var j = JSONWriter(capacity: 4096)
+                j.out.autoFlush = false
+                j.object { o in
+                    o.field("address", hex: a); o.field("chunk", hex: t.address[i]); o.field("user_address", hex: user); o.field("size", t.size[i])
+                    o.field("usable_size", usable); o.field("state", t.kindName(i)); o.field("type", type?.0); o.field("confidence", type?.1)
+                    o.field("owner", owner)
+                    o.array("fields") { list in
+                        for f in fields {
+                            let (v, p) = value(f)
+                            list.object { $0.field("offset", f.offset); $0.field("name", f.path); $0.field("type", table.name(f.type)); $0.field("value", v); $0.field("points_to", p.flatMap(meaning)) }
+                        }
+                    }
+                    o.array("words") { list in
+                        for w in words { list.object { $0.field("offset", w.offset); $0.field("value", hex: w.value); $0.field("points_to", meaning(w.value)) } }
+                    }
                 }
-                out.write("],\"words\":[")
-                for (k, w) in words.enumerated() {
-                    out.write((k > 0 ? "," : "") + "{\"offset\":\(w.offset),\"value\":\"\(hex(w.value))\",\"points_to\":\(meaning(w.value).map(jsonString) ?? "null")}")
-                }
-                out.write("]}\n")
+                j.endLine()
+                out.write(utf8Bytes: j.out.bytes)
             } else {
                 out.write("chunk \(hex(t.address[i])): \(t.size[i]) bytes, \(t.kindName(i)), user \(hex(user)) (\(usable) usable)")
                 out.write(type.map { ", type \($0.0) (\($0.1))" } ?? ", type unknown")
@@ -129,6 +140,5 @@ public enum ShowFormat {
                 }
                 if UInt64(n) < usable { out.write("  ... \(usable - UInt64(n)) more bytes (--bytes)\n") }
             }
-        return nil
     }
 }

@@ -5,12 +5,6 @@ import ProcessAccess
 import Symbols
 
 /// An error of `sym`/`gensyms` set-up, with the exit code the command line documents.
-public struct SymError: Error, CustomStringConvertible {
-    public var message: String
-    public var code: Int32
-    public init(_ message: String, code: Int32) { self.message = message; self.code = code }
-    public var description: String { message }
-}
 
 /// `sym`'s output formats.
 public enum SymFormat: String, CaseIterable, Sendable {
@@ -73,48 +67,48 @@ public struct Sessions {
 
     public init(useDebugInfo: Bool) { self.useDebugInfo = useDebugInfo }
 
-    public mutating func openProcess(_ pid: Int32) throws(SymError) {
+    public mutating func openProcess(_ pid: Int32) throws(Failure) {
         if kill(pid, 0) != 0 && errno == ESRCH {
-            throw SymError("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue)
+            throw Failure("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue)
         }
         if let what = ProcFS.notAProcess(pid) {
-            throw SymError("\(ProcessError.notAProcess(pid: pid, what: what).description)", code: ExitStatus.noSuchProcess.rawValue)
+            throw Failure("\(ProcessError.notAProcess(pid: pid, what: what).description)", code: ExitStatus.noSuchProcess.rawValue)
         }
         if let st = try? String(procStatOf: pid), st == "Z" || st == "X" {
-            throw SymError("process \(pid) has exited (zombie); its mappings are gone", code: ExitStatus.targetExited.rawValue)
+            throw Failure("process \(pid) has exited (zombie); its mappings are gone", code: ExitStatus.targetExited.rawValue)
         }
         if access("/proc/\(pid)/maps", R_OK) != 0 || Glibc.open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC).closing() < 0 {
-            throw SymError("permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)", code: ExitStatus.permissionDenied.rawValue)
+            throw Failure("permission denied reading /proc/\(pid)/maps: run as the process's user or as root (CAP_SYS_PTRACE)", code: ExitStatus.permissionDenied.rawValue)
         }
         do { process = try SymbolSession(pid: pid, useDebugInfo: useDebugInfo) } catch {
-            if case .processGone = error { throw SymError("\(error.description)", code: ExitStatus.targetExited.rawValue) }
-            if kill(pid, 0) != 0 && errno == ESRCH { throw SymError("process \(pid) exited", code: ExitStatus.targetExited.rawValue) }
-            throw SymError("\(error.description)", code: ExitStatus.otherError.rawValue)
+            if case .processGone = error { throw Failure("\(error.description)", code: ExitStatus.targetExited.rawValue) }
+            if kill(pid, 0) != 0 && errno == ESRCH { throw Failure("process \(pid) exited", code: ExitStatus.targetExited.rawValue) }
+            throw Failure("\(error.description)", code: ExitStatus.otherError.rawValue)
         }
     }
 
-    public mutating func openCore(_ path: String) throws(SymError) {
+    public mutating func openCore(_ path: String) throws(Failure) {
         let core: CoreFile
         do { core = try CoreFile(path: path) } catch {
-            throw SymError(error.description, code: ExitStatus.badInputFile.rawValue)
+            throw Failure(error.description, code: ExitStatus.badInputFile.rawValue)
         }
         do { process = try SymbolSession.lock.locked { try SymbolSession(core: core, useDebugInfo: useDebugInfo) } } catch {
-            throw SymError("\(error)", code: ExitStatus.badInputFile.rawValue)
+            throw Failure("\(error)", code: ExitStatus.badInputFile.rawValue)
         }
     }
 
-    public mutating func file(_ path: String) throws(SymError) -> SymbolSession {
+    public mutating func file(_ path: String) throws(Failure) -> SymbolSession {
         if let s = files[path] { return s }
         var st = stat()
         if stat(path, &st) != 0 {
-            throw SymError("\(path): \(String(cString: strerror(errno)))", code: ExitStatus.otherError.rawValue)
+            throw Failure("\(path): \(String(cString: strerror(errno)))", code: ExitStatus.otherError.rawValue)
         }
         do {
             let s = try SymbolSession(file: path, useDebugInfo: useDebugInfo)
             files[path] = s
             return s
         } catch {
-            throw SymError("\(path) is not an ELF file libdw can read (\(error.description))", code: ExitStatus.otherError.rawValue)
+            throw Failure("\(path) is not an ELF file libdw can read (\(error.description))", code: ExitStatus.otherError.rawValue)
         }
     }
 }
@@ -128,11 +122,11 @@ public extension String {
     /// The state letter of /proc/PID/stat.
     init(procStatOf pid: Int32) throws {
         let fd = Glibc.open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SymError("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue) }
+        guard fd >= 0 else { throw Failure("no such process: \(pid)", code: ExitStatus.noSuchProcess.rawValue) }
         defer { close(fd) }
         var buf = [UInt8](repeating: 0, count: 512)
         let n = read(fd, &buf, buf.count)
-        guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { throw SymError("cannot read /proc/\(pid)/stat", code: ExitStatus.otherError.rawValue) }
+        guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { throw Failure("cannot read /proc/\(pid)/stat", code: ExitStatus.otherError.rawValue) }
         self = String(UnicodeScalar(buf[close + 2]))
     }
 }

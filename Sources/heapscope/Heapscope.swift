@@ -1,19 +1,24 @@
 import ArgumentParser
-import CShim
 import Glibc
 import HeapModel
 import Inspect
 import Output
-import Snapshot
+
+/// Commands whose output can be JSON (their failures are printed as JSON too).
+protocol JSONCommand { var wantsJSON: Bool { get } }
 
 @main
 struct Heapscope: ParsableCommand {
+    /// The one place a failure becomes its message and exit status.
     static func main() {
-        hs_check_output_at_exit()
-        hs_honor_termination_signals()
+        Terminal.prepare()
+        var command: ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
         do {
-            var command = try parseAsRoot()
             try command.run()
+        } catch let f as Failure {
+            Terminal.report(f, json: (command as? JSONCommand)?.wantsJSON ?? false)
+            exit(withError: ExitCode(f.status))
         } catch {
             exit(withError: error)
         }
@@ -52,77 +57,31 @@ struct TargetOptions: ParsableArguments {
     @Flag(help: "Also copy shared writable mappings (rw-s: shared memory, mapped files) as roots; by default they are left out, and the output says how much.")
     var sharedRoots = false
 
-    var pid: Int32 { Int32(target) ?? 0 }
-    /// Digits only: a pid (even one too large to be one), never a file name.
-    var isPid: Bool { !target.isEmpty && target.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
-    /// The core file named instead of a PID (told by its contents, not its name).
-    var corePath: String? { isPid || Int32(target) != nil || !InspectTarget.isCoreFile(target) ? nil : target }
-    /// The snapshot file named instead of a PID: any other file.
-    var snapshotPath: String? { isPid || Int32(target) != nil || corePath != nil ? nil : target }
-    /// What to inspect: the process, or the core file.
-    var inspectTarget: InspectTarget { corePath.map { .core(path: $0) } ?? .process(pid) }
+    /// Whether the argument names a snapshot file.
+    var isSnapshot: Bool { (try? InspectTarget(argument: target))?.snapshotPath != nil }
 
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
-        if isPid && Int32(target) == nil { throw failure("no such process: \(target)", code: ExitStatus.noSuchProcess.rawValue, json: json) }
         _ = try maxStopMicroseconds(maxStop)
     }
 
-    /// Commands that need a process image (a live process or a core file).
-    func requireLive(_ command: String) throws {
-        guard let path = snapshotPath else { return }
-        throw ValidationError("\(command) needs a live process (a PID) or a core file; '\(path)' is neither. Snapshots give stat, chunks, types, leaks, why, show and diff")
-    }
-
-    /// The snapshot file named instead of a PID, read and checked (exit 8 if it cannot be).
-    func loadSnapshot() throws -> Snapshot { try readSnapshot(snapshotPath ?? target, json: json) }
-
-    /// Type labels of the target: inspected, or as a snapshot recorded them.
-    func types() throws -> TypeInspection {
-        if snapshotPath != nil { return TypeInspection(snapshot: try loadSnapshot()) }
-        return try attach { t, o throws(InspectError) in try Inspector.types(t, options: o) }
-    }
-
     var options: InspectOptions {
-        var o = InspectOptions()
-        if noDebuginfo { o.useDebugInfo = false }
+        var o = InspectOptions(useDebugInfo: !noDebuginfo && Environment.debugInfoEnabled)
         o.sharedRoots = sharedRoots
         o.force = force
         o.maxStopMicroseconds = (try? maxStopMicroseconds(maxStop)) ?? o.maxStopMicroseconds
         return o
     }
 
-    /// Run one inspection of the target (progress on a terminal); its failure ends the command
-    /// with the message and the documented exit code.
-    func attach<T>(_ body: (InspectTarget, InspectOptions) throws(InspectError) -> T) throws -> T {
-        if isatty(2) != 0 && !json { FileHandleErr.write("heapscope: inspecting \(target)...\r") }
-        defer { if isatty(2) != 0 && !json { FileHandleErr.write("\u{1b}[2K\r") } }
-        do { return try body(inspectTarget, options) } catch {
-            fail(error.description, code: error.exitCode)
-            throw ExitCode(error.exitCode)
-        }
+    /// Run one inspection of the target (progress on a terminal); an InspectError becomes the
+    /// command's Failure.
+    func attach<T>(_ body: (InspectTarget, InspectOptions) throws -> T) throws -> T {
+        let progress = Terminal.standardErrorIsTerminal && !json
+        if progress { Terminal.status("heapscope: inspecting \(target)...\r") }
+        defer { if progress { Terminal.status("\u{1b}[2K\r") } }
+        let t = try InspectTarget(argument: target)
+        do { return try body(t, options) } catch let e as InspectError { throw e.failure }
     }
-
-    /// An error: on stderr, and with --json also as JSON on stdout.
-    func fail(_ message: String, code: Int32) { _ = failure(message, code: code, json: json) }
-
-    func inspect() throws -> HeapReport {
-        if snapshotPath != nil { return try loadSnapshot().report }
-        return try attach { t, o throws(InspectError) in try Inspector.inspect(t, options: o) }
-    }
-}
-
-/// An error on stderr and, with `json`, as {"error": {"code": N, "message": "..."}} on stdout;
-/// returns the exit code to throw.
-func failure(_ message: String, code: Int32, json: Bool) -> ExitCode {
-    FileHandleErr.write("heapscope: \(message)\n")
-    if json { print("{\"error\":{\"code\":\(code),\"message\":\(jsonString(message))}}") }
-    return ExitCode(code)
-}
-
-/// A snapshot file, read and checked; exit 8 if it cannot be (with `json`, the error as JSON on stdout too).
-func readSnapshot(_ path: String, json: Bool = false) throws -> Snapshot {
-    do { return try SnapshotFile.read(path) } catch { throw failure(error.description, code: ExitStatus.badInputFile.rawValue, json: json) }
 }
 
 /// A duration argument: 500ms, 10s, 5m, 2h (a bare number is seconds); nil if it is not one.
@@ -142,40 +101,32 @@ func maxStopMicroseconds(_ s: String) throws -> UInt64 {
     return UInt64(v * 1_000_000)
 }
 
-enum FileHandleErr {
-    static func write(_ s: String) { _ = s.withCString { Glibc.write(2, $0, strlen($0)) } }
-}
-
-/// The kinds of warning that mean the heap is corrupted (exit 2).
-let corruptionKinds: Set<HeapWarning.Kind> = [.corruptChunk, .corruptList, .listCycle, .corruptArena]
-
-/// Exit 2 when the walk found corruption (the output is complete otherwise). `say`: for commands
-/// whose output does not list warnings, name them on stderr first.
+/// Exit 2 when the walk found corruption (the output is complete otherwise).
 func finish(_ r: HeapReport, say: Bool = false) throws {
-    let bad = r.warnings.filter { corruptionKinds.contains($0.kind) }
-    guard !bad.isEmpty else { return }
-    if say {
-        var s = "heapscope: the heap is corrupted (\(bad.count) warning\(bad.count == 1 ? "" : "s"); heapscope stat shows every warning):\n"
-        for w in bad.prefix(5) { s += "  [\(w.kind.rawValue)] \(w.message)\n" }
-        if bad.count > 5 { s += "  ... \(bad.count - 5) more\n" }
-        FileHandleErr.write(s)
-    }
-    throw ExitCode(ExitStatus.corrupted.rawValue)
+    if let f = corruption(r, say: say) { throw f }
 }
 
-struct Stat: ParsableCommand {
+/// A command-line address argument, or exit 64 (usage) saying why not.
+func addressArgument(_ s: String) throws -> UInt64 {
+    switch parseHexAddress(s) {
+    case .success(let a): return a
+    case .failure(let e): throw Failure(.usage, e.message)
+    }
+}
+
+struct Stat: ParsableCommand, TargetCommand {
     static let configuration = CommandConfiguration(
         abstract: "Summary of every arena, mmapped chunks, and mallinfo2 as the target itself would report it.")
     @OptionGroup var target: TargetOptions
 
     func run() throws {
-        let r = try target.inspect()
+        let r = try target.attach { t, o in try Inspector.inspect(t, options: o) }
         print(target.json ? StatFormat.json(r) : StatFormat.text(r), terminator: "")
         try finish(r)
     }
 }
 
-struct Chunks: ParsableCommand {
+struct Chunks: ParsableCommand, TargetCommand {
     static let configuration = CommandConfiguration(
         abstract: "One row per chunk: address, user address, size, usable size, arena, state, type.",
         discussion: """
@@ -200,23 +151,17 @@ struct Chunks: ParsableCommand {
     func run() throws {
         var types: TypeInspection? = nil
         let r: HeapReport
-        if noTypes { r = try target.inspect() } else {
-            types = try target.types()
+        if noTypes { r = try target.attach { t, o in try Inspector.inspect(t, options: o) } } else {
+            types = try target.attach { t, o in try Inspector.types(t, options: o) }
             r = types!.heap
         }
-        let want = state.flatMap { r.chunks.filter(named: $0) }
-        let t = r.chunks
-        var rows: [Int] = []
-        for i in 0..<t.count {
-            if let w = want, !w(i) { continue }
-            if let a = arena, t.arena[i] != UInt16(truncatingIfNeeded: a) || t.arena[i] == ChunkTable.noArena { continue }
-            if let m = minSize, t.size[i] < m { continue }
-            rows.append(i)
-            if let l = limit, rows.count >= l { break }
-        }
-        var out = OutputBuffer()
-        if target.json { ChunkFormat.json(r, rows: rows, types: types, into: &out) } else { ChunkFormat.text(r, rows: rows, types: types, into: &out) }
-        out.flush()
+        let rows = chunkRows(r, state: state, arena: arena, minSize: minSize, limit: limit)
+        if target.json { var j = JSONWriter(); ChunkFormat.json(r, rows: rows, types: types, into: &j); j.flush() }
+        else { var out = OutputBuffer(); ChunkFormat.text(r, rows: rows, types: types, into: &out); out.flush() }
         try finish(r)
     }
 }
+
+/// A command on one target (a process, core file or snapshot file).
+protocol TargetCommand: JSONCommand { var target: TargetOptions { get } }
+extension TargetCommand { var wantsJSON: Bool { target.json } }

@@ -1,11 +1,8 @@
 import ArgumentParser
-import CShim
-import Glibc
 import Inspect
 import Output
-import Snapshot
 
-struct SnapshotCommand: ParsableCommand {
+struct SnapshotCommand: ParsableCommand, TargetCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshot",
         abstract: "Save one inspection to a file: heap walk, arenas, mallinfo2, threads, every chunk with its leak class, type and owner.",
@@ -23,38 +20,18 @@ struct SnapshotCommand: ParsableCommand {
     @Flag(help: "Write through a symbolic link given as --output or --pprof (refused otherwise).") var follow = false
 
     func run() throws {
-        try target.requireLive("snapshot")
-        // Where the files go is checked before the target is stopped.
-        let file = try checkedOutput(output, follow: follow, json: target.json)
-        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow, json: target.json) }
+        if target.isSnapshot { throw ValidationError("snapshot needs a live process (a PID) or a core file; '\(target.target)' is neither. Snapshots give stat, chunks, types, leaks, why, show and diff") }
         let withContents = contents
-        let t0 = monotonic()
-        let s = try target.attach { t, o throws(InspectError) in try Inspector.snapshot(t, options: o, contents: withContents) }
-        let t1 = monotonic()
-        var t2 = t1
-        do {
-            try SnapshotFile.write(s, to: file)
-            t2 = monotonic()
-            if let pprofFile { try PprofProfile(heapOf: s).write(to: pprofFile) }
-        } catch {
-            throw failure(error.description, code: ExitStatus.otherError.rawValue, json: target.json)
+        let w = try Inspector.writeSnapshot(to: output, pprof: pprof, follow: follow, contents: contents) {
+            try target.attach { t, o in try Inspector.snapshot(t, options: o, contents: withContents) }
         }
-        var st = stat()
-        let size = stat(output, &st) == 0 ? UInt64(st.st_size) : 0
-        let n = s.report.chunks.count
-        if target.json {
-            print("{\"file\":\(jsonString(output)),\"pid\":\(s.report.pid),\"pause_us\":\(s.report.pauseMicroseconds),\"chunks\":\(n),\"bytes\":\(size),\"contents\":\(contents),\"inspect_ms\":\(Int((t1 - t0) * 1000)),\"write_ms\":\(Int((t2 - t1) * 1000))\(copyJSON(s.report))}")
-        } else {
-            let per = n > 0 ? Double(size - UInt64(s.contents?.count ?? 0)) / Double(n) : 0
-            print("wrote \(output): \(n) chunks, \(human(size)) (\(format1(per)) bytes per chunk before contents)\(contents ? ", with contents" : ""); \(pausedText(s.report)); inspected in \(format1((t1 - t0) * 1000)) ms, written in \(format1((t2 - t1) * 1000)) ms")
-            if let c = copyText(s.report) { print(c) }
-        }
+        print(SnapshotFormat.written(w, json: target.json), terminator: "")
         // (the file is written, with the warnings in it)
-        try finish(s.report, say: true)
+        try finish(w.snapshot.report, say: true)
     }
 }
 
-struct Diff: ParsableCommand {
+struct Diff: ParsableCommand, JSONCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compare two snapshots: what grew, by type, size, owner or state; chunks new, gone and surviving.",
         discussion: """
@@ -79,26 +56,11 @@ struct Diff: ParsableCommand {
         if limit < 0 { throw ValidationError("--limit must be >= 0") }
     }
 
+    var wantsJSON: Bool { json }
+
     func run() throws {
-        let pprofFile = try pprof.map { p throws in try checkedOutput(p, follow: follow, json: json) }
-        let sa = try readSnapshot(a, json: json), sb = try readSnapshot(b, json: json)
-        let d = SnapshotDiff(sa, sb, by: by)
-        if let pprofFile {
-            do { try PprofProfile(heapOf: sb, base: sa, types: (d.typesB, d.typesA)).write(to: pprofFile) } catch {
-                throw failure(error.description, code: ExitStatus.otherError.rawValue, json: json)
-            }
-        }
-        var out = OutputBuffer()
-        if json { d.json(into: &out, limit: limit, a: a, b: b) } else { d.text(into: &out, limit: limit, a: a, b: b, sa, sb) }
-        out.flush()
+        DiffFormat.write(try Inspector.diff(a, b, by: by, pprof: pprof, follow: follow), limit: limit, json: json)
     }
 }
 
 extension SnapshotDiff.Key: ExpressibleByArgument {}
-
-/// An output file checked before any work (OutputFile's rules); exit 1 with the reason if refused.
-func checkedOutput(_ path: String, follow: Bool, json: Bool = false) throws -> OutputFile {
-    do { return try OutputFile(path, follow: follow) } catch { throw failure(error.description, code: ExitStatus.otherError.rawValue, json: json) }
-}
-
-func monotonic() -> Double { Double(hs_monotonic_ns()) / 1e9 }

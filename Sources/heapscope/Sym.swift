@@ -1,8 +1,6 @@
 import ArgumentParser
-import Glibc
 import Inspect
 import Output
-import Symbols
 
 /// Where addresses are looked up: a live process or ELF files.
 struct SymbolSourceOptions: ParsableArguments {
@@ -23,33 +21,26 @@ struct SymbolSourceOptions: ParsableArguments {
         if let p = pid, p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
     }
 
-    var useDebugInfo: Bool { !noDebuginfo && ProcessInfoEnv.debugInfoEnabled }
+    var useDebugInfo: Bool { !noDebuginfo && Environment.debugInfoEnabled }
 
-    /// Open the sessions; errors end the command with the documented exit codes.
-    func open(json: Bool = false) throws -> Sessions {
+    /// Open the sessions; a failure ends the command with its documented exit code.
+    func open() throws -> Sessions {
         var s = Sessions(useDebugInfo: useDebugInfo)
-        try cli(json: json) { () throws(SymError) in
-            if let pid {
-                try s.openProcess(pid)
-            } else if let core {
-                try s.openCore(core)
-            } else {
-                for e in elves { _ = try s.file(e) }
-                s.defaultFile = elves.first
-            }
+        if let pid {
+            try s.openProcess(pid)
+        } else if let core {
+            try s.openCore(core)
+        } else {
+            for e in elves { _ = try s.file(e) }
+            s.defaultFile = elves.first
         }
         return s
     }
 }
 
-/// A library call whose SymError ends the command with its message and exit code.
-func cli<T>(json: Bool = false, _ body: () throws(SymError) -> T) throws -> T {
-    do { return try body() } catch { throw failure(error.message, code: error.code, json: json) }
-}
-
 extension SymFormat: ExpressibleByArgument {}
 
-struct Sym: ParsableCommand {
+struct Sym: ParsableCommand, JSONCommand {
     static let configuration = CommandConfiguration(
         abstract: "Resolve addresses to module, symbol+offset, source file:line:column and inlined frames.",
         discussion: """
@@ -78,53 +69,25 @@ struct Sym: ParsableCommand {
         if annotate && !addresses.isEmpty { throw ValidationError("--annotate reads standard input; give no addresses") }
     }
 
+    var wantsJSON: Bool { json }
+
     func run() throws {
-        var sessions = try source.open(json: json)
+        var sessions = try source.open()
         if annotate { return Annotate.run(&sessions) }
         SymPipeline.run(addresses: addresses, sessions: &sessions, json: json, format: format, fileOffset: fileOffset)
     }
 }
 
-struct Gensyms: ParsableCommand {
+struct Gensyms: ParsableCommand, JSONCommand {
     static let configuration = CommandConfiguration(
         abstract: "List every symbol, sorted by address, with type, size and source file (AIX gensyms style).")
     @OptionGroup var source: SymbolSourceOptions
     @Flag(help: "One JSON object per symbol, one per line.") var json = false
 
-    func run() throws {
-        var sessions = try source.open(json: json)
-        var out = OutputBuffer()
-        let list: [SymbolSession] = sessions.process.map { [$0] } ?? source.elves.compactMap { try? sessions.file($0) }
-        for session in list {
-            let (syms, mods) = session.allSymbols()
-            if !json {
-                for m in mods {
-                    out.write("Module: \(m.name)" + (m.buildID.map { "  build-id \($0)" } ?? "") + "  symbols from \(m.source)\n")
-                }
-            }
-            var lastSrc: String?? = .none
-            for s in syms {
-                if json {
-                    out.write("{\"module\":\(jsonString(s.module)),\"address\":\(jsonString(hex(s.address))),\"size\":\(s.size)"
-                              + ",\"type\":\(jsonString(String(s.type))),\"name\":\(jsonString(s.name))"
-                              + ",\"file\":\(s.file.map(jsonString) ?? "null")}\n")
-                    continue
-                }
-                if lastSrc != .some(s.file) {
-                    out.write("Src: \(s.file ?? "(none)")\n")
-                    lastSrc = .some(s.file)
-                }
-                out.write("  \(SymOutput.hex16(s.address))  \(pad(String(s.size), 8))  \(s.type)  \(s.name)\n")
-            }
-        }
-        out.flush()
-    }
-}
+    var wantsJSON: Bool { json }
 
-/// A command-line address argument, or exit 64 (usage) saying why not.
-func addressArgument(_ s: String) throws -> UInt64 {
-    switch parseHexAddress(s) {
-    case .success(let a): return a
-    case .failure(let e): FileHandleErr.write("heapscope: \(e.message)\n"); throw ExitCode(ExitStatus.usage.rawValue)
+    func run() throws {
+        var sessions = try source.open()
+        GensymsFormat.write(&sessions, files: source.elves, json: json)
     }
 }

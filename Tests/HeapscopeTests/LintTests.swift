@@ -38,7 +38,7 @@ struct LintTests {
         for dir in ["Sources/Analysis", "Sources/Snapshot"] {
             for f in try FileManager.default.contentsOfDirectory(atPath: "\(Paths.root)/\(dir)") where f.hasSuffix(".swift") { files.append("\(dir)/\(f)") }
         }
-        files += ["Leaks", "Types", "Snapshot", "Diff", "Profile", "Watch"].map { "Sources/Inspect/\($0).swift" }
+        files += ["Leaks", "Types", "Snapshot", "Diff", "Profile", "Watch", "Why", "Files"].map { "Sources/Inspect/\($0).swift" }
         var offenders: [String] = []
         for f in files {
             let text = try String(contentsOfFile: "\(Paths.root)/\(f)", encoding: .utf8)
@@ -49,6 +49,27 @@ struct LintTests {
         }
         #expect(files.count > 10)
         #expect(offenders.isEmpty, "reads of /proc after the detach:\n\(offenders.joined(separator: "\n"))")
+    }
+
+    @Test("the command line is thin: it imports the library only through Inspect, Output and HeapModel's result types, and ends every failure in one place")
+    func thinCLI() throws {
+        let dir = "\(Paths.root)/Sources/heapscope"
+        var imports = Set<String>(), lines = 0, exits: [String] = []
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir) where f.hasSuffix(".swift") {
+            let text = try String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)
+            let ls = text.split(separator: "\n", omittingEmptySubsequences: false)
+            lines += ls.count
+            for (n, l) in ls.enumerated() {
+                if l.hasPrefix("import ") { imports.insert(String(l.dropFirst(7))) }
+                if l.contains("ExitCode(") && !l.contains("exit(withError: ExitCode(f.status))") { exits.append("\(f):\(n + 1): \(l)") }
+            }
+        }
+        #expect(imports.isSubset(of: ["ArgumentParser", "Glibc", "HeapModel", "Inspect", "Output"]), "the CLI imports \(imports.sorted())")
+        #expect(lines < 600, "the CLI has \(lines) lines")
+        #expect(exits.isEmpty, "exit codes chosen outside Failure:\n\(exits.joined(separator: "\n"))")
+        let package = try String(contentsOfFile: "\(Paths.root)/Package.swift", encoding: .utf8)
+        let cli = try #require(package.components(separatedBy: ".executableTarget(name: \"heapscope\", dependencies: [").dropFirst().first?.components(separatedBy: "]").first)
+        #expect(cli.contains("\"Inspect\"") && !cli.contains("\"Symbols\"") && !cli.contains("\"Analysis\"") && !cli.contains("\"ProcessAccess\"") && !cli.contains("\"Snapshot\""), "\(cli)")
     }
 
     @Test("the exit codes: one table (ExitStatus) in --help and in the README")
