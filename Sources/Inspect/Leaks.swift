@@ -41,6 +41,12 @@ extension Inspector {
                              typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
         if case .snapshot(let path) = target { return leaks(snapshot: try readSnapshot(path)) }
         let c = try inspectCapturing(target, options: options, writable: true)
+        return leaks(image: c, options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable)
+    }
+
+    /// `leaks` of a process image taken with `writable` (its copied memory holds the roots).
+    public static func leaks(image c: ProcessImage, options: InspectOptions = InspectOptions(), anonymousRoots: Bool = true,
+                             types: Bool = false, typesOfReachable: Bool = false) -> LeakInspection {
         let memory = c.memory()
         let walk = c.report.heap
         let (roots, sets) = leakRoots(maps: c.writableMaps, threads: c.capture.threads, walk: walk, capture: c.capture,

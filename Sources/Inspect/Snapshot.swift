@@ -15,7 +15,17 @@ extension Inspector {
     public static func snapshot(_ target: InspectTarget, options: InspectOptions = InspectOptions(), contents: Bool = false) throws(InspectError) -> Snapshot {
         if target.snapshotPath != nil { throw .needsImage("snapshot") }
         let t0 = nowNs()
-        let r = try leaks(target, options: options, types: true, typesOfReachable: true)
+        return snapshot(image: try inspectCapturing(target, options: options, writable: true), options: options, contents: contents, since: t0)
+    }
+
+    /// `snapshot` of a process image taken with `writable`.
+    public static func snapshot(image: ProcessImage, options: InspectOptions = InspectOptions(), contents: Bool = false) -> Snapshot {
+        snapshot(image: image, options: options, contents: contents, since: nowNs())
+    }
+
+    /// `since`: when the inspection began (for the file's inspection time).
+    static func snapshot(image: ProcessImage, options: InspectOptions, contents: Bool, since t0: UInt64) -> Snapshot {
+        let r = leaks(image: image, options: options, types: true, typesOfReachable: true)
         let pid = r.heap.pid
         let table = r.heap.chunks, n = table.count
         var cls = [UInt8](repeating: 255, count: n), type = [Int32](repeating: -1, count: n), count = [UInt32](repeating: 1, count: n)
@@ -56,7 +66,7 @@ extension Inspector {
             }
             if bytes != nil {
                 let u = table.userAddress(i), size = Int(table.usableSize(i))
-                bytes! += r.memory.bytes(u, count: size) ?? [UInt8](repeating: 0, count: size)
+                r.memory.append(u, count: size, to: &bytes!)
             }
         }
         // (what was read of the process before it was stopped: nothing here reads /proc/PID)
@@ -71,6 +81,7 @@ extension Inspector {
         if let core = r.heap.coreFile { meta.append(("core_file", core)) }
         for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
         meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
+        if let l = r.types?.labels { meta.append(("type_rounds", String(l.rounds))); meta.append(("type_conflicts", String(l.conflicts))) }
         var hostname = [CChar](repeating: 0, count: 256)
         if gethostname(&hostname, 255) == 0 { meta.append(("host", String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))) }
         return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,
@@ -88,7 +99,8 @@ extension TypeInspection {
         for k in 0..<blocks.count { blockOf[Int(blocks.chunk[k])] = Int32(k) }
         var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [], parent: [],
                                 roots: s.owners.map { TypedRoot(location: .value(0), type: -1, kind: .global, name: $0) },
-                                conflicts: 0, rounds: 0)
+                                conflicts: s.value("type_conflicts").flatMap { Int($0) } ?? 0,
+                                rounds: s.value("type_rounds").flatMap { Int($0) } ?? 0)
         for a in [\TypeLabels.type, \.owner, \.parent] as [WritableKeyPath<TypeLabels, [Int32]>] { labels[keyPath: a].reserveCapacity(blocks.count) }
         labels.count.reserveCapacity(blocks.count); labels.confidence.reserveCapacity(blocks.count); labels.ambiguous.reserveCapacity(blocks.count)
         for k in 0..<blocks.count {

@@ -40,7 +40,11 @@ extension Inspector {
     /// `types` of a live process or a core file.
     public static func types(_ target: InspectTarget, options: InspectOptions = InspectOptions()) throws(InspectError) -> TypeInspection {
         if case .snapshot(let path) = target { return TypeInspection(snapshot: try readSnapshot(path)) }
-        let c = try inspectCapturing(target, options: options, writable: true)
+        return types(image: try inspectCapturing(target, options: options, writable: true), options: options)
+    }
+
+    /// `types` of a process image taken with `writable`.
+    public static func types(image c: ProcessImage, options: InspectOptions = InspectOptions()) -> TypeInspection {
         let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
         return label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options)
@@ -195,7 +199,10 @@ extension TypeInspection {
         var ownersOf: [Int: [(Int32, Int)]] = [:]
         for (key, c) in owners { ownersOf[key >> 32, default: []].append((Int32(truncatingIfNeeded: key & 0xffff_ffff), c)) }
         return (0..<n).filter { chunks[$0] > 0 }.map { i in
-            let top = (ownersOf[i] ?? []).sorted { ($0.1, $1.0) > ($1.1, $0.0) }.prefix(topOwners).map { (labels.roots[Int($0.0)].name, $0.1) }
+            // Most chunks first; ties by name (not by root index, which differs between a live
+            // inspection and a snapshot's list of owners).
+            let top = (ownersOf[i] ?? []).map { (labels.roots[Int($0.0)].name, $0.1) }
+                .sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }.prefix(topOwners).map { ($0.0, $0.1) }
             let known = i < n - 1
             return Row(type: known ? g.label[i] : "(unknown)", confidence: known ? g.confidence[i] : .unknown,
                        ambiguous: known && g.ambiguous[i], chunks: chunks[i], bytes: bytes[i], owners: top)

@@ -347,6 +347,29 @@ public final class MemoryImage: @unchecked Sendable {
         guard let r = region(containing: a, length: UInt64(count)) else { return nil }
         return Array(UnsafeRawBufferPointer(start: r.base + Int(a - r.start), count: count))
     }
+
+    /// Append the `count` bytes at `a` to `out`, zeros where nothing was copied (pages never
+    /// written, which read as zeros in the process too).
+    public func append(_ a: UInt64, count: Int, to out: inout [UInt8]) {
+        if let r = region(containing: a, length: UInt64(count)) {
+            out.append(contentsOf: UnsafeRawBufferPointer(start: r.base + Int(a - r.start), count: count))
+            return
+        }
+        let (end, o) = a.addingReportingOverflow(UInt64(count))
+        guard !o else { out.append(contentsOf: repeatElement(0, count: count)); return }
+        var at = a
+        while at < end {
+            if let r = region(containing: at) {
+                let n = Int(min(end, r.end) - at)
+                out.append(contentsOf: UnsafeRawBufferPointer(start: r.base + Int(at - r.start), count: n))
+                at += UInt64(n)
+            } else {
+                let next = min(end, regionStart(after: at) ?? end)
+                out.append(contentsOf: repeatElement(0, count: Int(next - at)))
+                at = next
+            }
+        }
+    }
 }
 
 /// How long the target may still be stopped: copies check it between batches and stop early

@@ -7,7 +7,8 @@ import Testing
 /// Core files as a source: for every TestTarget, what heapscope says of the live process, of its
 /// gcore core file (taken while it waits) and of the core the kernel writes when it is killed
 /// with SIGABRT (read-only file-backed segments left out) is the same: stat, chunks, leaks (classes
-/// and groups), types, why and show. `sym --core` names addresses as `sym --pid` does.
+/// and groups), types, why and show; of its snapshot with contents, the same less what a
+/// snapshot does not record. `sym --core` names addresses as `sym --pid` does.
 @Suite("Core files", .serialized, .timeLimit(.minutes(10)))
 struct CoreTests {
     /// The targets, with their arguments: every one that holds a heap in a known state.
@@ -63,7 +64,7 @@ struct CoreTests {
             .trimmingCharacters(in: .whitespacesAndNewlines) == "core"
     }
 
-    @Test("live, gcore and kernel core give the same results", arguments: CoreTests.targets.map(\.0))
+    @Test("live, snapshot with contents, gcore and kernel core give the same results", arguments: CoreTests.targets.map(\.0))
     func sameAsLive(_ name: String) throws {
         let args = Self.targets.first { $0.0 == name }!.1
         let dir = try temporaryDirectory("core")
@@ -80,6 +81,39 @@ struct CoreTests {
         }
         let live = try Self.results(String(p.pid), address: address)
         for (k, v) in live { #expect(v.hasPrefix("exit 0 ") || (name == "corrupt" && v.hasPrefix("exit 2 ")), "\(name) \(k): \(v.prefix(300))") }
+
+        // A snapshot with contents, the third source. It records no mappings, roots or DWARF
+        // layouts: leak groups' symbol signatures (so groups are compared by class, size and
+        // type), why's chain (a typed path instead) and show's decoded fields and symbol names are
+        // what it cannot give; everything else is the same.
+        let snap = dir + "/s.snap"
+        let taken = try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", snap, "--contents"], timeout: 120)
+        try #require(taken.status == 0 || (name == "corrupt" && taken.status == 2), "snapshot failed: \(taken.err)")
+        let fromSnapshot = try Self.results(snap, address: address)
+        func lessOf(_ v: String, _ drop: Set<String>) -> String {
+            guard let i = v.firstIndex(of: "{"), let data = v[i...].data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: data) else { return v }
+            func strip(_ x: Any) -> Any {
+                if let d = x as? [String: Any] { return d.filter { !drop.contains($0.key) }.mapValues(strip) }
+                if let a = x as? [Any] { return a.map(strip) }
+                return x
+            }
+            var top = strip(o)
+            // Leak groups: without symbol signatures, groups that differ only by them are one;
+            // compared as chunks per class, size and type.
+            if drop.contains("signature"), var d = top as? [String: Any], let groups = d["groups"] as? [[String: Any]] {
+                var sum: [String: Int] = [:]
+                for g in groups { sum["\(g["class"] ?? "") \(g["size"] ?? "") \(g["type"] ?? "-") \(g["confidence"] ?? "")", default: 0] += g["count"] as? Int ?? 0 }
+                d["groups"] = sum.keys.sorted().map { "\($0): \(sum[$0]!)" }
+                top = d
+            }
+            let c = (try? JSONSerialization.data(withJSONObject: top, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            return String(v[..<i]) + c
+        }
+        let notRecorded: [String: Set<String>] = ["leaks": ["signature"], "why": ["chain", "reason", "from_snapshot"], "show": ["fields", "words"]]
+        for k in live.keys.sorted() {
+            let drop = notRecorded[k] ?? []
+            #expect(lessOf(fromSnapshot[k]!, drop) == lessOf(live[k]!, drop), "\(name) \(k) from the snapshot differs:\n live: \(live[k]!.prefix(600))\n snapshot: \(fromSnapshot[k]!.prefix(600))")
+        }
 
         // gcore, while the program waits.
         let g = try run("/usr/bin/gcore", ["-o", dir + "/g", String(p.pid)], timeout: 120)

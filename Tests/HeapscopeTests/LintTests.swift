@@ -72,6 +72,29 @@ struct LintTests {
         #expect(cli.contains("\"Inspect\"") && !cli.contains("\"Symbols\"") && !cli.contains("\"Analysis\"") && !cli.contains("\"ProcessAccess\"") && !cli.contains("\"Snapshot\""), "\(cli)")
     }
 
+    @Test("glibc's knowledge (bin names, layouts, malloc_trim's arithmetic) is only under Sources/GlibcMalloc; others reach it through the allocator seam")
+    func glibcStaysInItsModule() throws {
+        // Code (not comments or help text) naming glibc's kinds or internals; and who may import the walker:
+        // Inspect to pick the allocator, Snapshot to read files of format 1 (which predate recorded kinds).
+        let words = ["\"tcache\"", "\"fastbin\"", "\"unsorted\"", "\"small\"", "\"large\"", "GlibcLayout", "mp_.", "MALLOC_ALIGNMENT", "MINSIZE", "trim_threshold", "pagesize - 1"]
+        let importers: Set<String> = ["Sources/Inspect/Inspect.swift", "Sources/Snapshot/Format.swift"]
+        var offenders: [String] = []
+        let sources = "\(Paths.root)/Sources"
+        for dir in try FileManager.default.contentsOfDirectory(atPath: sources) where dir != "GlibcMalloc" {
+            guard let files = try? FileManager.default.contentsOfDirectory(atPath: "\(sources)/\(dir)") else { continue }
+            for f in files where f.hasSuffix(".swift") {
+                let rel = "Sources/\(dir)/\(f)"
+                let text = try String(contentsOfFile: "\(Paths.root)/\(rel)", encoding: .utf8)
+                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let code = line.components(separatedBy: "//")[0]
+                    if code.contains("import GlibcMalloc") && !importers.contains(rel) { offenders.append("\(rel):\(n + 1): \(line)") }
+                    for w in words where code.contains(w) { offenders.append("\(rel):\(n + 1): \(line.trimmingCharacters(in: .whitespaces))") }
+                }
+            }
+        }
+        #expect(offenders.isEmpty, "glibc's internals outside GlibcMalloc:\n\(offenders.joined(separator: "\n"))")
+    }
+
     @Test("the exit codes: one table (ExitStatus) in --help and in the README")
     func exitCodes() throws {
         let readme = try String(contentsOfFile: "\(Paths.root)/README.md", encoding: .utf8)
