@@ -114,6 +114,12 @@ bench: deps targets
 	$(SWIFT) build -c release
 	.build/release/heapscope-bench $(BENCH_ARGS)
 
+# Record Tests/Images anew (when the walker's input changes): the recorded-image tests' recorder
+# writes each image of this run there.
+record-images: deps targets
+	$(SWIFT) build --build-tests
+	HEAPSCOPE_RECORD_IMAGES=$(CURDIR)/Tests/Images $(SWIFT) test --skip-build --filter 'RecordedImageTests/recorder'
+
 clean:
 	rm -rf .build $(TT)
 

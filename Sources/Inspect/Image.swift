@@ -31,6 +31,9 @@ public struct ProcessImage {
         self.writableMaps = maps; self.writable = writable; self.facts = facts; self.symbols = symbols
     }
 
+    /// The allocator's capture (its walk's input: what was copied while stopped, where its state
+    /// lives), for tools that record or replay it.
+    public var allocatorCapture: any AllocatorCapture { capture }
     /// Every mapping, as read before the stop (or from the core file).
     public var mappings: [Mapping] { target.maps }
     /// Every thread as it was stopped: id, registers, thread pointer.
