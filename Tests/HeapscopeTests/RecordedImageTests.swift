@@ -5,13 +5,13 @@ import Inspect
 import ProcessAccess
 import Testing
 
-/// Recorded images: small ELF core files in Tests/Images holding only what glibc's walker reads
-/// of a TestTarget (its heap segments, the arena structs, main_arena and mp_, each thread's
-/// registers and TLS window, the headers of its mmapped chunks), with the facts the walker
-/// would have found from libc's symbols (`NAME.facts`) and the target's own manifest
-/// (`NAME.manifest`). No library code, libc data or anything else of another program is in
-/// them. Replaying one needs no root, no ptrace and no libc of the same build: the walker runs
-/// on the core in milliseconds, and must find exactly what the program said it allocated.
+/// Recorded images: small gzipped ELF core files in Tests/Images holding only what glibc's
+/// walker reads of a TestTarget (its heap and mmapped chunks' mappings, the arena structs,
+/// main_arena and mp_, each thread's registers and TLS window), with the facts the walker would
+/// have found from libc's symbols (`NAME.facts`) and the target's own manifest (`NAME.manifest`).
+/// No code is in them, and of libc's data only main_arena and mp_ (runtime state). Replaying
+/// one needs no root, no ptrace and no libc of the same build: the walker runs on the core in
+/// milliseconds, and must find exactly what the program said it allocated.
 ///
 /// `RecordedImage.record` makes them from a live TestTarget (the recording test below checks the
 /// recorder on a fresh one every run); `HEAPSCOPE_RECORD_IMAGES=DIR make test` also writes that
