@@ -67,11 +67,15 @@ public struct SnapshotDiff: Sendable {
             let x = Int64(bitPattern: $0.b.bytes &- $0.a.bytes), y = Int64(bitPattern: $1.b.bytes &- $1.a.bytes)
             return x != y ? x > y : $0.key < $1.key
         }
-        // Chunk identity: same user address, size and type group (same size and type give the
-        // same label); same bytes when both hold contents. A's groups as B's ids, once.
-        var idOfName: [String: Int32] = [:]
-        for x in 0..<gb.label.count { idOfName[gb.name(Int32(x))] = Int32(x) }
-        let aInB = (0..<ga.label.count).map { idOfName[ga.name(Int32($0))] ?? -2 }
+        // Chunk identity: same user address, size, allocator kind and type group — the group by
+        // its identity (label, confidence, via union), never by its display name: "char[]"
+        // declared and "char[]" by heuristic are two groups that print alike. Same bytes when
+        // both hold contents. A's groups as B's ids, once.
+        func identity(_ g: TypeInspection.Groups, _ x: Int) -> String { "\(g.label[x])\u{0}\(g.confidence[x].rawValue)\u{0}\(g.ambiguous[x])" }
+        var idOfIdentity: [String: Int32] = [:]
+        for x in 0..<gb.label.count { idOfIdentity[identity(gb, x)] = Int32(x) }
+        let aInB = (0..<ga.label.count).map { idOfIdentity[identity(ga, $0)] ?? -2 }
+        let kindA = sa.report.chunks.kind, kindB = sb.report.chunks.kind
         func offsets(_ t: TypeInspection) -> [UInt64] {
             var o: [UInt64] = [], sum: UInt64 = 0
             o.reserveCapacity(t.blocks.count)
@@ -85,6 +89,7 @@ public struct SnapshotDiff: Sendable {
             let start = tb.blocks.start[k], size = tb.blocks.end[k] - start
             while ka < ta.blocks.count && ta.blocks.start[ka] < start { ka += 1 }
             if ka < ta.blocks.count, ta.blocks.start[ka] == start, ta.blocks.end[ka] - ta.blocks.start[ka] == size,
+               kindA[Int(ta.blocks.chunk[ka])] == kindB[Int(tb.blocks.chunk[k])],
                (ga.of[ka] < 0 ? -1 : aInB[Int(ga.of[ka])]) == gb.of[k] {
                 matchedA[ka] = true
                 survivors.add(size)
@@ -103,13 +108,22 @@ public struct SnapshotDiff: Sendable {
     /// and threads that exited without being joined (their stacks stay mapped until pthread_join).
     static func causes(_ s: Snapshot) -> [(id: String, name: String, unit: String, value: Int64)] {
         let c = s.report.chunks, heap = s.report.heap
-        var reach: Int64 = 0, lost: Int64 = 0, free: Int64 = 0, top: Int64 = 0, mm: Int64 = 0, blocks: Int64 = 0
+        var reach: Int64 = 0, possible: Int64 = 0, lost: Int64 = 0, free: Int64 = 0, top: Int64 = 0, mm: Int64 = 0, blocks: Int64 = 0
+        // In-use bytes by leak class: reachable, possibly lost (only interior pointers reach
+        // it: a page cache or a string table often is), definitely or indirectly lost.
+        func add(_ i: Int, _ sz: Int64) {
+            switch s.leakClass[i] {
+            case LeakClass.stillReachable.rawValue: reach += sz
+            case LeakClass.possiblyLost.rawValue: possible += sz
+            default: lost += sz
+            }
+        }
         let own = Set(c.kinds.ownMappingKinds)
         for i in 0..<c.count {
             let sz = Int64(c.size[i])
             switch c.state(i) {
             case .inUse where own.contains(c.kind[i]): mm += sz
-            case .inUse: if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach += sz } else { lost += sz }
+            case .inUse: add(i, sz)
             case .top: top += sz
             case .metadata: break
             case .cachedFree, .allocatorFree: free += sz
@@ -120,13 +134,14 @@ public struct SnapshotDiff: Sendable {
             guard let i = c.index(containing: t.heapBlock), c.state(i) == .inUse, !own.contains(c.kind[i]) else { continue }
             let sz = Int64(c.size[i])
             blocks += sz
-            if s.leakClass[i] == LeakClass.stillReachable.rawValue { reach -= sz } else { lost -= sz }
+            add(i, -sz)
         }
         let unjoined = heap.exitedTally(.unjoined), cached = heap.exitedTally(.cached)
         let known = heap.exitedThreads != nil
         var rows: [(String, String, String, Int64)] = [
             ("in_use_reachable", "in use, reachable", "bytes", reach),
-            ("in_use_lost", "in use, lost", "bytes", lost),
+            ("in_use_possibly_lost", "in use, possibly lost", "bytes", possible),
+            ("in_use_lost", "in use, definitely or indirectly lost", "bytes", lost),
             ("free_bins", "free in caches and free lists", "bytes", free),
             ("free_top", "free at the top of arenas", "bytes", top),
             ("trimmable", "of the free: malloc_trim(0) would return", "bytes", Int64(clamping: heap.trimmableBytes)),

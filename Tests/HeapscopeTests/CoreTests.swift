@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Inspect
 import ProcessAccess
+import Snapshot
 import Testing
 
 /// Core files as a source: for every TestTarget, what heapscope says of the live process, of its
@@ -90,6 +91,13 @@ struct CoreTests {
         let taken = try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", snap, "--contents"], timeout: 120)
         try #require(taken.status == 0 || (name == "corrupt" && taken.status == 2), "snapshot failed: \(taken.err)")
         let fromSnapshot = try Self.results(snap, address: address)
+        // The snapshot against itself: every outstanding chunk survives with its bytes.
+        let selfDiff = try jsonObject(run(Paths.heapscope, ["diff", snap, snap, "--json"]).out)
+        let table = try SnapshotFile.read(snap).report.chunks
+        let outstanding = (0..<table.count).filter(table.isOutstanding).count
+        func chunks(_ k: String) -> Int? { (selfDiff[k] as? [String: Any])?["chunks"] as? Int }
+        #expect(chunks("new") == 0 && chunks("gone") == 0 && selfDiff["changed"] as? Int == 0 && outstanding > 0
+                && chunks("survivors") == outstanding, "\(name): self-diff \(selfDiff.filter { $0.key != "groups" })")
         func lessOf(_ v: String, _ drop: Set<String>) -> String {
             guard let i = v.firstIndex(of: "{"), let data = v[i...].data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: data) else { return v }
             func strip(_ x: Any) -> Any {

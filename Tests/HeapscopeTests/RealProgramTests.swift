@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Snapshot
 import Testing
 
 /// Programs nobody here wrote: Debian's python3 and perl, building real heaps (thousands of
@@ -122,6 +123,12 @@ struct RealProgramTests {
         #expect(inUse > 1 << 20, "\(program): in-use growth \(inUse) (mallinfo2.uordblks \(before) -> \(after)); causes \(causes)")
         let text = try heapscope(["diff", "\(dir)/1.snap", "\(dir)/2.snap"])
         #expect(text.contains("in use"), "\(text.prefix(1000))")
+        // A snapshot against itself: every outstanding chunk survives, nothing is new or gone.
+        let selfDiff = try jsonObject(heapscope(["diff", "--json", "\(dir)/2.snap", "\(dir)/2.snap"]))
+        let table = try SnapshotFile.read("\(dir)/2.snap").report.chunks
+        let n = (0..<table.count).filter(table.isOutstanding).count
+        #expect((selfDiff["survivors"] as? [String: Any])?["chunks"] as? Int == n && (selfDiff["new"] as? [String: Any])?["chunks"] as? Int == 0
+                && (selfDiff["gone"] as? [String: Any])?["chunks"] as? Int == 0, "\(program): self-diff \(selfDiff.filter { $0.key != "groups" })")
     }
 
     /// A file named like libc mapped as data (below the real one, as mmap places it first when
