@@ -28,7 +28,7 @@ public enum Terminal {
     public static func report(_ f: Failure, json: Bool) {
         if !f.message.isEmpty { warn(f.message) }
         if json && !f.outputComplete {
-            print(JSONWriter.line { o in o.object("error") { $0.field("code", f.status); $0.field("message", f.message) } }, terminator: "")
+            print(JSONWriter.documentLine { o in o.object("error") { $0.field("code", f.status); $0.field("message", f.message) } }, terminator: "")
         }
         fflush(nil)
     }
@@ -77,7 +77,7 @@ public enum TypesFormat {
         let total = rows.reduce(UInt64(0)) { $0 + $1.bytes }
         if json {
             var j = JSONWriter()
-            j.object { o in
+            j.document { o in
                 o.field("pid", r.heap.pid); o.field("pause_us", r.heap.pauseMicroseconds); o.field("debug_info_us", r.debugInfoMicroseconds)
                 o.field("propagation_us", r.propagationMicroseconds); o.field("rounds", r.labels.rounds); o.field("bytes", total)
                 o.field("conflicts", r.labels.conflicts)
@@ -114,7 +114,7 @@ public enum SnapshotFormat {
     public static func written(_ w: SnapshotWritten, json: Bool) -> String {
         let r = w.snapshot.report, n = r.chunks.count
         if json {
-            return JSONWriter.line { o in
+            return JSONWriter.documentLine { o in
                 o.field("file", w.path); o.field("pid", r.pid); o.field("pause_us", r.pauseMicroseconds); o.field("chunks", n)
                 o.field("bytes", w.fileBytes); o.field("contents", w.contents)
                 o.field("inspect_ms", Int(w.inspectSeconds * 1000)); o.field("write_ms", Int(w.writeSeconds * 1000))

@@ -29,7 +29,7 @@ public extension SnapshotDiff {
 
     func json(into j: inout JSONWriter, limit: Int, a: String, b: String) {
         func t(_ k: StaticString, _ x: Tally, _ o: inout JSONWriter) { o.object(k) { $0.field("chunks", x.count); $0.field("bytes", x.bytes) } }
-        j.object { o in
+        j.document { o in
             o.field("a", a); o.field("b", b); o.field("by", by.rawValue)
             t("new", new, &o); t("gone", gone, &o); t("survivors", survivors, &o)
             o.field("changed", changed)

@@ -201,7 +201,7 @@ public enum StatFormat {
     static func threads(_ k: StaticString, _ t: Tally, into o: inout JSONWriter) { o.object(k) { $0.field("threads", t.count); $0.field("bytes", t.bytes) } }
 
     public static func json(_ r: HeapReport) -> String {
-        JSONWriter.line { o in
+        JSONWriter.documentLine { o in
             o.field("pid", r.pid); o.field("core_file", r.coreFile); o.field("pause_us", r.pauseMicroseconds); o.field("attempts", r.attempts)
             o.array("attempt_pause_us") { a in for p in r.attemptPauses { a.value(p) } }
             o.field("max_stop_us", r.stopBudgetMicroseconds)
@@ -274,7 +274,7 @@ public enum ChunkFormat {
     public static func json(_ r: HeapReport, rows: [Int], types: TypeInspection? = nil, into j: inout JSONWriter) {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
-        j.object { o in
+        j.document { o in
             o.field("pid", r.pid); o.field("pause_us", r.pauseMicroseconds); o.field("total_chunks", t.count)
             o.array("chunks") { a in
                 for i in rows {

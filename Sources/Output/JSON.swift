@@ -1,3 +1,5 @@
+import Inspect
+
 /// The one way heapscope writes JSON: keyed fields into an OutputBuffer, commas and quoting done
 /// here. Keys are static strings (written as they are, never escaped); values are numbers, bools,
 /// strings (escaped), hex addresses (as "0x..." strings), null, or nested objects and arrays.
@@ -103,6 +105,27 @@ public struct JSONWriter {
         var j = JSONWriter(capacity: 256)
         j.out.autoFlush = false
         j.object(body)
+        j.endLine()
+        return j.text
+    }
+
+    /// The version of the JSON documents' shape: raised when a key is renamed or removed or
+    /// changes meaning (new keys do not raise it).
+    public static let schema = 1
+
+    /// A top-level document: an object that begins with `heapscope_version` and `schema`.
+    public mutating func document(_ body: (inout JSONWriter) -> Void) {
+        object { o in
+            o.field("heapscope_version", HeapscopeVersion.number)
+            o.field("schema", JSONWriter.schema)
+            body(&o)
+        }
+    }
+    /// A top-level document as a line of text.
+    public static func documentLine(_ body: (inout JSONWriter) -> Void) -> String {
+        var j = JSONWriter(capacity: 256)
+        j.out.autoFlush = false
+        j.document(body)
         j.endLine()
         return j.text
     }

@@ -146,7 +146,7 @@ public enum LeakFormat {
     }
 
     public static func json(_ r: LeakInspection, groups: [LeakGroup], into j: inout JSONWriter) {
-        j.object { o in
+        j.document { o in
             o.field("pid", r.heap.pid); o.field("pause_us", r.heap.pauseMicroseconds); o.field("scanned_bytes", r.leaks.scannedBytes)
             copyFields(r.heap, into: &o)
             for c in order {
@@ -231,7 +231,7 @@ public enum WhyFormat {
 
     public static func json(_ w: WhyAnswer, into j: inout JSONWriter) {
         let r = w.inspection, b = r.leaks.blocks, k = w.block
-        j.object { o in
+        j.document { o in
             o.field("address", hex: w.address); o.field("chunk", hex: b.start[k]); o.field("size", b.end[k] - b.start[k])
             o.field("class", w.leakClass.name)
             if let path = w.typedPath {

@@ -5,7 +5,7 @@ import Inspect
 public enum WatchFormat {
     public static func sample(_ s: WatchSample, json: Bool) -> String {
         if json {
-            return JSONWriter.line { o in
+            return JSONWriter.documentLine { o in
                 o.field("sample", s.number); o.field("time_s", s.time); o.field("pause_us", s.pauseMicroseconds)
                 o.field("in_use_bytes", s.inUse); o.field("free_bytes", s.free); o.field("top_bytes", s.top)
                 o.field("mmapped_bytes", s.mmapped); o.field("arenas", s.arenas); o.field("threads", s.threads)
@@ -31,7 +31,7 @@ public enum WatchFormat {
     public static func summary(_ w: WatchSummary, maxDuty: Double, json: Bool) -> String {
         guard let first = w.samples.first, let last = w.samples.last else { return "" }
         if json {
-            return JSONWriter.line { j in
+            return JSONWriter.documentLine { j in
                 j.object("summary") { o in
                     o.field("ended", w.reason); o.field("samples", w.samples.count); o.field("duration_s", last.time - first.time)
                     o.field("in_use_first", first.inUse); o.field("in_use_last", last.inUse); o.field("slope_bytes_per_s", w.slope)

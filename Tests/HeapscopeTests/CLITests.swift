@@ -1,4 +1,5 @@
 import Foundation
+import Inspect
 import ProcessAccess
 import Glibc
 import Testing
@@ -25,6 +26,29 @@ struct CLITests {
         let arenas = try #require(j["arenas"] as? [[String: Any]])
         #expect(arenas.count == 1)
         #expect(p.release().ok)
+    }
+
+    @Test("every JSON document begins with heapscope_version and schema: each command's, watch's lines, errors; chunks --limit 0 lists no chunk")
+    func versionInJSON() throws {
+        let p = try TargetProcess("heap_kinds")
+        defer { p.release() }
+        let dir = try temporaryDirectory("json")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pid = String(p.pid), addr = "0x" + String(try #require(p.manifest.live.keys.min()), radix: 16), snap = dir + "/s.snap"
+        let runs: [[String]] = [
+            ["stat", pid, "--json"], ["chunks", pid, "--json", "--limit", "0"], ["leaks", pid, "--json"], ["types", pid, "--json"],
+            ["why", pid, addr, "--json"], ["show", pid, addr, "--json"], ["snapshot", pid, "-o", snap, "--json"],
+            ["diff", snap, snap, "--json"], ["watch", pid, "--count", "2", "--interval", "100ms", "--json"], ["stat", "99999999", "--json"],
+        ]
+        for args in runs {
+            let r = try run(Paths.heapscope, args)
+            let lines = r.out.split(separator: "\n")
+            #expect(!lines.isEmpty, "\(args.joined(separator: " ")) printed nothing: \(r.err)")
+            for line in lines {
+                #expect(line.hasPrefix("{\"heapscope_version\":\"\(HeapscopeVersion.number)\",\"schema\":1,"), "\(args.joined(separator: " ")): \(line.prefix(120))")
+            }
+            if args[0] == "chunks" { #expect((try jsonObject(r.out)["chunks"] as? [Any])?.isEmpty == true, "--limit 0 listed chunks") }
+        }
     }
 
     @Test("stat text output names the version, the pause and mallinfo2")
