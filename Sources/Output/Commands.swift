@@ -52,13 +52,23 @@ public func corruption(_ r: HeapReport, say: Bool = false) -> Failure? {
 }
 
 /// `chunks`' rows: the chunks that pass every filter, in address order, at most `limit`.
-public func chunkRows(_ r: HeapReport, state: String?, arena: Int?, minSize: UInt64?, limit: Int?) -> [Int] {
+/// `type` and `owner` (with `types`): outstanding chunks of that type label (as the type column
+/// prints it, "(unknown)" for none) or first reached from that root.
+public func chunkRows(_ r: HeapReport, state: String?, arena: Int?, minSize: UInt64?, limit: Int?,
+                      types: TypeInspection? = nil, type: String? = nil, owner: String? = nil) -> [Int] {
     let t = r.chunks
     let want = state.flatMap { t.filter(named: $0) }
     var rows: [Int] = []
     if limit == 0 { return rows }
+    let block = (type != nil || owner != nil) ? ChunkFormat.blockOfChunk(types, count: t.count) : []
     for i in 0..<t.count {
         if let w = want, !w(i) { continue }
+        if !block.isEmpty {
+            let k = Int(block[i])
+            guard k >= 0, let ty = types else { continue }
+            if let type, (ty.label(k) ?? "(unknown)") != type { continue }
+            if let owner, ty.owner(k) != owner { continue }
+        }
         if let a = arena, t.arena[i] != UInt16(truncatingIfNeeded: a) || t.arena[i] == ChunkTable.noArena { continue }
         if let m = minSize, t.size[i] < m { continue }
         rows.append(i)

@@ -84,6 +84,22 @@ struct TargetOptions: ParsableArguments {
     }
 }
 
+/// A size argument: bytes, or a number with K, M or G (binary: 1K = 1024; KiB, MiB and GiB too).
+struct ByteCount: ExpressibleByArgument {
+    var bytes: UInt64
+    init?(argument: String) {
+        let units: [(String, UInt64)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1)]
+        for (u, f) in units where argument.uppercased().hasSuffix(u.uppercased()) {
+            guard let v = UInt64(argument.dropLast(u.count)) else { return nil }
+            let (b, o) = v.multipliedReportingOverflow(by: f)
+            if o { return nil }
+            bytes = b; return
+        }
+        guard let v = UInt64(argument) else { return nil }
+        bytes = v
+    }
+}
+
 /// A duration argument: 500ms, 10s, 5m, 2h (a bare number is seconds); nil if it is not one.
 func parseDuration(_ s: String) -> Double? {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
@@ -137,7 +153,11 @@ struct Chunks: ParsableCommand, TargetCommand {
     @OptionGroup var target: TargetOptions
     @Option(help: "Only chunks in this state: \(Inspector.chunkStateNames.joined(separator: ", ")).") var state: String?
     @Option(help: "Only chunks of this arena (0 = main; mmapped chunks have none).") var arena: Int?
-    @Option(help: "Only chunks of at least this many bytes.") var minSize: UInt64?
+    @Option(help: ArgumentHelp("Only chunks of at least this size (bytes, or with K, M, G: 1K = 1024).", valueName: "size")) var minSize: ByteCount?
+    @Option(help: ArgumentHelp("Only outstanding chunks of this type, as the type column prints it (\"struct node\", \"char[]\", \"(unknown)\").", valueName: "type"))
+    var type: String?
+    @Option(help: ArgumentHelp("Only outstanding chunks first reached from this root, as `types` names its owners (\"table (typed.c:24)\").", valueName: "root"))
+    var owner: String?
     @Option(help: "Print at most this many rows.") var limit: Int?
     @Flag(help: "Leave out the type column (copies only the heap: a shorter pause).") var noTypes = false
 
@@ -146,6 +166,7 @@ struct Chunks: ParsableCommand, TargetCommand {
             throw ValidationError("unknown state '\(s)'; one of: \(Inspector.chunkStateNames.joined(separator: ", "))")
         }
         if let l = limit, l < 0 { throw ValidationError("--limit must be >= 0") }
+        if noTypes && (type != nil || owner != nil) { throw ValidationError("--type and --owner need the types (leave out --no-types)") }
     }
 
     func run() throws {
@@ -155,7 +176,7 @@ struct Chunks: ParsableCommand, TargetCommand {
             types = try target.attach { t, o in try Inspector.types(t, options: o) }
             r = types!.heap
         }
-        let rows = chunkRows(r, state: state, arena: arena, minSize: minSize, limit: limit)
+        let rows = chunkRows(r, state: state, arena: arena, minSize: minSize?.bytes, limit: limit, types: types, type: type, owner: owner)
         if target.json { var j = JSONWriter(); ChunkFormat.json(r, rows: rows, types: types, into: &j); j.flush() }
         else { var out = OutputBuffer(); ChunkFormat.text(r, rows: rows, types: types, into: &out); out.flush() }
         try finish(r)

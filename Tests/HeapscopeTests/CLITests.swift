@@ -77,7 +77,30 @@ struct CLITests {
         #expect(lim.out.split(separator: "\n").filter { $0.hasPrefix("  0x") || $0.hasPrefix(" 0x") || $0.hasPrefix("0x") }.count == 3)
         let a0 = try jsonObject(run(Paths.heapscope, ["chunks", pid, "--arena", "0", "--state", "mmapped", "--json"]).out)
         #expect((a0["chunks"] as? [[String: Any]])?.isEmpty == true, "mmapped chunks belong to no arena")
+        // Sizes with units: 1K is 1024 bytes.
+        func sizes(_ min: String) throws -> [Int] {
+            try (jsonObject(run(Paths.heapscope, ["chunks", pid, "--min-size", min, "--json", "--no-types"]).out)["chunks"] as? [[String: Any]] ?? []).compactMap { $0["size"] as? Int }
+        }
+        let k = try sizes("1K"), bytes = try sizes("1024"), m = try sizes("1M")
+        #expect(k == bytes && !k.isEmpty && k.allSatisfy { $0 >= 1024 } && m.count == p.manifest.mmapped.count)
+        #expect(try run(Paths.heapscope, ["chunks", pid, "--min-size", "1X"]).status == 64)
         #expect(p.release().ok)
+    }
+
+    @Test("chunks --type and --owner: exactly the outstanding chunks the types inspection gives that type or owner")
+    func chunksByTypeAndOwner() throws {
+        let p = try TargetProcess("typed")
+        defer { p.release() }
+        let ty = try Inspector.types(pid: p.pid)
+        for (type, owner) in [("struct node", nil), (nil, "table (typed.c:24)"), ("char[]", "list_head (typed.c:20)")] as [(String?, String?)] {
+            var args = ["chunks", String(p.pid), "--json"]
+            if let type { args += ["--type", type] }
+            if let owner { args += ["--owner", owner] }
+            let rows = try #require(try jsonObject(run(Paths.heapscope, args).out)["chunks"] as? [[String: Any]])
+            let want = Set((0..<ty.blocks.count).filter { k in (type == nil || ty.label(k) == type) && (owner == nil || ty.owner(k) == owner) }
+                .map { "0x" + String(ty.blocks.start[$0], radix: 16) })
+            #expect(!want.isEmpty && Set(rows.compactMap { $0["user_address"] as? String }) == want, "\(args): \(rows.count) rows, \(want.count) wanted")
+        }
     }
 
     @Test("bad input: no such pid (3), bad state (64), not glibc malloc: own, jemalloc, musl (6), corrupted heap (2)")
