@@ -14,21 +14,23 @@ public struct LeakGroup {
     public var confidence: TypeConfidence = .unknown
     public var count = 0
     public var samples: [Int] = []      // the first few blocks
+    /// Every chunk of the group (user addresses), when asked for (`leaks --addresses`).
+    public var addresses: [UInt64]? = nil
     public var bytes: UInt64 { size * UInt64(count) }
 }
 
 public enum LeakGroups {
     /// The groups of every lost chunk (definitely, indirectly and possibly lost), and with
     /// `reachable` of the still reachable ones too.
-    public static func build(_ r: LeakInspection, reachable: Bool) -> [LeakGroup] {
-        build(r, classes: reachable ? Set(LeakClass.allCases) : [.definitelyLost, .indirectlyLost, .possiblyLost])
+    public static func build(_ r: LeakInspection, reachable: Bool, addresses: Bool = false) -> [LeakGroup] {
+        build(r, classes: reachable ? Set(LeakClass.allCases) : [.definitelyLost, .indirectlyLost, .possiblyLost], addresses: addresses)
     }
 
     /// Groups of the blocks in `classes`: by class, size and signature (the symbols its first 64
     /// bytes point to, or "text" when it starts with printable bytes). One pass over the blocks;
     /// symbols are looked up once per distinct pointer value.
     /// From a snapshot file (no symbols, no mappings) pointer signatures are not formed.
-    public static func build(_ r: LeakInspection, classes: Set<LeakClass>) -> [LeakGroup] {
+    public static func build(_ r: LeakInspection, classes: Set<LeakClass>, addresses: Bool = false) -> [LeakGroup] {
         let b = r.leaks.blocks, cls = r.leaks.leakClass
         let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
@@ -52,6 +54,7 @@ public enum LeakGroups {
         let textSig: Int32 = -2
         var index: [Key: Int] = [:]
         var found: [(key: Key, count: Int, samples: [Int])] = []
+        var all: [[UInt64]] = []
         var last: (key: Key, at: Int)? = nil
         var region: Region? = nil
         for k in 0..<b.count where want[Int(cls[k].rawValue)] {
@@ -81,7 +84,9 @@ public enum LeakGroups {
             let at: Int
             if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
                 at = found.count; index[key] = at; found.append((key, 0, []))
+                if addresses { all.append([]) }
             }
+            if addresses { all[at].append(start) }
             last = (key, at)
             found[at].count += 1
             if found[at].samples.count < 3 { found[at].samples.append(k) }
@@ -100,10 +105,11 @@ public enum LeakGroups {
             let p = sigPointers[Int(id)]
             return stride(from: 0, to: p.count, by: 2).map { "+0x\(String(p[$0], radix: 16)) -> \(names[p[$0 + 1]] ?? hex(p[$0 + 1]))" }
         }
-        return found.map { LeakGroup(leakClass: LeakClass(rawValue: $0.key.cls)!, size: $0.key.size, signature: signature($0.key.sig),
-                                     type: $0.key.type >= 0 ? typeGroups?.name($0.key.type) : nil,
-                                     confidence: $0.key.type >= 0 ? typeGroups!.confidence[Int($0.key.type)] : .unknown,
-                                     count: $0.count, samples: $0.samples) }
+        return found.enumerated().map { n, f in
+            LeakGroup(leakClass: LeakClass(rawValue: f.key.cls)!, size: f.key.size, signature: signature(f.key.sig),
+                      type: f.key.type >= 0 ? typeGroups?.name(f.key.type) : nil,
+                      confidence: f.key.type >= 0 ? typeGroups!.confidence[Int(f.key.type)] : .unknown,
+                      count: f.count, samples: f.samples, addresses: addresses ? all[n] : nil) }
             .sorted { ($0.bytes, $1.leakClass.rawValue, $1.size) > ($1.bytes, $0.leakClass.rawValue, $0.size) }
     }
 }
@@ -142,6 +148,11 @@ public enum LeakFormat {
                 let p = preview(r.memory, a, g.size)
                 out.write("    \(hex(a))  \(p.hex)  |\(p.ascii)|\n")
             }
+            if let all = g.addresses {
+                out.write("    every chunk:")
+                for (i, a) in all.enumerated() { out.write(i % 6 == 0 ? "\n     " : ""); out.write(" \(hex(a))") }
+                out.write("\n")
+            }
         }
     }
 
@@ -166,6 +177,7 @@ public enum LeakFormat {
                                 a.object { $0.field("address", hex: addr); $0.field("hex", p.hex); $0.field("ascii", p.ascii) }
                             }
                         }
+                        if let all = g.addresses { x.array("addresses") { a in for v in all { a.value(hex: v) } } }
                     }
                 }
             }

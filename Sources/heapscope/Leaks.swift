@@ -25,6 +25,7 @@ struct Leaks: ParsableCommand, TargetCommand {
     var noAnonymousRoots = false
     @Option(help: "List at most this many groups.") var limit = 20
     @Flag(help: "Do not label chunks with types (skips reading debug info).") var noTypes = false
+    @Flag(help: "List every chunk of each group (its user address), not only the first three.") var addresses = false
 
     func validate() throws {
         if let s = show, s != "reachable" && s != "possible" { throw ValidationError("--show takes 'reachable' or 'possible'") }
@@ -34,7 +35,7 @@ struct Leaks: ParsableCommand, TargetCommand {
     func run() throws {
         let anonymous = !noAnonymousRoots, types = !noTypes, reachable = show == "reachable"
         let r = try target.attach { t, o in try Inspector.leaks(t, options: o, anonymousRoots: anonymous, types: types, typesOfReachable: reachable) }
-        let groups = LeakGroups.build(r, reachable: reachable)
+        let groups = LeakGroups.build(r, reachable: reachable, addresses: addresses)
         if target.json { var j = JSONWriter(); LeakFormat.json(r, groups: Array(groups.prefix(limit)), into: &j); j.flush() }
         else { var out = OutputBuffer(); LeakFormat.text(r, groups: Array(groups.prefix(limit)), total: groups.count, into: &out); out.flush() }
         try finish(r.heap)

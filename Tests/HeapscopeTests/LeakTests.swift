@@ -159,6 +159,18 @@ struct LeakTests {
         #expect(((tgroup?["samples"] as? [[String: Any]])?.first?["ascii"] as? String)?.hasPrefix("a leaked string") == true)
         let text = try run(Paths.heapscope, ["leaks", String(p.pid)])
         #expect(text.out.contains("definitely lost:"))
+        // --addresses: every chunk of every group, each of the group's class.
+        let all = try #require(try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--show", "reachable", "--addresses", "--limit", "100000"]).out)["groups"] as? [[String: Any]])
+        var listed: [String: String] = [:]
+        for g in all {
+            let a = g["addresses"] as? [String] ?? []
+            #expect(a.count == g["count"] as? Int, "\(g["class"] ?? "") group of \(g["size"] ?? ""): \(a.count) addresses for \(g["count"] ?? 0) chunks")
+            for x in a { listed[x] = g["class"] as? String }
+        }
+        let classOf = Dictionary(uniqueKeysWithValues: (0..<lib.leaks.blocks.count).map { ("0x" + String(lib.leaks.blocks.start[$0], radix: 16), lib.leaks.leakClass[$0].name) })
+        #expect(listed == classOf, "--addresses lists \(listed.count) chunks, the library classifies \(classOf.count)")
+        let textAll = try run(Paths.heapscope, ["leaks", String(p.pid), "--addresses"])
+        #expect(textAll.out.contains("every chunk:"))
         #expect(p.release().ok)
     }
 }
