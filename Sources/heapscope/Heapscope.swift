@@ -132,7 +132,8 @@ func addressArgument(_ s: String) throws -> UInt64 {
 
 struct Stat: ParsableCommand, TargetCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Summary of every arena, mmapped chunks, and mallinfo2 as the target itself would report it.")
+        abstract: "Summary of every arena, mmapped chunks, and mallinfo2 as the target itself would report it.",
+        discussion: Examples.stat)
     @OptionGroup var target: TargetOptions
 
     func run() throws {
@@ -149,7 +150,7 @@ struct Chunks: ParsableCommand, TargetCommand {
         Types of outstanding chunks as `heapscope types` labels them (declared, vtable, heuristic); \
         that copies every writable mapping while the target is stopped. --no-types copies only \
         the heap (a shorter pause) and leaves the column out.
-        """)
+        """ + Examples.chunks)
     @OptionGroup var target: TargetOptions
     @Option(help: "Only chunks in this state: \(Inspector.chunkStateNames.joined(separator: ", ")).") var state: String?
     @Option(help: "Only chunks of this arena (0 = main; mmapped chunks have none).") var arena: Int?

@@ -17,7 +17,7 @@ struct Leaks: ParsableCommand, TargetCommand {
         points to it from roots or reachable chunks), indirectly_lost (only lost chunks point \
         to it). Groups: lost chunks of one size and type (as `heapscope types` labels them) whose \
         words point to the same symbols.
-        """)
+        """ + Examples.leaks)
     @OptionGroup var target: TargetOptions
     @Option(help: "Also list groups of this class: reachable (still_reachable) or possible (possibly_lost is listed anyway).")
     var show: String?
@@ -49,7 +49,7 @@ struct Why: ParsableCommand, TargetCommand {
         Roots as in `leaks`. Each hop is a word holding a pointer to the next chunk (to its start, \
         or inside it: an interior pointer). A chunk that no chain reaches is lost; for an \
         indirectly lost one the chain from the definitely lost chunk it hangs off is shown.
-        """)
+        """ + Examples.why)
     @OptionGroup var target: TargetOptions
     @Argument(help: "An address inside an outstanding chunk (hex, with or without 0x).") var address: String
     @Flag(help: "Do not count writable anonymous memory outside malloc as roots.") var noAnonymousRoots = false

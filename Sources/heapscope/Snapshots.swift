@@ -11,7 +11,7 @@ struct SnapshotCommand: ParsableCommand, TargetCommand {
         given: then every outstanding chunk's bytes too (secrets!). stat, chunks, types, leaks, \
         why and show read the file instead of a process (show needs --contents); diff compares \
         two files. --pprof also writes a gzipped pprof heap profile. Format: README "Snapshot files".
-        """)
+        """ + Examples.snapshot)
     @OptionGroup var target: TargetOptions
     @Option(name: .shortAndLong, help: "The file to write.") var output: String
     @Flag(help: "Also save the contents of every outstanding chunk.") var contents = false
@@ -42,7 +42,7 @@ struct Diff: ParsableCommand, JSONCommand {
         lost, free memory malloc keeps (caches, free lists, top) and what malloc_trim(0) would return, \
         mmapped chunks, arenas, threads, and threads that exited without being joined (their \
         stacks and heap blocks stay until pthread_join).
-        """)
+        """ + Examples.diff)
     @Argument(help: "The older snapshot file.") var a: String
     @Argument(help: "The newer snapshot file.") var b: String
     @Option(help: "Group by type, size, owner or state.") var by: SnapshotDiff.Key = .type

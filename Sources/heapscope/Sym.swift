@@ -55,7 +55,7 @@ struct Sym: ParsableCommand, JSONCommand {
 
         Formats: text (default), llvm (exactly llvm-symbolizer's default output), gensyms (grouped \
         under 'Src: FILE'), --json (one JSON object per line, per address).
-        """)
+        """ + Examples.sym)
 
     @OptionGroup var source: SymbolSourceOptions
     @Flag(help: "Addresses are file offsets in the --elf file, not virtual addresses.") var fileOffset = false
@@ -80,7 +80,8 @@ struct Sym: ParsableCommand, JSONCommand {
 
 struct Gensyms: ParsableCommand, JSONCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List every symbol, sorted by address, with type, size and source file (AIX gensyms style).")
+        abstract: "List every symbol, sorted by address, with type, size and source file (AIX gensyms style).",
+        discussion: Examples.gensyms)
     @OptionGroup var source: SymbolSourceOptions
     @Flag(help: "One JSON object per symbol, one per line.") var json = false
 

@@ -13,7 +13,7 @@ struct Types: ParsableCommand, TargetCommand {
         marked "via union"). vtable: a C++ object whose first word points into "vtable for X". \
         heuristic: a NUL-terminated printable string (char[]). The rest is unknown. Owners are \
         the root variables the chunks were first reached from.
-        """)
+        """ + Examples.types)
     @OptionGroup var target: TargetOptions
     @Option(help: "Only chunks of this kind or state (those of chunks --state that hold outstanding chunks).") var state: String?
     @Option(help: "Show this many owners per type.") var owners = 3
@@ -40,7 +40,7 @@ struct Show: ParsableCommand, TargetCommand {
         A chunk of a known type is decoded field by field from its DWARF layout (an array \
         element by element); pointers say what they point to: a symbol, or chunk X with its type. \
         A chunk of unknown type lists the words that point to symbols or chunks. Then a hex dump.
-        """)
+        """ + Examples.show)
     @OptionGroup var target: TargetOptions
     @Argument(help: "An address inside the chunk (hex, with or without 0x).") var address: String
     @Option(help: "Show at most this many bytes of the chunk.") var bytes = 256

@@ -17,7 +17,7 @@ struct Watch: ParsableCommand, JSONCommand {
         Ends after --count samples, on Ctrl-C (SIGINT), SIGTERM or SIGHUP (exit 0, with a \
         summary), or when the target exits (summary, exit 5). Durations: 500ms, 10s, 5m, 2h \
         (a bare number is seconds). --json prints one JSON object per line, the summary last.
-        """)
+        """ + Examples.watch)
     @Argument(help: "Process id of the target.") var pid: Int32
     @Option(help: "Time between samples.") var interval = "10s"
     @Option(help: "Stop after this many samples (default: until interrupted).") var count: Int?

@@ -51,6 +51,16 @@ struct CLITests {
         }
     }
 
+    @Test("every command's --help ends its description with examples of that command")
+    func helpExamples() throws {
+        for c in ["stat", "chunks", "leaks", "why", "types", "show", "snapshot", "diff", "watch", "sym", "gensyms"] {
+            let h = try run(Paths.heapscope, [c, "--help"])
+            let examples = h.out.components(separatedBy: "Examples:\n").dropFirst().first?.components(separatedBy: "\n\n").first ?? ""
+            let lines = examples.split(separator: "\n").filter { $0.hasPrefix("  heapscope ") }
+            #expect(h.status == 0 && !lines.isEmpty && lines.allSatisfy { $0.hasPrefix("  heapscope \(c) ") }, "\(c) --help: \(examples)")
+        }
+    }
+
     @Test("stat text output names the version, the pause and mallinfo2")
     func statText() throws {
         let p = try TargetProcess("heap_kinds")
