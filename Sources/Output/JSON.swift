@@ -100,11 +100,11 @@ public struct JSONWriter {
     /// The buffered text (for callers that print it themselves).
     public var text: String { String(decoding: out.bytes, as: UTF8.self) }
 
-    /// One object as a line of text.
-    public static func line(_ body: (inout JSONWriter) -> Void) -> String {
+    /// One object as a line of text (`document`: one that begins with the version and schema).
+    public static func line(document: Bool = false, _ body: (inout JSONWriter) -> Void) -> String {
         var j = JSONWriter(capacity: 256)
         j.out.autoFlush = false
-        j.object(body)
+        if document { j.document(body) } else { j.object(body) }
         j.endLine()
         return j.text
     }
@@ -122,13 +122,7 @@ public struct JSONWriter {
         }
     }
     /// A top-level document as a line of text.
-    public static func documentLine(_ body: (inout JSONWriter) -> Void) -> String {
-        var j = JSONWriter(capacity: 256)
-        j.out.autoFlush = false
-        j.document(body)
-        j.endLine()
-        return j.text
-    }
+    public static func documentLine(_ body: (inout JSONWriter) -> Void) -> String { line(document: true, body) }
 }
 
 /// A number with at most three decimals, as JSON prints seconds and rates (1, 1.5, 0.125).
