@@ -30,13 +30,14 @@ extension Inspector {
     /// Where the files go is checked before the target is stopped. `inspect` runs the inspection
     /// (the command line's progress and error handling around `Inspector.snapshot`).
     public static func writeSnapshot(to path: String, pprof: String?, follow: Bool, contents: Bool,
-                                     inspect: () throws -> Snapshot) throws -> SnapshotWritten {
+                                     progress: ((String) -> Void)? = nil, inspect: () throws -> Snapshot) throws -> SnapshotWritten {
         let file = try checkedOutput(path, follow: follow)
         let pprofFile = try pprof.map { p throws(Failure) in try checkedOutput(p, follow: follow) }
         let t0 = monotonicSeconds()
         let s = try inspect()
         let t1 = monotonicSeconds()
         var t2 = t1
+        progress?("writing \(path)")
         do {
             try SnapshotFile.write(s, to: file)
             t2 = monotonicSeconds()

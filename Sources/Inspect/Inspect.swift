@@ -19,6 +19,9 @@ public struct InspectOptions: Sendable {
     public var force = false
     /// Copy shared writable mappings (rw-s) too, as roots of leak checks and typing (--shared-roots).
     public var sharedRoots = false
+    /// Told the phase as each begins ("stopping the target to copy 120 MiB", "walking the heap"…),
+    /// for a progress line on a terminal.
+    public var progress: (@Sendable (String) -> Void)? = nil
     public init(useDebugInfo: Bool = Environment.debugInfoEnabled, maxAttempts: Int = 5,
                 maxStopMicroseconds: UInt64 = Attachment.defaultBudgetNs / 1000) {
         self.useDebugInfo = useDebugInfo
@@ -219,6 +222,7 @@ public enum Inspector {
         var cutByBudget = false
         // Page-level reads (pagemap open, its buffer in place) made before the stop, for every attempt.
         let pages = LivePages(remote: target.remote)
+        options.progress?("stopping the target to copy about \(max(1, planned >> 20)) MiB")
         while true {
             attempt += 1
             capture = target.newCapture()
@@ -263,6 +267,7 @@ public enum Inspector {
             if !ProcFS.exists(pid: pid) { throw .process(.targetExited(pid: pid, during: "between attempts")) }
         }
         let pause = stoppedNs / 1000
+        options.progress?("detached after \(pause / 1000) ms; walking the heap (\((capture.image.totalBytes + writableImage.totalBytes) >> 20) MiB copied)")
         let t1 = nowNs()
         // The writable copy holds every resident page of the anonymous mappings: mmapped chunks
         // are found there, after the detach.
@@ -291,6 +296,7 @@ public enum Inspector {
     /// `prepare` for a live process or a core file; also the symbol session it opened (kept for
     /// every later analysis of the same image: nothing opens another on the pid after the detach).
     static func prepare(source: Source, options: InspectOptions) throws(InspectError) -> (target: any AllocatorTarget, symbols: SymbolSession) {
+        options.progress?("reading mappings and symbols")
         let pid = source.pid
         let maps = try source.maps()
         if maps.isEmpty { throw .process(.targetExited(pid: pid, during: "before it could be read (no mappings: a zombie or kernel thread)")) }

@@ -26,6 +26,7 @@ extension Inspector {
     /// `since`: when the inspection began (for the file's inspection time).
     static func snapshot(image: ProcessImage, options: InspectOptions, contents: Bool, since t0: UInt64) -> Snapshot {
         let r = leaks(image: image, options: options, types: true, typesOfReachable: true)
+        options.progress?("recording \(r.heap.chunks.count) chunks")
         let pid = r.heap.pid
         let table = r.heap.chunks, n = table.count
         var cls = [UInt8](repeating: 255, count: n), type = [Int32](repeating: -1, count: n), count = [UInt32](repeating: 1, count: n)

@@ -55,6 +55,7 @@ extension Inspector {
     /// to, strings) — no declared roots: what `leaks` needs for lost chunks, which no root reaches.
     static func label(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, pid: Int32,
                       options: InspectOptions, only: [Bool]? = nil) -> TypeInspection {
+        options.progress?("labelling types from debug info")
         let t0 = nowNs()
         // First words that point into a module's read-only data: vtable candidates.
         // (the maps read before the stop: nothing after the detach reads /proc/PID for them)

@@ -19,8 +19,17 @@ public enum Terminal {
         let s = "heapscope: \(message)\n"
         _ = s.withCString { Glibc.write(2, $0, strlen($0)) }
     }
-    /// Text on standard error as it is (progress lines).
+    /// Text on standard error as it is.
     public static func status(_ text: String) { _ = text.withCString { Glibc.write(2, $0, strlen($0)) } }
+    /// The progress line on a terminal: "heapscope: PHASE..." over the previous one, with the
+    /// seconds since the first; nil clears it.
+    public static func progress(_ phase: String?) {
+        guard let phase else { status("\u{1b}[2K\r"); return }
+        let now = monotonicSeconds()
+        if progressStart == 0 { progressStart = now }
+        status("\u{1b}[2K\rheapscope: \(phase)... (\(format1(now - progressStart)) s)\r")
+    }
+    nonisolated(unsafe) static var progressStart = 0.0
     public static var standardErrorIsTerminal: Bool { isatty(2) != 0 }
 
     /// A failure: its message on standard error and, with `json`, `{"error":{"code":N,"message":"..."}}`

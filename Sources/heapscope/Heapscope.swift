@@ -57,6 +57,8 @@ struct TargetOptions: ParsableArguments {
     @Flag(help: "Also copy shared writable mappings (rw-s: shared memory, mapped files) as roots; by default they are left out, and the output says how much.")
     var sharedRoots = false
 
+    /// A progress line on standard error: only on a terminal, never with --json.
+    var showsProgress: Bool { Terminal.standardErrorIsTerminal && !json }
     /// Whether the argument names a snapshot file.
     var isSnapshot: Bool { (try? InspectTarget(argument: target))?.snapshotPath != nil }
 
@@ -70,15 +72,15 @@ struct TargetOptions: ParsableArguments {
         o.sharedRoots = sharedRoots
         o.force = force
         o.maxStopMicroseconds = (try? maxStopMicroseconds(maxStop)) ?? o.maxStopMicroseconds
+        if showsProgress { o.progress = { Terminal.progress($0) } }
         return o
     }
 
     /// Run one inspection of the target (progress on a terminal); an InspectError becomes the
     /// command's Failure.
     func attach<T>(_ body: (InspectTarget, InspectOptions) throws -> T) throws -> T {
-        let progress = Terminal.standardErrorIsTerminal && !json
-        if progress { Terminal.status("heapscope: inspecting \(target)...\r") }
-        defer { if progress { Terminal.status("\u{1b}[2K\r") } }
+        if showsProgress { Terminal.progress("inspecting \(target)") }
+        defer { if showsProgress { Terminal.progress(nil) } }
         let t = try InspectTarget(argument: target)
         do { return try body(t, options) } catch let e as InspectError { throw e.failure }
     }

@@ -22,7 +22,8 @@ struct SnapshotCommand: ParsableCommand, TargetCommand {
     func run() throws {
         if target.isSnapshot { throw ValidationError("snapshot needs a live process (a PID) or a core file; '\(target.target)' is neither. Snapshots give stat, chunks, types, leaks, why, show and diff") }
         let withContents = contents
-        let w = try Inspector.writeSnapshot(to: output, pprof: pprof, follow: follow, contents: contents) {
+        let w = try Inspector.writeSnapshot(to: output, pprof: pprof, follow: follow, contents: contents,
+                                            progress: target.showsProgress ? { Terminal.progress($0) } : nil) {
             try target.attach { t, o in try Inspector.snapshot(t, options: o, contents: withContents) }
         }
         print(SnapshotFormat.written(w, json: target.json), terminator: "")

@@ -51,6 +51,25 @@ struct CLITests {
         }
     }
 
+    @Test("progress on a terminal: each phase of a snapshot on standard error, in order; none with --json")
+    func progress() throws {
+        let p = try TargetProcess("heap_kinds")
+        defer { p.release() }
+        let dir = try temporaryDirectory("progress")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // script(1) gives heapscope a terminal for standard error.
+        let tty = try run("/usr/bin/script", ["-qec", "\(Paths.heapscope) snapshot \(p.pid) -o \(dir)/s.snap", "/dev/null"])
+        let phases = ["reading mappings and symbols", "stopping the target to copy", "detached after", "scanning", "labelling types", "recording", "writing \(dir)/s.snap"]
+        var at = tty.out.startIndex
+        for ph in phases {
+            let r = tty.out.range(of: "heapscope: " + ph, range: at..<tty.out.endIndex)
+            #expect(r != nil, "no '\(ph)' after the previous phase in: \(tty.out.replacingOccurrences(of: "\r", with: "\n").suffix(800))")
+            if let r { at = r.upperBound }
+        }
+        let json = try run("/usr/bin/script", ["-qec", "\(Paths.heapscope) snapshot \(p.pid) -o \(dir)/t.snap --json", "/dev/null"])
+        #expect(!json.out.contains("heapscope: "), "\(json.out.prefix(300))")
+    }
+
     @Test("every command's --help ends its description with examples of that command")
     func helpExamples() throws {
         for c in ["stat", "chunks", "leaks", "why", "types", "show", "snapshot", "diff", "watch", "sym", "gensyms"] {
