@@ -181,6 +181,7 @@ public enum LeakFormat {
                     }
                 }
             }
+            warningFields(r.heap, into: &o)
         }
         j.endLine()
     }

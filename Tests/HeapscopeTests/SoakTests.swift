@@ -25,9 +25,13 @@ struct SoakTests {
             switch what {
             case "stat":
                 let r = try run(Paths.heapscope, ["stat", pid, "--json"])
-                #expect(r.status == 0, "stat: \(r.status) \(r.err)")
-                guard r.status == 0 else { break }
+                #expect(r.status == 0 || r.status == 2, "stat: \(r.status) \(r.err)")
+                guard r.status == 0 || r.status == 2 else { break }
                 let j = try jsonObject(r.out)
+                // Exit 2 (corruption) only with an `unsettled` warning: every retry caught the heap
+                // mid-update, and a copy caught so can look corrupted.
+                let kinds = (j["warnings"] as? [[String: Any]] ?? []).compactMap { $0["kind"] as? String }
+                #expect(r.status == 0 || kinds.contains("unsettled"), "stat: exit 2, warnings \(kinds)")
                 let pauses = j["attempt_pause_us"] as? [Int] ?? []
                 #expect(pauses.count == j["attempts"] as? Int && pauses.reduce(0, +) == j["pause_us"] as? Int)
                 #expect((j["pause_us"] as? Int ?? .max) <= (j["max_stop_us"] as? Int ?? 0), "stop budget: \(pauses)")
@@ -46,8 +50,12 @@ struct SoakTests {
                 }
             case "leaks":
                 let r = try run(Paths.heapscope, ["leaks", pid, "--json"])
-                #expect(r.status == 0, "leaks: \(r.status) \(r.err)")
-                if r.status == 0 { stopped += 1 }
+                // Exit 2 (corruption) only with an `unsettled` warning: every retry caught the heap
+                // mid-update, and a copy caught so can look corrupted (as stat's identities above).
+                let warnings = ((try? jsonObject(r.out))?["warnings"] as? [[String: Any]] ?? []).compactMap { $0["kind"] as? String }
+                #expect(r.status == 0 || (r.status == 2 && warnings.contains("unsettled")), "leaks: \(r.status) \(r.err) warnings \(warnings)")
+                if r.status == 2 { unsettled += 1 }
+                if r.status == 0 || r.status == 2 { stopped += 1 }
             case "snapshot":
                 let file = "\(dir)/\(i).snap"
                 let r = try run(Paths.heapscope, ["snapshot", pid, "-o", file])
