@@ -171,9 +171,11 @@ extension GlibcCapture {
             tops[ai] = image.word(ar + L.arenaTop) ?? 0
             topSizes[ai] = (image.word(tops[ai] + 8) ?? 0) & ~7
             // A top chunk runs to the end of its heap at most ("House of Force" sets its size to ~0).
-            if let m = mapping(containing: tops[ai]) {
-                let seg = segments.first { $0.arena == ai && $0.mapped.start <= tops[ai] && tops[ai] < $0.mapped.end }
-                let end = min(m.end, seg?.mapped.end ?? m.end)
+            // The heap's end as read while stopped (heap_info's size, the main arena's sbrk end),
+            // not the mapping as listed before the stop: a heap that grew since then (grow_heap's
+            // mprotect) is longer than that mapping.
+            let seg = segments.first { $0.arena == ai && $0.mapped.start <= tops[ai] && tops[ai] < $0.mapped.end }
+            if let end = seg?.mapped.end ?? mapping(containing: tops[ai])?.end {
                 if topSizes[ai] > end - tops[ai] {
                     if ai != 0 {   // (the main arena's was reported and clamped in the capture)
                         warnings.append(.init(.corruptArena, tops[ai], "arena \(ai) top chunk 0x\(hex(tops[ai])) has size 0x\(hex(topSizes[ai])), past the end of its heap 0x\(hex(end))"))
