@@ -42,6 +42,14 @@ public protocol AllocatorCapture: AnyObject {
     func walk() -> HeapWalk
     /// The allocator's own data outside its heaps: never roots of a leak check.
     var metadataRanges: [(start: UInt64, end: UInt64)] { get }
+    /// The pointer that `word`, left at `address` by a free list, encodes when the allocator
+    /// stores its links encoded (glibc 2.32+); nil when it stores them plain. What a chunk
+    /// reused from a free list still holds in words its new owner has not written.
+    func decodeLink(_ word: UInt64, at address: UInt64) -> UInt64?
+}
+
+extension AllocatorCapture {
+    public func decodeLink(_ word: UInt64, at address: UInt64) -> UInt64? { nil }
 }
 
 /// Why an allocator's heap cannot be walked, in the allocator's words.

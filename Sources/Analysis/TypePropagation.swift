@@ -1,18 +1,34 @@
 import HeapModel
 import ProcessAccess
 
-/// How a block's type is known, weakest first.
+/// How a block's type is known, weakest first (raw values are what snapshot files store).
 public enum TypeConfidence: UInt8, Sendable, CaseIterable, Comparable {
-    case unknown, heuristic, declared, vtable
+    /// declared: reached through a typed pointer from a declared root; vtable: its first word
+    /// points into `vtable for X`; heuristic: its bytes are text; resembles: no typed pointer
+    /// reaches it, and its words fit the layout of the one type of reachable chunks of its size
+    /// that they fit best; ambiguous: they fit two or more such types equally (the label names them).
+    case unknown, heuristic, declared, vtable, resembles, ambiguous
     public var name: String {
         switch self {
         case .unknown: return "unknown"
         case .heuristic: return "heuristic"
         case .declared: return "declared"
         case .vtable: return "vtable"
+        case .resembles: return "resembles"
+        case .ambiguous: return "ambiguous"
         }
     }
-    public static func < (a: TypeConfidence, b: TypeConfidence) -> Bool { a.rawValue < b.rawValue }
+    private var rank: Int {
+        switch self {
+        case .unknown: return 0
+        case .ambiguous: return 1
+        case .heuristic: return 2
+        case .resembles: return 3
+        case .declared: return 4
+        case .vtable: return 5
+        }
+    }
+    public static func < (a: TypeConfidence, b: TypeConfidence) -> Bool { a.rank < b.rank }
 }
 
 /// A type per block, from declared roots and vtables, propagated through pointer members.

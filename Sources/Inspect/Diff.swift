@@ -52,7 +52,7 @@ public struct SnapshotDiff: Sendable {
                     case .size: String(bytes)
                     case .owner: key >= 0 ? s.owners[key] : "(no owner)"
                     case .state: s.report.chunks.kindName(i)
-                    case .type: g.name(Int32(key))
+                    case .type: g.key(Int32(key))
                     }
                     at = index[name] ?? { groups.append(Group(key: name)); index[name] = groups.count - 1; return groups.count - 1 }()
                     if keys == nil { bySize[bytes] = at } else { dense[key + 1] = at }

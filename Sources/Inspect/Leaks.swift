@@ -57,9 +57,11 @@ extension Inspector {
         var bytes: [RootKind: UInt64] = [:]
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
-        // Lost chunks are reached from no root: their types come from their contents alone.
+        // Lost chunks are reached from no root: their types come from their contents, and from
+        // the types of reachable chunks they resemble (so, when there are any, every chunk is typed).
+        let lost = report.leakClass.map { $0 != .stillReachable }
         let labels = types ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
-                                   only: typesOfReachable ? nil : report.leakClass.map { $0 != .stillReachable }) : nil
+                                   only: typesOfReachable || lost.contains(true) ? nil : lost) : nil
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)
     }

@@ -102,17 +102,27 @@ extension Inspector {
             }
         }
         var labels = TypePropagation.run(table: table, roots: declared.roots, seeds: seeds, blocks: blocks, memory: memory)
-        // The rest: text.
+        let maps = c.target.maps.sorted { $0.start < $1.start }
+        func isMapped(_ a: UInt64) -> Bool {
+            var lo = 0, hi = maps.count
+            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+            return lo < maps.count && maps[lo].contains(a)
+        }
+        // The rest: text (not a chunk whose first word is an address: a pointer's bytes can be printable).
         var char: Int32 = -1
         var region: Region? = nil
         for k in 0..<blocks.count where labels.type[k] < 0 && (only?[k] ?? true) {
             let a = blocks.start[k]
             if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-            guard let r = region, isString(r, a, blocks.end[k]) else { continue }
+            guard let r = region, isString(r, a, blocks.end[k]), !isMapped(r.word(a)) else { continue }
             if char < 0 { char = labels.table.add(.init(kind: .base, name: "char", size: 1, encoding: 6)) }
             labels.type[k] = char
             labels.confidence[k] = .heuristic
         }
+        // The rest, where it fits the layout of reachable chunks' types of its size.
+        let capture = c.capture
+        Resemblance.run(labels: &labels, blocks: blocks, memory: memory, include: { only?[$0] ?? true },
+                        isMapped: isMapped, decodeLink: { capture.decodeLink($0, at: $1) })
         let t2 = nowNs()
         return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
                               debugInfoMicroseconds: (t1 - t0) / 1000, propagationMicroseconds: (t2 - t1) / 1000,
@@ -162,6 +172,15 @@ extension TypeInspection {
         public var ambiguous: [Bool]
         /// "struct tree (via union)".
         public func name(_ g: Int32) -> String { g < 0 ? "(unknown)" : label[Int(g)] + (ambiguous[Int(g)] ? " (via union)" : "") }
+        /// The name, and how the type is known when not from declarations ("char[] (heuristic)",
+        /// "struct record (resembles)"): one per identity where names print alike (diff's rows).
+        public func key(_ g: Int32) -> String {
+            guard g >= 0 else { return name(g) }
+            switch confidence[Int(g)] {
+            case .heuristic, .resembles, .ambiguous: return name(g) + " (\(confidence[Int(g)].name))"
+            default: return name(g)
+            }
+        }
     }
 
     public func groups() -> Groups {

@@ -238,7 +238,7 @@ struct SnapshotTests {
         func perType(_ s: Snapshot) -> [String: Int] {
             let g = TypeInspection(snapshot: s).groups()
             var c: [String: Int] = [:]
-            for id in g.of { c[g.name(id), default: 0] += 1 }
+            for id in g.of { c[g.key(id), default: 0] += 1 }
             return c
         }
         let ca = perType(sa), cb = perType(sb)

@@ -164,4 +164,38 @@ struct TypeTests {
         }
         #expect(p.release().ok)
     }
+
+    @Test("resemblance: leaked chunks take the type of reachable chunks of their size whose layout they fit; equal fits stay ambiguous")
+    func resemblance() throws {
+        let p = try TargetProcess("resemble")
+        defer { p.release() }
+        let notes = TypeNotes(p.manifestText)
+        #expect(notes.counts == ["struct alpha (declared)": 30, "struct beta (declared)": 20, "struct alpha (resembles)": 16,
+                                 "struct beta (resembles)": 7, "struct alpha | struct beta (ambiguous)": 5], "\(notes.counts)")
+        // types: every chunk of the program as noted (reachable ones declared, the rest by resemblance).
+        let r = try Inspector.types(pid: p.pid)
+        var got: [String: Int] = [:]
+        for k in 0..<r.blocks.count {
+            guard let n = notes.type[r.blocks.start[k]] else { continue }   // libc's own
+            got[r.noted(k), default: 0] += 1
+            #expect(r.noted(k) == "\(n.name) (\(n.confidence))", "0x\(String(r.blocks.start[k], radix: 16))")
+        }
+        #expect(got == notes.counts)
+        // leaks: every lost chunk's group carries its type and confidence.
+        let j = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--addresses", "--limit", "1000"]).out)
+        var lost = 0
+        for g in try #require(j["groups"] as? [[String: Any]]) {
+            for a in g["addresses"] as? [String] ?? [] {
+                let n = try #require(notes.type[UInt64(a.dropFirst(2), radix: 16)!], "\(a) is the program's")
+                #expect(g["type"] as? String == n.name && g["confidence"] as? String == n.confidence, "\(a): \(g)")
+                lost += 1
+            }
+        }
+        #expect(lost >= 20, "the leaked lists, the tree, the reused and the zeroed chunks: \(lost)")
+        // show decodes a resembled chunk's fields by its type.
+        let leaked = try #require(notes.type.first { $0.value.name == "struct beta" && $0.value.confidence == "resembles" }?.key)
+        let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(leaked, radix: 16)]).out
+        #expect(text.contains("type struct beta (resembles)") && text.contains(" left ") && text.contains(" weight "), "\(text)")
+        #expect(p.release().ok)
+    }
 }
