@@ -27,16 +27,22 @@ public struct SurvivorTracker: Sendable {
         samples += 1
     }
 
-    /// Chunks seen in every sample for at least `age` seconds at `now`, grouped by size:
-    /// (size, count, bytes, oldest first-seen), most bytes first.
-    public func older(than age: Double, now: Double) -> [(size: UInt64, count: Int, bytes: UInt64, since: Double)] {
+    /// The chunks present in every sample of the window — the samples taken in the last `age`
+    /// seconds (at or after the last sample's time less `age`; `times`: every sample's time, in
+    /// order) — grouped by size: (size, count, bytes, first seen), most bytes first; and the
+    /// window's first sample (index into `times`). A window longer than the watch holds every sample.
+    public func present(within age: Double, times: [Double]) -> (groups: [(size: UInt64, count: Int, bytes: UInt64, since: Double)], first: Int) {
+        guard let last = times.last else { return ([], 0) }
+        let first = times.firstIndex { $0 >= last - age } ?? times.count - 1
+        let from = times[first]
         var by: [UInt64: (count: Int, since: Double)] = [:]
-        for k in 0..<address.count where now - firstSeen[k] >= age {
+        for k in 0..<address.count where firstSeen[k] <= from {
             let e = by[size[k]] ?? (0, firstSeen[k])
             by[size[k]] = (e.count + 1, min(e.since, firstSeen[k]))
         }
-        return by.map { (size: $0.key, count: $0.value.count, bytes: $0.key * UInt64($0.value.count), since: $0.value.since) }
+        let groups = by.map { (size: $0.key, count: $0.value.count, bytes: $0.key * UInt64($0.value.count), since: $0.value.since) }
             .sorted { $0.bytes != $1.bytes ? $0.bytes > $1.bytes : $0.size < $1.size }
+        return (groups, first)
     }
 }
 
@@ -59,7 +65,7 @@ public struct WatchPlan: Sendable {
     public var directory: String?
     public var snapshotEvery = 1
     public var follow = false
-    /// Report chunks outstanding in every sample for at least this many seconds.
+    /// Report the chunks present in every sample of the last this many seconds.
     public var olderThan: Double?
     /// The largest share of wall time the target may be stopped, in percent.
     public var maxDuty = 1.0
@@ -97,8 +103,10 @@ public struct WatchSummary: Sendable {
     public var skippedTicks: Int, stretched: Int
     public var files: [String]
     public var olderThan: Double?
-    /// Chunks outstanding in every sample for at least `olderThan`, by size, most bytes first.
+    /// The chunks present in every sample of the last `olderThan` seconds, by size, most bytes first.
     public var old: [(size: UInt64, count: Int, bytes: UInt64, since: Double)]
+    /// That window's first sample (1-based), and how many samples it holds.
+    public var windowFirst = 1, windowSamples = 0
     public var stoppedPercent: Double { wall > 0 ? 100 * Double(stoppedMicroseconds) / 1e6 / wall : 0 }
     public var maxPause: UInt64 { samples.map(\.pauseMicroseconds).max() ?? 0 }
 }
@@ -178,12 +186,14 @@ public enum Watcher {
             }
             if hs_stop_signal() != 0 { let sig = hs_stop_signal(); ended = ("signal \(sig)", sig == SIGINT ? 0 : ExitStatus.signal(sig)); break }
         }
-        let lastTime = samples.last?.time ?? 0
-        return WatchSummary(reason: ended.reason, status: ended.code, samples: samples,
+        let window = plan.olderThan.map { survivors.present(within: $0, times: samples.map(\.time)) }
+        var summary = WatchSummary(reason: ended.reason, status: ended.code, samples: samples,
                             slope: Inspect.slope(samples.map { ($0.time, Double($0.inUse)) }),
                             stoppedMicroseconds: stoppedUs, wall: monotonicSeconds() - start, skippedTicks: skippedTicks,
                             stretched: stretched, files: files, olderThan: plan.olderThan,
-                            old: plan.olderThan.map { survivors.older(than: $0, now: lastTime) } ?? [])
+                            old: window?.groups ?? [])
+        if let w = window { summary.windowFirst = w.first + 1; summary.windowSamples = samples.count - w.first }
+        return summary
     }
 }
 

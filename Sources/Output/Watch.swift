@@ -38,7 +38,7 @@ public enum WatchFormat {
                     o.field("max_pause_us", w.maxPause); o.field("stopped_us", w.stoppedMicroseconds); o.field("stopped_percent", w.stoppedPercent)
                     o.field("skipped_ticks", w.skippedTicks); o.field("stretched_samples", w.stretched); o.field("snapshots", strings: w.files)
                     if let age = w.olderThan {
-                        o.field("older_than_s", age)
+                        o.field("older_than_s", age); o.field("window_first_sample", w.windowFirst); o.field("window_samples", w.windowSamples)
                         o.array("old_chunks") { a in
                             for g in w.old {
                                 a.object { $0.field("size", g.size); $0.field("chunks", g.count); $0.field("bytes", g.bytes); $0.field("age_s", last.time - g.since) }
@@ -55,8 +55,9 @@ public enum WatchFormat {
         if !w.files.isEmpty { s += "snapshots: \(w.files.joined(separator: " "))\n" }
         if let age = w.olderThan {
             let total = w.old.reduce((0, UInt64(0))) { ($0.0 + $1.count, $0.1 + $1.bytes) }
-            s += "\nchunks outstanding in every sample for at least \(format1(age)) s: \(total.0) (\(human(total.1))), by size:\n"
-            s += "\(pad("size", 10)) \(pad("chunks", 9)) \(pad("bytes", 10))  oldest\n"
+            let span = w.windowSamples == 1 ? "sample \(w.windowFirst)" : "samples \(w.windowFirst)-\(w.windowFirst + w.windowSamples - 1)"
+            s += "\nchunks present in every sample of the last \(format1(age)) s (\(span) of \(w.samples.count)): \(total.0) (\(human(total.1))), by size:\n"
+            s += "\(pad("size", 10)) \(pad("chunks", 9)) \(pad("bytes", 10))  oldest seen\n"
             for g in w.old.prefix(30) { s += "\(pad(String(g.size), 10)) \(pad(String(g.count), 9)) \(pad(human(g.bytes), 10))  \(format1(last.time - g.since)) s\n" }
             if w.old.count > 30 { s += "... \(w.old.count - 30) more sizes (see --json)\n" }
         }

@@ -11,8 +11,9 @@ struct Watch: ParsableCommand, JSONCommand {
         (outstanding chunks), free (caches and free lists), top, mmapped, arenas, threads, and the \
         slope of in-use bytes (least squares over all samples so far). With --out DIR and \
         --snapshot-every K, every K-th sample is a full snapshot (as `heapscope snapshot`: a \
-        longer pause) written to DIR/PID-N.snap. --older-than AGE: at the end, the chunks that \
-        were outstanding in every sample for at least AGE, grouped by size.
+        longer pause) written to DIR/PID-N.snap. --older-than AGE: at the end, the chunks present \
+        in every sample of the last AGE (the samples taken at or after the last one's time less \
+        AGE; all of them when AGE is longer than the watch), grouped by size: what stays.
 
         Ends after --count samples, on Ctrl-C (SIGINT), SIGTERM or SIGHUP (exit 0, with a \
         summary), or when the target exits (summary, exit 5). Durations: 500ms, 10s, 5m, 2h \
@@ -23,7 +24,7 @@ struct Watch: ParsableCommand, JSONCommand {
     @Option(help: "Stop after this many samples (default: until interrupted).") var count: Int?
     @Option(help: ArgumentHelp("Directory for snapshot files.", valueName: "dir")) var out: String?
     @Option(help: "With --out: every K-th sample is a full snapshot file.") var snapshotEvery = 1
-    @Option(help: ArgumentHelp("At the end, list chunks outstanding in every sample for at least this long.", valueName: "age"))
+    @Option(help: ArgumentHelp("At the end, list the chunks present in every sample of the last AGE (all samples if longer than the watch).", valueName: "age"))
     var olderThan: String?
     @Flag(help: "One JSON object per line instead of text.") var json = false
     @Flag(help: "Do not use separate debug files; find malloc's state by signature.") var noDebuginfo = false

@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import HeapModel
+import Inspect
 import ProcessAccess
 import Testing
 
@@ -30,7 +32,7 @@ struct WatchTests {
         #expect(old.reduce(0) { $0 + ($1["bytes"] as! Int) } == inUseBytes(p.manifest))
         // Text: a header, three lines, the summary and the table of old chunks.
         let t = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "50ms", "--count", "2", "--older-than", "1h"])
-        #expect(t.status == 0 && t.out.contains("ended (2 samples) after 2 samples") && t.out.contains("for at least 3600 s: 0 (0 B)"), "\(t.out)")
+        #expect(t.status == 0 && t.out.contains("ended (2 samples) after 2 samples") && t.out.contains("of the last 3600 s (samples 1-2 of 2): \(p.manifest.live.count) ("), "\(t.out)")
         let bad = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "soon"])
         #expect(bad.status == 64 && bad.err.contains("--interval takes a duration"))
         let none = try run(Paths.heapscope, ["watch", "2147483646", "--count", "1"])
@@ -111,5 +113,49 @@ struct WatchTests {
         let lines = waitForLines(dir + "/out", 3)
         let sum = try #require(try jsonObject(lines.last!)["summary"] as? [String: Any])
         #expect(sum["ended"] as? String == "target \(p.pid) exited" && (sum["samples"] as? Int ?? 0) >= 2)
+    }
+
+    @Test("--older-than: exactly the chunks present in every sample of the window, on a target that changes in known steps")
+    func olderThanWindow() throws {
+        let p = try TargetProcess("phases")
+        defer { p.release() }
+        // Six samples: two in each of the three phases (the heap does not change within one). After
+        // each sample, an inspection of its own gives that sample's chunks independently.
+        var sets: [Set<[UInt64]>] = [], tables: [ChunkTable] = []
+        var errors: [String] = []
+        var plan = WatchPlan(pid: p.pid, interval: 0.05)
+        plan.count = 6; plan.olderThan = 3600
+        let summary = try Watcher.run(plan, onSample: { s in
+            do {
+                let t = try Inspector.inspect(pid: p.pid).chunks
+                tables.append(t)
+                sets.append(Set((0..<t.count).filter(t.isOutstanding).map { [t.address[$0], t.size[$0]] }))
+                if s.number == 2 { try p.signal(SIGUSR1, thenWaitFor: "phase 2") }
+                if s.number == 4 { try p.signal(SIGUSR1, thenWaitFor: "phase 3") }
+            } catch { errors.append("\(error)") }
+        }, onWarning: { errors.append($0) })
+        #expect(errors.isEmpty, "\(errors)")
+        try #require(sets.count == 6 && summary.samples.count == 6)
+        func bySize(_ chunks: Set<[UInt64]>) -> [UInt64: Int] { chunks.reduce(into: [:]) { $0[$1[1], default: 0] += 1 } }
+        func bySize(_ groups: [(size: UInt64, count: Int, bytes: UInt64, since: Double)]) -> [UInt64: Int] {
+            groups.reduce(into: [:]) { $0[$1.size] = $1.count }
+        }
+        // The whole watch: what every sample held — the phase-1 heap less what later phases freed.
+        let always = sets.dropFirst().reduce(sets[0]) { $0.intersection($1) }
+        #expect(always.count < sets[5].count, "phases 2 and 3 add chunks: the window matters")
+        #expect(bySize(summary.old) == bySize(always))
+        #expect(summary.windowFirst == 1 && summary.windowSamples == 6)
+        // Every window, on the same six tables: the last sample alone, the last two, three, all.
+        var tracker = SurvivorTracker()
+        for (i, t) in tables.enumerated() { tracker.add(t, at: Double(i)) }
+        for (age, first) in [(0.0, 5), (1.0, 4), (2.5, 3), (4.0, 1), (99.0, 0)] {
+            let w = tracker.present(within: age, times: (0..<6).map(Double.init))
+            let expected = sets[first...].dropFirst().reduce(sets[first]) { $0.intersection($1) }
+            #expect(w.first == first && bySize(w.groups) == bySize(expected), "window of \(age) s")
+        }
+        // The text says which samples the window held.
+        let t = try run(Paths.heapscope, ["watch", String(p.pid), "--interval", "50ms", "--count", "2", "--older-than", "1h"])
+        #expect(t.status == 0 && t.out.contains("chunks present in every sample of the last 3600 s (samples 1-2 of 2): \(sets[5].count) ("), "\(t.out)")
+        #expect(p.release().ok)
     }
 }
