@@ -1,7 +1,7 @@
 # heapscope — see README.md. `make demo` and `make test` work on a fresh Debian 12 as root.
 SWIFT      ?= swift
 CC         ?= gcc
-PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap python3 python3-dbg perl gcc-multilib
+PKGS       := libdw-dev libelf-dev zlib1g-dev protobuf-compiler libiberty-dev elfutils gcc g++ binutils valgrind libc6-dbg pkg-config libjemalloc2 musl-tools llvm time xz-utils strace util-linux libcap2-bin debootstrap python3 python3-dbg perl gcc-multilib gdb linux-perf
 TT         := TestTargets/build
 # Address-resolution targets: several compile units, -O2 inlining, C++, a dlopen'ed library,
 # a stripped copy (.dynsym only), a copy whose DWARF is in a separate file found by debuglink, and
@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt corruptions heap_fuzz locked noncontig leaks resemble
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/no_malloc $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/no_malloc $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle $(TT)/frames $(TT)/frames_asan \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean matrix dist fuzz
@@ -43,6 +43,11 @@ $(TT)/bigheap: $(TT)/%: TestTargets/%.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -O2 -o $@ $< -lpthread
 $(TT)/demo: TestTargets/demo.c | $(TT)
 	$(CC) $(CFLAGS_TT) -o $@ $< -lpthread
+# A known call chain for pasted backtraces (-rdynamic: backtrace_symbols names its functions).
+$(TT)/frames: TestTargets/frames.c | $(TT)
+	$(CC) $(CFLAGS_TT) -rdynamic -o $@ $<
+$(TT)/frames_asan: TestTargets/frames.c | $(TT)
+	$(CC) $(CFLAGS_TT) -fsanitize=address -o $@ $<
 WRAP       := -DWRAP -Wl,--wrap=malloc,--wrap=free,--wrap=calloc,--wrap=realloc,--wrap=memalign
 $(TT)/heap_kinds_static: TestTargets/heap_kinds.c TestTargets/manifest.h | $(TT)
 	$(CC) $(CFLAGS_TT) -static $(WRAP) -o $@ $< -lpthread

@@ -46,6 +46,7 @@ public enum Examples {
         ("heapscope sym --pid 1234 0x7f3755a81154", "function, file:line and inlined frames"),
         ("heapscope sym --elf ./app 0x4005d4 --format llvm", "as llvm-symbolizer prints it"),
         ("heapscope sym --pid 1234 --annotate < crash.log", "the log with every address resolved"),
+        ("heapscope sym --elf ./app --elf libfoo.so < backtrace.txt", "a pasted backtrace (glibc, gdb, ASan, Valgrind, perf), frame by frame"),
     ])
     public static let gensyms = block([
         ("heapscope gensyms --elf ./app", "every symbol by address, grouped by source file"),

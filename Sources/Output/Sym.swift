@@ -14,7 +14,7 @@ public enum SymFormat: String, CaseIterable, Sendable {
 public enum SymPipeline {
     /// Resolve `addresses` (or, with none, standard input in batches, resolved on a second
     /// thread while the last batch prints) and print the answers in `format`.
-    public static func run(addresses: [String], sessions: inout Sessions, json: Bool, format: SymFormat, fileOffset: Bool) {
+    public static func run(addresses: [String], sessions: inout Sessions, json: Bool, format: SymFormat, fileOffset: Bool, adjust: Bool = true) {
         var out = OutputBuffer()
         var grouped: [SymAnswer] = []   // --format gensyms groups all answers by source file
         func print(_ requests: [SymRequest], _ res: SymResults) {
@@ -36,11 +36,12 @@ public enum SymPipeline {
             let box = SessionsBox(sessions)
             DispatchQueue(label: "heapscope.sym.resolve").async {
                 var reader = LineReader(fd: 0)
+                var run = PastedFrame.Run()
                 while true {
                     var batch: [SymRequest] = []
                     batch.reserveCapacity(SymRequest.batchSize)
                     while batch.count < SymRequest.batchSize, let line = reader.next() {
-                        batch.append(SymRequest(line: line, fileOffset: fileOffset))
+                        batch.append(SymRequest(line: line, fileOffset: fileOffset, run: &run, adjust: adjust))
                     }
                     if batch.isEmpty { pipe.put(nil); return }
                     pipe.put((batch, SymRequest.resolve(batch, &box.sessions)))
@@ -48,7 +49,8 @@ public enum SymPipeline {
             }
             while let (requests, res) = pipe.take() { print(requests, res) }
         } else {
-            let requests = addresses.map { SymRequest(line: $0, fileOffset: fileOffset) }
+            var run = PastedFrame.Run()
+            let requests = addresses.map { SymRequest(line: $0, fileOffset: fileOffset, run: &run, adjust: adjust) }
             print(requests, SymRequest.resolve(requests, &sessions))
         }
         if format == .gensyms && !json { SymOutput.gensyms(grouped, into: &out) }
@@ -66,6 +68,52 @@ public struct Sessions {
     public var defaultFile: String?
 
     public init(useDebugInfo: Bool) { self.useDebugInfo = useDebugInfo }
+
+    /// Modules per session (key "" is the process), listed once.
+    var modulesOf: [String: [LoadedModule]] = [:]
+
+    /// Where a pasted frame is looked up: its module's offset (or symbol and offset) in the
+    /// session holding that module — an --elf file of the same path or base name, the process's
+    /// module of that name, or (without a process) the file at that path — else its run-time
+    /// address in the process.
+    public mutating func locate(_ f: PastedFrame) -> Result<(session: String, address: UInt64), AddressParseError> {
+        if let name = f.module, f.moduleOffset != nil || (f.symbol != nil && f.symbolOffset != nil) {
+            if let (key, m) = module(named: name) {
+                if let off = f.moduleOffset { return .success((key, m.bias &+ off)) }
+                let s = key.isEmpty ? process : files[key]
+                if let sym = f.symbol, let a = s?.address(ofSymbol: sym, inModuleAt: m.low) {
+                    return .success((key, a &+ (f.symbolOffset ?? 0)))
+                }
+                if f.address == nil || process == nil {
+                    return .failure(AddressParseError(message: "no symbol \(f.symbol ?? "?") in \(m.path)"))
+                }
+            } else if f.address == nil || process == nil {
+                return .failure(AddressParseError(message: "module \(name) is \(process == nil ? "not among the --elf files" : "not loaded in the process")"))
+            }
+        }
+        guard let a = f.address else { return .failure(AddressParseError(message: "this frame gives no address")) }
+        if process != nil { return .success(("", a)) }
+        // A run-time address means nothing in a file, unless the file is where it was loaded:
+        // an executable linked at fixed addresses, named by the line or the only --elf file.
+        return .success((defaultFile ?? "", a))
+    }
+
+    /// The session and module a pasted frame's module name stands for.
+    mutating func module(named name: String) -> (String, LoadedModule)? {
+        let want = baseName(name)
+        if let p = process {
+            if modulesOf[""] == nil { modulesOf[""] = p.loadedModules() }
+            let mods = modulesOf[""]!
+            if let m = mods.first(where: { $0.path == name }) ?? mods.first(where: { baseName($0.path) == want }) { return ("", m) }
+            return nil
+        }
+        var key = files.keys.first { $0 == name } ?? files.keys.sorted().first { baseName($0) == want }
+        if key == nil, name.hasPrefix("/"), (try? file(name)) != nil { key = name }
+        guard let k = key, let s = files[k] else { return nil }
+        if modulesOf[k] == nil { modulesOf[k] = s.loadedModules() }
+        guard let m = modulesOf[k]!.first else { return nil }
+        return (k, m)
+    }
 
     public mutating func openProcess(_ pid: Int32) throws(Failure) {
         if kill(pid, 0) != 0 && errno == ESRCH {
@@ -168,6 +216,35 @@ public struct SymRequest {
     public var value: UInt64?
     public var error: String?
     public var fileOffset: Bool
+    /// A frame of a pasted backtrace (module, offsets, its place), nil for a plain address.
+    public var pasted: PastedFrame?
+    /// The frame's place in its backtrace (0: innermost), and whether it is looked up at
+    /// address − 1 (a return address: every frame but the innermost, unless --no-adjust).
+    public var frame: Int?
+    public var adjusted = false
+
+    /// One line of input: a plain address ("ADDR", "FILE ADDR") or a frame of a pasted backtrace;
+    /// `run` carries the place in the backtrace from line to line.
+    public init(line: String, fileOffset: Bool, run: inout PastedFrame.Run, adjust: Bool = true) {
+        var special = false
+        for b in line.utf8 where b == 0x28 || b == 0x5b || b == 0x23 || b == 0x3d || b == 0x2b || b == 0x2a { special = true; break }
+        if special, let f = PastedFrame.parse(line) {
+            self.init(text: String(Substring(line).trimmingBlanks()))
+            pasted = f
+            let place = run.place(f)
+            frame = place
+            adjusted = adjust && place > 0 && f.format != .valgrind
+            value = f.address
+            if f.address == nil && f.moduleOffset == nil && (f.symbol == nil || f.module == nil) {
+                error = "this frame gives no address (nor a module and an offset)"
+            }
+            return
+        }
+        _ = run.place(nil)
+        self.init(line: line, fileOffset: fileOffset)
+    }
+
+    private init(text: String) { self.text = text; fileOffset = false }
 
     public init(line: String, fileOffset: Bool) {
         self.fileOffset = fileOffset
@@ -201,16 +278,25 @@ public struct SymRequest {
         }
     }
 
-    /// Resolve every request, grouped by session, each session in one batch; one answer per request.
+    /// Resolve every request, grouped by session, each session in one batch (return addresses of
+    /// pasted backtraces in a batch of their own, looked up at address − 1); one answer per request.
     public static func resolve(_ reqs: [SymRequest], _ sessions: inout Sessions) -> SymResults {
         var results = SymResults(batches: [ResolvedBatch()], ref: Array(repeating: (0, 0), count: reqs.count))
         func fail(_ i: Int, _ why: String) {
             results.ref[i] = (0, Int32(results.batches[0].append(reqs[i].value ?? 0, reason: why)))
         }
-        // session key -> request indexes
+        // session key -> request indexes; a pasted frame's address in that session.
         var groups: [String: [Int]] = [:]
+        var located: [Int: UInt64] = [:]
         for (i, r) in reqs.enumerated() {
             if let e = r.error { fail(i, e); continue }
+            if let f = r.pasted {
+                switch sessions.locate(f) {
+                case .success(let at): located[i] = at.address; groups[at.session, default: []].append(i)
+                case .failure(let why): fail(i, why.message)
+                }
+                continue
+            }
             if r.file != nil && sessions.process != nil { fail(i, "a 'FILE ADDR' line needs --elf, not --pid"); continue }
             groups[r.file ?? sessions.defaultFile ?? "", default: []].append(i)
         }
@@ -222,24 +308,30 @@ public struct SymRequest {
                     continue
                 }
             }
-            var addrs: [UInt64] = []
-            var live: [Int] = []
-            for i in idxs {
-                var a = reqs[i].value!
-                if reqs[i].fileOffset {
-                    guard let v = session.address(ofFileOffset: a) else {
-                        fail(i, "file offset 0x\(String(a, radix: 16)) is in no loadable segment of \(key)")
-                        continue
+            for adjusted in [false, true] {
+                var addrs: [UInt64] = []
+                var live: [Int] = []
+                for i in idxs where reqs[i].adjusted == adjusted {
+                    var a = located[i] ?? reqs[i].value!
+                    if reqs[i].fileOffset {
+                        guard let v = session.address(ofFileOffset: a) else {
+                            fail(i, "file offset 0x\(String(a, radix: 16)) is in no loadable segment of \(key)")
+                            continue
+                        }
+                        a = v
                     }
-                    a = v
+                    if adjusted && a == 0 { fail(i, "return address 0"); continue }
+                    addrs.append(adjusted ? a - 1 : a); live.append(i)
                 }
-                addrs.append(a); live.append(i)
+                guard !live.isEmpty else { continue }
+                let batch = ResolvedBatch()
+                let index = session.resolve(addrs, into: batch)
+                // Each entry once: printed at the address given, with the line of the call.
+                if adjusted { for k in 0..<batch.count { batch.shift(k, by: 1) } }
+                let b = Int32(results.batches.count)
+                results.batches.append(batch)
+                for (k, i) in live.enumerated() { results.ref[i] = (b, index[k]) }
             }
-            let batch = ResolvedBatch()
-            let index = session.resolve(addrs, into: batch)
-            let b = Int32(results.batches.count)
-            results.batches.append(batch)
-            for (k, i) in live.enumerated() { results.ref[i] = (b, index[k]) }
         }
         return results
     }
@@ -251,7 +343,8 @@ public struct SymResults {
     public var batches: [ResolvedBatch]
     public var ref: [(batch: Int32, entry: Int32)]
     public func answer(_ reqs: [SymRequest], _ i: Int) -> SymAnswer {
-        SymAnswer(input: reqs[i].text, parsed: reqs[i].value != nil, batch: batches[Int(ref[i].batch)], k: Int(ref[i].entry))
+        SymAnswer(input: reqs[i].text, parsed: reqs[i].value != nil || (reqs[i].pasted != nil && ref[i].batch > 0),
+                  batch: batches[Int(ref[i].batch)], k: Int(ref[i].entry), frame: reqs[i].frame, adjusted: reqs[i].adjusted)
     }
 }
 
@@ -275,10 +368,20 @@ public struct SymAnswer {
     public var parsed: Bool       // false: the input was not an address (JSON address is null)
     public var batch: ResolvedBatch
     public var k: Int
+    /// A pasted frame's place in its backtrace, and whether it was looked up at address − 1.
+    public var frame: Int? = nil
+    public var adjusted = false
     public var resolution: Resolution { batch.resolution(k) }
 }
 
 public struct AddressParseError: Error { public let message: String }
+
+/// "libc.so.6" of "/usr/lib/x86_64-linux-gnu/libc.so.6", "prog" of "./prog"; " (deleted)" dropped.
+func baseName(_ path: String) -> String {
+    var p = Substring(path)
+    if p.hasSuffix(" (deleted)") { p = p.dropLast(10) }
+    return String(p.split(separator: "/").last ?? p)
+}
 
 
 /// Hex with or without 0x; at most 64 bits.
@@ -364,6 +467,7 @@ public enum SymOutput {
         if let why = r.reason, r.symbolID < 0 && r.frames.isEmpty {
             out.write(a.input); out.write("  ?? ("); out.write(why); out.write(")\n"); return
         }
+        if let n = a.frame { out.write("#"); out.write(decimal: UInt64(n)); out.write("  ") }
         out.write(hex: r.address); out.write("  ")
         if r.symbolID >= 0 {
             out.write(utf8: pool.utf8(r.symbolID))
@@ -462,7 +566,9 @@ public enum SymOutput {
             out.write(",\"column\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write("}")
         }
         out.write("],\"source\":"); id(r.sourceID)
-        out.write(",\"reason\":"); out.write(json: r.reason); out.write("}")
+        out.write(",\"reason\":"); out.write(json: r.reason)
+        out.write(",\"frame\":"); if let n = a.frame { out.write(decimal: UInt64(n)) } else { out.write("null") }
+        out.write(a.adjusted ? ",\"adjusted\":true}" : ",\"adjusted\":false}")
     }
 }
 
@@ -473,7 +579,7 @@ public func quoted(_ s: String) -> String {
 
 /// `--annotate`: append resolutions after 0x-prefixed hex numbers in free text.
 public enum Annotate {
-    public static func run(_ sessions: inout Sessions) {
+    public static func run(_ sessions: inout Sessions, adjust: Bool = true) {
         // Bytes, not text: whatever is not UTF-8 is copied as it is.
         var input: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -487,10 +593,21 @@ public enum Annotate {
         var start = 0
         for (k, b) in input.enumerated() where b == 0x0a { lines.append(input[start...k]); start = k + 1 }
         if start < input.count { lines.append(input[start...]) }
-        // Every candidate, in order: (line, end index in utf8, value)
-        var spots: [(line: Int, end: Int, value: UInt64, text: String)] = []
+        // Every candidate, in order: (line, end index in utf8, request). A line that is a frame
+        // of a pasted backtrace is one, annotated at its end; in any other line, every
+        // 0x-prefixed number.
+        var spots: [(line: Int, end: Int)] = []
+        var reqs: [SymRequest] = []
+        var run = PastedFrame.Run()
         for (i, l) in lines.enumerated() {
-            let u = Array(l)
+            var u = Array(l)
+            while let last = u.last, last == 0x0a || last == 0x0d { u.removeLast() }
+            let text = String(decoding: u, as: UTF8.self)
+            let r = SymRequest(line: text, fileOffset: false, run: &run, adjust: adjust)
+            if r.pasted != nil {
+                spots.append((i, u.count)); reqs.append(r)
+                continue
+            }
             var k = 0
             while k + 2 < u.count {
                 if u[k] == UInt8(ascii: "0"), u[k + 1] | 0x20 == UInt8(ascii: "x"),
@@ -499,14 +616,13 @@ public enum Annotate {
                     while e < u.count && isHexByte(u[e]) { e += 1 }
                     if e > k + 2 && (e == u.count || !isWordByte(u[e])) {
                         let t = String(decoding: u[k..<e], as: UTF8.self)
-                        if case .success(let v) = parseHexAddress(t) { spots.append((i, e, v, t)) }
+                        if case .success = parseHexAddress(t) { spots.append((i, e)); reqs.append(SymRequest(line: t, fileOffset: false)) }
                     }
                     k = e; continue
                 }
                 k += 1
             }
         }
-        let reqs = spots.map { SymRequest(line: $0.text, fileOffset: false) }
         let answers = SymRequest.resolve(reqs, &sessions)
         var out = OutputBuffer()
         var s = 0

@@ -53,6 +53,13 @@ public final class ResolvedBatch: @unchecked Sendable {
         frames.removeAll(keepingCapacity: true); reason.removeAll(keepingCapacity: true)
     }
 
+    /// Entry `k` as the answer for an address `d` bytes further on (a return address looked up
+    /// at address − 1, as debuggers do: the line of the call, printed at the address given).
+    public func shift(_ k: Int, by d: UInt64) {
+        address[k] &+= d
+        if symbolID[k] >= 0 { offset[k] &+= d }
+    }
+
     /// Entry `k` as an object (for code that is not on a hot path).
     public func resolution(_ k: Int) -> Resolution {
         let r = Resolution(address: address[k])

@@ -124,3 +124,53 @@ extension SymbolSession {
         }
     }
 }
+
+/// A module of a session, as a pasted backtrace names it.
+public struct LoadedModule: Sendable {
+    /// Its path (the process's mapping, the core's file note, or the --elf file).
+    public var path: String
+    /// Its lowest mapped address and its load bias (what `module+0xOFF` offsets are added to).
+    public var low: UInt64
+    public var bias: UInt64
+}
+
+extension SymbolSession {
+    /// Every module, in address order.
+    public func loadedModules() -> [LoadedModule] {
+        SymbolSession.lock.locked {
+            modules().map { m in
+                var low: Dwarf_Addr = 0
+                _ = dwfl_module_info(m, nil, &low, nil, nil, nil, nil, nil)
+                var bias: GElf_Addr = 0
+                if dwfl_module_getelf(m, &bias) == nil { bias = low }
+                return LoadedModule(path: moduleName(m) ?? "?", low: low, bias: bias)
+            }
+        }
+    }
+
+    /// The run-time address of the function or object `name` in the module mapped at `low`
+    /// (a versioned name, "__libc_start_main@@GLIBC_2.34", answers for its base name).
+    public func address(ofSymbol name: String, inModuleAt low: UInt64) -> UInt64? {
+        SymbolSession.lock.locked {
+            guard let m = dwfl_addrmodule(dwfl, Dwarf_Addr(low)) else { return nil }
+            let n = dwfl_module_getsymtab(m)
+            guard n > 0 else { return nil }
+            let want = Array(name.utf8)
+            var versioned: UInt64? = nil
+            for i in 0..<n {
+                var sym = GElf_Sym()
+                var addr: GElf_Addr = 0
+                guard let cname = dwfl_module_getsym_info(m, i, &sym, &addr, nil, nil, nil) else { continue }
+                let type = Int32(sym.st_info & 0xf)
+                guard type == STT_OBJECT || type == STT_FUNC || type == STT_GNU_IFUNC, sym.st_shndx != 0 else { continue }
+                // Compare bytes: the name as given, or followed by "@".
+                var k = 0
+                while k < want.count, cname[k] != 0, UInt8(bitPattern: cname[k]) == want[k] { k += 1 }
+                guard k == want.count else { continue }
+                if cname[k] == 0 { return addr }
+                if cname[k] == 0x40, versioned == nil { versioned = addr }
+            }
+            return versioned
+        }
+    }
+}

@@ -50,8 +50,18 @@ struct Sym: ParsableCommand, JSONCommand {
         (or file offsets with --file-offset). An address that cannot be resolved still gets an answer, \
         with the reason.
 
-        --annotate copies standard input to standard output and appends ' [resolution]' after every \
-        0x-prefixed hex number that resolves to a symbol; everything else is left as it was.
+        Backtraces pasted as other tools print them are read too: glibc's backtrace_symbols \
+        ('./prog(func+0x1a) [0x...]', 'lib.so(+0x1234) [0x...]'), gdb's bt, AddressSanitizer \
+        ('#3 0x... in f (/lib/x.so+0x1234)'), Valgrind ('==1== by 0x...: f (in /lib/x.so)'), perf \
+        script ('55d4c3a1b189 f+0x1a (/bin/prog)') and 'module+0xOFF'. A frame with a module and an \
+        offset is resolved in that module (an --elf file of that path or base name, or the \
+        process's module), else at its run-time address. Every frame but the innermost of a \
+        backtrace holds a return address, which is looked up at address - 1, as gdb does (the line \
+        of the call; --no-adjust looks up the address as given).
+
+        --annotate copies standard input to standard output: a line that is a frame gets ' \
+        [resolution]' at its end; in other lines every 0x-prefixed hex number that resolves to a \
+        symbol does; everything else is left as it was.
 
         Formats: text (default), llvm (exactly llvm-symbolizer's default output), gensyms (grouped \
         under 'Src: FILE'), --json (one JSON object per line, per address).
@@ -62,6 +72,7 @@ struct Sym: ParsableCommand, JSONCommand {
     @Flag(help: "One JSON object per address, one per line.") var json = false
     @Option(help: "Output format: \(SymFormat.allCases.map(\.rawValue).joined(separator: ", ")).") var format: SymFormat = .text
     @Flag(help: "Copy standard input to standard output with each resolvable address annotated.") var annotate = false
+    @Flag(help: "Look up return addresses of pasted backtraces as given, not at address - 1.") var noAdjust = false
     @Argument(help: "Addresses (hex). Default: one per line from standard input.") var addresses: [String] = []
 
     func validate() throws {
@@ -73,8 +84,8 @@ struct Sym: ParsableCommand, JSONCommand {
 
     func run() throws {
         var sessions = try source.open()
-        if annotate { return Annotate.run(&sessions) }
-        SymPipeline.run(addresses: addresses, sessions: &sessions, json: json, format: format, fileOffset: fileOffset)
+        if annotate { return Annotate.run(&sessions, adjust: !noAdjust) }
+        SymPipeline.run(addresses: addresses, sessions: &sessions, json: json, format: format, fileOffset: fileOffset, adjust: !noAdjust)
     }
 }
 

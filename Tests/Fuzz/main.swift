@@ -451,7 +451,11 @@ func fuzzText(_ o: Options) {
     guard let path = o.inputs.first else { complain("heapscope-fuzz: text needs an ELF file to resolve against\n"); exit(64) }
     var r = Rng(s: o.seed)
     let pieces = ["0x", "0X", "-", "+", " ", "\t", ":", "0", "1", "f", "ff", "deadbeef", "ffffffffffffffff", "10000000000000000",
-                  "99999999999999999999999", path, "/nonexistent", "'", "\"", "\\", "\u{00e9}", "\u{fffd}", "🙂", "#", "0x0x", "x"]
+                  "99999999999999999999999", path, "/nonexistent", "'", "\"", "\\", "\u{00e9}", "\u{fffd}", "🙂", "#", "0x0x", "x",
+                  // pieces of pasted backtraces (glibc, gdb, ASan, Valgrind, perf script, module+offset)
+                  "(", ")", "[", "]", "(+0x", "+0x1a", "(main+0x", ")[0x", " [0x", "#1  0x", "#0 ", " in ", " from ", " at ",
+                  "==12==", "    at 0x", "    by 0x", ": ", "(in ", "libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6", "(\(path)+0x",
+                  "[unknown]", "\t    ", "55d4c3a1b189 ", "==", "--1--", "@@GLIBC_2.34"]
     let start = now()
     var cases = 0
     while o.seconds > 0 ? now() - start < o.seconds : cases < o.cases {
@@ -466,7 +470,8 @@ func fuzzText(_ o: Options) {
         }
         let text = lines.joined(separator: "\n")
         let modes: [[String]] = [["sym", "--elf", path], ["sym", "--json", "--elf", path], ["sym", "--annotate", "--elf", path],
-                                 ["sym", "--format", "gensyms", "--elf", path], ["sym", "--format", "llvm", "--elf", path], ["sym", "--file-offset", "--elf", path]]
+                                 ["sym", "--format", "gensyms", "--elf", path], ["sym", "--format", "llvm", "--elf", path], ["sym", "--file-offset", "--elf", path],
+                                 ["sym", "--no-adjust", "--json", "--elf", path]]
         judge(o, Array(text.utf8), modes[cases % modes.count], ext: ".txt", stdin: text)
     }
     print("text: \(cases) batches of lines for sym in \(Int(now() - start)) s, \(failures) failures")
