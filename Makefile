@@ -10,7 +10,7 @@ SYMTT      := $(TT)/symbols $(TT)/libsymplugin.so $(TT)/symbols_stripped $(TT)/s
 SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
-TRACKED    := heap_kinds threads corrupt corruptions heap_fuzz locked noncontig leaks resemble
+TRACKED    := heap_kinds threads corrupt corruptions heap_fuzz locked noncontig leaks resemble pool
 BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/no_malloc $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle $(TT)/frames $(TT)/frames_asan \
              $(SYMTT)
 

@@ -46,10 +46,14 @@ public protocol AllocatorCapture: AnyObject {
     /// stores its links encoded (glibc 2.32+); nil when it stores them plain. What a chunk
     /// reused from a free list still holds in words its new owner has not written.
     func decodeLink(_ word: UInt64, at address: UInt64) -> UInt64?
+    /// Which pages hold data (made before the stop): the capture reads no other page of the
+    /// allocator's own data (a page never written would be mapped into the target by the read).
+    func useResidency(_ pages: PageSource)
 }
 
 extension AllocatorCapture {
     public func decodeLink(_ word: UInt64, at address: UInt64) -> UInt64? { nil }
+    public func useResidency(_ pages: PageSource) {}
 }
 
 /// Why an allocator's heap cannot be walked, in the allocator's words.

@@ -60,6 +60,8 @@ public final class GlibcCapture: @unchecked Sendable {
     /// Non-contiguous main arena: mappings holding its mmap'd regions, split into regions after
     /// detaching (see `resolveMainRegions`).
     public internal(set) var mainRegionMappings: [Segment] = []
+    /// Which pages of libc's data hold anything (nil: all are read).
+    var residency: PageSource? = nil
 
     public init(target: GlibcTarget) { self.target = target }
 }
@@ -112,7 +114,14 @@ extension GlibcCapture {
         func outOfTime() -> Bool { budget?.check() == true }
 
         // 1. The allocator's own data (main_arena, mp_ live here).
-        copier.copy(target.dataRanges.map { .init(start: $0.start, count: Int($0.end - $0.start), label: "malloc data") }, into: image)
+        // Only the pages in memory (or swapped): the others were never written (the .bss tail)
+        // or hold the file's bytes untouched; reading them would map them into the target.
+        var dataRequests: [BulkCopier.Request] = []
+        for r in target.dataRanges {
+            let runs = residency?.residentRuns(start: r.start, end: r.end, prefetch: r.end) ?? [(r.start, r.end)]
+            for run in runs where run.end > run.start { dataRequests.append(.init(start: run.start, count: Int(run.end - run.start), label: "malloc data")) }
+        }
+        copier.copy(dataRequests, into: image)
 
         trace.mark("copy malloc data")
         // 2. main_arena and mp_.

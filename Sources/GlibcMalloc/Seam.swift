@@ -15,6 +15,7 @@ extension GlibcCapture: AllocatorCapture {
     public func capture(threads: [StoppedThread], pool: BufferPool?, budget: StopBudget?, mmappedFrom pages: PageSource?) throws(AllocatorError) {
         do { try captureHeap(threads: threads, pool: pool, budget: budget, mmappedFrom: pages) } catch { throw error.allocatorError }
     }
+    public func useResidency(_ pages: PageSource) { residency = pages }
     /// Safe-linking: a tcache or fastbin link is stored as pointer ^ (its own address >> 12).
     public func decodeLink(_ word: UInt64, at address: UInt64) -> UInt64? {
         target.layout.safeLinking ? target.layout.reveal(address, word) : nil

@@ -304,7 +304,7 @@ public struct CopyAccount: Sendable, Equatable {
     public var copiedBytes: UInt64 = 0
     /// Shared writable mappings (rw-s) not copied (copied with --shared-roots).
     public var sharedBytes: UInt64 = 0
-    /// Anonymous pages never written (not resident, not swapped): zeros, not copied.
+    /// Private pages never written (not resident, not swapped): zeros, or a file's bytes as read from it; not copied.
     public var unresidentBytes: UInt64 = 0
     /// Stack below the threads' stack pointers (less the red zone): dead, not copied.
     public var belowStackPointerBytes: UInt64 = 0
@@ -337,6 +337,8 @@ public struct HeapReport: Sendable {
     public var analysisMicroseconds: UInt64
     /// The core file read instead of a live process (nothing was stopped then).
     public var coreFile: String? = nil
+    /// Where the process's resident memory went (live processes; nil for a core file).
+    public var memory: MemoryAccount? = nil
     public init(pid: Int32, pauseMicroseconds: UInt64, attempts: Int, allocator: String, allocatorVersion: String,
                 discovery: String, heap: HeapWalk, copiedBytes: Int, analysisMicroseconds: UInt64) {
         self.pid = pid; self.pauseMicroseconds = pauseMicroseconds; self.attempts = attempts; self.allocator = allocator
@@ -415,5 +417,56 @@ extension ChunkTable {
         if let k = kinds.kind(named: name) { return { self.kind[$0] == k } }
         if let s = ChunkState(name: name) { return { self.state($0) == s } }
         return nil
+    }
+}
+
+/// The process's resident memory (RSS), PSS and swap, from /proc/PID/smaps, split by what holds
+/// it: malloc's chunks by state (page by page, from /proc/PID/pagemap), its own metadata, chunks
+/// mapped on their own, thread stacks, other anonymous memory (named by the module variable that
+/// points into it, where one does), shared memory and file-backed mappings. The lines sum to
+/// `rss` exactly: what the two reads disagree on (pages that changed between them) is `unexplained`.
+public struct MemoryAccount: Sendable, Equatable {
+    public struct Line: Sendable, Equatable {
+        /// "malloc_in_use", "malloc_free", "malloc_top", "malloc_metadata", "mmapped_chunks",
+        /// "thread_stacks", "anonymous", "shared", "file_backed", "unexplained".
+        public var id: String
+        /// What a person reads: "anonymous memory pointed to by usedpools (python3.11)".
+        public var name: String
+        public var rss: Int64, pss: Int64, swap: Int64
+        /// Mappings (or parts of them) counted here.
+        public var mappings: Int
+        public init(id: String, name: String, rss: Int64, pss: Int64, swap: Int64, mappings: Int) {
+            self.id = id; self.name = name; self.rss = rss; self.pss = pss; self.swap = swap; self.mappings = mappings
+        }
+    }
+    public var rss: UInt64, pss: UInt64, swap: UInt64
+    public var lines: [Line]
+    /// What malloc_trim(0) would return to the system, of the free memory (not resident bytes:
+    /// a figure of the heap, shown beside the free lines).
+    public var trimmable: UInt64
+    /// Whether pages were told apart one by one (pagemap); without it a heap mapping's resident
+    /// memory is one line.
+    public var pageLevel: Bool
+    public init(rss: UInt64, pss: UInt64, swap: UInt64, lines: [Line], trimmable: UInt64, pageLevel: Bool) {
+        self.rss = rss; self.pss = pss; self.swap = swap; self.lines = lines; self.trimmable = trimmable; self.pageLevel = pageLevel
+    }
+    public func line(_ id: String) -> Line? { lines.first { $0.id == id } }
+
+    /// What a line id means, as `stat` prints it.
+    public static func plainName(_ id: String) -> String {
+        switch id {
+        case "malloc_in_use": return "malloc: chunks in use"
+        case "malloc_free": return "malloc: free chunks (bins and caches)"
+        case "malloc_top": return "malloc: top of the arenas"
+        case "malloc_metadata": return "malloc: its own (tcache, arena headers)"
+        case "malloc_heap": return "malloc: heaps (pages not told apart: pagemap unreadable)"
+        case "mmapped_chunks": return "malloc: chunks mapped on their own"
+        case "thread_stacks": return "thread stacks"
+        case "anonymous": return "other anonymous memory"
+        case "shared": return "shared memory"
+        case "file_backed": return "modules (code, data, .bss) and mapped files"
+        case "unexplained": return "unexplained (changed between the reads)"
+        default: return id
+        }
     }
 }

@@ -9,8 +9,9 @@ import ProcessAccess
 ///   map the zero page into the target's page tables);
 /// - a thread's stack: from its stack pointer (less the 128-byte red zone) up; below it is dead;
 /// - shared mappings (rw-s: shared memory, memory-mapped files) only with `sharedRoots`;
-/// - file-backed private mappings (.data, .bss of modules) whole: their unresident pages hold the
-///   file's bytes, not zeros.
+/// - file-backed private mappings (.data of modules): their resident (or swapped) pages too; a
+///   page neither was never written since it was read from the file (no pointer the program made
+///   is in it), and reading it would fault it into the target, growing its RSS.
 /// The plan is linear in the number of mappings: both the mappings and what the heap capture
 /// copied are in address order and walked once.
 enum CopyPlan {
@@ -94,7 +95,7 @@ enum CopyPlan {
                 start = max(m.start, (sps[si] &- 128) & ~4095)
                 account.belowStackPointerBytes += start - m.start
             }
-            if !m.shared && (m.isAnonymous || m.path.hasPrefix("[")), let runs = pages.residentRuns(start: start, end: m.end, prefetch: all[ahead].end) {
+            if !m.shared, let runs = pages.residentRuns(start: start, end: m.end, prefetch: all[ahead].end) {
                 var resident: UInt64 = 0
                 for r in runs { request(r.start, r.end, m.path); resident += r.end - r.start }
                 account.unresidentBytes += (m.end - start) - resident

@@ -150,6 +150,19 @@ public struct SnapshotDiff: Sendable {
             ("arena_system", "arena memory from the system", "bytes", Int64(clamping: heap.arenas.reduce(UInt64(0)) { $0 &+ $1.systemBytes })),
             ("threads", "threads running", "threads", Int64(heap.threads.count)),
         ]
+        // Resident memory by holder, when the snapshot accounted for it (the named anonymous
+        // lines summed into one: names differ between snapshots).
+        if let m = s.report.memory {
+            rows.append(("rss", "resident memory (RSS)", "bytes", Int64(clamping: m.rss)))
+            var byID: [(String, Int64)] = []
+            for l in m.lines {
+                if let i = byID.firstIndex(where: { $0.0 == l.id }) { byID[i].1 += l.rss } else { byID.append((l.id, l.rss)) }
+            }
+            let short = ["malloc_in_use": "in use", "malloc_free": "free chunks", "malloc_top": "top", "malloc_metadata": "malloc's own",
+                         "malloc_heap": "heaps", "mmapped_chunks": "mmapped chunks", "thread_stacks": "thread stacks",
+                         "anonymous": "other anonymous", "shared": "shared", "file_backed": "file-backed", "unexplained": "unexplained"]
+            for (id, v) in byID { rows.append(("rss_" + id, "  of it: " + (short[id] ?? id), "bytes", v)) }
+        }
         if known {
             // (clamping: sums of what a snapshot file says need not fit)
             rows += [("unjoined_threads", "threads exited, not joined", "threads", Int64(unjoined.count)),

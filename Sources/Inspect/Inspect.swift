@@ -22,6 +22,9 @@ public struct InspectOptions: Sendable {
     /// Told the phase as each begins ("stopping the target to copy 120 MiB", "walking the heap"…),
     /// for a progress line on a terminal.
     public var progress: (@Sendable (String) -> Void)? = nil
+    /// Account for the process's resident memory (RSS, PSS, swap) by what holds it: reads
+    /// /proc/PID/smaps, pagemap and the modules' data before the stop (live processes only).
+    public var accountMemory = false
     public init(useDebugInfo: Bool = Environment.debugInfoEnabled, maxAttempts: Int = 5,
                 maxStopMicroseconds: UInt64 = Attachment.defaultBudgetNs / 1000) {
         self.useDebugInfo = useDebugInfo
@@ -138,6 +141,7 @@ public enum Inspector {
         let (target, symbols) = try prepare(source: .core(core), options: options)
         let capture = target.newCapture()
         let pages = LivePages(remote: target.remote)
+        capture.useResidency(pages)
         do { try capture.capture(threads: core.threads, pool: nil, budget: nil, mmappedFrom: writable ? nil : pages) } catch { throw .allocator(error) }
         var maps: [Mapping] = [], writableImage = MemoryImage(), account: CopyAccount? = nil
         if writable {
@@ -222,6 +226,8 @@ public enum Inspector {
         var cutByBudget = false
         // Page-level reads (pagemap open, its buffer in place) made before the stop, for every attempt.
         let pages = LivePages(remote: target.remote)
+        // Where the resident memory is, read before the stop (and only then).
+        let residency = options.accountMemory ? ResidencyRead.read(pid: pid, remote: target.remote) : nil
         options.progress?("stopping the target to copy about \(max(1, planned >> 20)) MiB")
         while true {
             attempt += 1
@@ -236,6 +242,7 @@ public enum Inspector {
                 throw .process(error)
             }
             let budget = StopBudget(deadlineNs: att.deadlineNs)
+            capture.useResidency(pages)
             do {
                 try capture.capture(threads: att.threads, pool: pool, budget: budget, mmappedFrom: writable ? nil : pages)
             } catch {
@@ -285,6 +292,10 @@ public enum Inspector {
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
+        if let residency {
+            report.memory = MemoryAccounting.build(residency, walk: walk, isHeapMapping: { target.isHeapMapping($0) },
+                                                   threads: capture.threads, symbols: symbols, heapImage: capture.image)
+        }
         return ProcessImage(report: report, target: target, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
     }
 

@@ -83,6 +83,7 @@ extension Inspector {
         for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
         meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
         if let l = r.types?.labels { meta.append(("type_rounds", String(l.rounds))); meta.append(("type_conflicts", String(l.conflicts))) }
+        if let m = r.heap.memory { meta.append(contentsOf: MemoryAccount.meta(m)) }
         var hostname = [CChar](repeating: 0, count: 256)
         if gethostname(&hostname, 255) == 0 { meta.append(("host", String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))) }
         return Snapshot(meta: meta, report: r.heap, leakClass: cls, type: type, count: count, confidence: conf, ambiguous: amb,
@@ -147,7 +148,11 @@ extension Snapshot {
 extension Inspector {
     /// A snapshot file, read and checked.
     public static func readSnapshot(_ path: String) throws(InspectError) -> Snapshot {
-        do { return try SnapshotFile.read(path) } catch { throw .snapshotFile(error) }
+        do {
+            var s = try SnapshotFile.read(path)
+            s.report.memory = MemoryAccount(meta: s.meta)
+            return s
+        } catch { throw .snapshotFile(error) }
     }
 
     /// A leak check as a snapshot recorded it: the class of every outstanding chunk, its type,
@@ -170,4 +175,25 @@ func realtimeNs() -> UInt64 {
     var t = timespec()
     clock_gettime(CLOCK_REALTIME, &t)
     return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
+
+extension MemoryAccount {
+    /// As a snapshot's metadata: "memory" = "RSS PSS SWAP TRIMMABLE PAGE_LEVEL", then one
+    /// "memory_line" per line: "ID\tRSS\tPSS\tSWAP\tMAPPINGS\tNAME".
+    static func meta(_ m: MemoryAccount) -> [(key: String, value: String)] {
+        [("memory", "\(m.rss) \(m.pss) \(m.swap) \(m.trimmable) \(m.pageLevel ? 1 : 0)")]
+            + m.lines.map { ("memory_line", "\($0.id)\t\($0.rss)\t\($0.pss)\t\($0.swap)\t\($0.mappings)\t\($0.name)") }
+    }
+
+    /// From a snapshot's metadata; nil when it has none (or it does not parse).
+    init?(meta: [(key: String, value: String)]) {
+        guard let head = meta.first(where: { $0.key == "memory" })?.value.split(separator: " ").compactMap({ UInt64($0) }), head.count == 5 else { return nil }
+        var lines: [Line] = []
+        for (k, v) in meta where k == "memory_line" {
+            let f = v.split(separator: "\t", maxSplits: 5, omittingEmptySubsequences: false)
+            guard f.count == 6, let rss = Int64(f[1]), let pss = Int64(f[2]), let swap = Int64(f[3]), let n = Int(f[4]) else { return nil }
+            lines.append(Line(id: String(f[0]), name: String(f[5]), rss: rss, pss: pss, swap: swap, mappings: n))
+        }
+        self.init(rss: head[0], pss: head[1], swap: head[2], lines: lines, trimmable: head[3], pageLevel: head[4] == 1)
+    }
 }

@@ -85,6 +85,8 @@ public struct WatchSample: Sendable {
     public var slope: Double?
     /// The snapshot file this sample wrote.
     public var snapshot: String?
+    /// The process's resident memory when the sample was taken (nil: not known).
+    public var rss: UInt64? = nil
     /// This sample was spaced beyond the interval to keep --max-duty, for the first time.
     public var firstStretched = false
 }
@@ -160,6 +162,7 @@ public enum Watcher {
                                 free: report.total(.cachedFree).bytes + report.total(.allocatorFree).bytes, top: report.total(.top).bytes,
                                 mmapped: report.total(.inUse, ownMapping: true).bytes, arenas: report.arenas.count,
                                 threads: report.threads.count, slope: nil, snapshot: written)
+            s.rss = report.memory?.rss
             stoppedUs += report.pauseMicroseconds
             if plan.olderThan != nil { survivors.add(report.chunks, at: now) }
             s.slope = Inspect.slope((samples + [s]).map { ($0.time, Double($0.inUse)) })

@@ -108,7 +108,7 @@ public func copyText(_ r: HeapReport) -> String? {
     guard let a = r.beyondHeap else { return nil }
     var out: [String] = []
     if a.sharedBytes > 0 { out.append("\(human(a.sharedBytes)) of shared mappings (--shared-roots copies them)") }
-    if a.unresidentBytes > 0 { out.append("\(human(a.unresidentBytes)) never written (reads as zeros)") }
+    if a.unresidentBytes > 0 { out.append("\(human(a.unresidentBytes)) never written (zeros, or the file's own bytes)") }
     if a.belowStackPointerBytes > 0 { out.append("\(human(a.belowStackPointerBytes)) of stacks below the stack pointers") }
     let whole = a.residencyPerMapping ? " (pagemap unreadable without CAP_DAC_READ_SEARCH: mappings with any page in memory copied whole)" : ""
     return sideEffectsText(r) + "copied \(human(UInt64(r.copiedBytes))) (heap and \(human(a.copiedBytes)) besides)" + (out.isEmpty ? "" : "; not copied: " + out.joined(separator: ", ")) + whole
@@ -187,6 +187,7 @@ public enum StatFormat {
         s += "totals:  \(outstanding.count) chunks in use (\(human(outstanding.bytes)))"
         s += ", \(free.count) free chunks (\(human(free.bytes))) + top \(human(r.total(.top).bytes))\n"
         s += "         free by kind: " + freeKinds.map { "\(kinds.name($0)) \(t[$0]?.count ?? 0)/\(human(t[$0]?.bytes ?? 0))" }.joined(separator: ", ") + "\n"
+        if let m = r.memory { s += "\n" + memoryText(m) }
         s += "\nmallinfo2 (what the target's own mallinfo2() returns; chunks in per-thread caches count as in use):\n  "
         s += r.mallinfo2.fields.map { "\($0.0)=\($0.1)" }.joined(separator: " ") + "\n"
         if !r.warnings.isEmpty {
@@ -236,7 +237,38 @@ public enum StatFormat {
             let t = r.totals
             o.object("totals") { x in for k in r.kinds.all { let v = t[k] ?? Tally(); x.object(dynamic: r.kinds.name(k)) { $0.field("chunks", v.count); $0.field("bytes", v.bytes) } } }
             o.object("mallinfo2") { m in for (k, v) in r.mallinfo2.fields { m.field(dynamic: k, UInt64(v)) } }
+            if let m = r.memory { memoryJSON(m, into: &o) } else { o.null("memory") }
             warningFields(r, into: &o)
+        }
+    }
+}
+
+extension StatFormat {
+    /// Where the resident memory went: one line per holder, summing to RSS.
+    public static func memoryText(_ m: MemoryAccount) -> String {
+        var s = "resident memory (RSS \(human(m.rss)), PSS \(human(m.pss)), swap \(human(m.swap)); from smaps\(m.pageLevel ? " and pagemap, page by page" : ""), before the stop):\n"
+        s += "  \(pad("rss", 10)) \(pad("pss", 10)) \(pad("swap", 10))  share  held by\n"
+        for l in m.lines {
+            let share = m.rss > 0 ? 100 * Double(l.rss) / Double(m.rss) : 0
+            let name = l.name.isEmpty ? l.id : l.name
+            s += "  \(pad(signedHumanIfNegative(l.rss), 10)) \(pad(signedHumanIfNegative(l.pss), 10)) \(pad(signedHumanIfNegative(l.swap), 10)) \(pad(format1(share) + "%", 6))  \(name)\n"
+            if l.id == "malloc_top", m.trimmable > 0 { s += "  \(pad("", 10)) \(pad("", 10)) \(pad("", 10)) \(pad("", 6))    of the free memory, malloc_trim(0) would return \(human(m.trimmable))\n" }
+        }
+        return s
+    }
+
+    static func signedHumanIfNegative(_ v: Int64) -> String { v < 0 ? "-" + human(v.magnitude) : human(UInt64(v)) }
+
+    public static func memoryJSON(_ m: MemoryAccount, into o: inout JSONWriter) {
+        o.object("memory") { x in
+            x.field("rss_bytes", m.rss); x.field("pss_bytes", m.pss); x.field("swap_bytes", m.swap)
+            x.field("page_level", m.pageLevel); x.field("trimmable_bytes", m.trimmable)
+            x.array("lines") { a in
+                for l in m.lines {
+                    a.object { $0.field("id", l.id); $0.field("name", l.name.isEmpty ? nil : l.name); $0.field("rss_bytes", l.rss)
+                        $0.field("pss_bytes", l.pss); $0.field("swap_bytes", l.swap); $0.field("mappings", l.mappings) }
+                }
+            }
         }
     }
 }

@@ -9,15 +9,15 @@ public enum WatchFormat {
                 o.field("sample", s.number); o.field("time_s", s.time); o.field("pause_us", s.pauseMicroseconds)
                 o.field("in_use_bytes", s.inUse); o.field("free_bytes", s.free); o.field("top_bytes", s.top)
                 o.field("mmapped_bytes", s.mmapped); o.field("arenas", s.arenas); o.field("threads", s.threads)
-                o.field("slope_bytes_per_s", s.slope); o.field("snapshot", s.snapshot)
+                o.field("slope_bytes_per_s", s.slope); o.field("snapshot", s.snapshot); o.field("rss_bytes", s.rss)
             }
         }
         var text = ""
         if s.number == 1 {
-            text += "\(pad("time", 8)) \(pad("pause", 9)) \(pad("in use", 10)) \(pad("free", 10)) \(pad("top", 10)) \(pad("mmapped", 10)) \(pad("arenas", 6)) \(pad("threads", 7))  slope of in use\n"
+            text += "\(pad("time", 8)) \(pad("pause", 9)) \(pad("rss", 10)) \(pad("in use", 10)) \(pad("free", 10)) \(pad("top", 10)) \(pad("mmapped", 10)) \(pad("arenas", 6)) \(pad("threads", 7))  slope of in use\n"
         }
         let ms = Double(s.pauseMicroseconds) / 1000
-        text += "\(pad(clock(), 8)) \(pad(format1(ms) + " ms", 9)) \(pad(human(s.inUse), 10)) \(pad(human(s.free), 10)) \(pad(human(s.top), 10)) "
+        text += "\(pad(clock(), 8)) \(pad(format1(ms) + " ms", 9)) \(pad(s.rss.map(human) ?? "-", 10)) \(pad(human(s.inUse), 10)) \(pad(human(s.free), 10)) \(pad(human(s.top), 10)) "
         text += "\(pad(human(s.mmapped), 10)) \(pad(String(s.arenas), 6)) \(pad(String(s.threads), 7))  \(s.slope.map(perMinute) ?? "-")"
         if let file = s.snapshot { text += "  snapshot \(file)" }
         return text + "\n"

@@ -124,6 +124,22 @@ public final class Pagemap {
     deinit { if fd >= 0 { close(fd) }; release() }
     private func release() { if bufMapped { munmap(buf, Pagemap.bufBytes) } else { buf.deallocate() } }
 
+    /// The page frame of the kernel's zero page, which a read of a never-written anonymous page
+    /// maps: present in pagemap, but not resident memory (smaps does not count it). Learned from a
+    /// page of this process read once; nil where page frames are hidden (without CAP_SYS_ADMIN).
+    public static let zeroPageFrame: UInt64? = {
+        guard let p = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
+        defer { munmap(p, 4096) }
+        _ = strlen(p.assumingMemoryBound(to: CChar.self))   // a read fault (in libc: not optimised away) maps the zero page
+        let fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var e: UInt64 = 0
+        guard pread(fd, &e, 8, off_t(Int64(bitPattern: UInt64(UInt(bitPattern: p)) / 4096 * 8))) == 8, e >> 63 == 1 else { return nil }
+        let frame = e & ((1 << 55) - 1)
+        return frame != 0 ? frame : nil
+    }()
+
     /// Pages [cacheFirst, cacheFirst + cacheCount) are in `buf` from the last read.
     var cacheFirst: UInt64 = 0, cacheCount = 0
 
@@ -131,7 +147,10 @@ public final class Pagemap {
     /// is never in one: reading it would map the zero page into the target). nil if unreadable.
     /// `prefetch`: the caller will ask next about ranges up to this address; a small range is
     /// read together with them (one read for thousands of small mappings, not one each).
-    public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64 = 0) -> [(start: UInt64, end: UInt64)]? {
+    public func residentRuns(start: UInt64, end: UInt64, prefetch: UInt64 = 0, presentOnly: Bool = false) -> [(start: UInt64, end: UInt64)]? {
+        let mask: UInt64 = presentOnly ? 1 << 63 : 3 << 62
+        // Present pages that are the zero page are not resident memory.
+        let zero = presentOnly ? Pagemap.zeroPageFrame : nil
         if let maps = bySmaps {
             var lo = 0, hi = maps.count
             while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= start { lo = mid + 1 } else { hi = mid } }
@@ -156,7 +175,7 @@ public final class Pagemap {
                 guard fill(from: p, count: n) else { return nil }
                 want = min(UInt64(n), last - p); k = 0
             }
-            for i in 0..<Int(want) where buf[k + i] & (3 << 62) != 0 {
+            for i in 0..<Int(want) where buf[k + i] & mask != 0 && !(presentOnly && zero != nil && buf[k + i] & ((1 << 55) - 1) == zero!) {
                 let pg = p + UInt64(i)
                 if inRun && pg == runEnd { runEnd = pg + 1; continue }
                 if inRun { runs.append((runStart * page, runEnd * page)) }

@@ -22,8 +22,40 @@ public struct Mapping: Sendable, Equatable {
     }
 }
 
+/// One mapping of /proc/PID/smaps: where, and its resident, proportional and swapped bytes.
+public struct SmapsEntry: Sendable, Equatable {
+    public var mapping: Mapping
+    public var rss: UInt64, pss: UInt64, swap: UInt64
+}
+
 /// Small readers for /proc files; every failure names the file.
 public enum ProcFS {
+    /// /proc/PID/smaps: every mapping with its Rss, Pss and Swap (kB in the file, bytes here).
+    public static func smaps(pid: Int32) throws(ProcessError) -> [SmapsEntry] {
+        let bytes = try readBytes("/proc/\(pid)/smaps")
+        var out: [SmapsEntry] = []
+        var lineStart = 0
+        func kB(_ line: ArraySlice<UInt8>) -> UInt64 {
+            var v: UInt64 = 0
+            for b in line where b >= 0x30 && b <= 0x39 { v = v &* 10 &+ UInt64(b - 0x30) }
+            return v &* 1024
+        }
+        for i in 0...bytes.count where i == bytes.count || bytes[i] == 0x0a {
+            let line = bytes[lineStart..<i]
+            lineStart = i + 1
+            guard let first = line.first else { continue }
+            let isHex = (first >= 0x30 && first <= 0x39) || (first >= 0x61 && first <= 0x66)
+            if isHex, line.contains(0x2d), let m = parseMaps(Array(line) + [0x0a]).first {
+                out.append(SmapsEntry(mapping: m, rss: 0, pss: 0, swap: 0))
+            } else if !out.isEmpty {
+                if line.starts(with: "Rss:".utf8) { out[out.count - 1].rss = kB(line) }
+                else if line.starts(with: "Pss:".utf8) { out[out.count - 1].pss = kB(line) }
+                else if line.starts(with: "Swap:".utf8) { out[out.count - 1].swap = kB(line) }
+            }
+        }
+        return out
+    }
+
     /// The ELF class of a file (1: 32-bit, 2: 64-bit), nil if it is not an ELF file.
     public static func elfClass(_ path: String) -> UInt8? {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)

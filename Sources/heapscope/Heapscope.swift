@@ -139,7 +139,7 @@ struct Stat: ParsableCommand, TargetCommand {
     @OptionGroup var target: TargetOptions
 
     func run() throws {
-        let r = try target.attach { t, o in try Inspector.inspect(t, options: o) }
+        let r = try target.attach { t, o in var o = o; o.accountMemory = true; return try Inspector.inspect(t, options: o) }
         print(target.json ? StatFormat.json(r) : StatFormat.text(r), terminator: "")
         try finish(r)
     }

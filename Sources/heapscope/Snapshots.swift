@@ -24,7 +24,7 @@ struct SnapshotCommand: ParsableCommand, TargetCommand {
         let withContents = contents
         let w = try Inspector.writeSnapshot(to: output, pprof: pprof, follow: follow, contents: contents,
                                             progress: target.showsProgress ? { Terminal.progress($0) } : nil) {
-            try target.attach { t, o in try Inspector.snapshot(t, options: o, contents: withContents) }
+            try target.attach { t, o in var o = o; o.accountMemory = true; return try Inspector.snapshot(t, options: o, contents: withContents) }
         }
         print(SnapshotFormat.written(w, json: target.json), terminator: "")
         // (the file is written, with the warnings in it)

@@ -52,6 +52,7 @@ struct Watch: ParsableCommand, JSONCommand {
         plan.olderThan = olderThan.flatMap(parseDuration); plan.maxDuty = maxDuty
         plan.options.useDebugInfo = !noDebuginfo && Environment.debugInfoEnabled
         plan.options.maxStopMicroseconds = try maxStopMicroseconds(maxStop)
+        plan.options.accountMemory = true
         let json = self.json, interval = self.interval, maxDuty = self.maxDuty
         let w = try Watcher.run(plan, onSample: { s in
             print(WatchFormat.sample(s, json: json), terminator: "")

@@ -1,0 +1,121 @@
+import Foundation
+import Glibc
+import ProcessAccess
+import Testing
+
+/// `stat`'s account of resident memory: its lines sum to the RSS the kernel reports, and each
+/// line holds what an independent reading of /proc/PID/pagemap over the program's own ranges
+/// (its manifest) says is resident there. On TestTargets/pool.c (a custom pool, heap chunks,
+/// chunks mapped on their own, a second thread) and on Debian's python3 (pymalloc's arenas,
+/// against the interpreter's own sys._debugmallocstats()).
+@Suite("Where RSS went", .serialized, .timeLimit(.minutes(3)))
+struct MemoryTests {
+    /// Bytes of [start, end) in present pages (pagemap bit 63), read by the test itself.
+    static func present(pid: Int32, _ ranges: [(UInt64, UInt64)]) throws -> UInt64 {
+        let fd = open("/proc/\(pid)/pagemap", O_RDONLY)
+        guard fd >= 0 else { throw HarnessError(description: "cannot open /proc/\(pid)/pagemap") }
+        defer { close(fd) }
+        var total: UInt64 = 0
+        for (s, e) in ranges where e > s {
+            var page = s & ~4095
+            while page < e {
+                var entry: UInt64 = 0
+                guard pread(fd, &entry, 8, off_t(page / 4096 * 8)) == 8 else { throw HarnessError(description: "pagemap read failed") }
+                if entry >> 63 == 1 { total += min(e, page + 4096) - max(s, page) }
+                page += 4096
+            }
+        }
+        return total
+    }
+
+    static func rollupRSS(_ pid: Int32) throws -> UInt64 {
+        let text = try String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("Rss:") })
+        return try #require(UInt64(line.split(separator: " ")[1])) * 1024
+    }
+
+    func lines(_ j: [String: Any]) throws -> [[String: Any]] {
+        try #require((j["memory"] as? [String: Any])?["lines"] as? [[String: Any]])
+    }
+
+    @Test("a custom pool, heap chunks, mapped chunks, a thread: every line as pagemap says, summing to the kernel's RSS; watch, snapshot and diff carry it")
+    func pool() throws {
+        let p = try TargetProcess("pool")
+        defer { p.release() }
+        let j = try jsonObject(run(Paths.heapscope, ["stat", String(p.pid), "--json"]).out)
+        let memory = try #require(j["memory"] as? [String: Any])
+        let l = try lines(j)
+        func rss(_ id: String) -> Int? { l.first { $0["id"] as? String == id }?["rss_bytes"] as? Int }
+        let sum = l.reduce(0) { $0 + ($1["rss_bytes"] as? Int ?? 0) }
+        #expect(sum == memory["rss_bytes"] as? Int, "\(l)")
+        #expect(UInt64(sum) == (try Self.rollupRSS(p.pid)), "the kernel's RSS (smaps_rollup) of the idle target")
+        #expect(rss("unexplained") == 0)
+        // The pool: 3 MiB written of 8 MiB, named by the global that holds it.
+        let note = try #require(p.manifestText.split(separator: "\n").first { $0.hasPrefix("pool ") }?.split(separator: " "))
+        let written = try #require(Int(note[2]))
+        let pool = l.first { $0["name"] as? String == "anonymous memory pointed to by pool (pool)" }
+        #expect(pool?["rss_bytes"] as? Int == written, "\(l)")
+        // Heap chunks in use and chunks mapped on their own: what pagemap says of their ranges.
+        let heapChunks = p.manifest.live.filter { !p.manifest.mmapped.contains($0.key) }.map { ($0.key - 16, $0.key - 16 + $0.value + 8) }
+        let mappedChunks = p.manifest.live.filter { p.manifest.mmapped.contains($0.key) }.map { ($0.key - 16, ($0.key + $0.value + 4095) & ~4095) }
+        #expect(mappedChunks.count == 2)
+        #expect(rss("malloc_in_use") == Int(try Self.present(pid: p.pid, heapChunks)))
+        #expect(rss("mmapped_chunks") == Int(try Self.present(pid: p.pid, mappedChunks)))
+        #expect((rss("thread_stacks") ?? 0) > 0 && (rss("malloc_free") ?? 0) > 0, "\(l)")
+        // Text: the same lines.
+        let text = try run(Paths.heapscope, ["stat", String(p.pid)]).out
+        #expect(text.contains("resident memory (RSS ") && text.contains("anonymous memory pointed to by pool (pool)"), "\(text)")
+        // watch: the RSS per sample.
+        let w = try run(Paths.heapscope, ["watch", String(p.pid), "--count", "1", "--json"])
+        let sample = try jsonObject(String(w.out.split(separator: "\n")[0]))
+        #expect(sample["rss_bytes"] as? Int == sum)
+        // A snapshot keeps the account; stat of it prints it; diff has it among the causes.
+        let dir = try temporaryDirectory("rss")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try run(Paths.heapscope, ["snapshot", String(p.pid), "-o", dir + "/a.snap"]).status == 0)
+        let fromFile = try jsonObject(run(Paths.heapscope, ["stat", dir + "/a.snap", "--json"]).out)
+        let fileLines = try lines(fromFile)
+        #expect(fileLines.count == l.count && (fromFile["memory"] as? [String: Any])?["rss_bytes"] as? Int == sum)
+        let d = try jsonObject(run(Paths.heapscope, ["diff", dir + "/a.snap", dir + "/a.snap", "--json"]).out)
+        let causes = try #require(d["causes"] as? [[String: Any]])
+        #expect(causes.first { $0["id"] as? String == "rss" }?["a"] as? Int == sum)
+        #expect(causes.first { $0["id"] as? String == "rss_malloc_in_use" }?["b"] as? Int == rss("malloc_in_use"))
+        #expect(p.release().ok)
+    }
+
+    @Test("python3: pymalloc's arenas are their own lines, holding at least the bytes of its allocated blocks and at most its arenas (sys._debugmallocstats)")
+    func python() throws {
+        let dir = try temporaryDirectory("py")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = """
+        import sys, os
+        keep = [(i, str(i)) for i in range(200000)]
+        sys._debugmallocstats()
+        print(os.getpid(), flush=True)
+        sys.stdin.read()
+        """
+        try script.write(toFile: dir + "/s.py", atomically: true, encoding: .utf8)
+        let child = try Spawned.start("/usr/bin/python3", [dir + "/s.py"], stdout: dir + "/out", stderr: dir + "/err")
+        defer { close(child.stdinFD); _ = child.wait(timeoutSeconds: 30) }
+        let deadline = Date().addingTimeInterval(30)
+        var pid: Int32 = 0
+        while Date() < deadline, pid == 0 {
+            pid = Int32(((try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            usleep(20000)
+        }
+        try #require(pid > 0, "python3 did not start")
+        let stats = try String(contentsOfFile: dir + "/err", encoding: .utf8).split(separator: "\n")
+        func stat(_ key: String) throws -> Int {
+            let line = try #require(stats.first { $0.hasPrefix(key) }, "\(key) in sys._debugmallocstats()")
+            return try #require(Int(line.split(separator: "=").last!.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: ",", with: "")))
+        }
+        let arenas = try stat("# arenas allocated current"), blocks = try stat("# bytes in allocated blocks")
+        let j = try jsonObject(run(Paths.heapscope, ["stat", String(pid), "--json"]).out)
+        let l = try lines(j)
+        let sum = l.reduce(0) { $0 + ($1["rss_bytes"] as? Int ?? 0) }
+        #expect(sum == (j["memory"] as? [String: Any])?["rss_bytes"] as? Int)
+        let pymalloc = l.filter { ($0["name"] as? String).map { $0.contains("arenas (python3") || $0.contains("usedpools (python3") } ?? false }
+        let bytes = pymalloc.reduce(0) { $0 + ($1["rss_bytes"] as? Int ?? 0) }
+        #expect(!pymalloc.isEmpty && bytes >= blocks && bytes <= arenas << 20, "pymalloc lines \(bytes) B; python: \(blocks) B in blocks, \(arenas) arenas; \(l)")
+    }
+}
