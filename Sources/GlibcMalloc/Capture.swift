@@ -190,7 +190,10 @@ extension GlibcCapture {
             for m in maps(overlapping: lo, hi) where m.readable {
                 let s = max(m.start, lo), e = min(m.end, hi)
                 if image.region(containing: s, length: e - s) == nil {
-                    copyRequests.append(.init(start: s, count: Int(e - s), label: "tls"))
+                    // (the pages in memory: the window reaches below the TLS into stack never used)
+                    for r in residency?.residentRuns(start: s, end: e, prefetch: e) ?? [(s, e)] where r.end > r.start {
+                        copyRequests.append(.init(start: r.start, count: Int(r.end - r.start), label: "tls"))
+                    }
                 }
             }
         }

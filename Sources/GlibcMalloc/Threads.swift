@@ -45,7 +45,12 @@ extension GlibcCapture {
         guard let N = NPTLLayout(target.layout) else { return nil }
         let maps = target.maps
         let live = Set(threads.map(\.fsBase))
-        func isDescriptor(_ pd: UInt64) -> Bool { pd & 63 == 0 && remote.word(pd) == pd && remote.word(pd + 16) == pd }
+        // (only in a page in memory: reading any other would map it into the target)
+        func inMemory(_ a: UInt64) -> Bool {
+            guard let r = residency else { return true }
+            return r.residentRuns(start: a & ~4095, end: (a & ~4095) + 4096, prefetch: 0).map { !$0.isEmpty } ?? true
+        }
+        func isDescriptor(_ pd: UInt64) -> Bool { pd & 63 == 0 && inMemory(pd) && remote.word(pd) == pd && remote.word(pd + 16) == pd }
         /// Whether [a, e) is mapped without a gap (binary search, then the following mappings).
         func mapped(_ a: UInt64, _ e: UInt64) -> Bool {
             var lo = firstMapping(endingAfter: a)
@@ -98,7 +103,18 @@ extension GlibcCapture {
                     // Scan the top of the block for a descriptor (64-byte aligned, as glibc aligns it).
                     scans += 1
                     let lo = max(m.start, top - min(top - m.start, 64 << 10))
-                    if let bytes = remote.bytes(lo, count: Int(top - lo)) {
+                    // Its pages in memory only (a page never written holds no descriptor, and
+                    // reading it would map it into the target: a stack mapping can be merged
+                    // with anything mapped next to it, a pool's untouched end, say).
+                    var window: [UInt8]? = nil
+                    if let runs = residency?.residentRuns(start: lo, end: top, prefetch: top) {
+                        var w = [UInt8](repeating: 0, count: Int(top - lo))
+                        for r in runs where r.end > r.start {
+                            if let part = remote.bytes(r.start, count: Int(r.end - r.start)) { w.replaceSubrange(Int(r.start - lo)..<Int(r.start - lo) + part.count, with: part) }
+                        }
+                        window = w
+                    } else { window = remote.bytes(lo, count: Int(top - lo)) }
+                    if let bytes = window {
                         bytes.withUnsafeBytes { p in
                             var o = (p.count - 64) & ~63
                             while o >= 0 {

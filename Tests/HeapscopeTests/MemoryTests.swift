@@ -118,4 +118,34 @@ struct MemoryTests {
         let bytes = pymalloc.reduce(0) { $0 + ($1["rss_bytes"] as? Int ?? 0) }
         #expect(!pymalloc.isEmpty && bytes >= blocks && bytes <= arenas << 20, "pymalloc lines \(bytes) B; python: \(blocks) B in blocks, \(arenas) arenas; \(l)")
     }
+
+    /// Per mapping: its present pages (as the test reads pagemap itself).
+    static func presentPages(_ pid: Int32) throws -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for line in try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8).split(separator: "\n") {
+            let range = line.split(separator: " ")[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
+            // ([vsyscall] is not in pagemap; the vDSO's pages are the kernel's, mapped when libdw reads
+            // its ELF image from the process)
+            guard range.count == 2, range[1] - range[0] <= 64 << 20, range[1] <= 1 << 47, !line.hasSuffix("[vdso]") else { continue }
+            out[String(line.split(separator: " ")[0])] = try present(pid: pid, [(range[0], range[1])])
+        }
+        return out
+    }
+
+    @Test("reading never maps a page into the target: every mapping has the same present pages, and the RSS is the same, after stat, leaks, types, chunks and snapshot")
+    func noPageMapped() throws {
+        let p = try TargetProcess("pool")
+        defer { p.release() }
+        let before = try Self.presentPages(p.pid), rss = try Self.rollupRSS(p.pid)
+        let dir = try temporaryDirectory("pages")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for args in [["stat"], ["leaks"], ["types"], ["chunks"], ["snapshot", "-o", dir + "/s.snap"]] {
+            let r = try run(Paths.heapscope, [args[0], String(p.pid)] + args.dropFirst())
+            #expect(r.status == 0, "\(args): \(r.err)")
+        }
+        let after = try Self.presentPages(p.pid)
+        for (m, n) in after where before[m] != n { Issue.record("mapping \(m): \(before[m] ?? 0) bytes present before, \(n) after") }
+        #expect(try Self.rollupRSS(p.pid) <= rss + 8192, "at most the vDSO's pages")
+        #expect(p.release().ok)
+    }
 }
