@@ -136,7 +136,7 @@ public enum SnapshotFormat {
             return JSONWriter.documentLine { o in
                 o.field("file", w.path); o.field("pid", r.pid); o.field("pause_us", r.pauseMicroseconds); o.field("chunks", n)
                 o.field("bytes", w.fileBytes); o.field("contents", w.contents)
-                o.field("inspect_ms", Int(w.inspectSeconds * 1000)); o.field("write_ms", Int(w.writeSeconds * 1000))
+                o.field("inspect_us", Int(w.inspectSeconds * 1e6)); o.field("write_us", Int(w.writeSeconds * 1e6))
                 copyFields(r, into: &o)
             }
         }

@@ -4,6 +4,12 @@ import Snapshot
 
 public extension SnapshotDiff {
     static func signed(_ v: Int64) -> String { v > 0 ? "+\(v)" : String(v) }
+    /// "+1.5 MiB", "-12 KiB", "0 B".
+    static func signedHuman(_ v: Int64) -> String { (v > 0 ? "+" : v < 0 ? "-" : "") + human(v.magnitude) }
+    /// A cause's value in its unit: bytes human-readable, counts as they are.
+    static func amount(_ v: Int64, _ unit: String, signed: Bool = false) -> String {
+        unit == "bytes" ? (signed ? signedHuman(v) : (v < 0 ? "-" : "") + human(v.magnitude)) : (signed ? SnapshotDiff.signed(v) : String(v))
+    }
 
     func text(into out: inout OutputBuffer, limit: Int, a: String, b: String, _ sa: Snapshot, _ sb: Snapshot) {
         func who(_ s: Snapshot) -> String { "pid \(s.report.pid) (\(s.value("exe") ?? "?")), \(s.report.chunks.count) chunks" }
@@ -11,19 +17,19 @@ public extension SnapshotDiff {
         for (k, v) in sb.meta where k.hasPrefix("build_id:") {
             if let old = sa.value(k), old != v { out.write("note: \(k.dropFirst(9)) is another build in B (build-id \(old) -> \(v))\n") }
         }
-        out.write("chunks: new in B \(new.count) (\(new.bytes) bytes), gone since A \(gone.count) (\(gone.bytes) bytes), survivors \(survivors.count) (\(survivors.bytes) bytes)")
+        out.write("chunks: new in B \(new.count) (\(human(new.bytes))), gone since A \(gone.count) (\(human(gone.bytes))), survivors \(survivors.count) (\(human(survivors.bytes)))")
         out.write(changed.map { ", \($0) of them with changed contents\n" } ?? "\n")
         out.write("\ngrowth by cause                              \(pad("A", 14)) \(pad("B", 14)) \(pad("change", 14))\n")
         for c in causes {
             let name = c.name
-            out.write("  \(pad(name, 43, left: true)) \(pad(String(c.a), 14)) \(pad(String(c.b), 14)) \(pad(SnapshotDiff.signed(c.b - c.a), 14))\n")
+            out.write("  \(pad(name, 43, left: true)) \(pad(SnapshotDiff.amount(c.a, c.unit), 14)) \(pad(SnapshotDiff.amount(c.b, c.unit), 14)) \(pad(SnapshotDiff.amount(c.b - c.a, c.unit, signed: true), 14))\n")
         }
         if sb.report.heap.exitedThreads == nil { out.write("  (exited threads: this glibc's thread descriptors are not known)\n") }
         out.write("\nby \(by), largest growth first\(groups.count > limit ? " (\(limit) of \(groups.count))" : ""):\n")
         out.write("\(pad("A chunks", 10)) \(pad("A bytes", 12)) \(pad("B chunks", 10)) \(pad("B bytes", 12)) \(pad("chunks", 9)) \(pad("bytes", 12))  \(by)\n")
         for g in groups.prefix(limit) {
-            out.write("\(pad(String(g.a.count), 10)) \(pad(String(g.a.bytes), 12)) \(pad(String(g.b.count), 10)) \(pad(String(g.b.bytes), 12)) ")
-            out.write("\(pad(SnapshotDiff.signed(Int64(g.b.count) - Int64(g.a.count)), 9)) \(pad(SnapshotDiff.signed(Int64(g.b.bytes) - Int64(g.a.bytes)), 12))  \(g.key)\n")
+            out.write("\(pad(String(g.a.count), 10)) \(pad(human(g.a.bytes), 12)) \(pad(String(g.b.count), 10)) \(pad(human(g.b.bytes), 12)) ")
+            out.write("\(pad(SnapshotDiff.signed(Int64(g.b.count) - Int64(g.a.count)), 9)) \(pad(SnapshotDiff.signedHuman(Int64(g.b.bytes) - Int64(g.a.bytes)), 12))  \(g.key)\n")
         }
     }
 

@@ -286,11 +286,11 @@ public enum ChunkFormat {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
         out.write("# pid \(r.pid), \(r.coreFile.map { "core file \($0)" } ?? "paused \(r.pauseMicroseconds) us"), \(rows.count) of \(t.count) chunks\n")
-        out.write(pad("chunk", 16) + " " + pad("user", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  "
+        out.write(pad("chunk", 16) + " " + pad("header", 16) + " " + pad("size", 10) + " " + pad("usable", 10) + " " + pad("arena", 5) + "  "
                   + (types == nil ? "state\n" : pad("state", 15, left: true) + " type\n"))
         for i in rows {
             let arena = t.arena[i] == ChunkTable.noArena ? "-" : String(t.arena[i])
-            out.write(pad(hex(t.address[i]), 16) + " " + pad(hex(t.userAddress(i)), 16) + " " + pad(String(t.size[i]), 10) + " "
+            out.write(pad(hex(t.userAddress(i)), 16) + " " + pad(hex(t.address[i]), 16) + " " + pad(String(t.size[i]), 10) + " "
                       + pad(String(t.usableSize(i)), 10) + " " + pad(arena, 5) + "  ")
             if let ty = types {
                 let k = Int(block[i])
@@ -307,12 +307,12 @@ public enum ChunkFormat {
         let t = r.chunks
         let block = blockOfChunk(types, count: t.count)
         j.document { o in
-            o.field("pid", r.pid); o.field("pause_us", r.pauseMicroseconds); o.field("total_chunks", t.count)
+            o.field("pid", r.pid); o.field("pause_us", r.pauseMicroseconds); o.field("heap_chunks", t.count)
             o.array("chunks") { a in
                 for i in rows {
                     a.object { c in
-                        c.field("address", hex: t.address[i]); c.field("user_address", hex: t.userAddress(i)); c.field("size", t.size[i])
-                        c.field("usable_size", t.usableSize(i))
+                        c.field("chunk", hex: t.userAddress(i)); c.field("header", hex: t.address[i]); c.field("size", t.size[i])
+                        c.field("usable", t.usableSize(i))
                         if t.arena[i] == ChunkTable.noArena { c.null("arena") } else { c.field("arena", t.arena[i]) }
                         c.field("state", t.kindName(i))
                         if let ty = types {

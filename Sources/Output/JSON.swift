@@ -111,7 +111,7 @@ public struct JSONWriter {
 
     /// The version of the JSON documents' shape: raised when a key is renamed or removed or
     /// changes meaning (new keys do not raise it).
-    public static let schema = 1
+    public static let schema = 2
 
     /// A top-level document: an object that begins with `heapscope_version` and `schema`.
     public mutating func document(_ body: (inout JSONWriter) -> Void) {

@@ -135,12 +135,12 @@ public enum LeakFormat {
         if let c = copyText(r.heap) { out.write(c + "\n") }
         for c in order {
             let t = r.leaks.tallies[c] ?? Tally()
-            out.write("  \(pad(c.words + ":", 17, left: true)) \(pad(String(t.bytes), 12)) bytes in \(pad(String(t.count), 9)) chunks\n")
+            out.write("  \(pad(c.words + ":", 17, left: true)) \(pad(human(t.bytes), 10)) in \(pad(String(t.count), 9)) chunks\n")
         }
         if groups.isEmpty { return }
         out.write("\n\(total) group\(total == 1 ? "" : "s") (class, size, type, what the chunk points to), largest first\(groups.count < total ? "; showing \(groups.count)" : ""):\n")
         for g in groups {
-            out.write("\(g.leakClass.name): \(g.count) chunk\(g.count == 1 ? "" : "s") of \(g.size) bytes = \(g.bytes) bytes")
+            out.write("\(g.leakClass.name): \(g.count) chunk\(g.count == 1 ? "" : "s") of \(g.size) bytes usable = \(human(g.bytes))")
             if let t = g.type { out.write("; type \(t) (\(g.confidence.name))") }
             out.write(g.signature.isEmpty ? "\n" : "; " + g.signature.joined(separator: ", ") + "\n")
             for k in g.samples {
@@ -168,13 +168,13 @@ public enum LeakFormat {
             o.array("groups") { list in
                 for g in groups {
                     list.object { x in
-                        x.field("class", g.leakClass.name); x.field("size", g.size); x.field("count", g.count); x.field("bytes", g.bytes)
+                        x.field("class", g.leakClass.name); x.field("usable", g.size); x.field("chunks", g.count); x.field("bytes", g.bytes)
                         x.field("type", g.type); x.field("confidence", g.confidence.name); x.field("signature", strings: g.signature)
                         x.array("samples") { a in
                             for k in g.samples {
                                 let addr = r.leaks.blocks.start[k]
                                 let p = preview(r.memory, addr, g.size)
-                                a.object { $0.field("address", hex: addr); $0.field("hex", p.hex); $0.field("ascii", p.ascii) }
+                                a.object { $0.field("chunk", hex: addr); $0.field("hex", p.hex); $0.field("ascii", p.ascii) }
                             }
                         }
                         if let all = g.addresses { x.array("addresses") { a in for v in all { a.value(hex: v) } } }
@@ -218,16 +218,16 @@ public enum WhyFormat {
         let size = { (j: Int) in b.end[j] - b.start[j] }
         if let path = w.typedPath {
             let g = r.types!.groups()
-            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes, \(g.name(g.of[k]))), \(w.leakClass.words)")
+            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
             out.write("\n  \(path.owner) (typed root, as the snapshot recorded; offsets are not kept)\n")
             for j in path.blocks.dropLast() { out.write("  -> chunk \(hex(b.start[j])) (\(size(j)) bytes, \(g.name(g.of[j])))\n") }
-            out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes)\n")
+            out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes usable)\n")
             return
         }
         if w.fromSnapshot, let g = r.types?.groups() {
-            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes, \(g.name(g.of[k]))), \(w.leakClass.words)")
+            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
         } else {
-            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes), \(w.leakClass.words)")
+            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable), \(w.leakClass.words)")
         }
         out.write(w.reason.map { ": \($0)\n" } ?? "\n")
         guard let c = w.chain else { return }
@@ -237,22 +237,22 @@ public enum WhyFormat {
         }
         out.write("  \(rootText(r, c, w.names).text) holds \(hex(c.rootValue))\(pointee(c.rootValue))\n")
         for h in c.hops {
-            out.write("  -> chunk \(hex(b.start[h.block])) (\(size(h.block)) bytes) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
+            out.write("  -> chunk \(hex(b.start[h.block])) (\(size(h.block)) bytes usable) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
         }
-        out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes)\n")
+        out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes usable)\n")
     }
 
     public static func json(_ w: WhyAnswer, into j: inout JSONWriter) {
         let r = w.inspection, b = r.leaks.blocks, k = w.block
         j.document { o in
-            o.field("address", hex: w.address); o.field("chunk", hex: b.start[k]); o.field("size", b.end[k] - b.start[k])
+            o.field("address", hex: w.address); o.field("chunk", hex: b.start[k]); o.field("usable", b.end[k] - b.start[k])
             o.field("class", w.leakClass.name)
             if let path = w.typedPath {
                 let g = r.types!.groups()
                 o.array("chain") { a in
                     a.object { $0.field("kind", "root"); $0.field("description", path.owner) }
                     for x in path.blocks.dropLast() {
-                        a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.start[x]); $0.field("size", b.end[x] - b.start[x]); $0.field("type", g.name(g.of[x])) }
+                        a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.start[x]); $0.field("usable", b.end[x] - b.start[x]); $0.field("type", g.name(g.of[x])) }
                     }
                 }
             } else if let c = w.chain {

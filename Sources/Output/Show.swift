@@ -93,8 +93,8 @@ public enum ShowFormat {
                 var j = JSONWriter(capacity: 4096)
                 j.out.autoFlush = false
                 j.document { o in
-                    o.field("address", hex: a); o.field("chunk", hex: t.address[i]); o.field("user_address", hex: user); o.field("size", t.size[i])
-                    o.field("usable_size", usable); o.field("state", t.kindName(i)); o.field("type", type?.0); o.field("confidence", type?.1)
+                    o.field("address", hex: a); o.field("chunk", hex: user); o.field("header", hex: t.address[i]); o.field("size", t.size[i])
+                    o.field("usable", usable); o.field("state", t.kindName(i)); o.field("type", type?.0); o.field("confidence", type?.1)
                     o.field("owner", owner)
                     o.array("fields") { list in
                         for f in fields {

@@ -6,7 +6,7 @@ public enum WatchFormat {
     public static func sample(_ s: WatchSample, json: Bool) -> String {
         if json {
             return JSONWriter.documentLine { o in
-                o.field("sample", s.number); o.field("time_s", s.time); o.field("pause_us", s.pauseMicroseconds)
+                o.field("sample", s.number); o.field("time_us", UInt64(max(0, s.time) * 1e6)); o.field("pause_us", s.pauseMicroseconds)
                 o.field("in_use_bytes", s.inUse); o.field("free_bytes", s.free); o.field("top_bytes", s.top)
                 o.field("mmapped_bytes", s.mmapped); o.field("arenas", s.arenas); o.field("threads", s.threads)
                 o.field("slope_bytes_per_s", s.slope); o.field("snapshot", s.snapshot); o.field("rss_bytes", s.rss)
@@ -33,15 +33,15 @@ public enum WatchFormat {
         if json {
             return JSONWriter.documentLine { j in
                 j.object("summary") { o in
-                    o.field("ended", w.reason); o.field("samples", w.samples.count); o.field("duration_s", last.time - first.time)
+                    o.field("ended", w.reason); o.field("samples", w.samples.count); o.field("duration_us", UInt64(max(0, last.time - first.time) * 1e6))
                     o.field("in_use_first", first.inUse); o.field("in_use_last", last.inUse); o.field("slope_bytes_per_s", w.slope)
                     o.field("max_pause_us", w.maxPause); o.field("stopped_us", w.stoppedMicroseconds); o.field("stopped_percent", w.stoppedPercent)
                     o.field("skipped_ticks", w.skippedTicks); o.field("stretched_samples", w.stretched); o.field("snapshots", strings: w.files)
                     if let age = w.olderThan {
-                        o.field("older_than_s", age); o.field("window_first_sample", w.windowFirst); o.field("window_samples", w.windowSamples)
+                        o.field("older_than_us", UInt64(max(0, min(age, 1e12)) * 1e6)); o.field("window_first_sample", w.windowFirst); o.field("window_samples", w.windowSamples)
                         o.array("old_chunks") { a in
                             for g in w.old {
-                                a.object { $0.field("size", g.size); $0.field("chunks", g.count); $0.field("bytes", g.bytes); $0.field("age_s", last.time - g.since) }
+                                a.object { $0.field("size", g.size); $0.field("chunks", g.count); $0.field("bytes", g.bytes); $0.field("age_us", UInt64(max(0, last.time - g.since) * 1e6)) }
                             }
                         }
                     }

@@ -45,7 +45,7 @@ struct CLITests {
             let lines = r.out.split(separator: "\n")
             #expect(!lines.isEmpty, "\(args.joined(separator: " ")) printed nothing: \(r.err)")
             for line in lines {
-                #expect(line.hasPrefix("{\"heapscope_version\":\"\(HeapscopeVersion.number)\",\"schema\":1,"), "\(args.joined(separator: " ")): \(line.prefix(120))")
+                #expect(line.hasPrefix("{\"heapscope_version\":\"\(HeapscopeVersion.number)\",\"schema\":2,"), "\(args.joined(separator: " ")): \(line.prefix(120))")
             }
             if args[0] == "chunks" { #expect((try jsonObject(r.out)["chunks"] as? [Any])?.isEmpty == true, "--limit 0 listed chunks") }
         }
@@ -98,7 +98,7 @@ struct CLITests {
         let tc = try jsonObject(run(Paths.heapscope, ["chunks", pid, "--state", "tcache", "--json"]).out)
         let rows = try #require(tc["chunks"] as? [[String: Any]])
         #expect(rows.count == p.manifest.freed.filter { $0.1 == "tcache" }.count)
-        #expect(Set(rows.compactMap { $0["user_address"] as? String }) ==
+        #expect(Set(rows.compactMap { $0["chunk"] as? String }) ==
                 Set(p.manifest.freed.filter { $0.1 == "tcache" }.map { "0x" + String($0.0, radix: 16) }))
         let big = try jsonObject(run(Paths.heapscope, ["chunks", pid, "--min-size", "1000000", "--json"]).out)
         #expect((big["chunks"] as? [[String: Any]])?.count == p.manifest.mmapped.count)
@@ -128,7 +128,7 @@ struct CLITests {
             let rows = try #require(try jsonObject(run(Paths.heapscope, args).out)["chunks"] as? [[String: Any]])
             let want = Set((0..<ty.blocks.count).filter { k in (type == nil || ty.label(k) == type) && (owner == nil || ty.owner(k) == owner) }
                 .map { "0x" + String(ty.blocks.start[$0], radix: 16) })
-            #expect(!want.isEmpty && Set(rows.compactMap { $0["user_address"] as? String }) == want, "\(args): \(rows.count) rows, \(want.count) wanted")
+            #expect(!want.isEmpty && Set(rows.compactMap { $0["chunk"] as? String }) == want, "\(args): \(rows.count) rows, \(want.count) wanted")
         }
     }
 

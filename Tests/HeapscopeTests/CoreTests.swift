@@ -80,7 +80,7 @@ struct CoreTests {
         var address = p.manifest.live.keys.min() ?? 0
         if address == 0 {
             let rows = try jsonObject(run(Paths.heapscope, ["chunks", String(p.pid), "--json", "--no-types", "--state", "in_use"]).out)["chunks"] as? [[String: Any]]
-            address = try #require(rows?.first.flatMap { ($0["user_address"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) } }, "\(name): no chunk in use")
+            address = try #require(rows?.first.flatMap { ($0["chunk"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) } }, "\(name): no chunk in use")
         }
         let live = try Self.results(String(p.pid), address: address)
         for (k, v) in live { #expect(v.hasPrefix("exit 0 ") || (name == "corrupt" && v.hasPrefix("exit 2 ")), "\(name) \(k): \(v.prefix(300))") }
@@ -112,7 +112,7 @@ struct CoreTests {
             // compared as chunks per class, size and type.
             if drop.contains("signature"), var d = top as? [String: Any], let groups = d["groups"] as? [[String: Any]] {
                 var sum: [String: Int] = [:]
-                for g in groups { sum["\(g["class"] ?? "") \(g["size"] ?? "") \(g["type"] ?? "-") \(g["confidence"] ?? "")", default: 0] += g["count"] as? Int ?? 0 }
+                for g in groups { sum["\(g["class"] ?? "") \(g["usable"] ?? "") \(g["type"] ?? "-") \(g["confidence"] ?? "")", default: 0] += g["chunks"] as? Int ?? 0 }
                 d["groups"] = sum.keys.sorted().map { "\($0): \(sum[$0]!)" }
                 top = d
             }
@@ -248,7 +248,7 @@ struct CoreTests {
         let fullChunks = try run(Paths.heapscope, ["chunks", full, "--json", "--no-types"]), cutChunks = try run(Paths.heapscope, ["chunks", cut, "--json", "--no-types"])
         let rowsFull = try #require(try jsonObject(fullChunks.out)["chunks"] as? [[String: Any]]), rowsCut = try #require(try jsonObject(cutChunks.out)["chunks"] as? [[String: Any]])
         #expect(fullChunks.status == 0 && cutChunks.status == 0 && rowsFull.count == p.manifest.live.count + rowsFull.filter { $0["state"] as? String != "in_use" && $0["state"] as? String != "mmapped" }.count)
-        #expect(rowsFull.map { "\($0["address"]!) \($0["size"]!) \($0["state"]!)" } == rowsCut.map { "\($0["address"]!) \($0["size"]!) \($0["state"]!)" }, "\(cutChunks.err)")
+        #expect(rowsFull.map { "\($0["chunk"]!) \($0["size"]!) \($0["state"]!)" } == rowsCut.map { "\($0["chunk"]!) \($0["size"]!) \($0["state"]!)" }, "\(cutChunks.err)")
         let w = try jsonObject(run(Paths.heapscope, ["stat", cut, "--json"]).out)["warnings"] as? [[String: Any]] ?? []
         #expect(w.count == 1 && w[0]["kind"] as? String == "unreadable" && (w[0]["message"] as? String)?.contains("cut short: \(missing) bytes") == true, "\(w)")
         // A core of another machine: told, exit 8.

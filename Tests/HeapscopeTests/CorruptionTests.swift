@@ -35,7 +35,7 @@ struct CorruptionTests {
         #expect(warnings.contains { $0["kind"] as? String == c.kind && ($0["message"] as? String)?.contains(c.says) == true },
                 "\(name): \(warnings)")
         let chunks = (try jsonObject(run(Paths.heapscope, ["chunks", "--json", "--limit", "100000", pid]).out)["chunks"] as? [[String: Any]]) ?? []
-        let inUse = Set(chunks.filter { $0["state"] as? String == "in_use" }.compactMap { ($0["user_address"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) } })
+        let inUse = Set(chunks.filter { $0["state"] as? String == "in_use" }.compactMap { ($0["chunk"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) } })
         #expect(markers.isSubset(of: inUse), "\(name): \(markers.subtracting(inUse).count) marker chunks not walked")
         for command in ["leaks", "types", "chunks"] {
             let r = try run(Paths.heapscope, [command, pid])

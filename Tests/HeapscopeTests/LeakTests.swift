@@ -148,13 +148,13 @@ struct LeakTests {
         }
         #expect((j["pause_us"] as? Int ?? 0) > 0)
         let groups = try #require(j["groups"] as? [[String: Any]])
-        #expect(groups.reduce(0) { $0 + ($1["count"] as? Int ?? 0) } == lib.leaks.blocks.count, "with --show reachable every chunk is in a group")
+        #expect(groups.reduce(0) { $0 + ($1["chunks"] as? Int ?? 0) } == lib.leaks.blocks.count, "with --show reachable every chunk is in a group")
         // Groups say what their chunks point to: symbols of code and globals, or text.
         let described = try #require(expected(p).root.first { $0.value == "signature:make,bss_ptr" }?.key)
-        let group = groups.first { ($0["samples"] as? [[String: Any]])?.contains { $0["address"] as? String == "0x" + String(described, radix: 16) } == true }
+        let group = groups.first { ($0["samples"] as? [[String: Any]])?.contains { $0["chunk"] as? String == "0x" + String(described, radix: 16) } == true }
         #expect(group?["signature"] as? [String] == ["+0x0 -> make", "+0x8 -> bss_ptr"], "\(group ?? [:])")
         let texted = try #require(expected(p).root.first { $0.value == "signature:text" }?.key)
-        let tgroup = groups.first { ($0["samples"] as? [[String: Any]])?.contains { $0["address"] as? String == "0x" + String(texted, radix: 16) } == true }
+        let tgroup = groups.first { ($0["samples"] as? [[String: Any]])?.contains { $0["chunk"] as? String == "0x" + String(texted, radix: 16) } == true }
         #expect(tgroup?["signature"] as? [String] == ["text"])
         #expect(((tgroup?["samples"] as? [[String: Any]])?.first?["ascii"] as? String)?.hasPrefix("a leaked string") == true)
         let text = try run(Paths.heapscope, ["leaks", String(p.pid)])
@@ -164,7 +164,7 @@ struct LeakTests {
         var listed: [String: String] = [:]
         for g in all {
             let a = g["addresses"] as? [String] ?? []
-            #expect(a.count == g["count"] as? Int, "\(g["class"] ?? "") group of \(g["size"] ?? ""): \(a.count) addresses for \(g["count"] ?? 0) chunks")
+            #expect(a.count == g["chunks"] as? Int, "\(g["class"] ?? "") group of \(g["usable"] ?? ""): \(a.count) addresses for \(g["chunks"] ?? 0) chunks")
             for x in a { listed[x] = g["class"] as? String }
         }
         let classOf = Dictionary(uniqueKeysWithValues: (0..<lib.leaks.blocks.count).map { ("0x" + String(lib.leaks.blocks.start[$0], radix: 16), lib.leaks.leakClass[$0].name) })

@@ -109,7 +109,7 @@ struct RealProgramTests {
         if program == "python3" { #expect(types.contains("struct _object"), "\(types.prefix(2000))") }
         // show on a typed chunk.
         let typed = try #require(chunks.first { $0["type"] is String && $0["state"] as? String == "in_use" }, "\(program): no typed chunk")
-        let show = try heapscope(["show", pid, typed["user_address"] as! String])
+        let show = try heapscope(["show", pid, typed["chunk"] as! String])
         #expect(show.contains("type \(typed["type"] as! String)"), "\(show.prefix(500))")
         // Two snapshots around growth, and their diff: the growth is in use, and it is what stat saw.
         _ = try heapscope(["snapshot", pid, "-o", "\(dir)/1.snap"])

@@ -113,7 +113,7 @@ struct SnapshotTests {
         let leaksLive = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json"]).out)
         for key in ["definitely_lost", "indirectly_lost", "possibly_lost", "still_reachable", "roots", "scanned_bytes"] { #expect(leaksFile[key] as? NSObject == leaksLive[key] as? NSObject && leaksFile[key] != nil, "\(key)") }
         func groupKeys(_ j: [String: Any]) -> [String] {
-            (j["groups"] as? [[String: Any]] ?? []).map { "\($0["class"]!) \($0["size"]!) \($0["count"]!) \($0["type"] ?? "-")" }
+            (j["groups"] as? [[String: Any]] ?? []).map { "\($0["class"]!) \($0["usable"]!) \($0["chunks"]!) \($0["type"] ?? "-")" }
         }
         #expect(groupKeys(leaksFile) == groupKeys(leaksLive) && !groupKeys(leaksFile).isEmpty)
         for (addr, root) in notes.owner {

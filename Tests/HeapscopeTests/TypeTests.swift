@@ -97,7 +97,7 @@ struct TypeTests {
         // chunks and show agree with the labels.
         let chunks = try jsonObject(run(Paths.heapscope, ["chunks", String(p.pid), "--json", "--state", "in_use"]).out)
         for row in try #require(chunks["chunks"] as? [[String: Any]]) {
-            guard let a = UInt64((row["user_address"] as! String).dropFirst(2), radix: 16), let n = notes.type[a] else { continue }
+            guard let a = UInt64((row["chunk"] as! String).dropFirst(2), radix: 16), let n = notes.type[a] else { continue }
             let name = n.name.replacingOccurrences(of: " (via union)", with: "")
             #expect(row["type"] as? String == (n.name == "(unknown)" ? nil : name) && row["confidence"] as? String == n.confidence, "\(row)")
         }
@@ -120,9 +120,9 @@ struct TypeTests {
         let notes = TypeNotes(p.manifestText)
         let both = try #require(notes.type.first { $0.value.name == "Both" }?.key)
         let j = try jsonObject(run(Paths.heapscope, ["show", String(p.pid), "0x" + String(both + 8, radix: 16), "--json"]).out)
-        #expect(j["user_address"] as? String == "0x" + String(both, radix: 16))
+        #expect(j["chunk"] as? String == "0x" + String(both, radix: 16))
         #expect(j["type"] as? String == "Both" && j["confidence"] as? String == "vtable")
-        #expect(j["usable_size"] as? Int == Int(p.manifest.live[both] ?? 0))
+        #expect(j["usable"] as? Int == Int(p.manifest.live[both] ?? 0))
         let words = try #require(j["words"] as? [[String: Any]])
         #expect((words.first?["points_to"] as? String)?.hasPrefix("vtable for Both+0x") == true, "\(words.first ?? [:])")
         // Both : shapes::Circle, Named — fields through both bases, the second base's vptr at +0x18.
@@ -145,7 +145,7 @@ struct TypeTests {
         let groups = try #require(j["groups"] as? [[String: Any]])
         let lost = groups.filter { $0["class"] as? String == "definitely_lost" }
         #expect(lost.count == 1 && lost.first?["type"] as? String == "shapes::Circle" && lost.first?["confidence"] as? String == "vtable"
-                && lost.first?["count"] as? Int == 2, "\(groups)")
+                && lost.first?["chunks"] as? Int == 2, "\(groups)")
         let plain = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--no-types"]).out)
         #expect((plain["groups"] as? [[String: Any]])?.allSatisfy { $0["type"] is NSNull } == true)
     }
@@ -159,7 +159,7 @@ struct TypeTests {
         #expect(r.status == 0, "\(r.status) \(r.err.prefix(300))")
         let rows = try #require(try jsonObject(r.out)["chunks"] as? [[String: Any]])
         for c in chunks {
-            let row = try #require(rows.first { $0["user_address"] as? String == c })
+            let row = try #require(rows.first { $0["chunk"] as? String == c })
             #expect(row["type"] as? String == "struct _expr", "\(row)")
         }
         #expect(p.release().ok)

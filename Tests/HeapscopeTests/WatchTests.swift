@@ -50,7 +50,7 @@ struct WatchTests {
         #expect(lines.count == 6)
         var stopped = 0.0
         for s in lines.prefix(5) {
-            let t = try #require(s["time_s"] as? Double), pause = try #require(s["pause_us"] as? Int)
+            let t = Double(try #require(s["time_us"] as? Int)) / 1e6, pause = try #require(s["pause_us"] as? Int)
             #expect(t + 0.0005 >= stopped / 0.01, "sample \(s["sample"]!) at \(t) s after \(stopped) s stopped")
             stopped += Double(pause) / 1e6
         }
