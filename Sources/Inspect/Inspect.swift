@@ -293,7 +293,7 @@ public enum Inspector {
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }
         if let residency {
-            report.memory = MemoryAccounting.build(residency, walk: walk, isHeapMapping: { target.isHeapMapping($0) },
+            report.memory = MemoryAccounting.build(residency, walk: walk,
                                                    threads: capture.threads, symbols: symbols, heapImage: capture.image)
         }
         return ProcessImage(report: report, target: target, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)

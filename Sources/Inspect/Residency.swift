@@ -55,7 +55,7 @@ struct ResidencyRead {
 enum MemoryAccounting {
     /// The account of `read` against the heap walked from the same process: every mapping's RSS
     /// goes to one line, or (anonymous mappings, page by page) to several.
-    static func build(_ read: ResidencyRead, walk: HeapWalk, isHeapMapping: (Mapping) -> Bool,
+    static func build(_ read: ResidencyRead, walk: HeapWalk,
                       threads: [StoppedThread], symbols: SymbolSession, heapImage: MemoryImage) -> MemoryAccount {
         let chunks = walk.chunks
         let own = Set(chunks.kinds.ownMappingKinds)
@@ -70,6 +70,20 @@ enum MemoryAccounting {
             else { heap.append((a, e, chunks.state(i))) }
         }
         heap.sort { $0.start < $1.start }
+        // The arenas' heap segments (what of them no chunk covers is malloc's own: a thread heap's
+        // header and arena struct); other anonymous memory may sit in the same mapping.
+        let segments = walk.arenas.flatMap { $0.segments }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
+        func inSegment(_ a: UInt64) -> UInt64? {   // the end of the segment holding a
+            var l = 0, h = segments.count
+            while l < h { let mid = (l + h) / 2; if segments[mid].1 <= a { l = mid + 1 } else { h = mid } }
+            return l < segments.count && segments[l].0 <= a ? segments[l].1 : nil
+        }
+        func nextSegmentStart(after a: UInt64) -> UInt64? {
+            var l = 0, h = segments.count
+            while l < h { let mid = (l + h) / 2; if segments[mid].0 <= a { l = mid + 1 } else { h = mid } }
+            return l < segments.count ? segments[l].0 : nil
+        }
+        func isHeapMapping(_ m: Mapping) -> Bool { segments.contains { $0.0 < m.end && $0.1 > m.start } }
         let sps = threads.map(\.stackPointer)
         // Thread stacks inside anonymous mappings (which the kernel merges with neighbours of the
         // same protection, a pool mapped just above a stack, say): from the mapping's start (above
@@ -139,7 +153,7 @@ enum MemoryAccounting {
                 while mappedAt < mapped.count && mapped[mappedAt].end <= a { mappedAt += 1 }
                 while a < t {
                     var next = t
-                    var key = isHeapMapping(m) ? "malloc_metadata" : "anonymous"
+                    var key = "anonymous"
                     if heapAt < heap.count && heap[heapAt].start <= a {
                         next = min(t, heap[heapAt].end)
                         switch heap[heapAt].state {
@@ -152,6 +166,8 @@ enum MemoryAccounting {
                         next = min(t, mapped[mappedAt].end)
                         key = stackRanges.contains(mapped[mappedAt].start) ? "thread_stacks" : "mmapped_chunks"
                     } else {
+                        if let end = inSegment(a) { key = "malloc_metadata"; next = min(next, end) }
+                        else if let s = nextSegmentStart(after: a) { next = min(next, s) }
                         if heapAt < heap.count { next = min(next, max(a + 1, heap[heapAt].start)) }
                         if mappedAt < mapped.count { next = min(next, max(a + 1, mapped[mappedAt].start)) }
                     }

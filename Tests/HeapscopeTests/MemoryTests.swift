@@ -61,7 +61,7 @@ struct MemoryTests {
         #expect(mappedChunks.count == 2)
         #expect(rss("malloc_in_use") == Int(try Self.present(pid: p.pid, heapChunks)))
         #expect(rss("mmapped_chunks") == Int(try Self.present(pid: p.pid, mappedChunks)))
-        #expect((rss("thread_stacks") ?? 0) > 0 && (rss("malloc_free") ?? 0) > 0, "\(l)")
+        #expect((rss("thread_stacks") ?? 0) > 0 && (rss("malloc_free") ?? 0) > 0 && (rss("malloc_metadata") ?? 0) < 64 << 10, "\(l)")
         // Text: the same lines.
         let text = try run(Paths.heapscope, ["stat", String(p.pid)]).out
         #expect(text.contains("resident memory (RSS ") && text.contains("anonymous memory pointed to by pool (pool)"), "\(text)")
