@@ -122,7 +122,7 @@ public enum TypesFormat {
         out.write("\(pad("chunks", 10)) \(pad("bytes", 12))  share  confidence  type\n")
         for row in rows {
             let share = total > 0 ? Double(row.bytes) * 100 / Double(total) : 0
-            out.write("\(pad(String(row.chunks), 10)) \(pad(String(row.bytes), 12)) \(pad(format1(share) + "%", 6))  \(pad(row.confidence.name, 10, left: true))  \(row.type)\(row.ambiguous ? " (via union)" : "")\n")
+            out.write("\(pad(String(row.chunks), 10)) \(pad(human(row.bytes), 12)) \(pad(format1(share) + "%", 6))  \(pad(row.confidence.name, 10, left: true))  \(row.type)\(row.ambiguous ? " (via union)" : "")\n")
             for o in row.owners { out.write("\(String(repeating: " ", count: 44))\(pad(String(o.chunks), 8)) from \(o.name)\n") }
         }
     }

@@ -220,7 +220,7 @@ public enum WhyFormat {
             let g = r.types!.groups()
             out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
             out.write("\n  \(path.owner) (typed root, as the snapshot recorded; offsets are not kept)\n")
-            for j in path.blocks.dropLast() { out.write("  -> chunk \(hex(b.start[j])) (\(size(j)) bytes, \(g.name(g.of[j])))\n") }
+            for j in path.blocks.dropLast() { out.write("  -> chunk \(hex(b.start[j])) (\(size(j)) bytes usable, \(g.name(g.of[j])))\n") }
             out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes usable)\n")
             return
         }

@@ -109,7 +109,7 @@ public enum ShowFormat {
                 j.endLine()
                 out.write(utf8Bytes: j.out.bytes)
             } else {
-                out.write("chunk \(hex(t.address[i])): \(t.size[i]) bytes, \(t.kindName(i)), user \(hex(user)) (\(usable) usable)")
+                out.write("chunk \(hex(user)) (header \(hex(t.address[i]))): \(t.size[i]) bytes, \(usable) usable, \(t.kindName(i))")
                 out.write(type.map { ", type \($0.0) (\($0.1))" } ?? ", type unknown")
                 out.write(owner.map { ", owner \($0)\n" } ?? "\n")
                 if !fields.isEmpty {
