@@ -118,8 +118,11 @@ extension GlibcCapture {
         // or hold the file's bytes untouched; reading them would map them into the target.
         var dataRequests: [BulkCopier.Request] = []
         for r in target.dataRanges {
-            let runs = residency?.residentRuns(start: r.start, end: r.end, prefetch: r.end) ?? [(r.start, r.end)]
-            for run in runs where run.end > run.start { dataRequests.append(.init(start: run.start, count: Int(run.end - run.start), label: "malloc data")) }
+            let runs = residency?.residentRuns(start: r.start & ~4095, end: (r.end + 4095) & ~4095, prefetch: r.end) ?? [(r.start, r.end)]
+            for run in runs {
+                let s = max(run.start, r.start), e = min(run.end, r.end)
+                if e > s { dataRequests.append(.init(start: s, count: Int(e - s), label: "malloc data")) }
+            }
         }
         copier.copy(dataRequests, into: image)
 
@@ -191,8 +194,11 @@ extension GlibcCapture {
                 let s = max(m.start, lo), e = min(m.end, hi)
                 if image.region(containing: s, length: e - s) == nil {
                     // (the pages in memory: the window reaches below the TLS into stack never used)
-                    for r in residency?.residentRuns(start: s, end: e, prefetch: e) ?? [(s, e)] where r.end > r.start {
-                        copyRequests.append(.init(start: r.start, count: Int(r.end - r.start), label: "tls"))
+                    // (asked in whole pages: a source may round a partial page away)
+                    let runs = residency?.residentRuns(start: s & ~4095, end: (e + 4095) & ~4095, prefetch: e) ?? [(s, e)]
+                    for r in runs {
+                        let rs = max(r.start, s), re = min(r.end, e)
+                        if re > rs { copyRequests.append(.init(start: rs, count: Int(re - rs), label: "tls")) }
                     }
                 }
             }
