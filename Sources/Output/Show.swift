@@ -29,7 +29,13 @@ public enum ShowFormat {
             // Fields of a typed chunk: its type's layout, once per element.
             let table = r.labels.table
             var fields: [(offset: Int, path: String, type: Int32, bitSize: UInt8)] = []
-            if let k = block, r.labels.type[k] >= 0, table.size(r.labels.type[k]) > 0 {
+            // A chunk of 1-byte elements (char[], a string's buffer) is one field: its text.
+            var isText = false
+            if let k = block, r.labels.type[k] >= 0, table.strip(r.labels.type[k]) >= 0,
+               table[table.strip(r.labels.type[k])].kind == .base, table.size(r.labels.type[k]) == 1 {
+                isText = true
+                fields.append((0, "(text)", r.labels.type[k], 0))
+            } else if let k = block, r.labels.type[k] >= 0, table.size(r.labels.type[k]) > 0 {
                 let ty = r.labels.type[k], es = table.size(ty), count = r.labels.count[k]
                 for e in 0..<UInt64(count) where e * es < UInt64(n) && fields.count < 512 {
                     for f in table.fields(of: ty, bytes: UInt64(n) - e * es) {
@@ -59,6 +65,10 @@ public enum ShowFormat {
             }
             /// A field's value as C would print it.
             func value(_ f: (offset: Int, path: String, type: Int32, bitSize: UInt8)) -> (String, UInt64?) {
+                if isText {
+                    let text = content.prefix { $0 != 0 }
+                    return ("\"" + String(decoding: text.prefix(256).map { $0 >= 0x20 && $0 < 0x7f ? $0 : UInt8(ascii: ".") }, as: UTF8.self) + (text.count > 256 ? "..." : "") + "\"", nil)
+                }
                 let s = table.strip(f.type)
                 guard s >= 0 else { return ("?", nil) }
                 let e = table[s]

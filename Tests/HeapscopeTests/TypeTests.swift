@@ -132,7 +132,7 @@ struct TypeTests {
         #expect(fields.first { ($0["name"] as? String)?.hasPrefix("Named::_vptr") == true }?["offset"] as? Int == 24, "\(fields)")
         let string = try #require(notes.type.first { $0.value.name == "char[]" }?.key)
         let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(string, radix: 16)])
-        #expect(text.out.contains("type char[] (heuristic)") && text.out.contains("|string number "), "\(text.out)")
+        #expect(text.out.contains("type char[] (heuristic)") && text.out.contains("(text) = \"string number ") && text.out.contains("|string number "), "\(text.out)")
         let bad = try run(Paths.heapscope, ["show", String(p.pid), "0x10"])
         #expect(bad.status == 1 && bad.err.contains("is not in the heap"))
     }
