@@ -1,3 +1,4 @@
+import Analysis
 import CShim
 import Glibc
 import HeapModel
@@ -63,8 +64,23 @@ public func corruption(_ r: HeapReport, say: Bool = false) -> Failure? {
 /// `chunks`' rows: the chunks that pass every filter, in address order, at most `limit`.
 /// `type` and `owner` (with `types`): outstanding chunks of that type label (as the type column
 /// prints it, "(unknown)" for none) or first reached from that root.
+/// The leak class names `chunks --class` takes: each class's, and "lost" (definitely or indirectly).
+public let chunkClassNames = LeakClass.allCases.map(\.name) + ["lost"]
+
+/// Per chunk of `r`'s table, whether it is in the leak class named `name` (false for chunks
+/// that are not outstanding).
+public func chunksOfClass(_ r: LeakInspection, _ name: String) -> [Bool] {
+    var out = [Bool](repeating: false, count: r.heap.chunks.count)
+    let b = r.leaks.blocks, cls = r.leaks.leakClass
+    for k in 0..<b.count {
+        let c = cls[k]
+        out[Int(b.chunk[k])] = name == "lost" ? (c == .definitelyLost || c == .indirectlyLost) : c.name == name
+    }
+    return out
+}
+
 public func chunkRows(_ r: HeapReport, state: String?, arena: Int?, minSize: UInt64?, limit: Int?,
-                      types: TypeInspection? = nil, type: String? = nil, owner: String? = nil) -> [Int] {
+                      types: TypeInspection? = nil, type: String? = nil, owner: String? = nil, inClass: [Bool]? = nil) -> [Int] {
     let t = r.chunks
     let want = state.flatMap { t.filter(named: $0) }
     var rows: [Int] = []
@@ -72,6 +88,7 @@ public func chunkRows(_ r: HeapReport, state: String?, arena: Int?, minSize: UIn
     let block = (type != nil || owner != nil) ? ChunkFormat.blockOfChunk(types, count: t.count) : []
     for i in 0..<t.count {
         if let w = want, !w(i) { continue }
+        if let c = inClass, !c[i] { continue }
         if !block.isEmpty {
             let k = Int(block[i])
             guard k >= 0, let ty = types else { continue }

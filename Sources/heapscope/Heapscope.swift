@@ -161,6 +161,8 @@ struct Chunks: ParsableCommand, TargetCommand {
     var type: String?
     @Option(help: ArgumentHelp("Only outstanding chunks first reached from this root, as `types` names its owners (\"table (typed.c:24)\").", valueName: "root"))
     var owner: String?
+    @Option(name: .customLong("class"), help: ArgumentHelp("Only outstanding chunks of this leak class, as `leaks` classifies them: \(chunkClassNames.joined(separator: ", ")).", valueName: "class"))
+    var leakClass: String?
     @Option(help: "Print at most this many rows.") var limit: Int?
     @Flag(help: "Leave out the type column (copies only the heap: a shorter pause).") var noTypes = false
 
@@ -170,16 +172,21 @@ struct Chunks: ParsableCommand, TargetCommand {
         }
         if let l = limit, l < 0 { throw ValidationError("--limit must be >= 0") }
         if noTypes && (type != nil || owner != nil) { throw ValidationError("--type and --owner need the types (leave out --no-types)") }
+        if let c = leakClass, !chunkClassNames.contains(c) { throw ValidationError("unknown class '\(c)'; one of: \(chunkClassNames.joined(separator: ", "))") }
     }
 
     func run() throws {
-        var types: TypeInspection? = nil
+        var types: TypeInspection? = nil, inClass: [Bool]? = nil
         let r: HeapReport
-        if noTypes { r = try target.attach { t, o in try Inspector.inspect(t, options: o) } } else {
+        if let c = leakClass {
+            let withTypes = !noTypes
+            let l = try target.attach { t, o in try Inspector.leaks(t, options: o, types: withTypes, typesOfReachable: true) }
+            (r, types, inClass) = (l.heap, l.types, chunksOfClass(l, c))
+        } else if noTypes { r = try target.attach { t, o in try Inspector.inspect(t, options: o) } } else {
             types = try target.attach { t, o in try Inspector.types(t, options: o) }
             r = types!.heap
         }
-        let rows = chunkRows(r, state: state, arena: arena, minSize: minSize?.bytes, limit: limit, types: types, type: type, owner: owner)
+        let rows = chunkRows(r, state: state, arena: arena, minSize: minSize?.bytes, limit: limit, types: types, type: type, owner: owner, inClass: inClass)
         if target.json { var j = JSONWriter(); ChunkFormat.json(r, rows: rows, types: types, into: &j); j.flush() }
         else { var out = OutputBuffer(); ChunkFormat.text(r, rows: rows, types: types, into: &out); out.flush() }
         try finish(r)

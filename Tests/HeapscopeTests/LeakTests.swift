@@ -173,4 +173,23 @@ struct LeakTests {
         #expect(textAll.out.contains("every chunk:"))
         #expect(p.release().ok)
     }
+
+    @Test("chunks --class: exactly the chunks leaks classifies so (each class, and lost), the program's own as its manifest says")
+    func chunksByClass() throws {
+        let p = try TargetProcess("leaks")
+        defer { p.release() }
+        let lib = try Inspector.leaks(pid: p.pid)
+        let e = expected(p)
+        for name in LeakClass.allCases.map(\.name) + ["lost"] {
+            let j = try jsonObject(run(Paths.heapscope, ["chunks", String(p.pid), "--class", name, "--json", "--no-types"]).out)
+            let rows = Set(try #require(j["chunks"] as? [[String: Any]]).compactMap { ($0["chunk"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) } })
+            let classes = name == "lost" ? ["definitely_lost", "indirectly_lost"] : [name]
+            let want = Set((0..<lib.leaks.blocks.count).filter { classes.contains(lib.leaks.leakClass[$0].name) }.map { lib.leaks.blocks.start[$0] })
+            #expect(rows == want, "\(name): \(rows.count) rows, the library classifies \(want.count)")
+            let noted = Set(e.byAddress.filter { classes.contains($0.value) }.keys)
+            #expect(!noted.isEmpty && noted.isSubset(of: rows), "\(name): the manifest's \(noted.count)")
+        }
+        #expect(try run(Paths.heapscope, ["chunks", String(p.pid), "--class", "leaky"]).status == 64)
+        #expect(p.release().ok)
+    }
 }
