@@ -156,9 +156,13 @@ public enum Reachability {
     /// `memory`) and `registerWords`; blocks are read from `memory` (a block that was not copied
     /// is not scanned). A word equal to a block's start is a start pointer; one inside it, an
     /// interior pointer. One pass with an explicit work stack; memory proportional to the blocks.
-    public static func check(blocks: Blocks, memory: MemoryImage, roots: [RootRange], registerWords: [UInt64]) -> LeakReport {
+    /// `progress`: told the share of the copied bytes scanned so far (0...1), every 64 MiB.
+    public static func check(blocks: Blocks, memory: MemoryImage, roots: [RootRange], registerWords: [UInt64],
+                             progress: ((Double) -> Void)? = nil) -> LeakReport {
         let n = blocks.count
         let scan = Scanner(blocks: blocks, memory: memory)
+        scan.progress = progress
+        scan.total = max(1, UInt64(memory.totalBytes))
         defer { scan.release() }
         for w in registerWords { scan.mark(w, definite: true) }
         for r in roots { scan.scan(r.start, r.end, definite: true) }
@@ -180,6 +184,9 @@ private final class Scanner {
     let state: UnsafeMutablePointer<UInt8>
     var stack: [Int32] = []
     var scanned: UInt64 = 0
+    var progress: ((Double) -> Void)? = nil
+    var total: UInt64 = 1
+    private var told: UInt64 = 0
 
     init(blocks: Blocks, memory: MemoryImage) {
         self.blocks = blocks
@@ -214,6 +221,7 @@ private final class Scanner {
         guard from <= UInt64.max - 7, to >= 8 else { return }
         var a = (from + 7) & ~7
         scanned += to > a ? to - a : 0
+        if let p = progress, scanned >= told &+ (64 << 20) { told = scanned; p(min(1, Double(scanned) / Double(total))) }
         while a <= to - 8 {
             guard let r = region(a) else {
                 guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }

@@ -52,8 +52,10 @@ extension Inspector {
         let (roots, sets) = leakRoots(maps: c.writableMaps, threads: c.capture.threads, walk: walk, capture: c.capture,
                                       anonymous: anonymousRoots, shared: options.sharedRoots)
         let blocks = Blocks(walk.chunks)
-        options.progress?("scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks")
-        let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words))
+        let what = "scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks"
+        options.progress?(what)
+        let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words),
+                                        progress: options.progress.map { say in { say("\(what), \(Int($0 * 100))%") } })
         var bytes: [RootKind: UInt64] = [:]
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)

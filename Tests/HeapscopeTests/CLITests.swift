@@ -68,6 +68,12 @@ struct CLITests {
         }
         let json = try run("/usr/bin/script", ["-qec", "\(Paths.heapscope) snapshot \(p.pid) -o \(dir)/t.snap --json", "/dev/null"])
         #expect(!json.out.contains("heapscope: "), "\(json.out.prefix(300))")
+        // A scan of more than 64 MiB says how far it is, in percent, rising.
+        let big = try TargetProcess("bigheap", args: ["0", "2000000"])
+        defer { big.release() }
+        let leaks = try run("/usr/bin/script", ["-qec", "\(Paths.heapscope) leaks \(big.pid) --no-types", "/dev/null"])
+        let percents = leaks.out.components(separatedBy: "chunks, ").dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
+        #expect(!percents.isEmpty && percents == percents.sorted() && percents.allSatisfy { $0 <= 100 }, "\(leaks.out.replacingOccurrences(of: "\r", with: "\n").suffix(600))")
     }
 
     @Test("every command's --help ends its description with examples of that command")
