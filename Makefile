@@ -11,7 +11,7 @@ SYMSRC     := TestTargets/sym
 CFLAGS_TT  := -g -O0 -Wall -Wno-unused-function
 # Targets that record every allocation of the process by wrapping malloc (see TestTargets/manifest.h)
 TRACKED    := heap_kinds threads corrupt corruptions heap_fuzz locked noncontig leaks resemble pool
-BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/no_malloc $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle $(TT)/frames $(TT)/frames_asan \
+BINARIES   := $(addprefix $(TT)/,$(TRACKED) bigheap demo heap_kinds_static heap_kinds_stripped heap_kinds_static_stripped heap_kinds_static_nobanner heap_kinds_static_nobanner_stripped) $(TT)/own_malloc $(TT)/plain_wait $(TT)/plain_wait_musl $(TT)/plain_wait_32 $(TT)/no_malloc $(TT)/types $(TT)/typed $(TT)/typedbig $(TT)/phases $(TT)/stubborn $(TT)/reserve $(TT)/sleepers $(TT)/soak $(TT)/typedef_cycle $(TT)/frames $(TT)/frames_asan $(TT)/cxxstd \
              $(SYMTT)
 
 .PHONY: all deps build debug targets test demo bench clean matrix dist fuzz
@@ -130,6 +130,9 @@ clean:
 
 $(TT)/types: TestTargets/types.cpp TestTargets/manifest.h | $(TT)
 	g++ -g -O0 -Wall -Wno-unused-function -DINTERPOSE -o $@ $< -lpthread
+# The C++ standard library as release builds have it: -O2 -g.
+$(TT)/cxxstd: TestTargets/cxxstd.cpp TestTargets/manifest.h | $(TT)
+	g++ -g -O2 -Wall -Wno-unused-function -DINTERPOSE -o $@ $< -lpthread
 
 # Declared types: -O0 keeps every local in its frame; only the program's own allocations are recorded.
 $(TT)/typed: TestTargets/typed.c TestTargets/manifest.h $(TT)/libtypedlib.so | $(TT)

@@ -144,6 +144,7 @@ private final class Engine {
     // Layouts: per type (by index), slots [start, start + count) of `pool`, element size.
     private var layoutStart: [Int32] = [], layoutCount: [Int32] = [], layoutSize: [UInt64] = []
     private var pool: UnsafeMutableBufferPointer<Slot> = .init(start: nil, count: 0)
+    private var byName: [String: Int32] = [:]
 
     init(table: TypeTable, blocks: Blocks, memory: MemoryImage) {
         self.table = table; self.blocks = blocks; self.memory = memory
@@ -158,6 +159,20 @@ private final class Engine {
         pin = make(-1); pinnedByVtable = make(false); hasVotes = make(false)
         canonical = .init(repeating: -2, count: table.count)
         labelOf = .init(repeating: -2, count: table.count)
+        // Types by name (the first with a layout), for libstdc++'s storage members and node types.
+        var byName: [String: Int32] = [:]
+        for (i, e) in table.entries.enumerated() where e.kind != .typedef && e.kind != .qualified {
+            if let j = byName[e.name], table[j].size > 0 || e.size == 0 { continue }
+            byName[e.name] = Int32(i)
+        }
+        self.byName = byName
+        // A hash table's nodes: std::_Hashtable<K, V, ...> links std::__detail::_Hash_node<V, C>
+        // through their base _Hash_node_base (as a map links _Rb_tree_node<V> through its base).
+        for t in 0..<Int32(table.count) where table[t].kind == .structure && table[t].name.hasPrefix("std::_Hashtable<") {
+            guard let args = TypeTable.templateArguments(table[t].name), args.count >= 2 else { continue }
+            let nodes = ["false", "true"].compactMap { byName["std::__detail::_Hash_node<\(args[1]), \($0)>"] }
+            if !nodes.isEmpty { self.table.update(t) { $0.nodes += nodes } }
+        }
         var all: [Slot] = []
         layoutStart = .init(repeating: 0, count: table.count)
         layoutCount = .init(repeating: 0, count: table.count)
@@ -254,6 +269,9 @@ private final class Engine {
                 if let h = hints.first(where: { basesAtZero($0).contains(c) }) { l = h }
             }
             if l >= 0 { out.append(Slot(offset: base, target: l, ambiguous: amb)) }
+        case .structure where table.storedElement(s, named: { byName[$0] }) != nil:
+            // libstdc++'s raw storage of a T (a node's value, a make_shared block's object)
+            collect(table.storedElement(s, named: { byName[$0] })!, base, amb, &out, hints: hints, depth: depth + 1)
         case .structure, .union:
             let h = e.nodes.isEmpty ? hints : hints + e.nodes
             for m in e.members where m.bitSize == 0 {

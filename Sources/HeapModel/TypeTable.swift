@@ -106,12 +106,16 @@ extension TypeTable {
             let s = strip(t)
             guard s >= 0, depth < 16 else { out.append(Field(path: path, offset: off, type: t, bitSize: bits)); return }
             let e = entries[Int(s)]
+            if e.kind == .structure, let held = storedElement(s, named: { typeNamed($0) }) {
+                walk(held, path, base, off, bits, depth + 1); return
+            }
             switch e.kind {
             case .structure, .union where !e.members.isEmpty:
                 for m in e.members {
                     if m.isBase { walk(m.type, path, m.name, off + m.offset, 0, depth + 1); continue }
                     let name = (base.map { $0 + "::" } ?? "") + m.name
-                    walk(m.type, path.isEmpty ? name : path + "." + name, nil, off + m.offset, m.bitSize, depth + 1)
+                    // (an anonymous union or struct member adds no name)
+                    walk(m.type, name.isEmpty ? path : path.isEmpty ? name : path + "." + name, nil, off + m.offset, m.bitSize, depth + 1)
                 }
             case .array where e.count > 0 && size(e.target) > 0 && !(strip(e.target) >= 0 && entries[Int(strip(e.target))].kind == .base && size(e.target) == 1):
                 for i in 0..<e.count { walk(e.target, path + "[\(i)]", nil, off + i * size(e.target), 0, depth + 1) }
@@ -121,5 +125,58 @@ extension TypeTable {
         }
         walk(t, "", nil, 0, 0, 0)
         return out
+    }
+}
+
+extension TypeTable {
+    /// The template arguments of a C++ name as DWARF spells it: "std::pair<int const, Item*>"
+    /// gives ["int const", "Item*"]; nil when the name has none.
+    public static func templateArguments(_ name: String) -> [String]? {
+        let u = Array(name.utf8)
+        guard let open = u.firstIndex(of: UInt8(ascii: "<")), u.last == UInt8(ascii: ">") else { return nil }
+        var args: [String] = [], depth = 0, start = open + 1
+        for i in (open + 1)..<(u.count - 1) {
+            switch u[i] {
+            case UInt8(ascii: "<"), UInt8(ascii: "("): depth += 1
+            case UInt8(ascii: ">"), UInt8(ascii: ")"): depth -= 1
+            case UInt8(ascii: ",") where depth == 0:
+                args.append(String(decoding: u[start..<i], as: UTF8.self).trimmingSpaces()); start = i + 1
+            default: break
+            }
+            if depth < 0 { return nil }
+        }
+        args.append(String(decoding: u[start..<(u.count - 1)], as: UTF8.self).trimmingSpaces())
+        return args
+    }
+
+    /// The first entry named `name` that has a layout (a struct, union, class or base type of
+    /// some size), else any entry of that name.
+    public func typeNamed(_ name: String) -> Int32? {
+        var any: Int32? = nil
+        for (i, e) in entries.enumerated() where e.name == name {
+            if e.kind != .typedef && e.kind != .qualified && e.size > 0 { return Int32(i) }
+            if any == nil { any = Int32(i) }
+        }
+        return any
+    }
+
+    /// What a libstdc++ storage member holds: `__gnu_cxx::__aligned_buffer<T>` and
+    /// `__aligned_membuf<T>` (a map's, list's or hash table's node value, a make_shared block's
+    /// object) are raw bytes holding a T. `named` looks a type up by its name.
+    public func storedElement(_ t: Int32, named: (String) -> Int32?) -> Int32? {
+        guard t >= 0, Int(t) < entries.count, entries[Int(t)].kind == .structure else { return nil }
+        let n = entries[Int(t)].name
+        guard n.hasPrefix("__gnu_cxx::__aligned_buffer<") || n.hasPrefix("__gnu_cxx::__aligned_membuf<"),
+              let arg = TypeTable.templateArguments(n)?.first, let e = named(arg), e != t else { return nil }
+        return e
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
     }
 }

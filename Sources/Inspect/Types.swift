@@ -102,6 +102,10 @@ extension Inspector {
             }
         }
         var labels = TypePropagation.run(table: table, roots: declared.roots, seeds: seeds, blocks: blocks, memory: memory)
+        // std::make_shared's block holds the object after its counts: it is named by that object.
+        for t in 0..<Int32(labels.table.count) where labels.table[t].name.hasPrefix("std::_Sp_counted_ptr_inplace<") {
+            if let held = TypeTable.templateArguments(labels.table[t].name)?.first { labels.table.update(t) { $0.name = held + " (make_shared)" } }
+        }
         let maps = c.target.maps.sorted { $0.start < $1.start }
         func isMapped(_ a: UInt64) -> Bool {
             var lo = 0, hi = maps.count

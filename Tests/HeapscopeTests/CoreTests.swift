@@ -16,7 +16,7 @@ struct CoreTests {
     static let targets: [(String, [String])] = [
         ("heap_kinds", []), ("heap_kinds_static", []), ("phases", []), ("types", []), ("typed", []),
         ("typedef_cycle", []), ("leaks", []), ("threads", []), ("noncontig", []), ("bigheap", ["0", "20000"]),
-        ("corrupt", []), ("resemble", []),
+        ("corrupt", []), ("resemble", []), ("cxxstd", []),
     ]
 
     /// Keys whose values describe how the image was read, not what it holds.

@@ -198,4 +198,28 @@ struct TypeTests {
         #expect(text.contains("type struct beta (resembles)") && text.contains(" left ") && text.contains(" weight "), "\(text)")
         #expect(p.release().ok)
     }
+
+    @Test("C++ standard library at -O2 -g: make_shared blocks named by their object and followed, unordered_map nodes, list nodes, vector storage, deque blocks, string buffers")
+    func standardLibrary() throws {
+        let p = try TargetProcess("cxxstd")
+        defer { p.release() }
+        let notes = TypeNotes(p.manifestText)
+        #expect(notes.type.count == 35)
+        let r = try Inspector.types(pid: p.pid)
+        var seen = 0
+        for k in 0..<r.blocks.count {
+            guard let n = notes.type[r.blocks.start[k]] else { continue }
+            #expect(r.noted(k) == "\(n.name) (\(n.confidence))", "0x\(String(r.blocks.start[k], radix: 16))")
+            seen += 1
+        }
+        #expect(seen == notes.type.count)
+        // show: the object inside a make_shared block, field by field; a string buffer as text.
+        let block = try #require(notes.type.first { $0.value.name == "Widget (make_shared)" }?.key)
+        let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(block, radix: 16)]).out
+        #expect(text.contains("type Widget (make_shared) (vtable)") && text.contains("_M_storage.name._M_dataplus._M_p") && text.contains("_M_storage.item") && text.contains("(in_use Item)"), "\(text)")
+        let string = try #require(notes.type.first { $0.value.name == "char[]" }?.key)
+        let s = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(string, radix: 16)]).out
+        #expect(s.contains("(text) = \"widget number "), "\(s)")
+        #expect(p.release().ok)
+    }
 }
