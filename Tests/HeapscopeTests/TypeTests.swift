@@ -27,6 +27,18 @@ struct TypeNotes {
 }
 
 extension TypeInspection {
+    /// Every noted chunk labelled as its note says (an issue per one that is not); the labels
+    /// of the noted chunks counted as `TypeNotes.counts` counts them.
+    func expectNoted(_ notes: TypeNotes) -> [String: Int] {
+        var got: [String: Int] = [:]
+        for k in 0..<blocks.count {
+            guard let n = notes.type[blocks.start[k]] else { continue }   // libc's own
+            got[noted(k), default: 0] += 1
+            #expect(noted(k) == "\(n.name) (\(n.confidence))", "0x\(String(blocks.start[k], radix: 16))")
+        }
+        return got
+    }
+
     /// "NAME (CONFIDENCE)" as the notes spell it.
     func noted(_ k: Int) -> String {
         guard let l = label(k) else { return "(unknown) (unknown)" }
@@ -174,13 +186,7 @@ struct TypeTests {
                                  "struct beta (resembles)": 7, "struct alpha | struct beta (ambiguous)": 5], "\(notes.counts)")
         // types: every chunk of the program as noted (reachable ones declared, the rest by resemblance).
         let r = try Inspector.types(pid: p.pid)
-        var got: [String: Int] = [:]
-        for k in 0..<r.blocks.count {
-            guard let n = notes.type[r.blocks.start[k]] else { continue }   // libc's own
-            got[r.noted(k), default: 0] += 1
-            #expect(r.noted(k) == "\(n.name) (\(n.confidence))", "0x\(String(r.blocks.start[k], radix: 16))")
-        }
-        #expect(got == notes.counts)
+        #expect(r.expectNoted(notes) == notes.counts)
         // leaks: every lost chunk's group carries its type and confidence.
         let j = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--addresses", "--limit", "1000"]).out)
         var lost = 0
@@ -206,13 +212,7 @@ struct TypeTests {
         let notes = TypeNotes(p.manifestText)
         #expect(notes.type.count == 35)
         let r = try Inspector.types(pid: p.pid)
-        var seen = 0
-        for k in 0..<r.blocks.count {
-            guard let n = notes.type[r.blocks.start[k]] else { continue }
-            #expect(r.noted(k) == "\(n.name) (\(n.confidence))", "0x\(String(r.blocks.start[k], radix: 16))")
-            seen += 1
-        }
-        #expect(seen == notes.type.count)
+        #expect(r.expectNoted(notes) == notes.counts)
         // show: the object inside a make_shared block, field by field; a string buffer as text.
         let block = try #require(notes.type.first { $0.value.name == "Widget (make_shared)" }?.key)
         let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(block, radix: 16)]).out
