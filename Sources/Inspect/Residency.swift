@@ -59,17 +59,35 @@ enum MemoryAccounting {
                       threads: [StoppedThread], symbols: SymbolSession, heapImage: MemoryImage) -> MemoryAccount {
         let chunks = walk.chunks
         let own = Set(chunks.kinds.ownMappingKinds)
-        // Chunk intervals in heaps, by state; chunks mapped on their own.
-        var heap: [(start: UInt64, end: UInt64, state: ChunkState)] = []
+        // Chunks in heaps, in address order (4 bytes per chunk: their indexes, sorted only when
+        // the table is not in address order already); chunks mapped on their own.
         var mapped: [(start: UInt64, end: UInt64)] = []
         var stackRanges = Set<UInt64>()   // starts of the ranges of `mapped` that are stacks
-        heap.reserveCapacity(chunks.count)
+        var isOwn = [Bool](repeating: false, count: 256)
+        for k in own { isOwn[Int(k.rawValue)] = true }
+        var chunkOrder: [Int32] = []
+        chunkOrder.reserveCapacity(chunks.count)
+        let address = chunks.address, size = chunks.size
+        var inOrder = true
         for i in 0..<chunks.count {
-            let a = chunks.address[i], e = a &+ chunks.size[i]
-            if own.contains(chunks.kind[i]) { mapped.append((a & ~4095, (e + 4095) & ~4095)) }
-            else { heap.append((a, e, chunks.state(i))) }
+            if isOwn[Int(chunks.kind[i].rawValue)] {
+                let a = address[i], e = a &+ size[i]
+                mapped.append((a & ~4095, (e + 4095) & ~4095))
+                continue
+            }
+            if let last = chunkOrder.last, address[Int(last)] > address[i] { inOrder = false }
+            chunkOrder.append(Int32(i))
         }
-        heap.sort { $0.start < $1.start }
+        if !inOrder { chunkOrder.sort { address[Int($0)] < address[Int($1)] } }
+        struct HeapChunks {
+            let order: [Int32], address: [UInt64], size: [UInt64], table: ChunkTable
+            var count: Int { order.count }
+            subscript(_ j: Int) -> (start: UInt64, end: UInt64, state: ChunkState) {
+                let i = Int(order[j])
+                return (address[i], address[i] &+ size[i], table.state(i))
+            }
+        }
+        let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks)
         // The arenas' heap segments (what of them no chunk covers is malloc's own: a thread heap's
         // header and arena struct); other anonymous memory may sit in the same mapping.
         let segments = walk.arenas.flatMap { $0.segments }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
