@@ -82,10 +82,9 @@ enum MemoryAccounting {
         struct HeapChunks {
             let order: [Int32], address: [UInt64], size: [UInt64], table: ChunkTable
             var count: Int { order.count }
-            subscript(_ j: Int) -> (start: UInt64, end: UInt64, state: ChunkState) {
-                let i = Int(order[j])
-                return (address[i], address[i] &+ size[i], table.state(i))
-            }
+            @inline(__always) func start(_ j: Int) -> UInt64 { address[Int(order[j])] }
+            @inline(__always) func end(_ j: Int) -> UInt64 { let i = Int(order[j]); return address[i] &+ size[i] }
+            @inline(__always) func state(_ j: Int) -> ChunkState { table.state(Int(order[j])) }
         }
         let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks)
         // The arenas' heap segments (what of them no chunk covers is malloc's own: a thread heap's
@@ -161,41 +160,43 @@ enum MemoryAccounting {
                 runs.append((max(read.present[k].start, m.start), min(read.present[k].end, m.end))); k += 1
             }
             var counted: Int64 = 0
-            var byKey: [String: Int64] = [:]
+            // Bytes per holder, in a fixed array (the loop runs once per chunk: no hashing in it).
+            let keys = ["malloc_in_use", "malloc_free", "malloc_top", "malloc_metadata", "mmapped_chunks", "thread_stacks", "anonymous"]
+            var bytesOf = [Int64](repeating: 0, count: keys.count)
+            let stateKey: [ChunkState: Int] = [.inUse: 0, .cachedFree: 1, .allocatorFree: 1, .top: 2, .metadata: 3]
+            var keyOfState = [Int](repeating: 3, count: 8)
+            for (st, k) in stateKey { keyOfState[Int(st.rawValue)] = k }
             // Heap chunks by state, chunks mapped on their own, and the rest.
             for (s, t) in runs {
                 var a = s
-                while heapAt > 0 && heap[heapAt - 1].end > a { heapAt -= 1 }
-                while heapAt < heap.count && heap[heapAt].end <= a { heapAt += 1 }
+                while heapAt > 0 && heap.end(heapAt - 1) > a { heapAt -= 1 }
+                while heapAt < heap.count && heap.end(heapAt) <= a { heapAt += 1 }
                 while mappedAt > 0 && mapped[mappedAt - 1].end > a { mappedAt -= 1 }
                 while mappedAt < mapped.count && mapped[mappedAt].end <= a { mappedAt += 1 }
                 while a < t {
                     var next = t
-                    var key = "anonymous"
-                    if heapAt < heap.count && heap[heapAt].start <= a {
-                        next = min(t, heap[heapAt].end)
-                        switch heap[heapAt].state {
-                        case .inUse: key = "malloc_in_use"
-                        case .cachedFree, .allocatorFree: key = "malloc_free"
-                        case .top: key = "malloc_top"
-                        case .metadata: key = "malloc_metadata"
-                        }
+                    var key = 6
+                    if heapAt < heap.count && heap.start(heapAt) <= a {
+                        next = min(t, heap.end(heapAt))
+                        key = keyOfState[Int(heap.state(heapAt).rawValue)]
                     } else if mappedAt < mapped.count && mapped[mappedAt].start <= a {
                         next = min(t, mapped[mappedAt].end)
-                        key = stackRanges.contains(mapped[mappedAt].start) ? "thread_stacks" : "mmapped_chunks"
+                        key = stackRanges.contains(mapped[mappedAt].start) ? 5 : 4
                     } else {
-                        if let end = inSegment(a) { key = "malloc_metadata"; next = min(next, end) }
+                        if let end = inSegment(a) { key = 3; next = min(next, end) }
                         else if let s = nextSegmentStart(after: a) { next = min(next, s) }
-                        if heapAt < heap.count { next = min(next, max(a + 1, heap[heapAt].start)) }
+                        if heapAt < heap.count { next = min(next, max(a + 1, heap.start(heapAt))) }
                         if mappedAt < mapped.count { next = min(next, max(a + 1, mapped[mappedAt].start)) }
                     }
-                    byKey[key, default: 0] += Int64(next - a)
+                    bytesOf[key] += Int64(next - a)
                     counted += Int64(next - a)
                     a = next
-                    if heapAt < heap.count && heap[heapAt].end <= a { heapAt += 1 }
+                    if heapAt < heap.count && heap.end(heapAt) <= a { heapAt += 1 }
                     if mappedAt < mapped.count && mapped[mappedAt].end <= a { mappedAt += 1 }
                 }
             }
+            var byKey: [String: Int64] = [:]
+            for (k, v) in zip(keys, bytesOf) where v != 0 { byKey[k] = v }
             for (key, bytes) in byKey.sorted(by: { $0.key < $1.key }) where key != "anonymous" {
                 let (p, w) = part(bytes)
                 add(key, key, "", rss: bytes, pss: p, swap: w)
