@@ -216,8 +216,14 @@ public struct SymRequest {
     public var value: UInt64?
     public var error: String?
     public var fileOffset: Bool
-    /// A frame of a pasted backtrace (module, offsets, its place), nil for a plain address.
-    public var pasted: PastedFrame?
+    /// A frame of a pasted backtrace (module, offsets, its place), nil for a plain address
+    /// (boxed: plain addresses, by far the most common, keep the request small).
+    public var pasted: PastedFrame? {
+        get { pastedBox?.frame }
+        set { pastedBox = newValue.map(PastedBox.init) }
+    }
+    private var pastedBox: PastedBox?
+    private final class PastedBox { let frame: PastedFrame; init(_ f: PastedFrame) { frame = f } }
     /// The frame's place in its backtrace (0: innermost), and whether it is looked up at
     /// address − 1 (a return address: every frame but the innermost, unless --no-adjust).
     public var frame: Int?
