@@ -269,10 +269,12 @@ private final class Engine {
                 if let h = hints.first(where: { basesAtZero($0).contains(c) }) { l = h }
             }
             if l >= 0 { out.append(Slot(offset: base, target: l, ambiguous: amb)) }
-        case .structure where table.storedElement(s, named: { byName[$0] }) != nil:
-            // libstdc++'s raw storage of a T (a node's value, a make_shared block's object)
-            collect(table.storedElement(s, named: { byName[$0] })!, base, amb, &out, hints: hints, depth: depth + 1)
         case .structure, .union:
+            // libstdc++'s raw storage of a T (a node's value, a make_shared block's object)
+            if let held = table.storedElement(s, named: { byName[$0] }) {
+                collect(held, base, amb, &out, hints: hints, depth: depth + 1)
+                return
+            }
             let h = e.nodes.isEmpty ? hints : hints + e.nodes
             for m in e.members where m.bitSize == 0 {
                 collect(m.type, base + m.offset, amb || e.kind == .union, &out, hints: h, depth: depth + 1)

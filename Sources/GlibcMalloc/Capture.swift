@@ -316,10 +316,7 @@ extension GlibcCapture {
     }
 
     /// The mapping holding `a` (binary search: target.maps is in address order).
-    func mapping(containing a: UInt64) -> Mapping? {
-        let i = firstMapping(endingAfter: a)
-        return i < target.maps.count && target.maps[i].contains(a) ? target.maps[i] : nil
-    }
+    func mapping(containing a: UInt64) -> Mapping? { target.maps.mapping(containing: a) }
 
     /// Index of the first mapping whose end is past `a`.
     func firstMapping(endingAfter a: UInt64) -> Int {

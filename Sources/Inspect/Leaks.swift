@@ -80,12 +80,7 @@ extension Inspector {
         var roots: [RootRange] = []
         var registers: [RegisterSet] = []
         var stackMaps = Set<UInt64>()
-        /// The mapping holding `a` (maps are in address order).
-        func mapping(containing a: UInt64) -> Mapping? {
-            var lo = 0, hi = maps.count
-            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
-            return lo < maps.count && maps[lo].contains(a) ? maps[lo] : nil
-        }
+        func mapping(containing a: UInt64) -> Mapping? { maps.mapping(containing: a) }
         for t in threads {
             withUnsafeBytes(of: t.regs) { registers.append(RegisterSet(tid: t.tid, words: Array($0.bindMemory(to: UInt64.self)))) }
             if let m = mapping(containing: t.stackPointer) {

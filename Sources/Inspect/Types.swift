@@ -107,11 +107,7 @@ extension Inspector {
             if let held = TypeTable.templateArguments(labels.table[t].name)?.first { labels.table.update(t) { $0.name = held + " (make_shared)" } }
         }
         let maps = c.target.maps.sorted { $0.start < $1.start }
-        func isMapped(_ a: UInt64) -> Bool {
-            var lo = 0, hi = maps.count
-            while lo < hi { let mid = (lo + hi) / 2; if maps[mid].end <= a { lo = mid + 1 } else { hi = mid } }
-            return lo < maps.count && maps[lo].contains(a)
-        }
+        func isMapped(_ a: UInt64) -> Bool { maps.mapping(containing: a) != nil }
         // The rest: text (not a chunk whose first word is an address: a pointer's bytes can be printable).
         var char: Int32 = -1
         var region: Region? = nil

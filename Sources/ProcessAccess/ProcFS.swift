@@ -22,6 +22,16 @@ public struct Mapping: Sendable, Equatable {
     }
 }
 
+extension Array where Element == Mapping {
+    /// The mapping holding `a`, by binary search (the array in address order, as /proc and core
+    /// files list mappings).
+    public func mapping(containing a: UInt64) -> Mapping? {
+        var lo = 0, hi = count
+        while lo < hi { let mid = (lo + hi) / 2; if self[mid].end <= a { lo = mid + 1 } else { hi = mid } }
+        return lo < count && self[lo].contains(a) ? self[lo] : nil
+    }
+}
+
 /// One mapping of /proc/PID/smaps: where, and its resident, proportional and swapped bytes.
 public struct SmapsEntry: Sendable, Equatable {
     public var mapping: Mapping
