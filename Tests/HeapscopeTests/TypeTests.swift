@@ -189,15 +189,19 @@ struct TypeTests {
         #expect(r.expectNoted(notes) == notes.counts)
         // leaks: every lost chunk's group carries its type and confidence.
         let j = try jsonObject(run(Paths.heapscope, ["leaks", String(p.pid), "--json", "--addresses", "--limit", "1000"]).out)
-        var lost = 0
+        var listed = Set<UInt64>()
         for g in try #require(j["groups"] as? [[String: Any]]) {
             for a in g["addresses"] as? [String] ?? [] {
                 let n = try #require(notes.type[UInt64(a.dropFirst(2), radix: 16)!], "\(a) is the program's")
                 #expect(g["type"] as? String == n.name && g["confidence"] as? String == n.confidence, "\(a): \(g)")
-                lost += 1
+                listed.insert(UInt64(a.dropFirst(2), radix: 16)!)
             }
         }
-        #expect(lost >= 20, "the leaked lists, the tree, the reused and the zeroed chunks: \(lost)")
+        // Exactly the chunks the library classifies as lost, each of the program's (a leaked chunk
+        // whose pointer a register or the stack still held is reachable, and not listed).
+        let lib = try Inspector.leaks(pid: p.pid)
+        let lost = Set((0..<lib.leaks.blocks.count).filter { lib.leaks.leakClass[$0] != .stillReachable }.map { lib.leaks.blocks.start[$0] })
+        #expect(listed == lost && lost.count >= 20, "\(listed.count) listed, \(lost.count) lost")
         // show decodes a resembled chunk's fields by its type.
         let leaked = try #require(notes.type.first { $0.value.name == "struct beta" && $0.value.confidence == "resembles" }?.key)
         let text = try run(Paths.heapscope, ["show", String(p.pid), "0x" + String(leaked, radix: 16)]).out
