@@ -16,6 +16,10 @@ public struct OutputBuffer {
     /// Flush when a megabyte is buffered (the writers below never flush on their own).
     public mutating func flushIfFull() { if autoFlush && bytes.count > 1 << 20 { flush() } }
     public mutating func write(byte: UInt8) { bytes.append(byte) }
+    /// A literal's bytes as they are (for the fixed parts of JSON records: no escaping, no String).
+    @inline(__always) public mutating func write(ascii s: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
     public mutating func write(decimal v: UInt64) {
         if v < 10 { bytes.append(0x30 + UInt8(v)); return }
         var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,

@@ -546,35 +546,35 @@ public enum SymOutput {
     public static func json(_ a: SymAnswer, into out: inout OutputBuffer) {
         let r = Entry(a.batch, a.k)
         let pool = StringPool.shared
-        func id(_ i: Int32) { if i >= 0 { out.write(jsonUTF8: pool.utf8(i)) } else { out.write("null") } }
+        func id(_ i: Int32) { if i >= 0 { out.write(utf8: pool.jsonUTF8(i)) } else { out.write(ascii: "null") } }
         let inner = r.frames.first
-        out.write("{\"input\":"); out.write(json: a.input)
-        out.write(",\"address\":")
-        if a.parsed { out.write("\"0x"); out.write(hexDigits: r.address); out.write("\"") } else { out.write("null") }
-        out.write(",\"module\":"); id(r.moduleID)
-        out.write(",\"build_id\":"); id(r.buildIDID)
-        out.write(",\"symbol\":"); id(r.symbolID)
-        out.write(",\"mangled\":"); id(r.mangledID)
-        out.write(",\"type\":")
-        if r.typeLetter != 0 { out.write(byte: 0x22); out.write(byte: r.typeLetter); out.write(byte: 0x22) } else { out.write("null") }
-        out.write(",\"offset\":"); out.write(decimal: r.offset)
-        out.write(",\"size\":"); out.write(decimal: r.size)
-        out.write(",\"function\":"); id(inner?.functionID ?? StringPool.none)
-        out.write(",\"file\":"); id(inner.map { $0.fileID >= 0 ? $0.fileID : r.symbolFileID } ?? r.symbolFileID)
-        out.write(",\"line\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.line))) } else { out.write("null") }
-        out.write(",\"column\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.column))) } else { out.write("null") }
-        out.write(",\"inlined\":[")
+        out.write(ascii: "{\"input\":"); out.write(json: a.input)
+        out.write(ascii: ",\"address\":")
+        if a.parsed { out.write(ascii: "\"0x"); out.write(hexDigits: r.address); out.write(ascii: "\"") } else { out.write(ascii: "null") }
+        out.write(ascii: ",\"module\":"); id(r.moduleID)
+        out.write(ascii: ",\"build_id\":"); id(r.buildIDID)
+        out.write(ascii: ",\"symbol\":"); id(r.symbolID)
+        out.write(ascii: ",\"mangled\":"); id(r.mangledID)
+        out.write(ascii: ",\"type\":")
+        if r.typeLetter != 0 { out.write(byte: 0x22); out.write(byte: r.typeLetter); out.write(byte: 0x22) } else { out.write(ascii: "null") }
+        out.write(ascii: ",\"offset\":"); out.write(decimal: r.offset)
+        out.write(ascii: ",\"size\":"); out.write(decimal: r.size)
+        out.write(ascii: ",\"function\":"); id(inner?.functionID ?? StringPool.none)
+        out.write(ascii: ",\"file\":"); id(inner.map { $0.fileID >= 0 ? $0.fileID : r.symbolFileID } ?? r.symbolFileID)
+        out.write(ascii: ",\"line\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.line))) } else { out.write(ascii: "null") }
+        out.write(ascii: ",\"column\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.column))) } else { out.write(ascii: "null") }
+        out.write(ascii: ",\"inlined\":[")
         for (k, f) in r.frames.enumerated() {
-            if k > 0 { out.write(",") }
-            out.write("{\"function\":"); id(f.functionID)
-            out.write(",\"file\":"); id(f.fileID)
-            out.write(",\"line\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
-            out.write(",\"column\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write("}")
+            if k > 0 { out.write(ascii: ",") }
+            out.write(ascii: "{\"function\":"); id(f.functionID)
+            out.write(ascii: ",\"file\":"); id(f.fileID)
+            out.write(ascii: ",\"line\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
+            out.write(ascii: ",\"column\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write(ascii: "}")
         }
-        out.write("],\"source\":"); id(r.sourceID)
-        out.write(",\"reason\":"); out.write(json: r.reason)
-        out.write(",\"frame\":"); if let n = a.frame { out.write(decimal: UInt64(n)) } else { out.write("null") }
-        out.write(a.adjusted ? ",\"adjusted\":true}" : ",\"adjusted\":false}")
+        out.write(ascii: "],\"source\":"); id(r.sourceID)
+        out.write(ascii: ",\"reason\":"); out.write(json: r.reason)
+        out.write(ascii: ",\"frame\":"); if let n = a.frame { out.write(decimal: UInt64(n)) } else { out.write(ascii: "null") }
+        if a.adjusted { out.write(ascii: ",\"adjusted\":true}") } else { out.write(ascii: ",\"adjusted\":false}") }
     }
 }
 

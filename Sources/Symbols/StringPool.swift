@@ -16,7 +16,8 @@ public final class StringPool: @unchecked Sendable {
     private static let blockSize = 1 << blockBits
     private static let maxBlocks = 1 << 16           // 2^30 strings at most
 
-    private struct Entry { var bytes: UnsafePointer<UInt8>; var count: Int; var string: String }
+    /// `json`: the string as a JSON string (quoted, escaped), so JSON printers copy it as it is.
+    private struct Entry { var bytes: UnsafePointer<UInt8>; var count: Int; var string: String; var json: UnsafePointer<UInt8>; var jsonCount: Int }
     private let blocks: UnsafeMutablePointer<UnsafeMutablePointer<Entry>?>
     private var ids: [String: Int32] = [:]
     private var count: Int32 = 0
@@ -39,7 +40,11 @@ public final class StringPool: @unchecked Sendable {
             if let base = u.baseAddress { p.initialize(from: base, count: u.count) }
             return UnsafePointer(p)
         }
-        (blocks[b]! + (Int(id) & (StringPool.blockSize - 1))).initialize(to: Entry(bytes: bytes, count: s.utf8.count, string: s))
+        let quoted = StringPool.quoted(UnsafeBufferPointer(start: bytes, count: s.utf8.count))
+        let json = UnsafeMutablePointer<UInt8>.allocate(capacity: quoted.count)
+        json.initialize(from: quoted, count: quoted.count)
+        (blocks[b]! + (Int(id) & (StringPool.blockSize - 1))).initialize(
+            to: Entry(bytes: bytes, count: s.utf8.count, string: s, json: UnsafePointer(json), jsonCount: quoted.count))
         count += 1
         ids[s] = id
         return id
@@ -51,6 +56,31 @@ public final class StringPool: @unchecked Sendable {
 
     /// The string of an id; nil for `StringPool.none`.
     public func string(_ id: Int32) -> String? { id < 0 ? nil : entry(id).pointee.string }
+
+    /// The id's string as a JSON string, quotes included (valid for the life of the process).
+    @inline(__always) public func jsonUTF8(_ id: Int32) -> UnsafeBufferPointer<UInt8> {
+        let e = entry(id)
+        return UnsafeBufferPointer(start: e.pointee.json, count: e.pointee.jsonCount)
+    }
+
+    /// UTF-8 bytes quoted and escaped as a JSON string (RFC 8259: `"`, `\\` and controls).
+    static func quoted(_ u: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = [0x22]
+        out.reserveCapacity(u.count + 2)
+        for b in u {
+            switch b {
+            case 0x22: out += [0x5c, 0x22]
+            case 0x5c: out += [0x5c, 0x5c]
+            case 0x0a: out += [0x5c, 0x6e]
+            case 0x09: out += [0x5c, 0x74]
+            case ..<0x20: out += [0x5c, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
+            default: out.append(b)
+            }
+        }
+        out.append(0x22)
+        return out
+    }
 
     /// The UTF-8 bytes of an id (valid for the life of the process).
     @inline(__always) public func utf8(_ id: Int32) -> UnsafeBufferPointer<UInt8> {
