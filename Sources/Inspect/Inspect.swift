@@ -278,8 +278,10 @@ public enum Inspector {
         let t1 = nowNs()
         // The writable copy holds every resident page of the anonymous mappings: mmapped chunks
         // are found there, after the detach.
+        let trace = PhaseTrace()
         if writable { capture.scanMmapped(from: MemoryImage.merged(capture.image, writableImage)) }
         var walk = capture.walk()
+        trace.mark("walk")
         if !capture.unsettled.isEmpty {
             let why = cutByBudget ? "; another attempt would exceed --max-stop" : ""
             walk.warnings.insert(.init(.unsettled, nil, "heap still changing after \(attempt) attempt\(attempt == 1 ? "" : "s") (\(capture.unsettled.joined(separator: "; "))\(why)); results may be inconsistent"), at: 0)
@@ -295,6 +297,7 @@ public enum Inspector {
         if let residency {
             report.memory = MemoryAccounting.build(residency, walk: walk,
                                                    threads: capture.threads, symbols: symbols, heapImage: capture.image)
+            trace.mark("memory account")
         }
         return ProcessImage(report: report, target: target, capture: capture, maps: maps, writable: writableImage, facts: facts, symbols: symbols)
     }

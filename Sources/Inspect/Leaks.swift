@@ -47,15 +47,18 @@ extension Inspector {
     /// `leaks` of a process image taken with `writable` (its copied memory holds the roots).
     public static func leaks(image c: ProcessImage, options: InspectOptions = InspectOptions(), anonymousRoots: Bool = true,
                              types: Bool = false, typesOfReachable: Bool = false) -> LeakInspection {
+        let trace = PhaseTrace()
         let memory = c.memory()
         let walk = c.report.heap
         let (roots, sets) = leakRoots(maps: c.writableMaps, threads: c.capture.threads, walk: walk, capture: c.capture,
                                       anonymous: anonymousRoots, shared: options.sharedRoots)
         let blocks = Blocks(walk.chunks)
+        trace.mark("leaks: roots and blocks")
         let what = "scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks"
         options.progress?(what)
         let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words),
                                         progress: options.progress.map { say in { say("\(what), \(Int($0 * 100))%") } })
+        trace.mark("leaks: reference scan")
         var bytes: [RootKind: UInt64] = [:]
         for r in roots { bytes[r.kind, default: 0] += r.end - r.start }
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
@@ -64,6 +67,7 @@ extension Inspector {
         let lost = report.leakClass.map { $0 != .stillReachable }
         let labels = types ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
                                    only: typesOfReachable || lost.contains(true) ? nil : lost) : nil
+        trace.mark("leaks: types")
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)
     }

@@ -13,8 +13,18 @@ public final class PhaseTrace {
     public func mark(_ what: String) {
         guard on else { return }
         let n = PhaseTrace.now()
-        let s = "heapscope: \(what): \(Int(n - last)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }
+        let s = "heapscope: \(what): \(Int(n - last)) us\(PhaseTrace.memory())\n"; _ = s.withCString { write(2, $0, strlen($0)) }
         last = n
+    }
+    /// ", rss N MiB, peak N MiB" of heapscope itself (VmRSS, VmHWM).
+    static func memory() -> String {
+        guard let status = try? ProcFS.readFile("/proc/self/status") else { return "" }
+        var rss = "", hwm = ""
+        for line in status.split(separator: "\n") {
+            if line.hasPrefix("VmRSS:") { rss = String((Int(line.dropFirst(6).filter(\.isNumber)) ?? 0) >> 10) }
+            if line.hasPrefix("VmHWM:") { hwm = String((Int(line.dropFirst(6).filter(\.isNumber)) ?? 0) >> 10) }
+        }
+        return ", rss \(rss) MiB, peak \(hwm) MiB"
     }
     public func note(_ what: String) {
         guard on else { return }
@@ -22,7 +32,7 @@ public final class PhaseTrace {
     }
     public func done(_ what: String) {
         guard on else { return }
-        let s = "heapscope: \(what): \(Int(PhaseTrace.now() - start)) us\n"; _ = s.withCString { write(2, $0, strlen($0)) }
+        let s = "heapscope: \(what): \(Int(PhaseTrace.now() - start)) us\(PhaseTrace.memory())\n"; _ = s.withCString { write(2, $0, strlen($0)) }
     }
 }
 
