@@ -322,6 +322,10 @@ public struct HeapReport: Sendable {
     public var attempts: Int
     /// How long each attempt stopped the target (empty when not recorded, as in older snapshots).
     public var attemptPauses: [UInt64] = []
+    /// Time spent faulting in the copy buffers before the stops (0 when not recorded).
+    public var bufferFaultMicroseconds: UInt64 = 0
+    /// The --spill directory the copy went to (nil: anonymous memory).
+    public var spilledTo: String? = nil
     /// The stop budget the inspection ran under (--max-stop), 0 if unknown.
     public var stopBudgetMicroseconds: UInt64 = 0
     /// What stopping the target did to it that the program can notice (calls that returned EINTR),

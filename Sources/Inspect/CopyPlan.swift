@@ -147,6 +147,16 @@ enum MemoryLimit {
         return UInt64(t.split(separator: "\n").first.map(String.init) ?? "")
     }
 
+    /// With --spill: refuse, before stopping the target, a copy the directory's file system cannot hold.
+    static func checkSpace(needed: UInt64, directory: String, pid: Int32) throws(InspectError) {
+        var st = statvfs()
+        guard statvfs(directory, &st) == 0 else {
+            throw .process(.system(call: "statvfs", subject: "--spill \(directory)", errno: errno))
+        }
+        let free = UInt64(st.f_bavail) * UInt64(st.f_frsize)
+        if needed > free { throw .process(.notEnoughMemory(pid: pid, neededBytes: needed, availableBytes: free, source: "free space in --spill \(directory)")) }
+    }
+
     /// Refuse, before stopping the target, a copy that would not fit (with a margin for the analysis).
     static func check(needed: UInt64, pid: Int32) throws(InspectError) {
         guard let (bytes, source) = available(), needed > bytes / 10 * 9 else { return }

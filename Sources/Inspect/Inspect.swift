@@ -25,6 +25,9 @@ public struct InspectOptions: Sendable {
     /// Account for the process's resident memory (RSS, PSS, swap) by what holds it: reads
     /// /proc/PID/smaps, pagemap and the modules' data before the stop (live processes only).
     public var accountMemory = false
+    /// Copy into an unnamed file in this directory (--spill DIR) instead of anonymous memory: for
+    /// heaps bigger than the memory heapscope may use (live processes; the file goes when heapscope exits).
+    public var spillDirectory: String? = nil
     public init(useDebugInfo: Bool = Environment.debugInfoEnabled, maxAttempts: Int = 5,
                 maxStopMicroseconds: UInt64 = Attachment.defaultBudgetNs / 1000) {
         self.useDebugInfo = useDebugInfo
@@ -213,6 +216,7 @@ public enum Inspector {
         var writableImage = MemoryImage()
         var account: CopyAccount? = nil
         var stoppedNs: UInt64 = 0
+        var faultMicroseconds: UInt64 = 0
         // What stopping does to the calls the threads sleep in; refused where it could kill.
         let survey: SideEffects.Survey
         do { survey = try SideEffects.survey(pid: pid, tids: try ProcFS.threadIDs(pid: pid), force: options.force) } catch {
@@ -222,7 +226,8 @@ public enum Inspector {
         // and faulted in before each stop.
         var planned = UInt64(target.estimatedCopyBytes)
         if writable { planned += CopyPlan.estimate(pid: pid, maps: target.maps.filter { !target.isHeapMapping($0) }, sharedRoots: options.sharedRoots) }
-        try MemoryLimit.check(needed: planned, pid: pid)
+        if let dir = options.spillDirectory { try MemoryLimit.checkSpace(needed: planned, directory: dir, pid: pid) }
+        else { try MemoryLimit.check(needed: planned, pid: pid) }
         var cutByBudget = false
         // Page-level reads (pagemap open, its buffer in place) made before the stop, for every attempt.
         let pages = LivePages(remote: target.remote)
@@ -232,7 +237,9 @@ public enum Inspector {
         while true {
             attempt += 1
             capture = target.newCapture()
-            let pool = BufferPool(bytes: Int(planned))
+            let pool = BufferPool(bytes: Int(planned), spill: options.spillDirectory)
+            if pool.spillError != 0 { throw .process(.system(call: "open", subject: "an unnamed file in --spill \(options.spillDirectory ?? "")", errno: pool.spillError)) }
+            faultMicroseconds += pool.faultMicroseconds
             let att: Attachment
             do { att = try Attachment(pid: pid, budgetNs: budgetNs > stoppedNs ? budgetNs - stoppedNs : 0) } catch {
                 if case .threadWouldNotStop(let p, let t, let st, let us, let others) = error, !pauses.isEmpty {
@@ -255,6 +262,7 @@ public enum Inspector {
                 (maps, writableImage, account) = (c.maps, c.image, c.account)
             }
             att.detach()
+            pool.trimUnused()
             pauses.append(att.pauseMicroseconds)
             stoppedNs += att.pauseMicroseconds * 1000
             let sig = Attachment.terminationRequested()   // only when the caller handles these signals
@@ -291,6 +299,8 @@ public enum Inspector {
                                 heap: walk, copiedBytes: capture.image.totalBytes + writableImage.totalBytes,
                                 analysisMicroseconds: (nowNs() - t1) / 1000)
         report.attemptPauses = pauses
+        report.bufferFaultMicroseconds = faultMicroseconds
+        report.spilledTo = options.spillDirectory
         report.stopBudgetMicroseconds = options.maxStopMicroseconds
         report.beyondHeap = account
         report.sideEffects = survey.notes + survey.eintr.map { "\($0) returned EINTR to the program when stopped (as after SIGSTOP and SIGCONT)" }

@@ -164,7 +164,7 @@ public enum StatFormat {
             if r.attemptPauses.count == r.attempts { s += " (" + r.attemptPauses.map { format1(Double($0) / 1000) }.joined(separator: " + ") + ")" }
         }
         if r.stopBudgetMicroseconds > 0 { s += " of a \(format1(Double(r.stopBudgetMicroseconds) / 1000)) ms budget" }
-        s += ", copied \(human(UInt64(r.copiedBytes))), analysed in \(format1(Double(r.analysisMicroseconds) / 1000)) ms\n"
+        s += ", copied \(human(UInt64(r.copiedBytes)))\(r.spilledTo.map { " (into a file in \($0))" } ?? ""), analysed in \(format1(Double(r.analysisMicroseconds) / 1000)) ms\n"
         s += "found: \(r.discovery)\n"
         s += sideEffectsText(r) + "\n"
         // One column per kind of free chunk the allocator has (glibc: its caches and bins).
@@ -213,6 +213,7 @@ public enum StatFormat {
             o.field("side_effects", strings: r.sideEffects)
             o.field("glibc_version", r.allocatorVersion); o.field("discovery", r.discovery)
             o.field("copied_bytes", r.copiedBytes); o.field("analysis_us", r.analysisMicroseconds); o.field("threads", r.threads.count)
+            o.field("buffer_fault_us", r.bufferFaultMicroseconds); o.field("spill_dir", r.spilledTo)
             o.field("peak_rss_kb", peakRSSKilobytes())
             o.array("arenas") { list in
                 for a in r.arenas {

@@ -56,6 +56,8 @@ struct TargetOptions: ParsableArguments {
     var force = false
     @Flag(help: "Also copy shared writable mappings (rw-s: shared memory, mapped files) as roots; by default they are left out, and the output says how much.")
     var sharedRoots = false
+    @Option(help: ArgumentHelp("Copy the target's memory into an unnamed file in this directory (mode 0600, removed when heapscope exits) instead of heapscope's memory: for heaps bigger than the memory heapscope may use. The directory's file system must hold the copy.", valueName: "dir"))
+    var spill: String? = nil
 
     /// A progress line on standard error: only on a terminal, never with --json.
     var showsProgress: Bool { Terminal.standardErrorIsTerminal && !json }
@@ -65,12 +67,18 @@ struct TargetOptions: ParsableArguments {
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
         _ = try maxStopMicroseconds(maxStop)
+        if let d = spill {
+            var st = stat()
+            guard stat(d, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("--spill takes an existing directory: \(d) is not one") }
+            guard isSnapshot == false, Int32(target) != nil else { throw ValidationError("--spill is for a live process (a pid): a core or snapshot file is read where it is") }
+        }
     }
 
     var options: InspectOptions {
         var o = InspectOptions(useDebugInfo: !noDebuginfo && Environment.debugInfoEnabled)
         o.sharedRoots = sharedRoots
         o.force = force
+        o.spillDirectory = spill
         o.maxStopMicroseconds = (try? maxStopMicroseconds(maxStop)) ?? o.maxStopMicroseconds
         if showsProgress { o.progress = { Terminal.progress($0) } }
         return o

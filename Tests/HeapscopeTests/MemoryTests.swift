@@ -149,3 +149,51 @@ struct MemoryTests {
         #expect(p.release().ok)
     }
 }
+
+/// `--spill DIR`: the copy goes to an unnamed file (O_TMPFILE, mode 0600) in DIR instead of
+/// heapscope's memory, with the same results; a DIR that cannot hold the copy is refused
+/// before the target is stopped.
+@Suite("Copies spilled to a file", .serialized, .timeLimit(.minutes(3)))
+struct SpillTests {
+    @Test("leaks --spill DIR: the copy is a 0600 unnamed file in DIR; the same leak classes and heap as without")
+    func spill() throws {
+        guard access("/usr/bin/strace", X_OK) == 0 else { throw HarnessError(description: "strace is missing (make deps installs it)") }
+        let p = try TargetProcess("leaks")
+        defer { p.release() }
+        let dir = try temporaryDirectory("spill")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let plain = try run(Paths.heapscope, ["leaks", String(p.pid), "--json"])
+        #expect(plain.status == 0, "\(plain.err)")
+        let log = dir + "/strace.log"
+        let spilled = try run("/usr/bin/strace", ["-f", "-qq", "-e", "trace=openat", "-o", log, Paths.heapscope, "leaks", String(p.pid), "--json", "--spill", dir])
+        #expect(spilled.status == 0, "\(spilled.err)")
+        let opens = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").filter { $0.contains("\"\(dir)\"") }
+        #expect(opens.count == 1 && opens.allSatisfy { $0.contains("O_TMPFILE") && $0.contains("0600") && !$0.contains("= -1") }, "\(opens)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["strace.log"], "nothing named is left in DIR")
+        let a = try jsonObject(plain.out), b = try jsonObject(spilled.out)
+        for k in ["definitely_lost", "indirectly_lost", "possibly_lost", "still_reachable"] {
+            for f in ["chunks", "bytes"] {
+                #expect((a[k] as? [String: Any])?[f] as? Int == (b[k] as? [String: Any])?[f] as? Int, "\(k) \(f)")
+            }
+        }
+        let lost = try #require((b["definitely_lost"] as? [String: Any])?["chunks"] as? Int)
+        #expect(lost > 0)
+        let s = try jsonObject(run(Paths.heapscope, ["stat", String(p.pid), "--json", "--spill", dir]).out)
+        #expect(s["spill_dir"] as? String == dir)
+    }
+
+    @Test("--spill into a file system too small for the copy: refused before the stop, saying how much is needed and free")
+    func tooSmall() throws {
+        let p = try TargetProcess("leaks")
+        defer { p.release() }
+        let dir = try temporaryDirectory("spill-small")
+        defer { _ = try? run("/bin/umount", [dir]); try? FileManager.default.removeItem(atPath: dir) }
+        let m = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", dir])
+        guard m.status == 0 else { throw HarnessError(description: "mounting a 64 KiB tmpfs failed (the tests run as root): \(m.err)") }
+        let r = try run(Paths.heapscope, ["stat", String(p.pid), "--spill", dir])
+        #expect(r.status == 1)
+        #expect(r.err.contains("free space in --spill \(dir)") && r.err.contains("the target was not stopped"), "\(r.err)")
+        let bad = try run(Paths.heapscope, ["stat", String(p.pid), "--spill", dir + "/none"])
+        #expect(bad.status == 64 && bad.err.contains("--spill takes an existing directory"), "\(bad.err)")
+    }
+}
