@@ -42,92 +42,204 @@ public struct RootRange: Sendable {
 }
 
 /// The blocks a leak check is about: outstanding chunks as the program sees them, [user address,
-/// user address + usable size), sorted, with an index that finds the block holding any address
-/// in a few steps: per span of the address space that holds blocks, per 4 KiB page, the first
-/// block that ends after the page starts.
+/// user address + usable size), in address order. They are read from the chunk table's own
+/// columns (shared, not copied): per block only its chunk's index is kept (4 bytes), and per
+/// chunk one bit says whether it is a block (with a rank count per 64 chunks, so a chunk's block
+/// number takes a few steps). An index finds the block holding any address: per span of the
+/// address space that holds blocks, per 4 KiB page, the first chunk whose user address is at or
+/// after the page's start; a binary search over the chunks' addresses between two pages does the rest.
 public struct Blocks: Sendable {
-    public private(set) var start: [UInt64] = []
-    public private(set) var end: [UInt64] = []
-    /// Index of each block in the chunk table it came from.
-    public private(set) var chunk: [Int32] = []
+    @usableFromInline let storage: BlockStorage
+    /// The raw view the hot loops use (valid while this value is alive).
+    var raw: BlockStorage.Raw { storage.raw }
 
-    // Spans of the address space that hold blocks; per span, from spanPage[s] on in pageFirst,
-    // per 4 KiB page the first block that ends after the page starts (flat arrays: no nesting).
-    private var spanBase: [UInt64] = [], spanLimit: [UInt64] = [], spanPage: [Int] = []
-    private var pageFirst: [Int32] = []
-    private static let pageShift: UInt64 = 12
-    private static let spanGap: UInt64 = 64 << 20
+    /// Index of each block in the chunk table it came from (`chunk[b]`).
+    public var chunk: Chunks { Chunks(storage: storage) }
+    /// Each block's user address (`start[b]`) and end (`end[b]`), read from the chunk table.
+    public var start: Starts { Starts(storage: storage) }
+    public var end: Ends { Ends(storage: storage) }
+
+    public struct Chunks: RandomAccessCollection, Sendable {
+        public var startIndex: Int { 0 }
+        @inlinable public var endIndex: Int { storage.raw.count }
+        @usableFromInline let storage: BlockStorage
+        @inlinable @inline(__always) public subscript(b: Int) -> Int32 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.chunk[b] }
+    }
+    public struct Starts: RandomAccessCollection, Sendable {
+        public var startIndex: Int { 0 }
+        @inlinable public var endIndex: Int { storage.raw.count }
+        @usableFromInline let storage: BlockStorage
+        @inlinable @inline(__always) public subscript(b: Int) -> UInt64 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.start(b) }
+    }
+    public struct Ends: RandomAccessCollection, Sendable {
+        public var startIndex: Int { 0 }
+        @inlinable public var endIndex: Int { storage.raw.count }
+        @usableFromInline let storage: BlockStorage
+        @inlinable @inline(__always) public subscript(b: Int) -> UInt64 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.end(b) }
+    }
 
     /// The outstanding chunks of `table`: in use, in a heap or mapped on their own (the
     /// allocator's own chunks are metadata, not among them).
     public init(_ table: ChunkTable) {
-        start.reserveCapacity(table.count); end.reserveCapacity(table.count); chunk.reserveCapacity(table.count)
-        for i in 0..<table.count where table.isOutstanding(i) {
-            let s = table.userAddress(i), n = table.usableSize(i)
-            guard n > 0 else { continue }
-            start.append(s); end.append(s + n); chunk.append(Int32(i))
-        }
-        buildIndex()
+        let loss = (0..<256).map { $0 < table.kinds.kinds.count ? table.kinds.kinds[$0].usableLoss : UInt64(0) }
+        storage = BlockStorage(address: table.address, size: table.size, kind: table.kind, loss: loss, offset: table.userOffset) { table.isOutstanding($0) }
     }
 
     /// Blocks given directly (sorted, non-overlapping): for tests and other allocators.
     public init(start: [UInt64], size: [UInt64]) {
         precondition(start.count == size.count)
-        self.start = start
-        self.end = zip(start, size).map { $0 + $1 }
-        self.chunk = (0..<Int32(start.count)).map { $0 }
-        buildIndex()
+        storage = BlockStorage(address: start, size: size, kind: [ChunkKind](repeating: ChunkKind(0), count: start.count),
+                               loss: [UInt64](repeating: 0, count: 256), offset: 0) { _ in true }
     }
 
-    public var count: Int { start.count }
+    @inlinable public var count: Int { storage.raw.count }
 
+    /// `start[b]` and `end[b]` without making a view (for loops over every block).
+    @inlinable @inline(__always) public func userStart(_ b: Int) -> UInt64 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.start(b) }
+    @inlinable @inline(__always) public func userEnd(_ b: Int) -> UInt64 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.end(b) }
+    @inlinable @inline(__always) public func chunkIndex(_ b: Int) -> Int { precondition(b >= 0 && b < storage.raw.count); return Int(storage.raw.chunk[b]) }
+
+    /// The block number of chunk `c` of the table, nil if it is not a block.
+    @inlinable @inline(__always) public func block(ofChunk c: Int) -> Int? { storage.raw.block(ofChunk: c) }
+
+    /// The block holding address `a`, if any.
+    @inlinable @inline(__always) public func block(containing a: UInt64) -> Int? { storage.raw.block(containing: a) }
+}
+
+/// What `Blocks` reads: the chunk table's columns (held here, so that their buffers stay put)
+/// and the index, in buffers of its own; `raw` has plain pointers to all of it.
+@usableFromInline final class BlockStorage: @unchecked Sendable {
+    private let address: [UInt64], size: [UInt64], kind: [ChunkKind], loss: [UInt64]
+    private let owned: [UnsafeMutableRawPointer]
+    @usableFromInline let raw: Raw
+
+    @usableFromInline struct Raw {
+        @usableFromInline let address: UnsafePointer<UInt64>, size: UnsafePointer<UInt64>, kind: UnsafePointer<UInt8>, loss: UnsafePointer<UInt64>
+        @usableFromInline let offset: UInt64
+        @usableFromInline let count: Int, chunks: Int
+        @usableFromInline let chunk: UnsafeMutablePointer<Int32>
+        // Which chunks are blocks: a bit per chunk, and per 64 chunks the blocks before them.
+        @usableFromInline let isBlock: UnsafeMutablePointer<UInt64>, rankBase: UnsafeMutablePointer<Int32>
+        // Spans of the address space that hold blocks; per span, from spanPage[s] on in
+        // pageFirst, per 4 KiB page the first chunk whose user address is at or after the page's
+        // start; spanFirst[s] and spanLast[s] are the chunks of its first and last block.
+        @usableFromInline var spans = 0
+        @usableFromInline var spanBase: UnsafeMutablePointer<UInt64>, spanLimit: UnsafeMutablePointer<UInt64>, spanPage: UnsafeMutablePointer<Int>
+        @usableFromInline var spanFirst: UnsafeMutablePointer<Int32>, spanLast: UnsafeMutablePointer<Int32>
+        @usableFromInline var pageFirst: UnsafeMutablePointer<Int32>
+
+        @inlinable @inline(__always) func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
+        @inlinable @inline(__always) func end(_ b: Int) -> UInt64 { end(ofChunk: Int(chunk[b])) }
+        @inlinable @inline(__always) func end(ofChunk c: Int) -> UInt64 { address[c] &+ offset &+ size[c] &- loss[Int(kind[c])] }
+
+        @inlinable @inline(__always) func block(ofChunk c: Int) -> Int? {
+            guard c >= 0, c < chunks else { return nil }
+            let w = isBlock[c >> 6], bit = UInt64(1) << UInt64(c & 63)
+            guard w & bit != 0 else { return nil }
+            return Int(rankBase[c >> 6]) + (w & (bit &- 1)).nonzeroBitCount
+        }
+
+        @inlinable @inline(__always) func block(containing a: UInt64) -> Int? {
+            var s = 0
+            if spans > 1 {
+                var lo = 0, hi = spans
+                while lo < hi { let m = (lo + hi) >> 1; if spanLimit[m] <= a { lo = m + 1 } else { hi = m } }
+                s = lo
+            }
+            guard s < spans, a >= spanBase[s], a < spanLimit[s] else { return nil }
+            if spanPage[s] < 0 { return -spanPage[s] - 1 }   // one big block
+            // The last chunk of the span whose user address is at most a: from the first one at or
+            // after this page, less one, to the first one at or after the next page.
+            let p = spanPage[s] + Int((a - spanBase[s]) >> BlockStorage.pageShift)
+            let first = Int(spanFirst[s])
+            var lo = max(first, Int(pageFirst[p]) - 1), hi = Int(pageFirst[p + 1])
+            while lo < hi { let m = (lo + hi) >> 1; if address[m] &+ offset <= a { lo = m + 1 } else { hi = m } }
+            let c = lo - 1
+            guard c >= first, c <= Int(spanLast[s]), a < end(ofChunk: c) else { return nil }
+            return block(ofChunk: c)
+        }
+    }
+
+    @usableFromInline static let pageShift: UInt64 = 12
+    private static let spanGap: UInt64 = 64 << 20
     /// Blocks larger than this get a span of their own without a page index (one entry per 4 KiB
     /// of a 1 TiB block would take 1 GiB).
     private static let bigBlock: UInt64 = 1 << 20
 
-    private mutating func buildIndex() {
+    init(address: [UInt64], size: [UInt64], kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: (Int) -> Bool) {
+        precondition(address.count == size.count && size.count == kind.count && loss.count == 256)
+        self.address = address; self.size = size; self.kind = kind; self.loss = loss
+        let n = address.count, words = (n + 63) / 64
+        func allocate<T>(_ count: Int, _ v: T) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1)); p.initialize(repeating: v, count: max(count, 1)); return p
+        }
+        let bits = allocate(words, UInt64(0)), rank = allocate(words, Int32(0))
+        var blocks = 0
+        for i in 0..<n where outstanding(i) && size[i] > loss[Int(kind[i].rawValue)] {   // (with usable bytes)
+            bits[i >> 6] |= 1 << UInt64(i & 63)
+            blocks += 1
+        }
+        let chunk = allocate(blocks, Int32(0))
+        var before: Int32 = 0, k = 0
+        for w in 0..<words {
+            rank[w] = before
+            before += Int32(bits[w].nonzeroBitCount)
+            var x = bits[w]
+            while x != 0 { chunk[k] = Int32(w << 6 + x.trailingZeroBitCount); k += 1; x &= x &- 1 }
+        }
+        // Base pointers of the columns: the arrays are held (and never changed) here, so their buffers stay put.
+        func base<T>(_ a: [T]) -> UnsafePointer<T> { a.withUnsafeBufferPointer { $0.baseAddress! } }
+        let kindBase = UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self)
+        var r = Raw(address: n > 0 ? base(address) : UnsafePointer(bits),
+                    size: n > 0 ? base(size) : UnsafePointer(bits), kind: n > 0 ? kindBase : UnsafeRawPointer(bits).assumingMemoryBound(to: UInt8.self),
+                    loss: base(loss), offset: offset, count: blocks, chunks: n, chunk: chunk, isBlock: bits, rankBase: rank,
+                    spanBase: allocate(0, UInt64(0)), spanLimit: allocate(0, UInt64(0)), spanPage: allocate(0, 0),
+                    spanFirst: allocate(0, Int32(0)), spanLast: allocate(0, Int32(0)), pageFirst: allocate(0, Int32(0)))
+        var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(bits), UnsafeMutableRawPointer(rank), UnsafeMutableRawPointer(chunk)]
+        // The index, in arrays first (their sizes are learned on the way), then in buffers.
+        var spanBase: [UInt64] = [], spanLimit: [UInt64] = [], spanPage: [Int] = [], spanFirst: [Int32] = [], spanLast: [Int32] = []
+        var pageFirst: [Int32] = []
         var i = 0
-        while i < start.count {
-            if end[i] - start[i] > Blocks.bigBlock {
-                spanBase.append(start[i]); spanLimit.append(end[i]); spanPage.append(-(i + 1))
+        while i < blocks {
+            if r.end(i) - r.start(i) > BlockStorage.bigBlock {
+                spanBase.append(r.start(i)); spanLimit.append(r.end(i)); spanPage.append(-(i + 1))
+                spanFirst.append(chunk[i]); spanLast.append(chunk[i])
                 i += 1
                 continue
             }
-            let base = start[i] & ~((1 << Blocks.pageShift) - 1)
-            var j = i, limit = end[i]
-            while j + 1 < start.count && end[j + 1] - start[j + 1] <= Blocks.bigBlock && start[j + 1] < limit &+ Blocks.spanGap {
-                j += 1; limit = max(limit, end[j])
+            let pageBase = r.start(i) & ~((1 << BlockStorage.pageShift) - 1)
+            var j = i, limit = r.end(i)
+            while j + 1 < blocks && r.end(j + 1) - r.start(j + 1) <= BlockStorage.bigBlock && r.start(j + 1) < limit &+ BlockStorage.spanGap {
+                j += 1; limit = max(limit, r.end(j))
             }
-            let pages = Int((limit - base + (1 << Blocks.pageShift) - 1) >> Blocks.pageShift)
-            spanBase.append(base); spanLimit.append(limit); spanPage.append(pageFirst.count)
-            var k = i
+            let pages = Int((limit - pageBase + (1 << BlockStorage.pageShift) - 1) >> BlockStorage.pageShift)
+            spanBase.append(pageBase); spanLimit.append(limit); spanPage.append(pageFirst.count)
+            let first = Int(chunk[i]), last = Int(chunk[j])
+            spanFirst.append(Int32(first)); spanLast.append(Int32(last))
+            var c = first
             for p in 0...pages {
-                let pageStart = base + UInt64(p) << Blocks.pageShift
-                while k <= j && end[k] <= pageStart { k += 1 }
-                pageFirst.append(Int32(k))
+                let pageStart = pageBase + UInt64(p) << BlockStorage.pageShift
+                while c <= last && address[c] &+ offset < pageStart { c += 1 }
+                pageFirst.append(Int32(c))
             }
             i = j + 1
         }
+        func buffer<T>(_ a: [T]) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(a.count, 1))
+            a.withUnsafeBufferPointer { if let b = $0.baseAddress { p.initialize(from: b, count: a.count) } }
+            owned.append(UnsafeMutableRawPointer(p))
+            return p
+        }
+        for q in [r.spanBase, r.spanLimit] { q.deallocate() }
+        r.spanPage.deallocate(); r.spanFirst.deallocate(); r.spanLast.deallocate(); r.pageFirst.deallocate()
+        r.spans = spanBase.count
+        r.spanBase = buffer(spanBase); r.spanLimit = buffer(spanLimit); r.spanPage = buffer(spanPage)
+        r.spanFirst = buffer(spanFirst); r.spanLast = buffer(spanLast); r.pageFirst = buffer(pageFirst)
+        raw = r
+        self.owned = owned
     }
 
-    /// The block holding address `a`, if any.
-    @inline(__always) public func block(containing a: UInt64) -> Int? {
-        var s = 0
-        let nspans = spanBase.count
-        if nspans > 1 {
-            var lo = 0, hi = nspans
-            while lo < hi { let m = (lo + hi) >> 1; if spanLimit[m] <= a { lo = m + 1 } else { hi = m } }
-            s = lo
-        }
-        guard s < nspans, a >= spanBase[s], a < spanLimit[s] else { return nil }
-        if spanPage[s] < 0 { return -spanPage[s] - 1 }   // one big block
-        let p = spanPage[s] + Int((a - spanBase[s]) >> Blocks.pageShift)
-        var lo = Int(pageFirst[p]), hi = Int(pageFirst[p + 1]) + 1
-        hi = min(hi, start.count)
-        // First block in [lo, hi) that ends after a.
-        while lo < hi { let m = (lo + hi) >> 1; if end[m] <= a { lo = m + 1 } else { hi = m } }
-        return lo < start.count && start[lo] <= a && a < end[lo] ? lo : nil
-    }
+    deinit { for p in owned { p.deallocate() } }
 }
 
 /// The outcome of a leak check: a class per block and the totals.
@@ -140,10 +252,11 @@ public struct LeakReport: Sendable {
     /// The tallies are counted from the classes (every class present, zero or not).
     public init(blocks: Blocks, leakClass: [LeakClass], scannedBytes: UInt64) {
         var counts = [Int](repeating: 0, count: 4), bytes = [UInt64](repeating: 0, count: 4)
+        let raw = blocks.raw
         for b in 0..<blocks.count {
             let c = Int(leakClass[b].rawValue)
             counts[c] += 1
-            bytes[c] += blocks.end[b] - blocks.start[b]
+            bytes[c] += raw.end(b) - raw.start(b)
         }
         var tallies: [LeakClass: Tally] = [:]
         for c in LeakClass.allCases { tallies[c] = Tally(count: counts[Int(c.rawValue)], bytes: bytes[Int(c.rawValue)]) }
@@ -179,6 +292,7 @@ public enum Reachability {
 /// The marking machinery of `check`, on plain buffers (no closures, no copies in the hot loop).
 private final class Scanner {
     let blocks: Blocks
+    let raw: BlockStorage.Raw
     let memory: MemoryImage
     /// 0 unreached, 1 possible, 2 reachable, 3 indirect
     let state: UnsafeMutablePointer<UInt8>
@@ -190,6 +304,7 @@ private final class Scanner {
 
     init(blocks: Blocks, memory: MemoryImage) {
         self.blocks = blocks
+        self.raw = blocks.raw
         self.memory = memory
         state = .allocate(capacity: max(blocks.count, 1))
         state.initialize(repeating: 0, count: max(blocks.count, 1))
@@ -207,8 +322,8 @@ private final class Scanner {
     /// A word from a root or a scanned block: `definite` = it comes from a root or a reachable
     /// block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
     @inline(__always) func mark(_ w: UInt64, definite: Bool) {
-        guard let b = blocks.block(containing: w) else { return }
-        if definite && w == blocks.start[b] {
+        guard let b = raw.block(containing: w) else { return }
+        if definite && w == raw.start(b) {
             if state[b] != 2 { state[b] = 2; stack.append(Int32(b)) }
         } else if state[b] == 0 {
             state[b] = 1; stack.append(Int32(b))
@@ -240,7 +355,7 @@ private final class Scanner {
 
     func drain() {
         while let b = stack.popLast() {
-            scan(blocks.start[Int(b)], blocks.end[Int(b)], definite: state[Int(b)] == 2)
+            scan(raw.start(Int(b)), raw.end(Int(b)), definite: state[Int(b)] == 2)
         }
     }
 
@@ -251,14 +366,14 @@ private final class Scanner {
         for leader in 0..<blocks.count where state[leader] == 0 {
             stack.append(Int32(leader))
             while let b = stack.popLast() {
-                var a = blocks.start[Int(b)]
-                let to = blocks.end[Int(b)]
+                var a = raw.start(Int(b))
+                let to = raw.end(Int(b))
                 while a + 8 <= to {
                     guard let r = region(a) else { a = (a | 4095) + 1; continue }
                     let stop = min(to, r.end)
                     while a + 8 <= stop {
                         let w = r.base.loadUnaligned(fromByteOffset: Int(a &- r.start), as: UInt64.self)
-                        if let t = blocks.block(containing: w), t != leader, state[t] == 0 { state[t] = 3; stack.append(Int32(t)) }
+                        if let t = raw.block(containing: w), t != leader, state[t] == 0 { state[t] = 3; stack.append(Int32(t)) }
                         a += 8
                     }
                 }

@@ -29,7 +29,7 @@ public enum Resemblance {
             let s = table.strip(t)
             guard s >= 0, table[s].kind == .structure || table[s].kind == .union else { continue }
             let name = table.name(t)
-            bySize[blocks.end[k] - blocks.start[k], default: [:]][name, default: (t, 0)].chunks += 1
+            bySize[blocks.userEnd(k) - blocks.userStart(k), default: [:]][name, default: (t, 0)].chunks += 1
         }
         guard !bySize.isEmpty else { return (0, 0) }
         var shapes: [Int32: Shape] = [:]
@@ -46,7 +46,7 @@ public enum Resemblance {
         var resembled = 0, ambiguous = 0
         var region: Region? = nil
         for k in 0..<blocks.count where labels.type[k] < 0 && include(k) {
-            let start = blocks.start[k], usable = blocks.end[k] - start
+            let start = blocks.userStart(k), usable = blocks.userEnd(k) - start
             guard let cands = candidates[usable], !cands.isEmpty else { continue }
             if region == nil || !region!.contains(start, usable) { region = memory.region(containing: start, length: usable) }
             guard let r = region, r.contains(start, usable) else { continue }
@@ -119,7 +119,7 @@ public enum Resemblance {
             }
             for o in scalars {
                 let w = r.word(a + o)
-                if w != 0, w & 7 == 0, let k = blocks.block(containing: w), blocks.start[k] == w { return nil }
+                if w != 0, w & 7 == 0, let k = blocks.block(containing: w), blocks.userStart(k) == w { return nil }
             }
             for (o, n) in text {
                 let at = Int(a + o - r.start)

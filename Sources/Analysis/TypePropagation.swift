@@ -296,7 +296,7 @@ private final class Engine {
     /// and the block is larger than malloc's smallest).
     func elements(_ k: Int) -> UInt32 {
         let size = table.size(type[k])
-        let usable = blocks.end[k] - blocks.start[k]
+        let usable = blocks.userEnd(k) - blocks.userStart(k)
         guard size > 0, usable >= 2 * size, usable > 24 else { return 1 }
         return UInt32(min(usable / size, UInt64(UInt32.max)))
     }
@@ -339,7 +339,7 @@ private final class Engine {
             let s = table.strip(r.type)
             guard s >= 0, table[s].kind == .pointer, table[s].target >= 0 else { return }
             let l = labelType(table[s].target)
-            if l >= 0, let k = blocks.block(containing: v), blocks.start[k] == v { reach(k, l, ambiguous: false, owner: o, from: -1) }
+            if l >= 0, let k = blocks.block(containing: v), blocks.userStart(k) == v { reach(k, l, ambiguous: false, owner: o, from: -1) }
         case .memory(let a):
             let t = Int(r.type), size = layoutSize[t]
             guard layoutCount[t] > 0, let region = memory.region(containing: a, length: max(size, 8)) else { return }
@@ -358,7 +358,7 @@ private final class Engine {
                 let w = at + sl.offset
                 guard w >= rs, w + 8 <= re else { continue }
                 let v = base.loadUnaligned(fromByteOffset: Int(w - rs), as: UInt64.self)
-                guard v & 7 == 0, v != 0, let k = blocks.block(containing: v), blocks.start[k] == v else { continue }
+                guard v & 7 == 0, v != 0, let k = blocks.block(containing: v), blocks.userStart(k) == v else { continue }
                 reach(k, sl.target, ambiguous: sl.ambiguous || amb, owner: o, from: from)
             }
         }
@@ -370,9 +370,9 @@ private final class Engine {
             let t = Int(type[k])
             let size = layoutSize[t]
             guard layoutCount[t] > 0, size > 0 else { continue }
-            let start = blocks.start[k], usable = blocks.end[k] - start
+            let start = blocks.userStart(k), usable = blocks.userEnd(k) - start
             guard let region = memory.region(containing: start, length: min(usable, size)) else { continue }
-            scan(region, start, t, count: UInt64(elements(k)), end: blocks.end[k], owner: owner[k], ambiguous: ambiguous[k], from: Int32(k))
+            scan(region, start, t, count: UInt64(elements(k)), end: blocks.userEnd(k), owner: owner[k], ambiguous: ambiguous[k], from: Int32(k))
         }
     }
 

@@ -79,16 +79,16 @@ public struct SnapshotDiff: Sendable {
         func offsets(_ t: TypeInspection) -> [UInt64] {
             var o: [UInt64] = [], sum: UInt64 = 0
             o.reserveCapacity(t.blocks.count)
-            for k in 0..<t.blocks.count { o.append(sum); sum += t.blocks.end[k] - t.blocks.start[k] }
+            for k in 0..<t.blocks.count { o.append(sum); sum += t.blocks.userEnd(k) - t.blocks.userStart(k) }
             return o
         }
         let oa = offsets(ta), ob = offsets(tb)
         var ka = 0, differing = 0
         var matchedA = [Bool](repeating: false, count: ta.blocks.count)
         for k in 0..<tb.blocks.count {
-            let start = tb.blocks.start[k], size = tb.blocks.end[k] - start
-            while ka < ta.blocks.count && ta.blocks.start[ka] < start { ka += 1 }
-            if ka < ta.blocks.count, ta.blocks.start[ka] == start, ta.blocks.end[ka] - ta.blocks.start[ka] == size,
+            let start = tb.blocks.userStart(k), size = tb.blocks.userEnd(k) - start
+            while ka < ta.blocks.count && ta.blocks.userStart(ka) < start { ka += 1 }
+            if ka < ta.blocks.count, ta.blocks.userStart(ka) == start, ta.blocks.userEnd(ka) - ta.blocks.userStart(ka) == size,
                kindA[Int(ta.blocks.chunk[ka])] == kindB[Int(tb.blocks.chunk[k])],
                (ga.of[ka] < 0 ? -1 : aInB[Int(ga.of[ka])]) == gb.of[k] {
                 matchedA[ka] = true
@@ -97,7 +97,7 @@ public struct SnapshotDiff: Sendable {
                    ca[Int(oa[ka])..<Int(oa[ka] + size)] != cb[Int(ob[k])..<Int(ob[k] + size)] { differing += 1 }
             } else { new.add(size) }
         }
-        for k in 0..<ta.blocks.count where !matchedA[k] { gone.add(ta.blocks.end[k] - ta.blocks.start[k]) }
+        for k in 0..<ta.blocks.count where !matchedA[k] { gone.add(ta.blocks.userEnd(k) - ta.blocks.userStart(k)) }
         changed = sa.contents != nil && sb.contents != nil ? differing : nil
         let xa = SnapshotDiff.causes(sa), xb = SnapshotDiff.causes(sb)
         causes = zip(xa, xb).map { Cause(id: $0.0.id, name: $0.0.name, unit: $0.0.unit, a: $0.0.value, b: $0.1.value) }

@@ -57,7 +57,7 @@ extension PprofProfile {
             bytes += .init(repeating: 0, count: trie.count - bytes.count)
             for k in 0..<n {
                 let x = Int(node[k])
-                objects[x] += sign; bytes[x] += sign * Int64(t.blocks.end[k] - t.blocks.start[k])
+                objects[x] += sign; bytes[x] += sign * Int64(t.blocks.userEnd(k) - t.blocks.userStart(k))
             }
         }
         if let a { add(a, types?.a, -1) }

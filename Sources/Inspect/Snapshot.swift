@@ -97,8 +97,6 @@ extension TypeInspection {
         let blocks = Blocks(s.report.chunks)
         var table = TypeTable()
         for t in s.types { table.add(.init(kind: TypeTable.Kind(rawValue: t.kind) ?? .structure, name: t.name, size: t.size)) }
-        var blockOf = [Int32](repeating: -1, count: s.report.chunks.count)
-        for k in 0..<blocks.count { blockOf[Int(blocks.chunk[k])] = Int32(k) }
         var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [], parent: [],
                                 roots: s.owners.map { TypedRoot(location: .value(0), type: -1, kind: .global, name: $0) },
                                 conflicts: s.value("type_conflicts").flatMap { Int($0) } ?? 0,
@@ -110,7 +108,7 @@ extension TypeInspection {
             labels.type.append(s.type[i]); labels.count.append(s.count[i])
             labels.confidence.append(TypeConfidence(rawValue: s.confidence[i]) ?? .unknown)
             labels.ambiguous.append(s.ambiguous[i]); labels.owner.append(s.owner[i])
-            labels.parent.append(s.parent[i] >= 0 ? blockOf[Int(s.parent[i])] : -1)
+            labels.parent.append(s.parent[i] >= 0 ? Int32(blocks.block(ofChunk: Int(s.parent[i])) ?? -1) : -1)
         }
         self.init(heap: s.report, blocks: blocks, labels: labels, memory: s.contentsImage(), debugInfoMicroseconds: 0,
                   propagationMicroseconds: 0, modules: [])

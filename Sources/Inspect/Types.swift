@@ -64,8 +64,8 @@ extension Inspector {
         // The first word of each block (blocks are in address order: consecutive ones share a region).
         func eachFirstWord(_ body: (Int, UInt64) -> Void) {
             var region: Region? = nil
-            for k in 0..<blocks.count where blocks.end[k] - blocks.start[k] >= 8 && (only?[k] ?? true) {
-                let a = blocks.start[k]
+            for k in 0..<blocks.count where blocks.userEnd(k) - blocks.userStart(k) >= 8 && (only?[k] ?? true) {
+                let a = blocks.userStart(k)
                 if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
                 guard let r = region else { continue }
                 body(k, r.word(a))
@@ -112,9 +112,9 @@ extension Inspector {
         var char: Int32 = -1
         var region: Region? = nil
         for k in 0..<blocks.count where labels.type[k] < 0 && (only?[k] ?? true) {
-            let a = blocks.start[k]
+            let a = blocks.userStart(k)
             if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-            guard let r = region, isString(r, a, blocks.end[k]), !isMapped(r.word(a)) else { continue }
+            guard let r = region, isString(r, a, blocks.userEnd(k)), !isMapped(r.word(a)) else { continue }
             if char < 0 { char = labels.table.add(.init(kind: .base, name: "char", size: 1, encoding: 6)) }
             labels.type[k] = char
             labels.confidence[k] = .heuristic
@@ -213,7 +213,7 @@ extension TypeInspection {
         for k in 0..<blocks.count where include(k) {
             let i = g.of[k] < 0 ? n - 1 : Int(g.of[k])
             chunks[i] += 1
-            bytes[i] += blocks.end[k] - blocks.start[k]
+            bytes[i] += blocks.userEnd(k) - blocks.userStart(k)
             if labels.owner[k] >= 0 { owners[i << 32 | Int(labels.owner[k]), default: 0] += 1 }
         }
         var ownersOf: [Int: [(Int32, Int)]] = [:]

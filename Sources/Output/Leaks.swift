@@ -58,7 +58,7 @@ public enum LeakGroups {
         var last: (key: Key, at: Int)? = nil
         var region: Region? = nil
         for k in 0..<b.count where want[Int(cls[k].rawValue)] {
-            let start = b.start[k], size = b.end[k] - start
+            let start = b.userStart(k), size = b.userEnd(k) - start
             if region == nil || !region!.contains(start, min(size, 64)) { region = r.memory.region(containing: start, length: min(size, 64)) }
             var sig: Int32 = -1
             if let reg = region {
@@ -144,7 +144,7 @@ public enum LeakFormat {
             if let t = g.type { out.write("; type \(t) (\(g.confidence.name))") }
             out.write(g.signature.isEmpty ? "\n" : "; " + g.signature.joined(separator: ", ") + "\n")
             for k in g.samples {
-                let a = r.leaks.blocks.start[k]
+                let a = r.leaks.blocks.userStart(k)
                 let p = preview(r.memory, a, g.size)
                 out.write("    \(hex(a))  \(p.hex)  |\(p.ascii)|\n")
             }
@@ -172,7 +172,7 @@ public enum LeakFormat {
                         x.field("type", g.type); x.field("confidence", g.confidence.name); x.field("signature", strings: g.signature)
                         x.array("samples") { a in
                             for k in g.samples {
-                                let addr = r.leaks.blocks.start[k]
+                                let addr = r.leaks.blocks.userStart(k)
                                 let p = preview(r.memory, addr, g.size)
                                 a.object { $0.field("chunk", hex: addr); $0.field("hex", p.hex); $0.field("ascii", p.ascii) }
                             }
@@ -215,44 +215,44 @@ public enum WhyFormat {
 
     public static func text(_ w: WhyAnswer, into out: inout OutputBuffer) {
         let r = w.inspection, b = r.leaks.blocks, k = w.block
-        let size = { (j: Int) in b.end[j] - b.start[j] }
+        let size = { (j: Int) in b.userEnd(j) - b.userStart(j) }
         if let path = w.typedPath {
             let g = r.types!.groups()
-            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
+            out.write("\(hex(w.address)) is in chunk \(hex(b.userStart(k))) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
             out.write("\n  \(path.owner) (typed root, as the snapshot recorded; offsets are not kept)\n")
-            for j in path.blocks.dropLast() { out.write("  -> chunk \(hex(b.start[j])) (\(size(j)) bytes usable, \(g.name(g.of[j])))\n") }
-            out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes usable)\n")
+            for j in path.blocks.dropLast() { out.write("  -> chunk \(hex(b.userStart(j))) (\(size(j)) bytes usable, \(g.name(g.of[j])))\n") }
+            out.write("  -> chunk \(hex(b.userStart(k))) (\(size(k)) bytes usable)\n")
             return
         }
         if w.fromSnapshot, let g = r.types?.groups() {
-            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
+            out.write("\(hex(w.address)) is in chunk \(hex(b.userStart(k))) (\(size(k)) bytes usable, \(g.name(g.of[k]))), \(w.leakClass.words)")
         } else {
-            out.write("\(hex(w.address)) is in chunk \(hex(b.start[k])) (\(size(k)) bytes usable), \(w.leakClass.words)")
+            out.write("\(hex(w.address)) is in chunk \(hex(b.userStart(k))) (\(size(k)) bytes usable), \(w.leakClass.words)")
         }
         out.write(w.reason.map { ": \($0)\n" } ?? "\n")
         guard let c = w.chain else { return }
         func pointee(_ v: UInt64) -> String {
             guard let t = b.block(containing: v) else { return "" }
-            return v == b.start[t] ? "" : " (interior pointer, +0x\(String(v - b.start[t], radix: 16)))"
+            return v == b.userStart(t) ? "" : " (interior pointer, +0x\(String(v - b.userStart(t), radix: 16)))"
         }
         out.write("  \(rootText(r, c, w.names).text) holds \(hex(c.rootValue))\(pointee(c.rootValue))\n")
         for h in c.hops {
-            out.write("  -> chunk \(hex(b.start[h.block])) (\(size(h.block)) bytes usable) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
+            out.write("  -> chunk \(hex(b.userStart(h.block))) (\(size(h.block)) bytes usable) +0x\(String(h.offset, radix: 16)) holds \(hex(h.value))\(pointee(h.value))\n")
         }
-        out.write("  -> chunk \(hex(b.start[k])) (\(size(k)) bytes usable)\n")
+        out.write("  -> chunk \(hex(b.userStart(k))) (\(size(k)) bytes usable)\n")
     }
 
     public static func json(_ w: WhyAnswer, into j: inout JSONWriter) {
         let r = w.inspection, b = r.leaks.blocks, k = w.block
         j.document { o in
-            o.field("address", hex: w.address); o.field("chunk", hex: b.start[k]); o.field("usable", b.end[k] - b.start[k])
+            o.field("address", hex: w.address); o.field("chunk", hex: b.userStart(k)); o.field("usable", b.userEnd(k) - b.userStart(k))
             o.field("class", w.leakClass.name)
             if let path = w.typedPath {
                 let g = r.types!.groups()
                 o.array("chain") { a in
                     a.object { $0.field("kind", "root"); $0.field("description", path.owner) }
                     for x in path.blocks.dropLast() {
-                        a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.start[x]); $0.field("usable", b.end[x] - b.start[x]); $0.field("type", g.name(g.of[x])) }
+                        a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.userStart(x)); $0.field("usable", b.userEnd(x) - b.userStart(x)); $0.field("type", g.name(g.of[x])) }
                     }
                 }
             } else if let c = w.chain {
@@ -265,7 +265,7 @@ public enum WhyFormat {
                         if let d = w.names.definition { e.field("file", d.file); e.field("line", d.line) }
                         if let f = w.names.frame { e.field("frame", f) }
                     }
-                    for h in c.hops { a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.start[h.block]); $0.field("offset", h.offset); $0.field("value", hex: h.value) } }
+                    for h in c.hops { a.object { $0.field("kind", "chunk"); $0.field("chunk", hex: b.userStart(h.block)); $0.field("offset", h.offset); $0.field("value", hex: h.value) } }
                 }
             } else { o.null("chain") }
             o.field("reason", w.reason)

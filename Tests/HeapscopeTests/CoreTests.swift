@@ -22,7 +22,7 @@ struct CoreTests {
     /// Keys whose values describe how the image was read, not what it holds.
     static let howRead: Set<String> = [
         "pause_us", "attempts", "attempt_pause_us", "max_stop_us", "side_effects", "copied_bytes", "analysis_us",
-        "peak_rss_kb", "core_file", "copy", "scanned_bytes", "debug_info_us", "propagation_us",
+        "peak_rss_kb", "buffer_fault_us", "core_file", "copy", "scanned_bytes", "debug_info_us", "propagation_us",
         // where the resident memory went: read from /proc of a live process, not in a core
         "memory",
     ]

@@ -49,7 +49,7 @@ struct UnprivilegedTests {
             #expect(root.status == 0 && !root.out.isEmpty, "\(c.joined(separator: " ")) as root: exit \(root.status) \(root.err)")
             // The same answer less what differs between any two runs (times, peak RSS).
             func same(_ s: String) -> String {
-                s.replacingOccurrences(of: #""(peak_rss_kb|analysis_us|debug_info_us|propagation_us|pause_us)":\d+"#, with: "", options: .regularExpression)
+                s.replacingOccurrences(of: #""(peak_rss_kb|buffer_fault_us|analysis_us|debug_info_us|propagation_us|pause_us)":\d+"#, with: "", options: .regularExpression)
             }
             #expect(nobody.status == root.status && same(nobody.out) == same(root.out),
                     "\(c.joined(separator: " ")) as nobody differs: exit \(nobody.status) \(nobody.err)\n root: \(root.out.prefix(300))\n nobody: \(nobody.out.prefix(300))")
