@@ -106,16 +106,11 @@ public enum TypePropagation {
             engine.drain()
             if rounds >= 4 || !engine.settle() { break }
         }
-        var confidence = [TypeConfidence](repeating: .unknown, count: blocks.count)
-        var count = [UInt32](repeating: 1, count: blocks.count)
-        for k in 0..<blocks.count where engine.type[k] >= 0 {
-            confidence[k] = engine.pinnedByVtable[k] ? .vtable : .declared
-            count[k] = engine.elements(k)
-        }
-        let (type, ambiguous, owner, parent) = engine.result()
+        let conflicts = engine.votes.count
+        let (type, count, confidence, ambiguous, owner, parent) = engine.result()
         return TypeLabels(table: engine.table, type: type, count: count, confidence: confidence,
                           ambiguous: ambiguous, owner: owner, parent: parent, roots: roots,
-                          conflicts: engine.votes.count, rounds: rounds)
+                          conflicts: conflicts, rounds: rounds)
     }
 }
 
@@ -195,14 +190,31 @@ private final class Engine {
         _ = pool.initialize(from: all)
     }
 
+    private var released = false
     deinit {
+        pool.deallocate()
+        guard !released else { return }
         type.deallocate(); ambiguous.deallocate(); owner.deallocate(); parent.deallocate(); support.deallocate()
-        pin.deallocate(); pinnedByVtable.deallocate(); hasVotes.deallocate(); pool.deallocate()
+        pin.deallocate(); pinnedByVtable.deallocate(); hasVotes.deallocate()
     }
 
-    func result() -> (type: [Int32], ambiguous: [Bool], owner: [Int32], parent: [Int32]) {
-        (Array(UnsafeBufferPointer(start: type, count: n)), Array(UnsafeBufferPointer(start: ambiguous, count: n)),
-         Array(UnsafeBufferPointer(start: owner, count: n)), Array(UnsafeBufferPointer(start: parent, count: n)))
+    /// The labels, with their confidence and element counts; the per-block buffers are freed as
+    /// each is copied out, so that the result and the propagation's state are not held at once.
+    /// The engine is done after this.
+    func result() -> (type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool], owner: [Int32], parent: [Int32]) {
+        precondition(!released)
+        support.deallocate(); pin.deallocate(); hasVotes.deallocate()
+        var confidence = [TypeConfidence](repeating: .unknown, count: n)
+        var count = [UInt32](repeating: 1, count: n)
+        for k in 0..<n where type[k] >= 0 {
+            confidence[k] = pinnedByVtable[k] ? .vtable : .declared
+            count[k] = elements(k)
+        }
+        pinnedByVtable.deallocate()
+        func take<T>(_ p: UnsafeMutablePointer<T>) -> [T] { defer { p.deallocate() }; return Array(UnsafeBufferPointer(start: p, count: n)) }
+        let ambiguous = take(ambiguous), owner = take(owner), parent = take(parent), type = take(type)
+        released = true
+        return (type, count, confidence, ambiguous, owner, parent)
     }
 
     func reset() {

@@ -64,9 +64,9 @@ extension Inspector {
         bytes[.registers] = UInt64(sets.reduce(0) { $0 + $1.words.count } * 8)
         // Lost chunks are reached from no root: their types come from their contents, and from
         // the types of reachable chunks they resemble (so, when there are any, every chunk is typed).
-        let lost = report.leakClass.map { $0 != .stillReachable }
-        let labels = types ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options,
-                                   only: typesOfReachable || lost.contains(true) ? nil : lost) : nil
+        // With nothing lost and only lost chunks listed, there is nothing to label.
+        let anyLost = report.leakClass.contains { $0 != .stillReachable }
+        let labels = types && (anyLost || typesOfReachable) ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options) : nil
         trace.mark("leaks: types")
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)

@@ -51,10 +51,8 @@ extension Inspector {
     }
 
     /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`).
-    /// `only`: label just these blocks, from their contents (vtables and what those objects point
-    /// to, strings) — no declared roots: what `leaks` needs for lost chunks, which no root reaches.
     static func label(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, pid: Int32,
-                      options: InspectOptions, only: [Bool]? = nil) -> TypeInspection {
+                      options: InspectOptions) -> TypeInspection {
         options.progress?("labelling types from debug info")
         let t0 = nowNs()
         // First words that point into a module's read-only data: vtable candidates.
@@ -64,7 +62,7 @@ extension Inspector {
         // The first word of each block (blocks are in address order: consecutive ones share a region).
         func eachFirstWord(_ body: (Int, UInt64) -> Void) {
             var region: Region? = nil
-            for k in 0..<blocks.count where blocks.userEnd(k) - blocks.userStart(k) >= 8 && (only?[k] ?? true) {
+            for k in 0..<blocks.count where blocks.userEnd(k) - blocks.userStart(k) >= 8 {
                 let a = blocks.userStart(k)
                 if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
                 guard let r = region else { continue }
@@ -86,9 +84,9 @@ extension Inspector {
             let regs: [(tid: Int32, regs: [UInt64])] = c.capture.threads.map { t in
                 (t.tid, withUnsafeBytes(of: t.regs) { Array($0.bindMemory(to: UInt64.self)) })
             }
-            let frames = only == nil ? s.unwind(threads: regs, read: { memory.word($0) }) : [:]
+            let frames = s.unwind(threads: regs, read: { memory.word($0) })
             let threads = c.capture.threads.map { ThreadFrames(tid: $0.tid, threadPointer: $0.fsBase, frames: frames[$0.tid] ?? []) }
-            declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: only == nil, read: { memory.word($0) })
+            declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
         let t1 = nowNs()
         var table = declared.table
@@ -111,7 +109,7 @@ extension Inspector {
         // The rest: text (not a chunk whose first word is an address: a pointer's bytes can be printable).
         var char: Int32 = -1
         var region: Region? = nil
-        for k in 0..<blocks.count where labels.type[k] < 0 && (only?[k] ?? true) {
+        for k in 0..<blocks.count where labels.type[k] < 0 {
             let a = blocks.userStart(k)
             if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
             guard let r = region, isString(r, a, blocks.userEnd(k)), !isMapped(r.word(a)) else { continue }
@@ -121,7 +119,7 @@ extension Inspector {
         }
         // The rest, where it fits the layout of reachable chunks' types of its size.
         let capture = c.capture
-        Resemblance.run(labels: &labels, blocks: blocks, memory: memory, include: { only?[$0] ?? true },
+        Resemblance.run(labels: &labels, blocks: blocks, memory: memory, include: { _ in true },
                         isMapped: isMapped, decodeLink: { capture.decodeLink($0, at: $1) })
         let t2 = nowNs()
         return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
