@@ -59,8 +59,8 @@ func jsonNumber(_ json: String, _ key: String) -> Double? {
         guard let r = try runTool(heapscope, ["snapshot", String(pid), "-o", file, "--json"], input: "/dev/null") else {
             print("  heapscope snapshot failed"); return
         }
-        writes.append((jsonNumber(r.output, "write_ms") ?? 0) / 1000)
-        inspects.append((jsonNumber(r.output, "inspect_ms") ?? 0) / 1000)
+        writes.append((jsonNumber(r.output, "write_us") ?? 0) / 1e6)
+        inspects.append((jsonNumber(r.output, "inspect_us") ?? 0) / 1e6)
         size = Int(jsonNumber(r.output, "bytes") ?? 0); chunks = jsonNumber(r.output, "chunks") ?? 0
         // Raw: the same number of bytes written (write + fsync) and read back.
         let raw = dir + "/raw", buf = [UInt8](repeating: 0x5a, count: size)
@@ -87,4 +87,39 @@ func jsonNumber(_ json: String, _ key: String) -> Double? {
     print("  snapshot inspection         \(fmt(median(inspects), 2)) s   (leaks and types of every chunk, while detached but for the pause)")
     print("  stat FILE total             \(fmt(median(reads), 2)) s   (raw read of as many bytes: \(fmt(median(rawR), 3)) s; aim <= 1 s)")
     print("  diff FILE FILE --pprof      \(fmt(median(diffs), 2)) s")
+}
+
+/// Every command that inspects the live heap, as a user runs it: wall time, pause, peak RSS less
+/// the bytes it copied, per chunk (aim: at most 32), and the time spent faulting in the copy
+/// buffers before the stop (stat reports it).
+@MainActor func commandsBenchmark(pid: Int32, chunks: Int) throws {
+    let dir = "/tmp/heapscope-bench-cmd-\(getpid())"
+    mkdir(dir, 0o700)
+    defer { _ = try? runTool("/bin/rm", ["-rf", dir], input: "/dev/null") }
+    let (statRanges, allRanges) = try plannedRanges(pid: pid)
+    let rawStat = try rawCopy(pid: pid, statRanges), rawAll = try rawCopy(pid: pid, allRanges)
+    print("  raw copy of what stat copies \(fmt(rawStat * 1000)) ms, of what the others copy \(fmt(rawAll * 1000)) ms")
+    print("  command     wall s   pause ms   pause/raw (aim <= 1.3)   peak RSS MiB   copied MiB   (RSS - copied) per chunk (aim <= 32 B)")
+    var walls: [String: Double] = [:]
+    var faults: [Double] = []
+    for cmd in ["stat", "leaks", "types", "snapshot"] {
+        var w: [Double] = [], p: [Double] = [], rss: [Double] = [], copied: [Double] = []
+        for _ in 0..<runs {
+            let args = cmd == "snapshot" ? ["snapshot", String(pid), "-o", dir + "/s.snap", "--json"] : [cmd, String(pid), "--json"]
+            guard let r = try runTool(heapscope, args, input: "/dev/null") else { print("  \(cmd) failed"); return }
+            w.append(r.wall); rss.append(r.rssMiB)
+            p.append((jsonNumber(r.output, "pause_us") ?? 0) / 1000)
+            copied.append((jsonNumber(r.output, "copied_bytes") ?? 0) / 1048576)
+            if cmd == "stat" { faults.append((jsonNumber(r.output, "buffer_fault_us") ?? 0) / 1000) }
+        }
+        walls[cmd] = median(w)
+        let perChunk = (median(rss) - median(copied)) * 1048576 / Double(max(chunks, 1))
+        let ratio = median(p) / 1000 / max(cmd == "stat" ? rawStat : rawAll, 1e-6)
+        print("  \(cmd.padding(10)) \(fmt(median(w), 2).padding(7, left: true)) \(fmt(median(p)).padding(10, left: true))"
+              + " \((fmt(ratio, 2) + "x").padding(24, left: true)) \(fmt(median(rss), 0).padding(14, left: true)) \(fmt(median(copied), 0).padding(12, left: true))   \(fmt(perChunk, 1)) B")
+    }
+    let sorted = faults.sorted()
+    print("  copy buffers faulted in before the stop (stat): \(fmt(sorted.first ?? 0, 0))-\(fmt(sorted.last ?? 0, 0)) ms over \(runs) runs")
+    print("  stat + leaks \(fmt((walls["stat"] ?? 0) + (walls["leaks"] ?? 0), 2)) s (aim <= 3 s for 10M chunks);"
+          + " snapshot / leaks \(fmt((walls["snapshot"] ?? 0) / max(walls["leaks"] ?? 1, 1e-6), 2))x (aim <= 2)")
 }

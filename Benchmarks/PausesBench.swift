@@ -29,29 +29,8 @@ import ProcessAccess
         let pid = target.pid
         print("== \(name)")
         // What stat copies (the heap walk) and what leaks copies (that and the rest that must be).
-        let prep = try Inspector.prepare(pid: pid, options: InspectOptions())
-        let att = try Attachment(pid: pid, budgetNs: 60_000_000_000)
-        let cap = prep.newCapture()
-        try cap.capture(threads: att.threads, pool: BufferPool(bytes: prep.estimatedCopyBytes), budget: nil, mmappedFrom: LivePages(pid: pid))
-        att.detach()
-        let statRanges = cap.image.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: "") }
-        var o = InspectOptions(); o.maxStopMicroseconds = 60_000_000
-        let leaks = try Inspector.leaks(pid: pid, options: o)
-        let allRanges = leaks.memory.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: "") }
-        func raw(_ ranges: [BulkCopier.Request]) throws -> Double {
-            let bytes = ranges.reduce(0) { $0 + $1.count }
-            var xs: [Double] = []
-            for _ in 0..<runs {
-                let pool = BufferPool(bytes: bytes + (1 << 20))
-                let a = try Attachment(pid: pid, budgetNs: 60_000_000_000)
-                let s = now()
-                BulkCopier(pid: pid, pool: pool).copy(ranges, into: MemoryImage())
-                xs.append(now() - s)
-                a.detach()
-            }
-            return median(xs)
-        }
-        let rawStat = try raw(statRanges), rawAll = try raw(allRanges)
+        let (statRanges, allRanges) = try plannedRanges(pid: pid)
+        let rawStat = try rawCopy(pid: pid, statRanges), rawAll = try rawCopy(pid: pid, allRanges)
         let mib = { (r: [BulkCopier.Request]) in fmt(Double(r.reduce(0) { $0 + $1.count }) / 1048576) }
         print("  copied: stat \(mib(statRanges)) MiB, leaks/types/snapshot \(mib(allRanges)) MiB; raw copy \(fmt(rawStat * 1000, 2)) / \(fmt(rawAll * 1000, 2)) ms")
         var statPause = 0.0
@@ -80,4 +59,34 @@ import ProcessAccess
         unlink(manifest)
     }
     print("")
+}
+
+/// Median seconds of attaching, copying exactly `ranges` with one process_vm_readv pass into
+/// pre-faulted buffers, and detaching: the fastest copy there is (the copy alone is timed).
+@MainActor func rawCopy(pid: Int32, _ ranges: [BulkCopier.Request]) throws -> Double {
+    let bytes = ranges.reduce(0) { $0 + $1.count }
+    var xs: [Double] = []
+    for _ in 0..<runs {
+        let pool = BufferPool(bytes: bytes + (1 << 20))
+        let a = try Attachment(pid: pid, budgetNs: 60_000_000_000)
+        let s = now()
+        BulkCopier(pid: pid, pool: pool).copy(ranges, into: MemoryImage())
+        xs.append(now() - s)
+        a.detach()
+    }
+    return median(xs)
+}
+
+/// The ranges `stat` copies (the heap) and those `leaks`, `types` and `snapshot` copy (the heap
+/// and every other writable mapping that must be), as heapscope plans them.
+@MainActor func plannedRanges(pid: Int32) throws -> (stat: [BulkCopier.Request], all: [BulkCopier.Request]) {
+    let prep = try Inspector.prepare(pid: pid, options: InspectOptions())
+    let att = try Attachment(pid: pid, budgetNs: 60_000_000_000)
+    let cap = prep.newCapture()
+    try cap.capture(threads: att.threads, pool: BufferPool(bytes: prep.estimatedCopyBytes), budget: nil, mmappedFrom: LivePages(pid: pid))
+    att.detach()
+    var o = InspectOptions(); o.maxStopMicroseconds = 60_000_000
+    let leaks = try Inspector.leaks(pid: pid, options: o)
+    return (cap.image.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: "") },
+            leaks.memory.regions.map { BulkCopier.Request(start: $0.start, count: $0.count, label: "") })
 }

@@ -166,6 +166,13 @@ func symBenchmark(quick: Bool) throws {
                   + " \(String(Int(Double(n) / r.wall)).padding(15, left: true)) \((fmt(r.rssMiB, 0) + " MiB").padding(10, left: true))"
                   + "   \(speed.padding(28))   \(agree.locations), \(agree.names) of \(n)" + (chains.count == n ? "" : " (\(chains.count) answers parsed)"))
         }
+        // JSON: heapscope sym --json against llvm-symbolizer --output-style=JSON (same addresses).
+        if access("/usr/bin/llvm-symbolizer", X_OK) == 0,
+           let hj = try runTool(heapscope, ["sym", "--json", "--elf", file], input: input),
+           let lj = try runTool("/usr/bin/llvm-symbolizer", ["--output-style=JSON", "--obj=" + file], input: input) {
+            print("  JSON: heapscope sym --json \(fmt(hj.wall, 2)) s (\(fmt(hj.cpu, 2)) s CPU), llvm-symbolizer --output-style=JSON \(fmt(lj.wall, 2)) s"
+                  + " (\(fmt(lj.cpu, 2)) s CPU): heapscope \(fmt(lj.wall / hj.wall, 1))x faster (aim >= 5x); text was \(fmt(heapscopeWall, 2)) s")
+        }
         print("")
     }
     print("eu-addr2line gets the first 100k addresses (its ratios are per address).")

@@ -113,6 +113,7 @@ for sc in scenarios {
     print("  heapscope stat total        \(fmt(wall, 2)) s   (aim <= 2 s for 10M chunks; includes pre-faulting buffers before the pause)")
     print("  chunks per second (total)   \(fmt(Double(chunks) / wall / 1e6, 2)) M/s")
     print("  peak RSS of heapscope       \(fmt(median(rss), 0)) MiB   (heap copied: \(fmt(Double(bytes) / 1048576, 0)) MiB)")
+    try commandsBenchmark(pid: pid, chunks: chunks)
     try leaksBenchmark(pid: pid, statWall: wall, valgrindScenario: sc.threads == 0 ? sc : nil)
     if sc.threads == 0 { try snapshotBenchmark(pid: pid) }
     print("")
