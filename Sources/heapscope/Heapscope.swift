@@ -67,11 +67,8 @@ struct TargetOptions: ParsableArguments {
     func validate() throws {
         if let p = Int32(target), p <= 0 { throw ValidationError("pid must be a positive process id, got \(p)") }
         _ = try maxStopMicroseconds(maxStop)
-        if let d = spill {
-            var st = stat()
-            guard stat(d, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("--spill takes an existing directory: \(d) is not one") }
-            guard isSnapshot == false, Int32(target) != nil else { throw ValidationError("--spill is for a live process (a pid): a core or snapshot file is read where it is") }
-        }
+        try validateSpill(spill)
+        if spill != nil && Int32(target) == nil { throw ValidationError("--spill is for a live process (a pid): a core or snapshot file is read where it is") }
     }
 
     var options: InspectOptions {
@@ -117,6 +114,13 @@ func parseDuration(_ s: String) -> Double? {
         if let v = Double(s.dropLast(u.count)), v >= 0, v.isFinite { return v * f }
     }
     return Double(s).flatMap { $0 >= 0 && $0.isFinite ? $0 : nil }
+}
+
+/// --spill DIR: an existing directory.
+func validateSpill(_ dir: String?) throws {
+    guard let d = dir else { return }
+    var st = stat()
+    guard stat(d, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("--spill takes an existing directory: \(d) is not one") }
 }
 
 /// --max-stop: from 1 ms to 10 minutes.

@@ -33,6 +33,8 @@ struct Watch: ParsableCommand, JSONCommand {
     var maxStop = "1s"
     @Option(help: ArgumentHelp("The largest share of wall time the target may spend stopped, in percent; samples are spaced further apart to keep it.", valueName: "percent"))
     var maxDuty = 1.0
+    @Option(help: ArgumentHelp("Copy each sample into an unnamed file in this directory instead of heapscope's memory (see stat --help).", valueName: "dir"))
+    var spill: String? = nil
 
     func validate() throws {
         if pid <= 0 { throw ValidationError("pid must be a positive process id, got \(pid)") }
@@ -42,6 +44,7 @@ struct Watch: ParsableCommand, JSONCommand {
         if let o = olderThan, parseDuration(o) == nil { throw ValidationError("--older-than takes a duration such as 3600s or 1h: got '\(o)'") }
         _ = try maxStopMicroseconds(maxStop)
         if !(maxDuty > 0 && maxDuty <= 100) { throw ValidationError("--max-duty takes a percentage above 0 and at most 100: got \(maxDuty)") }
+        try validateSpill(spill)
     }
 
     var wantsJSON: Bool { json }
@@ -53,6 +56,7 @@ struct Watch: ParsableCommand, JSONCommand {
         plan.options.useDebugInfo = !noDebuginfo && Environment.debugInfoEnabled
         plan.options.maxStopMicroseconds = try maxStopMicroseconds(maxStop)
         plan.options.accountMemory = true
+        plan.options.spillDirectory = spill
         let json = self.json, interval = self.interval, maxDuty = self.maxDuty
         let w = try Watcher.run(plan, onSample: { s in
             print(WatchFormat.sample(s, json: json), terminator: "")

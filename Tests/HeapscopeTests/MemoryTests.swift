@@ -180,6 +180,8 @@ struct SpillTests {
         #expect(lost > 0)
         let s = try jsonObject(run(Paths.heapscope, ["stat", String(p.pid), "--json", "--spill", dir]).out)
         #expect(s["spill_dir"] as? String == dir)
+        let w = try run(Paths.heapscope, ["watch", String(p.pid), "--count", "1", "--json", "--spill", dir])
+        #expect(w.status == 0 && w.out.contains("\"rss_bytes\""), "\(w.err)")
     }
 
     @Test("--spill into a file system too small for the copy: refused before the stop, saying how much is needed and free")
