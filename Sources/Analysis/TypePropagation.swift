@@ -93,7 +93,7 @@ public enum TypePropagation {
                               owner: .init(repeating: -1, count: n), roots: [], conflicts: 0, rounds: 0)
         }
         let engine = Engine(table: table, blocks: blocks, memory: memory)
-        for s in seeds { engine.pin[s.block] = s.type; engine.pinnedByVtable[s.block] = true }
+        for s in seeds { engine.pinByVtable(s.block, s.type) }
         var rounds = 0
         while true {
             rounds += 1
@@ -123,14 +123,16 @@ private final class Engine {
     let blocks: Blocks
     let memory: MemoryImage
     let n: Int
+    private var typeStore: [Int32], ambiguousStore: [Bool], ownerStore: [Int32], parentStore: [Int32]
     let type: UnsafeMutablePointer<Int32>
     let ambiguous: UnsafeMutablePointer<Bool>
     let owner: UnsafeMutablePointer<Int32>
     let parent: UnsafeMutablePointer<Int32>
     let support: UnsafeMutablePointer<UInt32>
-    let pin: UnsafeMutablePointer<Int32>
-    let pinnedByVtable: UnsafeMutablePointer<Bool>
-    let hasVotes: UnsafeMutablePointer<Bool>
+    // Made on first use (a vtable seed, a conflict): most C programs never need them.
+    private(set) var pin: UnsafeMutablePointer<Int32>? = nil
+    private(set) var pinnedByVtable: UnsafeMutablePointer<Bool>? = nil
+    private(set) var hasVotes: UnsafeMutablePointer<Bool>? = nil
     var votes: [Int: [Int32: (n: UInt32, type: Int32)]] = [:]   // per block, per canonical type
     var queue: [Int32] = []
     private var canonical: [Int32] = []            // per type: id of its name (types repeat per compile unit)
@@ -150,8 +152,12 @@ private final class Engine {
             p.initialize(repeating: v, count: max(n, 1))
             return p
         }
-        type = make(-1); ambiguous = make(false); owner = make(-1); parent = make(-1); support = make(0)
-        pin = make(-1); pinnedByVtable = make(false); hasVotes = make(false)
+        // The labels' own arrays, written through their buffers: handed over at the end, not copied.
+        typeStore = .init(repeating: -1, count: max(n, 1)); ambiguousStore = .init(repeating: false, count: max(n, 1))
+        ownerStore = .init(repeating: -1, count: max(n, 1)); parentStore = .init(repeating: -1, count: max(n, 1))
+        func base<T>(_ a: inout [T]) -> UnsafeMutablePointer<T> { a.withUnsafeMutableBufferPointer { $0.baseAddress! } }
+        type = base(&typeStore); ambiguous = base(&ambiguousStore); owner = base(&ownerStore); parent = base(&parentStore)
+        support = make(0)
         canonical = .init(repeating: -2, count: table.count)
         labelOf = .init(repeating: -2, count: table.count)
         // Types by name (the first with a layout), for libstdc++'s storage members and node types.
@@ -190,35 +196,49 @@ private final class Engine {
         _ = pool.initialize(from: all)
     }
 
+    /// A per-block buffer of `v` (made when first needed; freed with the engine).
+    private func makeBuffer<T>(_ v: T) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: max(n, 1))
+        p.initialize(repeating: v, count: max(n, 1))
+        return p
+    }
+
+    /// Block `k` is an object of class `type` (its first word is that class's vtable).
+    func pinByVtable(_ k: Int, _ type: Int32) {
+        let pins = pin ?? makeBuffer(Int32(-1)), byVtable = pinnedByVtable ?? makeBuffer(false)
+        pin = pins; pinnedByVtable = byVtable
+        pins[k] = type; byVtable[k] = true
+    }
+
     private var released = false
     deinit {
         pool.deallocate()
         guard !released else { return }
-        type.deallocate(); ambiguous.deallocate(); owner.deallocate(); parent.deallocate(); support.deallocate()
-        pin.deallocate(); pinnedByVtable.deallocate(); hasVotes.deallocate()
+        support.deallocate(); pin?.deallocate(); pinnedByVtable?.deallocate(); hasVotes?.deallocate()
     }
 
-    /// The labels, with their confidence and element counts; the per-block buffers are freed as
-    /// each is copied out, so that the result and the propagation's state are not held at once.
-    /// The engine is done after this.
+    /// The labels, with their confidence and element counts: the arrays the propagation wrote are
+    /// handed over, and its other buffers freed first, so that the result and the propagation's
+    /// state are not held at once. The engine is done after this.
     func result() -> (type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool], owner: [Int32], parent: [Int32]) {
         precondition(!released)
-        support.deallocate(); pin.deallocate(); hasVotes.deallocate()
+        support.deallocate(); pin?.deallocate(); hasVotes?.deallocate()
         var confidence = [TypeConfidence](repeating: .unknown, count: n)
         var count = [UInt32](repeating: 1, count: n)
         for k in 0..<n where type[k] >= 0 {
-            confidence[k] = pinnedByVtable[k] ? .vtable : .declared
+            confidence[k] = pinnedByVtable?[k] == true ? .vtable : .declared
             count[k] = elements(k)
         }
-        pinnedByVtable.deallocate()
-        func take<T>(_ p: UnsafeMutablePointer<T>) -> [T] { defer { p.deallocate() }; return Array(UnsafeBufferPointer(start: p, count: n)) }
-        let ambiguous = take(ambiguous), owner = take(owner), parent = take(parent), type = take(type)
+        pinnedByVtable?.deallocate()
+        func take<T>(_ a: inout [T]) -> [T] { var out: [T] = []; swap(&out, &a); if n == 0 { out = [] }; return out }
+        let ambiguous = take(&ambiguousStore), owner = take(&ownerStore), parent = take(&parentStore), type = take(&typeStore)
         released = true
         return (type, count, confidence, ambiguous, owner, parent)
     }
 
     func reset() {
-        for k in 0..<n { type[k] = -1; ambiguous[k] = false; owner[k] = -1; parent[k] = -1; support[k] = 0; hasVotes[k] = false }
+        for k in 0..<n { type[k] = -1; ambiguous[k] = false; owner[k] = -1; parent[k] = -1; support[k] = 0 }
+        hasVotes?.update(repeating: false, count: max(n, 1))
         votes = [:]
         queue = []
     }
@@ -317,29 +337,31 @@ private final class Engine {
     @inline(__always) func reach(_ k: Int, _ target: Int32, ambiguous amb: Bool, owner o: Int32, from: Int32) {
         let current = type[k]
         if current < 0 {
-            let p = pin[k]
+            let p = pin?[k] ?? -1
             type[k] = p >= 0 ? p : target
             ambiguous[k] = amb && p < 0
             owner[k] = o
             parent[k] = from
             support[k] = 1
-            if p >= 0 && canon(p) != canon(target) && !pinnedByVtable[k] { vote(k, target) }
+            if p >= 0 && canon(p) != canon(target) && pinnedByVtable?[k] != true { vote(k, target) }
             queue.append(Int32(k))
             return
         }
         if current == target || canon(current) == canon(target) {
             support[k] &+= 1
             if !amb { ambiguous[k] = false }
-            if hasVotes[k] { votes[k]![canon(target), default: (0, target)].n += 1 }
+            if hasVotes?[k] == true { votes[k]![canon(target), default: (0, target)].n += 1 }
             return
         }
         // A vtable's class overrides any declared base class of it.
-        if pinnedByVtable[k] { return }
+        if pinnedByVtable?[k] == true { return }
         vote(k, target)
     }
 
     private func vote(_ k: Int, _ target: Int32) {
-        if !hasVotes[k] { votes[k] = [canon(type[k]): (support[k], type[k])]; hasVotes[k] = true }
+        let voted = hasVotes ?? makeBuffer(false)
+        hasVotes = voted
+        if !voted[k] { votes[k] = [canon(type[k]): (support[k], type[k])]; voted[k] = true }
         votes[k]![canon(target), default: (0, target)].n += 1
     }
 
@@ -391,12 +413,14 @@ private final class Engine {
     /// After a round: pin every conflicting block to its majority type. True if a label changed.
     func settle() -> Bool {
         var changed = false
-        for (k, v) in votes where !pinnedByVtable[k] {
+        for (k, v) in votes where pinnedByVtable?[k] != true {
             let mine = canon(type[k])
             guard let top = v.values.map(\.n).max(), (v[mine]?.n ?? 0) < top,
                   let best = v.first(where: { $0.value.n == top })?.value.type else { continue }
-            if pin[k] < 0 || canon(pin[k]) != canon(best) {
-                pin[k] = best
+            let pins = pin ?? makeBuffer(Int32(-1))
+            pin = pins
+            if pins[k] < 0 || canon(pins[k]) != canon(best) {
+                pins[k] = best
                 changed = true
             }
         }

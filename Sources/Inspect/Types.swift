@@ -89,6 +89,8 @@ extension Inspector {
             declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
         let t1 = nowNs()
+        let trace = PhaseTrace()
+        trace.mark("types: debug info")
         var table = declared.table
         var classType: [String: Int32] = declared.classes
         var seeds: [(block: Int, type: Int32)] = []
@@ -100,6 +102,7 @@ extension Inspector {
             }
         }
         var labels = TypePropagation.run(table: table, roots: declared.roots, seeds: seeds, blocks: blocks, memory: memory)
+        trace.mark("types: propagation")
         // std::make_shared's block holds the object after its counts: it is named by that object.
         for t in 0..<Int32(labels.table.count) where labels.table[t].name.hasPrefix("std::_Sp_counted_ptr_inplace<") {
             if let held = TypeTable.templateArguments(labels.table[t].name)?.first { labels.table.update(t) { $0.name = held + " (make_shared)" } }
@@ -121,6 +124,7 @@ extension Inspector {
         let capture = c.capture
         Resemblance.run(labels: &labels, blocks: blocks, memory: memory, include: { _ in true },
                         isMapped: isMapped, decodeLink: { capture.decodeLink($0, at: $1) })
+        trace.mark("types: text and resemblance")
         let t2 = nowNs()
         return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
                               debugInfoMicroseconds: (t1 - t0) / 1000, propagationMicroseconds: (t2 - t1) / 1000,
@@ -163,8 +167,24 @@ extension TypeInspection {
 
     /// Blocks grouped by type label, confidence and union flag — what histograms, leak groups and
     /// diffs count by. `of`: per block, its group (-1: unknown).
+    /// The group of each block (`of[k]`, -1 for none), read from the labels: no array of its own.
+    public struct GroupOf: RandomAccessCollection, Sendable {
+        let slotGroup: [Int32], type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool]
+        public var startIndex: Int { 0 }
+        public var endIndex: Int { type.count }
+        @inline(__always) public subscript(k: Int) -> Int32 {
+            let t = type[k]
+            guard t >= 0 else { return -1 }
+            return slotGroup[GroupOf.slot(t, count[k], confidence[k], ambiguous[k])]
+        }
+        /// Per (type, array or not, confidence, union): 16 slots per type.
+        @inline(__always) static func slot(_ t: Int32, _ n: UInt32, _ c: TypeConfidence, _ a: Bool) -> Int {
+            Int(t) * 16 + (n > 1 ? 8 : 0) + Int(c.rawValue) * 2 + (a ? 1 : 0)
+        }
+    }
+
     public struct Groups: Sendable {
-        public var of: [Int32]
+        public var of: GroupOf
         public var label: [String]
         public var confidence: [TypeConfidence]
         public var ambiguous: [Bool]
@@ -186,20 +206,20 @@ extension TypeInspection {
         // in the table once per compile unit, so slots merge by name into groups.
         var slotGroup = [Int32](repeating: -2, count: (labels.table.count + 1) * 16)
         var byName: [String: Int32] = [:]
-        var g = Groups(of: [Int32](repeating: -1, count: blocks.count), label: [], confidence: [], ambiguous: [])
+        var label: [String] = [], confidence: [TypeConfidence] = [], ambiguous: [Bool] = []
         let type = labels.type, count = labels.count, conf = labels.confidence, amb = labels.ambiguous
         for k in 0..<blocks.count where type[k] >= 0 {
-            let slot = Int(type[k]) * 16 + (count[k] > 1 ? 8 : 0) + Int(conf[k].rawValue) * 2 + (amb[k] ? 1 : 0)
+            let slot = GroupOf.slot(type[k], count[k], conf[k], amb[k])
             if slotGroup[slot] == -2 {
-                let label = groupLabel(k), key = "\(label)\u{0}\(conf[k].rawValue)\u{0}\(amb[k])"
+                let name = groupLabel(k), key = "\(name)\u{0}\(conf[k].rawValue)\u{0}\(amb[k])"
                 if let id = byName[key] { slotGroup[slot] = id } else {
-                    slotGroup[slot] = Int32(g.label.count); byName[key] = slotGroup[slot]
-                    g.label.append(label); g.confidence.append(conf[k]); g.ambiguous.append(amb[k])
+                    slotGroup[slot] = Int32(label.count); byName[key] = slotGroup[slot]
+                    label.append(name); confidence.append(conf[k]); ambiguous.append(amb[k])
                 }
             }
-            g.of[k] = slotGroup[slot]
         }
-        return g
+        return Groups(of: GroupOf(slotGroup: slotGroup, type: type, count: count, confidence: conf, ambiguous: amb),
+                      label: label, confidence: confidence, ambiguous: ambiguous)
     }
 
     /// Outstanding chunks by type (only blocks `include` accepts), most bytes first.

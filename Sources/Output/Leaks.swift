@@ -48,7 +48,7 @@ public enum LeakGroups {
         }
         struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32; var type: Int32 }
         let typeGroups = r.types?.groups()
-        let groupOf = typeGroups?.of ?? []
+        let groupOf = typeGroups?.of
         var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
         var sigPointers: [[UInt64]] = []
         let textSig: Int32 = -2
@@ -80,7 +80,7 @@ public enum LeakGroups {
                     if printable { sig = textSig }
                 }
             }
-            let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf.isEmpty ? -1 : groupOf[k])
+            let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf?[k] ?? -1)
             let at: Int
             if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
                 at = found.count; index[key] = at; found.append((key, 0, []))
