@@ -231,7 +231,11 @@ public final class BufferPool: @unchecked Sendable {
         if n > 0, let dir = spill {
             let fd = open(dir, 0o20000000 | O_DIRECTORY /* O_TMPFILE */ | O_RDWR | O_EXCL | O_CLOEXEC, 0o600)
             if fd < 0 { err = errno } else {
-                if ftruncate(fd, off_t(n)) != 0 { err = errno }
+                // The file's blocks reserved now (a full disk later cannot leave a copy half-made),
+                // or, where the file system cannot reserve, only its size set.
+                let r = posix_fallocate(fd, 0, off_t(n))
+                if r != 0 && r != EOPNOTSUPP && r != EINVAL { err = r }
+                else if r != 0 && ftruncate(fd, off_t(n)) != 0 { err = errno }
                 else if let m = mmap(nil, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), m != MAP_FAILED { p = m }
                 else { err = errno }
                 close(fd)
