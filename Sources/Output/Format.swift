@@ -2,6 +2,8 @@ import CShim
 import Glibc
 import HeapModel
 import Inspect
+import ProcessAccess
+import Symbols
 
 /// Buffered stdout for large outputs (millions of rows).
 public struct OutputBuffer {
@@ -46,29 +48,7 @@ public struct OutputBuffer {
     public mutating func write(utf8 u: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: u) }
     public mutating func write(utf8Bytes u: [UInt8]) { bytes.append(contentsOf: u); flushIfFull() }
     /// UTF-8 bytes as a JSON string (quoted, escaped).
-    public mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) {
-        bytes.append(0x22)
-        do {
-            var from = 0
-            for i in 0..<u.count {
-                let b = u[i]
-                guard b < 0x20 || b == 0x22 || b == 0x5c else { continue }
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[from..<i]))
-                switch b {
-                case 0x22: bytes.append(contentsOf: "\\\"".utf8)
-                case 0x5c: bytes.append(contentsOf: "\\\\".utf8)
-                case 0x0a: bytes.append(contentsOf: "\\n".utf8)
-                case 0x09: bytes.append(contentsOf: "\\t".utf8)
-                default:
-                    let hx = Array("0123456789abcdef".utf8)
-                    bytes.append(contentsOf: "\\u00".utf8); bytes.append(hx[Int(b >> 4)]); bytes.append(hx[Int(b & 15)])
-                }
-                from = i + 1
-            }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[from...]))
-        }
-        bytes.append(0x22)
-    }
+    public mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) { JSONText.append(u, to: &bytes) }
     public mutating func flush() {
         var off = 0
         while off < bytes.count {
@@ -336,18 +316,8 @@ public enum ChunkFormat {
     }
 }
 
-/// heapscope's own peak resident memory (VmHWM of this process's address space; unlike
-/// ru_maxrss it does not inherit the parent's high-water mark through vfork+exec).
-public func peakRSSKilobytes() -> Int {
-    guard let f = fopen("/proc/self/status", "r") else { return 0 }
-    defer { fclose(f) }
-    var line = [CChar](repeating: 0, count: 256)
-    while fgets(&line, 256, f) != nil {
-        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        if s.hasPrefix("VmHWM:") { return Int(s.dropFirst(6).filter { $0.isNumber }) ?? 0 }
-    }
-    return 0
-}
+/// heapscope's own peak resident memory, in KiB (VmHWM; see ProcFS.ownMemoryKilobytes).
+public func peakRSSKilobytes() -> Int { ProcFS.ownMemoryKilobytes().peak }
 
 /// The last component of a path.
 public func basename(_ p: String) -> String { p.split(separator: "/").last.map(String.init) ?? p }

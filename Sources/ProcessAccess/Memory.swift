@@ -222,8 +222,7 @@ public final class BufferPool: @unchecked Sendable {
     /// `spill`: a directory to hold the buffers in an unnamed file (O_TMPFILE, mode 0600,
     /// gone when heapscope exits), instead of anonymous memory.
     public init(bytes: Int, spill: String? = nil) {
-        var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)
-        let t0 = UInt64(t.tv_sec) * 1_000_000 + UInt64(t.tv_nsec) / 1000
+        let t0 = PhaseTrace.now()
         let n = (bytes + (2 << 20) - 1) & ~((2 << 20) - 1)
         spilled = spill != nil
         var p: UnsafeMutableRawPointer? = nil
@@ -255,8 +254,7 @@ public final class BufferPool: @unchecked Sendable {
         }
         spillError = err
         base = p; size = p == nil ? 0 : n
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        faultMicroseconds = UInt64(t.tv_sec) * 1_000_000 + UInt64(t.tv_nsec) / 1000 - t0
+        faultMicroseconds = UInt64(max(0, PhaseTrace.now() - t0))
     }
     deinit { if let b = base { munmap(b, size) } }
     public var capacity: Int { size }

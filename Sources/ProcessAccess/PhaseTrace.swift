@@ -16,15 +16,10 @@ public final class PhaseTrace {
         let s = "heapscope: \(what): \(Int(n - last)) us\(PhaseTrace.memory())\n"; _ = s.withCString { write(2, $0, strlen($0)) }
         last = n
     }
-    /// ", rss N MiB, peak N MiB" of heapscope itself (VmRSS, VmHWM).
+    /// ", rss N MiB, peak N MiB" of heapscope itself.
     static func memory() -> String {
-        guard let status = try? ProcFS.readFile("/proc/self/status") else { return "" }
-        var rss = "", hwm = ""
-        for line in status.split(separator: "\n") {
-            if line.hasPrefix("VmRSS:") { rss = String((Int(line.dropFirst(6).filter(\.isNumber)) ?? 0) >> 10) }
-            if line.hasPrefix("VmHWM:") { hwm = String((Int(line.dropFirst(6).filter(\.isNumber)) ?? 0) >> 10) }
-        }
-        return ", rss \(rss) MiB, peak \(hwm) MiB"
+        let m = ProcFS.ownMemoryKilobytes()
+        return ", rss \(m.rss >> 10) MiB, peak \(m.peak >> 10) MiB"
     }
     public func note(_ what: String) {
         guard on else { return }

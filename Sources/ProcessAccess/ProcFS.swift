@@ -76,6 +76,18 @@ public enum ProcFS {
         return h[4]
     }
 
+    /// heapscope's own resident memory and its peak, in KiB (VmRSS and VmHWM of this process:
+    /// unlike ru_maxrss, the peak does not inherit the parent's through vfork+exec); 0 if unreadable.
+    public static func ownMemoryKilobytes() -> (rss: Int, peak: Int) {
+        guard let status = try? readFile("/proc/self/status") else { return (0, 0) }
+        var rss = 0, peak = 0
+        for line in status.split(separator: "\n") {
+            if line.hasPrefix("VmRSS:") { rss = Int(line.dropFirst(6).filter(\.isNumber)) ?? 0 }
+            if line.hasPrefix("VmHWM:") { peak = Int(line.dropFirst(6).filter(\.isNumber)) ?? 0 }
+        }
+        return (rss, peak)
+    }
+
     public static func readFile(_ path: String) throws(ProcessError) -> String {
         String(decoding: try readBytes(path), as: UTF8.self)
     }

@@ -40,7 +40,8 @@ public final class StringPool: @unchecked Sendable {
             if let base = u.baseAddress { p.initialize(from: base, count: u.count) }
             return UnsafePointer(p)
         }
-        let quoted = StringPool.quoted(UnsafeBufferPointer(start: bytes, count: s.utf8.count))
+        var quoted: [UInt8] = []
+        JSONText.append(UnsafeBufferPointer(start: bytes, count: s.utf8.count), to: &quoted)
         let json = UnsafeMutablePointer<UInt8>.allocate(capacity: quoted.count)
         json.initialize(from: quoted, count: quoted.count)
         (blocks[b]! + (Int(id) & (StringPool.blockSize - 1))).initialize(
@@ -61,25 +62,6 @@ public final class StringPool: @unchecked Sendable {
     @inline(__always) public func jsonUTF8(_ id: Int32) -> UnsafeBufferPointer<UInt8> {
         let e = entry(id)
         return UnsafeBufferPointer(start: e.pointee.json, count: e.pointee.jsonCount)
-    }
-
-    /// UTF-8 bytes quoted and escaped as a JSON string (RFC 8259: `"`, `\\` and controls).
-    static func quoted(_ u: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-        let hex = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = [0x22]
-        out.reserveCapacity(u.count + 2)
-        for b in u {
-            switch b {
-            case 0x22: out += [0x5c, 0x22]
-            case 0x5c: out += [0x5c, 0x5c]
-            case 0x0a: out += [0x5c, 0x6e]
-            case 0x09: out += [0x5c, 0x74]
-            case ..<0x20: out += [0x5c, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
-            default: out.append(b)
-            }
-        }
-        out.append(0x22)
-        return out
     }
 
     /// The UTF-8 bytes of an id (valid for the life of the process).
