@@ -97,7 +97,6 @@ public struct Blocks: Sendable {
     /// `start[b]` and `end[b]` without making a view (for loops over every block).
     @inlinable @inline(__always) public func userStart(_ b: Int) -> UInt64 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.start(b) }
     @inlinable @inline(__always) public func userEnd(_ b: Int) -> UInt64 { precondition(b >= 0 && b < storage.raw.count); return storage.raw.end(b) }
-    @inlinable @inline(__always) public func chunkIndex(_ b: Int) -> Int { precondition(b >= 0 && b < storage.raw.count); return Int(storage.raw.chunk[b]) }
 
     /// The block number of chunk `c` of the table, nil if it is not a block.
     @inlinable @inline(__always) public func block(ofChunk c: Int) -> Int? { storage.raw.block(ofChunk: c) }
@@ -123,10 +122,10 @@ public struct Blocks: Sendable {
         // Spans of the address space that hold blocks; per span, from spanPage[s] on in
         // pageFirst, per 4 KiB page the first chunk whose user address is at or after the page's
         // start; spanFirst[s] and spanLast[s] are the chunks of its first and last block.
-        @usableFromInline var spans = 0
-        @usableFromInline var spanBase: UnsafeMutablePointer<UInt64>, spanLimit: UnsafeMutablePointer<UInt64>, spanPage: UnsafeMutablePointer<Int>
-        @usableFromInline var spanFirst: UnsafeMutablePointer<Int32>, spanLast: UnsafeMutablePointer<Int32>
-        @usableFromInline var pageFirst: UnsafeMutablePointer<Int32>
+        @usableFromInline let spans: Int
+        @usableFromInline let spanBase: UnsafeMutablePointer<UInt64>, spanLimit: UnsafeMutablePointer<UInt64>, spanPage: UnsafeMutablePointer<Int>
+        @usableFromInline let spanFirst: UnsafeMutablePointer<Int32>, spanLast: UnsafeMutablePointer<Int32>
+        @usableFromInline let pageFirst: UnsafeMutablePointer<Int32>
 
         @inlinable @inline(__always) func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
         @inlinable @inline(__always) func end(_ b: Int) -> UInt64 { end(ofChunk: Int(chunk[b])) }
@@ -148,11 +147,12 @@ public struct Blocks: Sendable {
             }
             guard s < spans, a >= spanBase[s], a < spanLimit[s] else { return nil }
             if spanPage[s] < 0 { return -spanPage[s] - 1 }   // one big block
-            // The last chunk of the span whose user address is at most a: from the first one at or
-            // after this page, less one, to the first one at or after the next page.
+            // The last chunk of the span whose user address is at most a: the one before the first
+            // after a, searched from the first one at or after this page to the first one at or
+            // after the next (the one before them all starts before this page).
             let p = spanPage[s] + Int((a - spanBase[s]) >> BlockStorage.pageShift)
             let first = Int(spanFirst[s])
-            var lo = max(first, Int(pageFirst[p]) - 1), hi = Int(pageFirst[p + 1])
+            var lo = Int(pageFirst[p]), hi = Int(pageFirst[p + 1])
             while lo < hi { let m = (lo + hi) >> 1; if address[m] &+ offset <= a { lo = m + 1 } else { hi = m } }
             let c = lo - 1
             guard c >= first, c <= Int(spanLast[s]), a < end(ofChunk: c) else { return nil }
@@ -187,30 +187,23 @@ public struct Blocks: Sendable {
             var x = bits[w]
             while x != 0 { chunk[k] = Int32(w << 6 + x.trailingZeroBitCount); k += 1; x &= x &- 1 }
         }
-        // Base pointers of the columns: the arrays are held (and never changed) here, so their buffers stay put.
-        func base<T>(_ a: [T]) -> UnsafePointer<T> { a.withUnsafeBufferPointer { $0.baseAddress! } }
-        let kindBase = UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self)
-        var r = Raw(address: n > 0 ? base(address) : UnsafePointer(bits),
-                    size: n > 0 ? base(size) : UnsafePointer(bits), kind: n > 0 ? kindBase : UnsafeRawPointer(bits).assumingMemoryBound(to: UInt8.self),
-                    loss: base(loss), offset: offset, count: blocks, chunks: n, chunk: chunk, isBlock: bits, rankBase: rank,
-                    spanBase: allocate(0, UInt64(0)), spanLimit: allocate(0, UInt64(0)), spanPage: allocate(0, 0),
-                    spanFirst: allocate(0, Int32(0)), spanLast: allocate(0, Int32(0)), pageFirst: allocate(0, Int32(0)))
-        var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(bits), UnsafeMutableRawPointer(rank), UnsafeMutableRawPointer(chunk)]
         // The index, in arrays first (their sizes are learned on the way), then in buffers.
+        func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
+        func end(_ b: Int) -> UInt64 { let c = Int(chunk[b]); return address[c] &+ offset &+ size[c] &- loss[Int(kind[c].rawValue)] }
         var spanBase: [UInt64] = [], spanLimit: [UInt64] = [], spanPage: [Int] = [], spanFirst: [Int32] = [], spanLast: [Int32] = []
         var pageFirst: [Int32] = []
         var i = 0
         while i < blocks {
-            if r.end(i) - r.start(i) > BlockStorage.bigBlock {
-                spanBase.append(r.start(i)); spanLimit.append(r.end(i)); spanPage.append(-(i + 1))
+            if end(i) - start(i) > BlockStorage.bigBlock {
+                spanBase.append(start(i)); spanLimit.append(end(i)); spanPage.append(-(i + 1))
                 spanFirst.append(chunk[i]); spanLast.append(chunk[i])
                 i += 1
                 continue
             }
-            let pageBase = r.start(i) & ~((1 << BlockStorage.pageShift) - 1)
-            var j = i, limit = r.end(i)
-            while j + 1 < blocks && r.end(j + 1) - r.start(j + 1) <= BlockStorage.bigBlock && r.start(j + 1) < limit &+ BlockStorage.spanGap {
-                j += 1; limit = max(limit, r.end(j))
+            let pageBase = start(i) & ~((1 << BlockStorage.pageShift) - 1)
+            var j = i, limit = end(i)
+            while j + 1 < blocks && end(j + 1) - start(j + 1) <= BlockStorage.bigBlock && start(j + 1) < limit &+ BlockStorage.spanGap {
+                j += 1; limit = max(limit, end(j))
             }
             let pages = Int((limit - pageBase + (1 << BlockStorage.pageShift) - 1) >> BlockStorage.pageShift)
             spanBase.append(pageBase); spanLimit.append(limit); spanPage.append(pageFirst.count)
@@ -224,18 +217,22 @@ public struct Blocks: Sendable {
             }
             i = j + 1
         }
+        var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(bits), UnsafeMutableRawPointer(rank), UnsafeMutableRawPointer(chunk)]
         func buffer<T>(_ a: [T]) -> UnsafeMutablePointer<T> {
             let p = UnsafeMutablePointer<T>.allocate(capacity: max(a.count, 1))
             a.withUnsafeBufferPointer { if let b = $0.baseAddress { p.initialize(from: b, count: a.count) } }
             owned.append(UnsafeMutableRawPointer(p))
             return p
         }
-        for q in [r.spanBase, r.spanLimit] { q.deallocate() }
-        r.spanPage.deallocate(); r.spanFirst.deallocate(); r.spanLast.deallocate(); r.pageFirst.deallocate()
-        r.spans = spanBase.count
-        r.spanBase = buffer(spanBase); r.spanLimit = buffer(spanLimit); r.spanPage = buffer(spanPage)
-        r.spanFirst = buffer(spanFirst); r.spanLast = buffer(spanLast); r.pageFirst = buffer(pageFirst)
-        raw = r
+        // Base pointers of the columns: the arrays are held (and never changed) here, so their
+        // buffers stay put. (An empty table has no buffers: the bit set stands in, never read.)
+        func base<T>(_ a: [T]) -> UnsafePointer<T> {
+            a.isEmpty ? UnsafeRawPointer(bits).assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
+        }
+        raw = Raw(address: base(address), size: base(size), kind: UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self),
+                  loss: base(loss), offset: offset, count: blocks, chunks: n, chunk: chunk, isBlock: bits, rankBase: rank,
+                  spans: spanBase.count, spanBase: buffer(spanBase), spanLimit: buffer(spanLimit), spanPage: buffer(spanPage),
+                  spanFirst: buffer(spanFirst), spanLast: buffer(spanLast), pageFirst: buffer(pageFirst))
         self.owned = owned
     }
 

@@ -147,17 +147,12 @@ private final class Engine {
         self.table = table; self.blocks = blocks; self.memory = memory
         let n = blocks.count
         self.n = n
-        func make<T>(_ v: T) -> UnsafeMutablePointer<T> {
-            let p = UnsafeMutablePointer<T>.allocate(capacity: max(n, 1))
-            p.initialize(repeating: v, count: max(n, 1))
-            return p
-        }
         // The labels' own arrays, written through their buffers: handed over at the end, not copied.
         typeStore = .init(repeating: -1, count: max(n, 1)); ambiguousStore = .init(repeating: false, count: max(n, 1))
         ownerStore = .init(repeating: -1, count: max(n, 1)); parentStore = .init(repeating: -1, count: max(n, 1))
         func base<T>(_ a: inout [T]) -> UnsafeMutablePointer<T> { a.withUnsafeMutableBufferPointer { $0.baseAddress! } }
         type = base(&typeStore); ambiguous = base(&ambiguousStore); owner = base(&ownerStore); parent = base(&parentStore)
-        support = make(0)
+        support = Engine.buffer(n, 0)
         canonical = .init(repeating: -2, count: table.count)
         labelOf = .init(repeating: -2, count: table.count)
         // Types by name (the first with a layout), for libstdc++'s storage members and node types.
@@ -196,12 +191,14 @@ private final class Engine {
         _ = pool.initialize(from: all)
     }
 
-    /// A per-block buffer of `v` (made when first needed; freed with the engine).
-    private func makeBuffer<T>(_ v: T) -> UnsafeMutablePointer<T> {
+    /// A buffer of `v` per block (at least one).
+    private static func buffer<T>(_ n: Int, _ v: T) -> UnsafeMutablePointer<T> {
         let p = UnsafeMutablePointer<T>.allocate(capacity: max(n, 1))
         p.initialize(repeating: v, count: max(n, 1))
         return p
     }
+    /// The same, for the buffers made only when first needed (freed with the engine).
+    private func makeBuffer<T>(_ v: T) -> UnsafeMutablePointer<T> { Engine.buffer(n, v) }
 
     /// Block `k` is an object of class `type` (its first word is that class's vtable).
     func pinByVtable(_ k: Int, _ type: Int32) {

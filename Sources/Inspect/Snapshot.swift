@@ -33,60 +33,54 @@ extension Inspector {
         // The per-chunk columns are made one group at a time, and each group of the labels they
         // come from is dropped as soon as it is copied: the labels and the columns are not all
         // held at once (10M chunks: about 80 MiB less at the peak).
-        var labels = r.types?.labels
-        let rounds = labels?.rounds, conflicts = labels?.conflicts
+        // (`leaks` with typesOfReachable labels every chunk: labels are always there)
+        guard var labels = r.types?.labels else { preconditionFailure("snapshot: leaks(typesOfReachable: true) made no labels") }
+        let rounds = labels.rounds, conflicts = labels.conflicts
         r.types = nil
         var leakClass = r.leaks.leakClass
         r.leaks.leakClass = []
         var cls = [UInt8](repeating: 255, count: n)
         for k in 0..<b.count { cls[Int(chunkOf[k])] = leakClass[k].rawValue }
         leakClass = []
-        var type: [Int32] = [], count: [UInt32] = [], conf: [UInt8] = [], amb: [Bool] = [], parent: [Int32] = [], owner: [Int32] = []
-        func unlabelled() {
-            type = .init(repeating: -1, count: n); count = .init(repeating: 1, count: n)
-            conf = .init(repeating: 0, count: n); amb = .init(repeating: false, count: n)
-        }
         var types: [(name: String, kind: UInt8, size: UInt64)] = [], typeIDs: [Int32: Int32] = [:], nameIDs: [String: Int32] = [:]
         var owners: [String] = [], ownerIDs: [Int32: Int32] = [:]
-        if labels != nil {
-            // (arrays hoisted out of the loops: reaching them through the structs costs retains per block)
-            let ltable = labels!.table
-            do {
-                let ltype = labels!.type, lcount = labels!.count, lconf = labels!.confidence, lamb = labels!.ambiguous
-                labels!.type = []; labels!.count = []; labels!.confidence = []; labels!.ambiguous = []
-                unlabelled()
-                for k in 0..<b.count where ltype[k] >= 0 {
-                    let i = Int(chunkOf[k]), ty = ltype[k]
-                    if typeIDs[ty] == nil {
-                        // One entry per name: element name, kind and size, so that "T[n]" and "char[]" print as before.
-                        let s = ltable.strip(ty) >= 0 ? ltable.strip(ty) : ty
-                        let name = ltable.name(ty)
-                        let id = nameIDs[name] ?? Int32(types.count)
-                        if id == Int32(types.count) { types.append((name, ltable[s].kind.rawValue, ltable.size(ty))); nameIDs[name] = id }
-                        typeIDs[ty] = id
-                    }
-                    type[i] = typeIDs[ty]!; count[i] = lcount[k]; conf[i] = lconf[k].rawValue; amb[i] = lamb[k]
+        // (arrays hoisted out of the loops: reaching them through the structs costs retains per block)
+        let ltable = labels.table
+        var type = [Int32](repeating: -1, count: n), count = [UInt32](repeating: 1, count: n)
+        var conf = [UInt8](repeating: 0, count: n), amb = [Bool](repeating: false, count: n)
+        do {
+            let ltype = labels.type, lcount = labels.count, lconf = labels.confidence, lamb = labels.ambiguous
+            labels.type = []; labels.count = []; labels.confidence = []; labels.ambiguous = []
+            for k in 0..<b.count where ltype[k] >= 0 {
+                let i = Int(chunkOf[k]), ty = ltype[k]
+                if typeIDs[ty] == nil {
+                    // One entry per name: element name, kind and size, so that "T[n]" and "char[]" print as before.
+                    let s = ltable.strip(ty) >= 0 ? ltable.strip(ty) : ty
+                    let name = ltable.name(ty)
+                    let id = nameIDs[name] ?? Int32(types.count)
+                    if id == Int32(types.count) { types.append((name, ltable[s].kind.rawValue, ltable.size(ty))); nameIDs[name] = id }
+                    typeIDs[ty] = id
                 }
-            }
-            do {
-                let lparent = labels!.parent
-                labels!.parent = []
-                parent = .init(repeating: -1, count: n)
-                for k in 0..<b.count where lparent[k] >= 0 { parent[Int(chunkOf[k])] = chunkOf[Int(lparent[k])] }
-            }
-            do {
-                let lowner = labels!.owner, roots = labels!.roots
-                labels = nil
-                owner = .init(repeating: -1, count: n)
-                for k in 0..<b.count {
-                    let o = lowner[k]
-                    guard o >= 0 else { continue }
-                    if ownerIDs[o] == nil { ownerIDs[o] = Int32(owners.count); owners.append(roots[Int(o)].name) }
-                    owner[Int(chunkOf[k])] = ownerIDs[o]!
-                }
+                type[i] = typeIDs[ty]!; count[i] = lcount[k]; conf[i] = lconf[k].rawValue; amb[i] = lamb[k]
             }
         }
-        if type.isEmpty { unlabelled(); parent = .init(repeating: -1, count: n); owner = .init(repeating: -1, count: n) }
+        var parent = [Int32](repeating: -1, count: n)
+        do {
+            let lparent = labels.parent
+            labels.parent = []
+            for k in 0..<b.count where lparent[k] >= 0 { parent[Int(chunkOf[k])] = chunkOf[Int(lparent[k])] }
+        }
+        var owner = [Int32](repeating: -1, count: n)
+        do {
+            let lowner = labels.owner, roots = labels.roots
+            labels.owner = []
+            for k in 0..<b.count {
+                let o = lowner[k]
+                guard o >= 0 else { continue }
+                if ownerIDs[o] == nil { ownerIDs[o] = Int32(owners.count); owners.append(roots[Int(o)].name) }
+                owner[Int(chunkOf[k])] = ownerIDs[o]!
+            }
+        }
         var bytes: [UInt8]? = nil
         if contents {
             bytes = []
@@ -107,7 +101,7 @@ extension Inspector {
         if let core = r.heap.coreFile { meta.append(("core_file", core)) }
         for (k, v) in r.rootBytes { meta.append(("roots:" + k.rawValue, String(v))) }
         meta.append(("scanned_bytes", String(r.leaks.scannedBytes)))
-        if let rounds, let conflicts { meta.append(("type_rounds", String(rounds))); meta.append(("type_conflicts", String(conflicts))) }
+        meta.append(("type_rounds", String(rounds))); meta.append(("type_conflicts", String(conflicts)))
         if let m = r.heap.memory { meta.append(contentsOf: MemoryAccount.meta(m)) }
         var hostname = [CChar](repeating: 0, count: 256)
         if gethostname(&hostname, 255) == 0 { meta.append(("host", String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))) }

@@ -55,6 +55,7 @@ extension Inspector {
                       options: InspectOptions) -> TypeInspection {
         options.progress?("labelling types from debug info")
         let t0 = nowNs()
+        let trace = PhaseTrace()
         // First words that point into a module's read-only data: vtable candidates.
         // (the maps read before the stop: nothing after the detach reads /proc/PID for them)
         let ranges = c.target.maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
@@ -89,8 +90,7 @@ extension Inspector {
             declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
         let t1 = nowNs()
-        let trace = PhaseTrace()
-        trace.mark("types: debug info")
+        trace.mark("types: debug info and vtables")
         var table = declared.table
         var classType: [String: Int32] = declared.classes
         var seeds: [(block: Int, type: Int32)] = []

@@ -44,7 +44,7 @@ public struct PastedFrame: Equatable, Sendable {
 
     /// A frame, if the line is one of the formats above (plain addresses are not).
     public static func parse(_ line: String) -> PastedFrame? {
-        var s = Substring(line).trimmingBlanks()
+        let s = Substring(line).trimmingBlanks()
         guard !s.isEmpty else { return nil }
         // Valgrind prefixes every line with ==PID== (or --PID-- / **PID**).
         if let f = s.first, f == "=" || f == "-" || f == "*", s.hasPrefix(String(repeating: f, count: 2)) {
