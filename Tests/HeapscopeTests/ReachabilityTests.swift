@@ -111,3 +111,58 @@ struct ReachabilityTests {
         for x in probes { #expect(b.block(containing: x) == brute(x), "0x\(String(x, radix: 16))") }
     }
 }
+
+/// The block index over a chunk table as a walker makes it: chunks in use between free ones and
+/// malloc's own, user addresses 16 bytes into a chunk and usable sizes 8 bytes short of it (so a
+/// block's end reaches into the next chunk's header), chunks mapped on their own, spans far apart.
+@Suite("Blocks of a chunk table", .timeLimit(.minutes(2)))
+struct BlockTableTests {
+    @Test("block(containing:), block(ofChunk:), start and end agree with a search over the outstanding chunks")
+    func againstBruteForce() {
+        let kinds = AllocatorKinds(allocator: "test", kinds: [
+            .init(name: "in_use", state: .inUse, usableLoss: 8),
+            .init(name: "free", state: .allocatorFree, usableLoss: 0),
+            .init(name: "internal", state: .metadata, usableLoss: 0),
+            .init(name: "mmapped", state: .inUse, usableLoss: 16, ownMapping: true),
+        ], userOffset: 16)
+        var rng = SystemRandomNumberGenerator()
+        var address: [UInt64] = [], size: [UInt64] = [], kind: [ChunkKind] = []
+        var a: UInt64 = 0x5555_5555_0000
+        for i in 0..<20_000 {
+            if i % 4000 == 3999 { a += UInt64.random(in: (64 << 20)...(1 << 40), using: &rng) }   // a new span
+            let k = i % 97 == 0 ? 3 : [0, 0, 0, 1, 2][Int.random(in: 0..<5, using: &rng)]
+            let n = k == 3 ? UInt64.random(in: 1...600, using: &rng) * 4096 : UInt64.random(in: 2...40, using: &rng) * 16
+            address.append(a); size.append(n); kind.append(ChunkKind(UInt8(k)))
+            a += n + (k == 3 ? 4096 * UInt64.random(in: 0...2, using: &rng) : 0)
+        }
+        let table = ChunkTable(address: address, size: size, kind: kind, arena: .init(repeating: 0, count: address.count), kinds: kinds)
+        let b = Blocks(table)
+        // The outstanding chunks, in order, with their user ranges.
+        let outstanding = (0..<table.count).filter { table.isOutstanding($0) && table.usableSize($0) > 0 }
+        #expect(b.count == outstanding.count)
+        for (k, i) in outstanding.enumerated() {
+            #expect(Int(b.chunk[k]) == i && b.block(ofChunk: i) == k)
+            #expect(b.start[k] == table.userAddress(i) && b.end[k] == table.userAddress(i) + table.usableSize(i))
+        }
+        let isBlock = Set(outstanding)
+        for i in 0..<table.count where !isBlock.contains(i) { #expect(b.block(ofChunk: i) == nil) }
+        func brute(_ x: UInt64) -> Int? {
+            var lo = 0, hi = outstanding.count
+            while lo < hi { let m = (lo + hi) / 2; if table.userAddress(outstanding[m]) + table.usableSize(outstanding[m]) <= x { lo = m + 1 } else { hi = m } }
+            return lo < outstanding.count && table.userAddress(outstanding[lo]) <= x ? lo : nil
+        }
+        var probes: [UInt64] = [0, .max, address[0], address.last! + size.last! + 8]
+        for i in stride(from: 0, to: table.count, by: 3) {
+            let u = table.userAddress(i)
+            probes += [address[i], address[i] + 8, u - 1, u, u + table.usableSize(i) - 1, u + table.usableSize(i), address[i] + size[i] + 7]
+        }
+        for _ in 0..<30_000 { probes.append(UInt64.random(in: address[0]...(address.last! + size.last!), using: &rng)) }
+        var found = 0
+        for x in probes {
+            let want = brute(x)
+            #expect(b.block(containing: x) == want, "0x\(String(x, radix: 16))")
+            if want != nil { found += 1 }
+        }
+        #expect(found > 10_000, "the probes hit blocks")
+    }
+}
