@@ -88,8 +88,9 @@ public struct Blocks: Sendable {
     /// Blocks given directly (sorted, non-overlapping): for tests and other allocators.
     public init(start: [UInt64], size: [UInt64]) {
         precondition(start.count == size.count)
-        storage = BlockStorage(address: start, size: size, kind: [ChunkKind](repeating: ChunkKind(0), count: start.count),
-                               loss: [UInt64](repeating: 0, count: 256), offset: 0) { _ in true }
+        let t = ChunkTable(address: start, size: size, kind: [ChunkKind](repeating: ChunkKind(0), count: start.count),
+                           arena: [UInt16](repeating: 0, count: start.count), kinds: .none)
+        storage = BlockStorage(address: t.address, size: t.size, kind: t.kind, loss: [UInt64](repeating: 0, count: 256), offset: 0) { _ in true }
     }
 
     @inlinable public var count: Int { storage.raw.count }
@@ -108,12 +109,12 @@ public struct Blocks: Sendable {
 /// What `Blocks` reads: the chunk table's columns (held here, so that their buffers stay put)
 /// and the index, in buffers of its own; `raw` has plain pointers to all of it.
 @usableFromInline final class BlockStorage: @unchecked Sendable {
-    private let address: [UInt64], size: [UInt64], kind: [ChunkKind], loss: [UInt64]
+    private let address: [UInt64], size: SizeColumn, kind: [ChunkKind], loss: [UInt64]
     private let owned: [UnsafeMutableRawPointer]
     @usableFromInline let raw: Raw
 
     @usableFromInline struct Raw {
-        @usableFromInline let address: UnsafePointer<UInt64>, size: UnsafePointer<UInt64>, kind: UnsafePointer<UInt8>, loss: UnsafePointer<UInt64>
+        @usableFromInline let address: UnsafePointer<UInt64>, size: SizeColumn.Reader, kind: UnsafePointer<UInt8>, loss: UnsafePointer<UInt64>
         @usableFromInline let offset: UInt64
         @usableFromInline let count: Int, chunks: Int
         @usableFromInline let chunk: UnsafeMutablePointer<Int32>
@@ -129,7 +130,7 @@ public struct Blocks: Sendable {
 
         @inlinable @inline(__always) func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
         @inlinable @inline(__always) func end(_ b: Int) -> UInt64 { end(ofChunk: Int(chunk[b])) }
-        @inlinable @inline(__always) func end(ofChunk c: Int) -> UInt64 { address[c] &+ offset &+ size[c] &- loss[Int(kind[c])] }
+        @inlinable @inline(__always) func end(ofChunk c: Int) -> UInt64 { address[c] &+ offset &+ size.size(c) &- loss[Int(kind[c])] }
 
         @inlinable @inline(__always) func block(ofChunk c: Int) -> Int? {
             guard c >= 0, c < chunks else { return nil }
@@ -166,7 +167,7 @@ public struct Blocks: Sendable {
     /// of a 1 TiB block would take 1 GiB).
     private static let bigBlock: UInt64 = 1 << 20
 
-    init(address: [UInt64], size: [UInt64], kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: (Int) -> Bool) {
+    init(address: [UInt64], size: SizeColumn, kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: (Int) -> Bool) {
         precondition(address.count == size.count && size.count == kind.count && loss.count == 256)
         self.address = address; self.size = size; self.kind = kind; self.loss = loss
         let n = address.count, words = (n + 63) / 64
@@ -175,7 +176,8 @@ public struct Blocks: Sendable {
         }
         let bits = allocate(words, UInt64(0)), rank = allocate(words, Int32(0))
         var blocks = 0
-        for i in 0..<n where outstanding(i) && size[i] > loss[Int(kind[i].rawValue)] {   // (with usable bytes)
+        let sz = size.reader   // (held by this object, unchanged)
+        for i in 0..<n where outstanding(i) && sz.size(i) > loss[Int(kind[i].rawValue)] {   // (with usable bytes)
             bits[i >> 6] |= 1 << UInt64(i & 63)
             blocks += 1
         }
@@ -189,7 +191,7 @@ public struct Blocks: Sendable {
         }
         // The index, in arrays first (their sizes are learned on the way), then in buffers.
         func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
-        func end(_ b: Int) -> UInt64 { let c = Int(chunk[b]); return address[c] &+ offset &+ size[c] &- loss[Int(kind[c].rawValue)] }
+        func end(_ b: Int) -> UInt64 { let c = Int(chunk[b]); return address[c] &+ offset &+ sz.size(c) &- loss[Int(kind[c].rawValue)] }
         var spanBase: [UInt64] = [], spanLimit: [UInt64] = [], spanPage: [Int] = [], spanFirst: [Int32] = [], spanLast: [Int32] = []
         var pageFirst: [Int32] = []
         var i = 0
@@ -229,7 +231,7 @@ public struct Blocks: Sendable {
         func base<T>(_ a: [T]) -> UnsafePointer<T> {
             a.isEmpty ? UnsafeRawPointer(bits).assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
         }
-        raw = Raw(address: base(address), size: base(size), kind: UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self),
+        raw = Raw(address: base(address), size: size.reader, kind: UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self),
                   loss: base(loss), offset: offset, count: blocks, chunks: n, chunk: chunk, isBlock: bits, rankBase: rank,
                   spans: spanBase.count, spanBase: buffer(spanBase), spanLimit: buffer(spanLimit), spanPage: buffer(spanPage),
                   spanFirst: buffer(spanFirst), spanLast: buffer(spanLast), pageFirst: buffer(pageFirst))

@@ -7,17 +7,8 @@ struct ListedFree {
     var kind: ChunkKind
 }
 
-/// The chunk table's columns while the walk fills them (plain arrays in this module, so the hot
-/// loop's appends inline).
-struct Columns {
-    var address: [UInt64] = [], size: [UInt64] = [], kind: [ChunkKind] = [], arena: [UInt16] = []
-    mutating func reserve(_ n: Int) {
-        address.reserveCapacity(n); size.reserveCapacity(n); kind.reserveCapacity(n); arena.reserveCapacity(n)
-    }
-    @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
-        address.append(a); size.append(s); kind.append(k); arena.append(ar)
-    }
-}
+/// The chunk table while the walk fills it.
+typealias Columns = ChunkTable.Builder
 
 /// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
 /// times its length. `step` returns true when `x` was seen before.
@@ -210,8 +201,7 @@ extension GlibcCapture {
             warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
             fi += 1
         }
-        var table = ChunkTable(address: cols.address, size: cols.size, kind: cols.kind, arena: cols.arena, kinds: kinds)
-        cols = Columns()
+        var table = cols.table(kinds: kinds)
         table.sortByAddress()   // a no-op unless segments overlapped (corrupt heap_info)
         let nMmaps = UInt64(image.u32(mp + L.mpNMmaps) ?? 0)
         let mmappedMem = image.word(mp + L.mpMmappedMem) ?? 0
@@ -224,14 +214,13 @@ extension GlibcCapture {
         let nStates = kinds.kinds.count
         var counts = [Int](repeating: 0, count: arenas.count * nStates)
         var sums = [UInt64](repeating: 0, count: arenas.count * nStates)
-        table.arena.withUnsafeBufferPointer { ar in
-            table.kind.withUnsafeBufferPointer { st in
-                table.size.withUnsafeBufferPointer { sz in
-                    for i in 0..<ar.count where ar[i] != ChunkTable.noArena {
-                        let k = Int(ar[i]) * nStates + Int(st[i].rawValue)
-                        counts[k] += 1
-                        sums[k] &+= sz[i]
-                    }
+        let sizes = table.size.reader   // (table is not changed while this reads it)
+        table.kind.withUnsafeBufferPointer { st in
+            for run in table.arena.runs where run.arena != ChunkTable.noArena {
+                for i in run.range {
+                    let k = Int(run.arena) * nStates + Int(st[i].rawValue)
+                    counts[k] += 1
+                    sums[k] &+= sizes.size(i)
                 }
             }
         }

@@ -78,12 +78,13 @@ public struct AllocatorKinds: Sendable, Equatable {
 }
 
 /// Every chunk of the heap, one entry per chunk, sorted by address. Struct-of-arrays, because a
-/// production heap has tens of millions of chunks.
+/// production heap has tens of millions of chunks: 9 bytes and a few bits per chunk (a chunk's
+/// size is where the next one starts, stored only where it is not; arenas are runs).
 public struct ChunkTable: Sendable {
     public private(set) var address: [UInt64] = []   // chunk header address
-    public private(set) var size: [UInt64] = []      // whole chunk size in bytes
+    public private(set) var size = SizeColumn()      // whole chunk size in bytes
     public private(set) var kind: [ChunkKind] = []
-    public private(set) var arena: [UInt16] = []     // index into HeapReport.arenas; `noArena` for chunks of no arena
+    public private(set) var arena = ArenaColumn()    // index into HeapReport.arenas; `noArena` for chunks of no arena
     public static let noArena: UInt16 = .max
 
     /// What the kinds are (the allocator's table).
@@ -100,23 +101,51 @@ public struct ChunkTable: Sendable {
         lossOf = (0..<256).map { $0 < kinds.kinds.count ? kinds.kinds[$0].usableLoss : 0 }
     }
 
-    /// Adopt columns built elsewhere (a walker fills plain arrays in its hot loop). All four
-    /// must have the same length and be in address order.
-    public init(address: [UInt64], size: [UInt64], kind: [ChunkKind], arena: [UInt16], kinds: AllocatorKinds) {
+    /// Adopt columns built elsewhere. All four must have the same length and be in address order.
+    public init(address: [UInt64], size: some Collection<UInt64>, kind: [ChunkKind], arena: some Collection<UInt16>, kinds: AllocatorKinds) {
         precondition(address.count == size.count && size.count == kind.count && kind.count == arena.count)
-        self.init(kinds: kinds)
-        self.address = address; self.size = size; self.kind = kind; self.arena = arena
+        var b = Builder()
+        b.reserve(address.count)
+        for ((a, s), (k, ar)) in zip(zip(address, size), zip(kind, arena)) { b.append(a, s, k, ar) }
+        self = b.table(kinds: kinds)
+    }
+
+    /// Fills a table a chunk at a time (how a walker makes one without holding plain columns).
+    public struct Builder {
+        @usableFromInline var address: [UInt64] = [], kind: [ChunkKind] = []
+        @usableFromInline var follows: [UInt64] = [], stored: [UInt64] = []
+        @usableFromInline var lastSize: UInt64 = 0
+        @usableFromInline var runStart: [Int32] = [], runArena: [UInt16] = []
+        public init() {}
+        public var count: Int { address.count }
+        public mutating func reserve(_ n: Int) {
+            address.reserveCapacity(n); kind.reserveCapacity(n); follows.reserveCapacity((n + 63) / 64)
+        }
+        @inlinable @inline(__always)
+        public mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
+            let i = address.count
+            precondition(i < Int(Int32.max))
+            if i > 0 {   // the chunk before: its size is the gap to this one, or stored
+                if address[i - 1] &+ lastSize == a { follows[(i - 1) >> 6] |= 1 << UInt64((i - 1) & 63) } else { stored.append(lastSize) }
+            }
+            if i & 63 == 0 { follows.append(0) }
+            address.append(a); kind.append(k); lastSize = s
+            if runArena.last != ar || runStart.isEmpty { runStart.append(Int32(i)); runArena.append(ar) }
+        }
+        /// The table (the builder is empty after it).
+        public mutating func table(kinds: AllocatorKinds) -> ChunkTable {
+            if !address.isEmpty { stored.append(lastSize) }
+            var t = ChunkTable(kinds: kinds)
+            t.address = address
+            t.size = SizeColumn(address: address, follows: follows, stored: stored)
+            t.kind = kind
+            t.arena = ArenaColumn(runStart: runStart, runArena: runArena, count: address.count)
+            self = Builder()
+            return t
+        }
     }
 
     public var count: Int { address.count }
-    public mutating func reserve(_ n: Int) {
-        address.reserveCapacity(n); size.reserveCapacity(n); kind.reserveCapacity(n); arena.reserveCapacity(n)
-    }
-    @inline(__always)
-    public mutating func append(address a: UInt64, size s: UInt64, kind k: ChunkKind, arena ar: UInt16) {
-        address.append(a); size.append(s); kind.append(k); arena.append(ar)
-    }
-    @inline(__always) public mutating func setKind(_ i: Int, _ k: ChunkKind) { kind[i] = k }
     /// The chunk's state, in shared terms.
     @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
     /// The allocator's name for the chunk's kind.
@@ -124,8 +153,8 @@ public struct ChunkTable: Sendable {
     @inline(__always) public func isOutstanding(_ i: Int) -> Bool { state(i) == .inUse }
     @inline(__always) public func userAddress(_ i: Int) -> UInt64 { address[i] + userOffset }
     @inline(__always) public func usableSize(_ i: Int) -> UInt64 {
-        let loss = lossOf[Int(kind[i].rawValue)]
-        return size[i] > loss ? size[i] - loss : 0
+        let loss = lossOf[Int(kind[i].rawValue)], s = size[i]
+        return s > loss ? s - loss : 0
     }
     /// Index of the chunk whose header starts exactly at `a`.
     public func index(ofChunkAt a: UInt64) -> Int? {
@@ -153,9 +182,80 @@ public struct ChunkTable: Sendable {
         for i in 1..<max(address.count, 1) where address[i - 1] > address[i] { sorted = false; break }
         if sorted { return }
         let order = address.indices.sorted { address[$0] < address[$1] }
-        address = order.map { address[$0] }; size = order.map { size[$0] }
-        kind = order.map { kind[$0] }; arena = order.map { arena[$0] }
+        self = ChunkTable(address: order.map { address[$0] }, size: order.map { size[$0] }, kind: order.map { kind[$0] },
+                          arena: order.map { arena[$0] }, kinds: kinds)
     }
+}
+
+/// Chunk sizes. In a heap a chunk ends where the next begins: its size is that gap, a bit per
+/// chunk says so, and only the others' sizes are stored (a heap's last chunk, chunks mapped on
+/// their own).
+public struct SizeColumn: RandomAccessCollection, Sendable, Equatable {
+    @usableFromInline let address: [UInt64]
+    /// Bit i: chunk i ends where chunk i + 1 starts.
+    @usableFromInline let follows: [UInt64]
+    /// Per 64 chunks: the stored sizes of the chunks before them.
+    @usableFromInline let rank: [Int32]
+    @usableFromInline let stored: [UInt64]
+
+    public init() { address = []; follows = []; rank = []; stored = [] }
+    init(address: [UInt64], follows: [UInt64], stored: [UInt64]) {
+        self.address = address; self.follows = follows; self.stored = stored
+        var rank = [Int32](repeating: 0, count: follows.count), before: Int32 = 0
+        for w in 0..<follows.count { rank[w] = before; before &+= Int32(64 - follows[w].nonzeroBitCount) }
+        self.rank = rank
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { address.count }
+    @inlinable @inline(__always) public subscript(i: Int) -> UInt64 {
+        precondition(i >= 0 && i < address.count)
+        let w = follows[i >> 6], bit = UInt64(1) << UInt64(i & 63)
+        if w & bit != 0 { return address[i + 1] &- address[i] }
+        return stored[Int(rank[i >> 6]) + (~w & (bit &- 1)).nonzeroBitCount]
+    }
+    public static func == (a: SizeColumn, b: SizeColumn) -> Bool { a.elementsEqual(b) }
+
+    /// Plain pointers to the column, for hot loops: valid while this column is held unchanged.
+    @frozen public struct Reader {
+        public let address: UnsafePointer<UInt64>, follows: UnsafePointer<UInt64>, rank: UnsafePointer<Int32>, stored: UnsafePointer<UInt64>
+        @inlinable @inline(__always) public func size(_ i: Int) -> UInt64 {
+            let w = follows[i >> 6], bit = UInt64(1) << UInt64(i & 63)
+            if w & bit != 0 { return address[i + 1] &- address[i] }
+            return stored[Int(rank[i >> 6]) + (~w & (bit &- 1)).nonzeroBitCount]
+        }
+    }
+    /// The reader of a column that the caller holds (and never changes) while it reads.
+    public var reader: Reader {
+        func base<T>(_ a: [T]) -> UnsafePointer<T> {
+            a.isEmpty ? SizeColumn.none.assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
+        }
+        return Reader(address: base(address), follows: base(follows), rank: base(rank), stored: base(stored))
+    }
+    nonisolated(unsafe) private static let none = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8))
+}
+
+/// Chunk arenas, as runs of consecutive chunks of one arena (a heap is one run).
+public struct ArenaColumn: RandomAccessCollection, Sendable, Equatable {
+    /// The first chunk of each run, ascending (the first is 0), and its arena.
+    let runStart: [Int32], runArena: [UInt16]
+    let n: Int
+    public init() { runStart = []; runArena = []; n = 0 }
+    init(runStart: [Int32], runArena: [UInt16], count: Int) { self.runStart = runStart; self.runArena = runArena; n = count }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { n }
+    public subscript(i: Int) -> UInt16 {
+        precondition(i >= 0 && i < n)
+        var lo = 0, hi = runStart.count   // the last run starting at or before i
+        while hi - lo > 1 { let m = (lo + hi) >> 1; if Int(runStart[m]) <= i { lo = m } else { hi = m } }
+        return runArena[lo]
+    }
+    /// The runs: chunks `range` are all of `arena`.
+    public var runs: [(range: Range<Int>, arena: UInt16)] {
+        runStart.indices.map { r in (Int(runStart[r])..<(r + 1 < runStart.count ? Int(runStart[r + 1]) : n), runArena[r]) }
+    }
+    public static func == (a: ArenaColumn, b: ArenaColumn) -> Bool { a.elementsEqual(b) }
 }
 
 /// Count and bytes.

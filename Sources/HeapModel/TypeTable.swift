@@ -180,3 +180,28 @@ extension String {
         return String(s)
     }
 }
+
+/// Element counts per block: a byte each (nearly all are 1), the rare count of 255 or more kept aside.
+public struct CountColumn: RandomAccessCollection, Sendable, Equatable {
+    @usableFromInline var small: [UInt8]
+    @usableFromInline var big: [Int: UInt32] = [:]
+    public init() { small = [] }
+    public init(repeating v: UInt32, count n: Int) {
+        small = .init(repeating: UInt8(Swift.min(v, 255)), count: n)
+        if v >= 255 { for i in 0..<n { big[i] = v } }
+    }
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { small.count }
+    @inlinable public subscript(i: Int) -> UInt32 {
+        get { let s = small[i]; return s == 255 ? big[i] ?? 255 : UInt32(s) }
+        set {
+            if small[i] == 255 { big[i] = nil }
+            if newValue >= 255 { small[i] = 255; big[i] = newValue } else { small[i] = UInt8(newValue) }
+        }
+    }
+    /// More than one element (an array).
+    @inlinable @inline(__always) public func isArray(_ i: Int) -> Bool { small[i] > 1 }
+    public mutating func append(_ v: UInt32) { small.append(0); self[small.count - 1] = v }
+    public mutating func reserveCapacity(_ n: Int) { small.reserveCapacity(n) }
+    public static func == (a: CountColumn, b: CountColumn) -> Bool { a.elementsEqual(b) }
+}

@@ -67,11 +67,11 @@ enum MemoryAccounting {
         for k in own { isOwn[Int(k.rawValue)] = true }
         var chunkOrder: [Int32] = []
         chunkOrder.reserveCapacity(chunks.count)
-        let address = chunks.address, size = chunks.size
+        let address = chunks.address, size = chunks.size.reader   // (chunks is held, unchanged)
         var inOrder = true
         for i in 0..<chunks.count {
             if isOwn[Int(chunks.kind[i].rawValue)] {
-                let a = address[i], e = a &+ size[i]
+                let a = address[i], e = a &+ size.size(i)
                 mapped.append((a & ~4095, (e + 4095) & ~4095))
                 continue
             }
@@ -80,10 +80,10 @@ enum MemoryAccounting {
         }
         if !inOrder { chunkOrder.sort { address[Int($0)] < address[Int($1)] } }
         struct HeapChunks {
-            let order: [Int32], address: [UInt64], size: [UInt64], table: ChunkTable
+            let order: [Int32], address: [UInt64], size: SizeColumn.Reader, table: ChunkTable
             var count: Int { order.count }
             @inline(__always) func start(_ j: Int) -> UInt64 { address[Int(order[j])] }
-            @inline(__always) func end(_ j: Int) -> UInt64 { let i = Int(order[j]); return address[i] &+ size[i] }
+            @inline(__always) func end(_ j: Int) -> UInt64 { let i = Int(order[j]); return address[i] &+ size.size(i) }
             @inline(__always) func state(_ j: Int) -> ChunkState { table.state(Int(order[j])) }
         }
         let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks)

@@ -135,7 +135,7 @@ struct BlockTableTests {
             address.append(a); size.append(n); kind.append(ChunkKind(UInt8(k)))
             a += n + (k == 3 ? 4096 * UInt64.random(in: 0...2, using: &rng) : 0)
         }
-        let table = ChunkTable(address: address, size: size, kind: kind, arena: .init(repeating: 0, count: address.count), kinds: kinds)
+        let table = ChunkTable(address: address, size: size, kind: kind, arena: [UInt16](repeating: 0, count: address.count), kinds: kinds)
         let b = Blocks(table)
         // The outstanding chunks, in order, with their user ranges.
         let outstanding = (0..<table.count).filter { table.isOutstanding($0) && table.usableSize($0) > 0 }
@@ -164,5 +164,71 @@ struct BlockTableTests {
             if want != nil { found += 1 }
         }
         #expect(found > 10_000, "the probes hit blocks")
+    }
+}
+
+/// The chunk table's compact columns (sizes derived from the next chunk's address where a chunk
+/// ends there, arenas as runs) and the labels' element counts, against the plain arrays they stand for.
+@Suite("Compact columns", .timeLimit(.minutes(2)))
+struct ColumnTests {
+    @Test("sizes and arenas read back as given: chunks that end where the next begins, gaps, overlaps, huge sizes, runs of arenas")
+    func tableColumns() {
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<20 {
+            let n = round == 0 ? 1 : Int.random(in: 2...5000, using: &rng)
+            var address: [UInt64] = [], size: [UInt64] = [], arena: [UInt16] = []
+            var a: UInt64 = UInt64.random(in: 0...(1 << 47), using: &rng) & ~15
+            var ar: UInt16 = 0
+            for _ in 0..<n {
+                var s = UInt64.random(in: 2...64, using: &rng) * 16
+                switch Int.random(in: 0..<50, using: &rng) {
+                case 0: s = UInt64.random(in: (1 << 32)...(1 << 40), using: &rng)   // bigger than 32 bits
+                case 1: ar = ChunkTable.noArena
+                case 2: ar = UInt16.random(in: 0..<8, using: &rng)
+                default: break
+                }
+                address.append(a); size.append(s); arena.append(ar)
+                switch Int.random(in: 0..<40, using: &rng) {
+                case 0: a &+= s + UInt64.random(in: 1...(1 << 30), using: &rng)   // a gap
+                case 1: a &+= s / 2                                                 // overlapping (corrupt): stored
+                default: a &+= s
+                }
+            }
+            let t = ChunkTable(address: address, size: size, kind: [ChunkKind](repeating: ChunkKind(0), count: n), arena: arena, kinds: .none)
+            #expect(t.count == n)
+            #expect(Array(t.size) == size, "round \(round)")
+            #expect(Array(t.arena) == arena, "round \(round)")
+            let reader = t.size.reader
+            #expect((0..<n).allSatisfy { reader.size($0) == size[$0] })
+            // The runs cover every chunk once, in order, each of one arena.
+            var next = 0
+            for run in t.arena.runs {
+                #expect(run.range.lowerBound == next && !run.range.isEmpty)
+                #expect(run.range.allSatisfy { arena[$0] == run.arena })
+                next = run.range.upperBound
+            }
+            #expect(next == n)
+        }
+        let empty = ChunkTable(address: [], size: [UInt64](), kind: [], arena: [UInt16](), kinds: .none)
+        #expect(empty.count == 0 && empty.size.isEmpty && empty.arena.runs.isEmpty)
+    }
+
+    @Test("element counts: a byte each, counts of 255 and more kept aside, overwritten both ways")
+    func counts() {
+        var rng = SystemRandomNumberGenerator()
+        var plain: [UInt32] = [], c = CountColumn()
+        for _ in 0..<10_000 {
+            let v: UInt32 = Int.random(in: 0..<10, using: &rng) == 0 ? UInt32.random(in: 250...UInt32.max, using: &rng) : UInt32.random(in: 0...3, using: &rng)
+            plain.append(v); c.append(v)
+        }
+        for _ in 0..<20_000 {
+            let i = Int.random(in: 0..<plain.count, using: &rng)
+            let v: UInt32 = Bool.random(using: &rng) ? UInt32.random(in: 254...300, using: &rng) : UInt32.random(in: 0...2, using: &rng)
+            plain[i] = v; c[i] = v
+        }
+        #expect(Array(c) == plain)
+        #expect((0..<plain.count).allSatisfy { c.isArray($0) == (plain[$0] > 1) })
+        #expect(Array(CountColumn(repeating: 1000, count: 5)) == [UInt32](repeating: 1000, count: 5))
+        #expect(Array(CountColumn(repeating: 1, count: 5)) == [UInt32](repeating: 1, count: 5))
     }
 }
