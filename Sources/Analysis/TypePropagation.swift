@@ -36,14 +36,15 @@ public struct TypeLabels: Sendable {
     public var table: TypeTable
     /// Per block: the type (table index; -1 none). A block holding n elements has `count` n.
     public var type: [Int32]
-    public var count: [UInt32]
+    public var count: CountColumn
     public var confidence: [TypeConfidence]
     /// Reached only through a union member: a candidate.
     public var ambiguous: [Bool]
-    /// The root (index into `roots`) the block was first reached from; -1 none.
+    /// The root (index into `roots`) the block was first reached from; -1 none. Empty when the
+    /// propagation was told not to keep owners (`Lineage.none`).
     public var owner: [Int32]
     /// The block whose pointer first reached this one (-1: a root or a vtable seed, or untyped):
-    /// the owner chain root → … → block, one tree.
+    /// the owner chain root → … → block, one tree. Empty unless kept (`Lineage.full`).
     public var parent: [Int32]
     public var roots: [TypedRoot]
     /// Blocks reached with more than one type (counted once each).
@@ -51,10 +52,10 @@ public struct TypeLabels: Sendable {
     /// Propagation rounds until the labels stopped changing.
     public var rounds: Int
 
-    public init(table: TypeTable, type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool],
+    public init(table: TypeTable, type: [Int32], count: CountColumn, confidence: [TypeConfidence], ambiguous: [Bool],
                 owner: [Int32], parent: [Int32]? = nil, roots: [TypedRoot], conflicts: Int, rounds: Int) {
         self.table = table; self.type = type; self.count = count; self.confidence = confidence; self.ambiguous = ambiguous
-        self.owner = owner; self.parent = parent ?? .init(repeating: -1, count: type.count)
+        self.owner = owner; self.parent = parent ?? .init(repeating: -1, count: owner.isEmpty ? 0 : type.count)
         self.roots = roots; self.conflicts = conflicts; self.rounds = rounds
     }
 
@@ -79,20 +80,25 @@ public struct TypeLabels: Sendable {
 }
 
 public enum TypePropagation {
+    /// What the propagation keeps of how each block was reached, beyond its type: each block's
+    /// owner (the root it was first reached from) costs 4 bytes a block, its parent 4 more.
+    public enum Lineage: Sendable { case none, owners, full }
+
     /// Type every block reachable from `roots` through typed pointers, and every block of
     /// `seeds` (C++ objects by their vtable: pinned to that class) and what they point to.
     /// A block reached through `T*` is `T`, or `T[n]` when its size holds n > 1 elements.
     /// Conflicting reaches vote; the majority wins and the propagation is redone until no label
     /// changes (at most 4 rounds).
     public static func run(table: TypeTable, roots: [TypedRoot], seeds: [(block: Int, type: Int32)],
-                           blocks: Blocks, memory: MemoryImage) -> TypeLabels {
+                           blocks: Blocks, memory: MemoryImage, lineage: Lineage = .full) -> TypeLabels {
         if roots.isEmpty && seeds.isEmpty {
             let n = blocks.count
             return TypeLabels(table: table, type: .init(repeating: -1, count: n), count: .init(repeating: 1, count: n),
                               confidence: .init(repeating: .unknown, count: n), ambiguous: .init(repeating: false, count: n),
-                              owner: .init(repeating: -1, count: n), roots: [], conflicts: 0, rounds: 0)
+                              owner: .init(repeating: -1, count: lineage == .none ? 0 : n),
+                              parent: .init(repeating: -1, count: lineage == .full ? n : 0), roots: [], conflicts: 0, rounds: 0)
         }
-        let engine = Engine(table: table, blocks: blocks, memory: memory)
+        let engine = Engine(table: table, blocks: blocks, memory: memory, lineage: lineage)
         for s in seeds { engine.pinByVtable(s.block, s.type) }
         var rounds = 0
         while true {
@@ -128,7 +134,12 @@ private final class Engine {
     let ambiguous: UnsafeMutablePointer<Bool>
     let owner: UnsafeMutablePointer<Int32>
     let parent: UnsafeMutablePointer<Int32>
-    let support: UnsafeMutablePointer<UInt32>
+    /// Reaches of the block's type so far (what its vote starts with if it conflicts): a byte,
+    /// counts of 255 and more kept aside.
+    let support: UnsafeMutablePointer<UInt8>
+    var bigSupport: [Int: UInt32] = [:]
+    /// Whether owners and parents are kept (else their stores are empty and never written).
+    let keepOwners: Bool, keepParents: Bool
     // Made on first use (a vtable seed, a conflict): most C programs never need them.
     private(set) var pin: UnsafeMutablePointer<Int32>? = nil
     private(set) var pinnedByVtable: UnsafeMutablePointer<Bool>? = nil
@@ -143,13 +154,14 @@ private final class Engine {
     private var pool: UnsafeMutableBufferPointer<Slot> = .init(start: nil, count: 0)
     private var byName: [String: Int32] = [:]
 
-    init(table: TypeTable, blocks: Blocks, memory: MemoryImage) {
+    init(table: TypeTable, blocks: Blocks, memory: MemoryImage, lineage: TypePropagation.Lineage) {
         self.table = table; self.blocks = blocks; self.memory = memory
         let n = blocks.count
         self.n = n
+        keepOwners = lineage != .none; keepParents = lineage == .full
         // The labels' own arrays, written through their buffers: handed over at the end, not copied.
         typeStore = .init(repeating: -1, count: max(n, 1)); ambiguousStore = .init(repeating: false, count: max(n, 1))
-        ownerStore = .init(repeating: -1, count: max(n, 1)); parentStore = .init(repeating: -1, count: max(n, 1))
+        ownerStore = .init(repeating: -1, count: keepOwners ? max(n, 1) : 1); parentStore = .init(repeating: -1, count: keepParents ? max(n, 1) : 1)
         func base<T>(_ a: inout [T]) -> UnsafeMutablePointer<T> { a.withUnsafeMutableBufferPointer { $0.baseAddress! } }
         type = base(&typeStore); ambiguous = base(&ambiguousStore); owner = base(&ownerStore); parent = base(&parentStore)
         support = Engine.buffer(n, 0)
@@ -217,24 +229,29 @@ private final class Engine {
     /// The labels, with their confidence and element counts: the arrays the propagation wrote are
     /// handed over, and its other buffers freed first, so that the result and the propagation's
     /// state are not held at once. The engine is done after this.
-    func result() -> (type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool], owner: [Int32], parent: [Int32]) {
+    func result() -> (type: [Int32], count: CountColumn, confidence: [TypeConfidence], ambiguous: [Bool], owner: [Int32], parent: [Int32]) {
         precondition(!released)
         support.deallocate(); pin?.deallocate(); hasVotes?.deallocate()
+        bigSupport = [:]
         var confidence = [TypeConfidence](repeating: .unknown, count: n)
-        var count = [UInt32](repeating: 1, count: n)
+        var count = CountColumn(repeating: 1, count: n)
         for k in 0..<n where type[k] >= 0 {
             confidence[k] = pinnedByVtable?[k] == true ? .vtable : .declared
             count[k] = elements(k)
         }
         pinnedByVtable?.deallocate()
         func take<T>(_ a: inout [T]) -> [T] { var out: [T] = []; swap(&out, &a); if n == 0 { out = [] }; return out }
-        let ambiguous = take(&ambiguousStore), owner = take(&ownerStore), parent = take(&parentStore), type = take(&typeStore)
+        let ambiguous = take(&ambiguousStore), type = take(&typeStore)
+        let owner = keepOwners ? take(&ownerStore) : [], parent = keepParents ? take(&parentStore) : []
         released = true
         return (type, count, confidence, ambiguous, owner, parent)
     }
 
     func reset() {
-        for k in 0..<n { type[k] = -1; ambiguous[k] = false; owner[k] = -1; parent[k] = -1; support[k] = 0 }
+        type.update(repeating: -1, count: max(n, 1)); ambiguous.update(repeating: false, count: max(n, 1))
+        support.update(repeating: 0, count: max(n, 1)); bigSupport = [:]
+        if keepOwners { owner.update(repeating: -1, count: max(n, 1)) }
+        if keepParents { parent.update(repeating: -1, count: max(n, 1)) }
         hasVotes?.update(repeating: false, count: max(n, 1))
         votes = [:]
         queue = []
@@ -337,15 +354,15 @@ private final class Engine {
             let p = pin?[k] ?? -1
             type[k] = p >= 0 ? p : target
             ambiguous[k] = amb && p < 0
-            owner[k] = o
-            parent[k] = from
+            if keepOwners { owner[k] = o }
+            if keepParents { parent[k] = from }
             support[k] = 1
             if p >= 0 && canon(p) != canon(target) && pinnedByVtable?[k] != true { vote(k, target) }
             queue.append(Int32(k))
             return
         }
         if current == target || canon(current) == canon(target) {
-            support[k] &+= 1
+            if support[k] < 255 { support[k] += 1 } else { bigSupport[k, default: 255] += 1 }
             if !amb { ambiguous[k] = false }
             if hasVotes?[k] == true { votes[k]![canon(target), default: (0, target)].n += 1 }
             return
@@ -355,10 +372,12 @@ private final class Engine {
         vote(k, target)
     }
 
+    private func supportOf(_ k: Int) -> UInt32 { support[k] < 255 ? UInt32(support[k]) : bigSupport[k] ?? 255 }
+
     private func vote(_ k: Int, _ target: Int32) {
         let voted = hasVotes ?? makeBuffer(false)
         hasVotes = voted
-        if !voted[k] { votes[k] = [canon(type[k]): (support[k], type[k])]; voted[k] = true }
+        if !voted[k] { votes[k] = [canon(type[k]): (supportOf(k), type[k])]; voted[k] = true }
         votes[k]![canon(target), default: (0, target)].n += 1
     }
 
@@ -403,7 +422,7 @@ private final class Engine {
             guard layoutCount[t] > 0, size > 0 else { continue }
             let start = blocks.userStart(k), usable = blocks.userEnd(k) - start
             guard let region = memory.region(containing: start, length: min(usable, size)) else { continue }
-            scan(region, start, t, count: UInt64(elements(k)), end: blocks.userEnd(k), owner: owner[k], ambiguous: ambiguous[k], from: Int32(k))
+            scan(region, start, t, count: UInt64(elements(k)), end: blocks.userEnd(k), owner: keepOwners ? owner[k] : -1, ambiguous: ambiguous[k], from: Int32(k))
         }
     }
 

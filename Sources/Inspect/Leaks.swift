@@ -29,24 +29,32 @@ extension Inspector {
     /// Stop the target once, copy its heap and every other writable mapping, detach, and classify
     /// every outstanding chunk as Valgrind memcheck does. `anonymousRoots: false` does not count
     /// writable anonymous memory that malloc does not own (custom pools, mmaps) as roots.
-    /// `types`: label the lost chunks (and with `typesOfReachable`, every chunk) as `types` does.
+    /// `types`: label the lost chunks (and with `typesOfReachable`, every chunk) as `types` does;
+    /// `typeOwners`: with the root each chunk was first reached from (4 bytes a chunk more).
     public static func leaks(pid: Int32, options: InspectOptions = InspectOptions(),
                              anonymousRoots: Bool = true, types: Bool = false,
-                             typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
-        try leaks(.process(pid), options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable)
+                             typesOfReachable: Bool = false, typeOwners: Bool = true) throws(InspectError) -> LeakInspection {
+        try leaks(.process(pid), options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable, typeOwners: typeOwners)
     }
     /// `leaks` of a live process or a core file.
     public static func leaks(_ target: InspectTarget, options: InspectOptions = InspectOptions(),
                              anonymousRoots: Bool = true, types: Bool = false,
-                             typesOfReachable: Bool = false) throws(InspectError) -> LeakInspection {
+                             typesOfReachable: Bool = false, typeOwners: Bool = true) throws(InspectError) -> LeakInspection {
         if case .snapshot(let path) = target { return leaks(snapshot: try readSnapshot(path)) }
         let c = try inspectCapturing(target, options: options, writable: true)
-        return leaks(image: c, options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable)
+        return leaks(image: c, options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable,
+                     lineage: typeOwners ? .owners : .none)
     }
 
     /// `leaks` of a process image taken with `writable` (its copied memory holds the roots).
     public static func leaks(image c: ProcessImage, options: InspectOptions = InspectOptions(), anonymousRoots: Bool = true,
                              types: Bool = false, typesOfReachable: Bool = false) -> LeakInspection {
+        leaks(image: c, options: options, anonymousRoots: anonymousRoots, types: types, typesOfReachable: typesOfReachable, lineage: .owners)
+    }
+
+    /// `lineage`: what the labels keep of how each chunk was reached (a snapshot keeps it all).
+    static func leaks(image c: ProcessImage, options: InspectOptions, anonymousRoots: Bool = true,
+                      types: Bool, typesOfReachable: Bool, lineage: TypePropagation.Lineage) -> LeakInspection {
         let trace = PhaseTrace()
         let memory = c.memory()
         let walk = c.report.heap
@@ -66,7 +74,7 @@ extension Inspector {
         // the types of reachable chunks they resemble (so, when there are any, every chunk is typed).
         // With nothing lost and only lost chunks listed, there is nothing to label.
         let anyLost = report.leakClass.contains { $0 != .stillReachable }
-        let labels = types && (anyLost || typesOfReachable) ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options) : nil
+        let labels = types && (anyLost || typesOfReachable) ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: lineage) : nil
         trace.mark("leaks: types")
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)

@@ -15,17 +15,21 @@ extension Inspector {
     public static func snapshot(_ target: InspectTarget, options: InspectOptions = InspectOptions(), contents: Bool = false) throws(InspectError) -> Snapshot {
         if target.snapshotPath != nil { throw .needsImage("snapshot") }
         let t0 = nowNs()
-        return snapshot(image: try inspectCapturing(target, options: options, writable: true), options: options, contents: contents, since: t0)
+        return snapshot(image: try inspectCapturing(target, options: options, writable: true), options: options, contents: contents,
+                        since: t0, ownsImage: true)
     }
 
     /// `snapshot` of a process image taken with `writable`.
     public static func snapshot(image: ProcessImage, options: InspectOptions = InspectOptions(), contents: Bool = false) -> Snapshot {
-        snapshot(image: image, options: options, contents: contents, since: nowNs())
+        snapshot(image: image, options: options, contents: contents, since: nowNs(), ownsImage: false)
     }
 
-    /// `since`: when the inspection began (for the file's inspection time).
-    static func snapshot(image: ProcessImage, options: InspectOptions, contents: Bool, since t0: UInt64) -> Snapshot {
-        var r = leaks(image: image, options: options, types: true, typesOfReachable: true)
+    /// `since`: when the inspection began (for the file's inspection time). `ownsImage`: nothing
+    /// else reads the image after this: without contents, its copy is given back once labelled.
+    static func snapshot(image: ProcessImage, options: InspectOptions, contents: Bool, since t0: UInt64, ownsImage: Bool) -> Snapshot {
+        var r = leaks(image: image, options: options, types: true, typesOfReachable: true, lineage: .full)
+        // The copy is read for the last time by the labelling: the columns below need its memory more.
+        if ownsImage && !contents { r.memory.discardContents() }
         options.progress?("recording \(r.heap.chunks.count) chunks")
         let pid = r.heap.pid
         let table = r.heap.chunks, n = table.count
@@ -50,7 +54,7 @@ extension Inspector {
         var conf = [UInt8](repeating: 0, count: n), amb = [Bool](repeating: false, count: n)
         do {
             let ltype = labels.type, lcount = labels.count, lconf = labels.confidence, lamb = labels.ambiguous
-            labels.type = []; labels.count = []; labels.confidence = []; labels.ambiguous = []
+            labels.type = []; labels.count = CountColumn(); labels.confidence = []; labels.ambiguous = []
             for k in 0..<b.count where ltype[k] >= 0 {
                 let i = Int(chunkOf[k]), ty = ltype[k]
                 if typeIDs[ty] == nil {
@@ -116,7 +120,7 @@ extension TypeInspection {
         let blocks = Blocks(s.report.chunks)
         var table = TypeTable()
         for t in s.types { table.add(.init(kind: TypeTable.Kind(rawValue: t.kind) ?? .structure, name: t.name, size: t.size)) }
-        var labels = TypeLabels(table: table, type: [], count: [], confidence: [], ambiguous: [], owner: [], parent: [],
+        var labels = TypeLabels(table: table, type: [], count: CountColumn(), confidence: [], ambiguous: [], owner: [], parent: [],
                                 roots: s.owners.map { TypedRoot(location: .value(0), type: -1, kind: .global, name: $0) },
                                 conflicts: s.value("type_conflicts").flatMap { Int($0) } ?? 0,
                                 rounds: s.value("type_rounds").flatMap { Int($0) } ?? 0)

@@ -26,7 +26,8 @@ public struct TypeInspection: Sendable {
     public func label(_ k: Int) -> String? { labels.label(k) }
     public func confidence(_ k: Int) -> TypeConfidence { labels.confidence[k] }
     /// The root that owns block `k` (first reached it), if any.
-    public func owner(_ k: Int) -> String? { labels.owner[k] >= 0 ? labels.roots[Int(labels.owner[k])].name : nil }
+    /// (nil too when the labels were made without owners: `leaks` without `typeOwners`)
+    public func owner(_ k: Int) -> String? { k < labels.owner.count && labels.owner[k] >= 0 ? labels.roots[Int(labels.owner[k])].name : nil }
 }
 
 extension Inspector {
@@ -47,12 +48,12 @@ extension Inspector {
     public static func types(image c: ProcessImage, options: InspectOptions = InspectOptions()) -> TypeInspection {
         let memory = c.memory()
         let blocks = Blocks(c.report.heap.chunks)
-        return label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options)
+        return label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: .owners)
     }
 
     /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`).
     static func label(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, pid: Int32,
-                      options: InspectOptions) -> TypeInspection {
+                      options: InspectOptions, lineage: TypePropagation.Lineage) -> TypeInspection {
         options.progress?("labelling types from debug info")
         let t0 = nowNs()
         let trace = PhaseTrace()
@@ -101,7 +102,7 @@ extension Inspector {
                 seeds.append((k, classType[name]!))
             }
         }
-        var labels = TypePropagation.run(table: table, roots: declared.roots, seeds: seeds, blocks: blocks, memory: memory)
+        var labels = TypePropagation.run(table: table, roots: declared.roots, seeds: seeds, blocks: blocks, memory: memory, lineage: lineage)
         trace.mark("types: propagation")
         // std::make_shared's block holds the object after its counts: it is named by that object.
         for t in 0..<Int32(labels.table.count) where labels.table[t].name.hasPrefix("std::_Sp_counted_ptr_inplace<") {
@@ -162,24 +163,24 @@ extension TypeInspection {
     public func groupLabel(_ k: Int) -> String {
         let t = labels.type[k]
         guard t >= 0 else { return "(unknown)" }
-        return TypeLabels.groupName(labels.table, t, array: labels.count[k] > 1)
+        return TypeLabels.groupName(labels.table, t, array: labels.count.isArray(k))
     }
 
     /// Blocks grouped by type label, confidence and union flag — what histograms, leak groups and
     /// diffs count by. `of`: per block, its group (-1: unknown).
     /// The group of each block (`of[k]`, -1 for none), read from the labels: no array of its own.
     public struct GroupOf: RandomAccessCollection, Sendable {
-        let slotGroup: [Int32], type: [Int32], count: [UInt32], confidence: [TypeConfidence], ambiguous: [Bool]
+        let slotGroup: [Int32], type: [Int32], count: CountColumn, confidence: [TypeConfidence], ambiguous: [Bool]
         public var startIndex: Int { 0 }
         public var endIndex: Int { type.count }
         @inline(__always) public subscript(k: Int) -> Int32 {
             let t = type[k]
             guard t >= 0 else { return -1 }
-            return slotGroup[GroupOf.slot(t, count[k], confidence[k], ambiguous[k])]
+            return slotGroup[GroupOf.slot(t, count.isArray(k), confidence[k], ambiguous[k])]
         }
         /// Per (type, array or not, confidence, union): 16 slots per type.
-        @inline(__always) static func slot(_ t: Int32, _ n: UInt32, _ c: TypeConfidence, _ a: Bool) -> Int {
-            Int(t) * 16 + (n > 1 ? 8 : 0) + Int(c.rawValue) * 2 + (a ? 1 : 0)
+        @inline(__always) static func slot(_ t: Int32, _ array: Bool, _ c: TypeConfidence, _ a: Bool) -> Int {
+            Int(t) * 16 + (array ? 8 : 0) + Int(c.rawValue) * 2 + (a ? 1 : 0)
         }
     }
 
@@ -209,7 +210,7 @@ extension TypeInspection {
         var label: [String] = [], confidence: [TypeConfidence] = [], ambiguous: [Bool] = []
         let type = labels.type, count = labels.count, conf = labels.confidence, amb = labels.ambiguous
         for k in 0..<blocks.count where type[k] >= 0 {
-            let slot = GroupOf.slot(type[k], count[k], conf[k], amb[k])
+            let slot = GroupOf.slot(type[k], count.isArray(k), conf[k], amb[k])
             if slotGroup[slot] == -2 {
                 let name = groupLabel(k), key = "\(name)\u{0}\(conf[k].rawValue)\u{0}\(amb[k])"
                 if let id = byName[key] { slotGroup[slot] = id } else {
@@ -228,11 +229,12 @@ extension TypeInspection {
         let n = g.label.count + 1          // the last one: unknown
         var chunks = [Int](repeating: 0, count: n), bytes = [UInt64](repeating: 0, count: n)
         var owners: [Int: Int] = [:]       // group << 32 | owner -> chunks
+        let hasOwners = !labels.owner.isEmpty
         for k in 0..<blocks.count where include(k) {
             let i = g.of[k] < 0 ? n - 1 : Int(g.of[k])
             chunks[i] += 1
             bytes[i] += blocks.userEnd(k) - blocks.userStart(k)
-            if labels.owner[k] >= 0 { owners[i << 32 | Int(labels.owner[k]), default: 0] += 1 }
+            if hasOwners && labels.owner[k] >= 0 { owners[i << 32 | Int(labels.owner[k]), default: 0] += 1 }
         }
         var ownersOf: [Int: [(Int32, Int)]] = [:]
         for (key, c) in owners { ownersOf[key >> 32, default: []].append((Int32(truncatingIfNeeded: key & 0xffff_ffff), c)) }

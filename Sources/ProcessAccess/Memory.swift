@@ -266,6 +266,11 @@ public final class BufferPool: @unchecked Sendable {
         guard keep < size else { return }
         _ = madvise(b + keep, size - keep, spilled ? 9 /* MADV_REMOVE */ : MADV_DONTNEED)
     }
+    /// Give back every page (reads see zeros after this): once nothing reads the copy any more.
+    func discard() {
+        guard let b = base else { return }
+        _ = madvise(b, size, spilled ? 9 /* MADV_REMOVE */ : MADV_DONTNEED)
+    }
     func take(_ count: Int) -> UnsafeMutableRawPointer? {
         let need = (count + 63) & ~63
         guard let b = base, used + need <= size else { return nil }
@@ -319,6 +324,10 @@ public final class Region: @unchecked Sendable {
     @inline(__always) public func word(_ a: UInt64) -> UInt64 {
         base.loadUnaligned(fromByteOffset: Int(a - start), as: UInt64.self)
     }
+    /// Give back the copy's pages (reads see zeros after this): `MemoryImage.discardContents`.
+    func discard(pools: inout [ObjectIdentifier: BufferPool]) {
+        if let pool { pools[ObjectIdentifier(pool)] = pool } else if mapped > 0 { _ = madvise(base, mapped, MADV_DONTNEED) }
+    }
     /// Shrink the visible length (after a short read).
     func truncate(to n: Int) { count = min(count, n) }
 }
@@ -330,6 +339,15 @@ public final class MemoryImage: @unchecked Sendable {
     private var lastHit = 0
 
     public init() {}
+
+    /// Give back the memory of the copies (their mappings: small buffers stay) once no analysis
+    /// reads them any more: every read of them after this sees zeros. For a snapshot taken
+    /// without contents, whose columns are made after the last read.
+    public func discardContents() {
+        var pools: [ObjectIdentifier: BufferPool] = [:]
+        for r in regions { r.discard(pools: &pools) }
+        for p in pools.values { p.discard() }
+    }
 
     /// Add a copied region. Regions lying inside another are dropped, so that lookups by address
     /// stay a binary search over non-nested ranges. Regions added in address order are appended;

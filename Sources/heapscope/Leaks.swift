@@ -34,7 +34,7 @@ struct Leaks: ParsableCommand, TargetCommand {
 
     func run() throws {
         let anonymous = !noAnonymousRoots, types = !noTypes, reachable = show == "reachable"
-        let r = try target.attach { t, o in try Inspector.leaks(t, options: o, anonymousRoots: anonymous, types: types, typesOfReachable: reachable) }
+        let r = try target.attach { t, o in try Inspector.leaks(t, options: o, anonymousRoots: anonymous, types: types, typesOfReachable: reachable, typeOwners: false) }
         let groups = LeakGroups.build(r, reachable: reachable, addresses: addresses)
         if target.json { var j = JSONWriter(); LeakFormat.json(r, groups: Array(groups.prefix(limit)), into: &j); j.flush() }
         else { var out = OutputBuffer(); LeakFormat.text(r, groups: Array(groups.prefix(limit)), total: groups.count, into: &out); out.flush() }
