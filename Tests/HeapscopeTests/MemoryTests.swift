@@ -207,3 +207,28 @@ struct SpillTests {
         #expect(bad.status == 64 && bad.err.contains("--spill takes an existing directory"), "\(bad.err)")
     }
 }
+
+/// A snapshot taken without contents gives its copy back once labelled (MemoryImage.discardContents).
+@Suite("Copies given back", .timeLimit(.minutes(1)))
+struct DiscardTests {
+    @Test("discardContents: pooled regions (anonymous and spilled to a file) and regions mapped on their own read as zeros after it, and their pages leave heapscope's RSS")
+    func discard() throws {
+        for spill in [nil, "/tmp"] as [String?] {
+            let pool = BufferPool(bytes: 64 << 20, spill: spill)
+            #expect(pool.capacity >= 64 << 20 && pool.spilled == (spill != nil))
+            let pooled = try #require(Region(start: 0x10000, count: 48 << 20, label: "pooled", pool: pool))
+            let own = try #require(Region(start: 0x1_0000_0000, count: 32 << 20, label: "own"))   // (>= 4 MiB: mapped on its own)
+            for r in [pooled, own] { r.base.initializeMemory(as: UInt8.self, repeating: 0xa5, count: r.count) }
+            let image = MemoryImage()
+            image.add(pooled); image.add(own)
+            #expect(image.word(0x10000) == 0xa5a5_a5a5_a5a5_a5a5 && image.word(0x1_0000_0000 + 8) == 0xa5a5_a5a5_a5a5_a5a5)
+            let before = ProcFS.ownMemoryKilobytes().rss
+            image.discardContents()
+            let after = ProcFS.ownMemoryKilobytes().rss
+            for r in [pooled, own] {
+                for off in stride(from: 0, to: r.count, by: 1 << 20) { #expect(r.word(r.start + UInt64(off)) == 0, "\(r.label) +\(off)") }
+            }
+            #expect(before - after >= 70 << 10, "RSS \(before) KiB -> \(after) KiB (\(spill ?? "anonymous"))")
+        }
+    }
+}

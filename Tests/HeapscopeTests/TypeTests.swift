@@ -105,6 +105,11 @@ struct TypeTests {
         #expect(got == notes.counts)
         #expect(notes.owner.count == 9)
         #expect(r.labels.conflicts == 2, "the shared tail (struct node 2 : struct tree 1) and the union (tree or node)")
+        // What `leaks` keeps (no owners, no parents): the same labels; what a snapshot keeps: both.
+        let bare = try #require(try Inspector.leaks(pid: p.pid, types: true, typesOfReachable: true, typeOwners: false).types)
+        #expect(bare.blocks.count == r.blocks.count && bare.labels.owner.isEmpty && bare.labels.parent.isEmpty)
+        #expect((0..<r.blocks.count).allSatisfy { bare.noted($0) == r.noted($0) && bare.owner($0) == nil })
+        #expect(r.labels.owner.count == r.blocks.count && r.labels.parent.isEmpty)
 
         // chunks and show agree with the labels.
         let chunks = try jsonObject(run(Paths.heapscope, ["chunks", String(p.pid), "--json", "--state", "in_use"]).out)
