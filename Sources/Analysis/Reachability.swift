@@ -82,7 +82,8 @@ public struct Blocks: Sendable {
     /// allocator's own chunks are metadata, not among them).
     public init(_ table: ChunkTable) {
         let loss = (0..<256).map { $0 < table.kinds.kinds.count ? table.kinds.kinds[$0].usableLoss : UInt64(0) }
-        storage = BlockStorage(address: table.address, size: table.size, kind: table.kind, loss: loss, offset: table.userOffset) { table.isOutstanding($0) }
+        let outstanding = (0..<256).map { table.kinds.state(ChunkKind(UInt8($0))) == .inUse }
+        storage = BlockStorage(address: table.address, size: table.size, kind: table.kind, loss: loss, offset: table.userOffset, outstanding: outstanding)
     }
 
     /// Blocks given directly (sorted, non-overlapping): for tests and other allocators.
@@ -90,7 +91,8 @@ public struct Blocks: Sendable {
         precondition(start.count == size.count)
         let t = ChunkTable(address: start, size: size, kind: [ChunkKind](repeating: ChunkKind(0), count: start.count),
                            arena: [UInt16](repeating: 0, count: start.count), kinds: .none)
-        storage = BlockStorage(address: t.address, size: t.size, kind: t.kind, loss: [UInt64](repeating: 0, count: 256), offset: 0) { _ in true }
+        storage = BlockStorage(address: t.address, size: t.size, kind: t.kind, loss: [UInt64](repeating: 0, count: 256), offset: 0,
+                               outstanding: [Bool](repeating: true, count: 256))
     }
 
     @inlinable public var count: Int { storage.raw.count }
@@ -109,12 +111,12 @@ public struct Blocks: Sendable {
 /// What `Blocks` reads: the chunk table's columns (held here, so that their buffers stay put)
 /// and the index, in buffers of its own; `raw` has plain pointers to all of it.
 @usableFromInline final class BlockStorage: @unchecked Sendable {
-    private let address: [UInt64], size: SizeColumn, kind: [ChunkKind], loss: [UInt64]
+    private let address: AddressColumn, size: SizeColumn, kind: [ChunkKind], loss: [UInt64]
     private let owned: [UnsafeMutableRawPointer]
     @usableFromInline let raw: Raw
 
     @usableFromInline struct Raw {
-        @usableFromInline let address: UnsafePointer<UInt64>, size: SizeColumn.Reader, kind: UnsafePointer<UInt8>, loss: UnsafePointer<UInt64>
+        @usableFromInline let address: AddressColumn.Reader, size: SizeColumn.Reader, kind: UnsafePointer<UInt8>, loss: UnsafePointer<UInt64>
         @usableFromInline let offset: UInt64
         @usableFromInline let count: Int, chunks: Int
         @usableFromInline let chunk: UnsafeMutablePointer<Int32>
@@ -128,9 +130,9 @@ public struct Blocks: Sendable {
         @usableFromInline let spanFirst: UnsafeMutablePointer<Int32>, spanLast: UnsafeMutablePointer<Int32>
         @usableFromInline let pageFirst: UnsafeMutablePointer<Int32>
 
-        @inlinable @inline(__always) func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
+        @inlinable @inline(__always) func start(_ b: Int) -> UInt64 { address.address(Int(chunk[b])) &+ offset }
         @inlinable @inline(__always) func end(_ b: Int) -> UInt64 { end(ofChunk: Int(chunk[b])) }
-        @inlinable @inline(__always) func end(ofChunk c: Int) -> UInt64 { address[c] &+ offset &+ size.size(c) &- loss[Int(kind[c])] }
+        @inlinable @inline(__always) func end(ofChunk c: Int) -> UInt64 { address.address(c) &+ offset &+ size.size(c) &- loss[Int(kind[c])] }
 
         @inlinable @inline(__always) func block(ofChunk c: Int) -> Int? {
             guard c >= 0, c < chunks else { return nil }
@@ -154,7 +156,7 @@ public struct Blocks: Sendable {
             let p = spanPage[s] + Int((a - spanBase[s]) >> BlockStorage.pageShift)
             let first = Int(spanFirst[s])
             var lo = Int(pageFirst[p]), hi = Int(pageFirst[p + 1])
-            while lo < hi { let m = (lo + hi) >> 1; if address[m] &+ offset <= a { lo = m + 1 } else { hi = m } }
+            while lo < hi { let m = (lo + hi) >> 1; if address.address(m) &+ offset <= a { lo = m + 1 } else { hi = m } }
             let c = lo - 1
             guard c >= first, c <= Int(spanLast[s]), a < end(ofChunk: c) else { return nil }
             return block(ofChunk: c)
@@ -167,8 +169,9 @@ public struct Blocks: Sendable {
     /// of a 1 TiB block would take 1 GiB).
     private static let bigBlock: UInt64 = 1 << 20
 
-    init(address: [UInt64], size: SizeColumn, kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: (Int) -> Bool) {
-        precondition(address.count == size.count && size.count == kind.count && loss.count == 256)
+    /// `outstanding`: per kind, whether its chunks are blocks (those with usable bytes).
+    init(address: AddressColumn, size: SizeColumn, kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: [Bool]) {
+        precondition(address.count == size.count && size.count == kind.count && loss.count == 256 && outstanding.count == 256)
         self.address = address; self.size = size; self.kind = kind; self.loss = loss
         let n = address.count, words = (n + 63) / 64
         func allocate<T>(_ count: Int, _ v: T) -> UnsafeMutablePointer<T> {
@@ -176,11 +179,15 @@ public struct Blocks: Sendable {
         }
         let bits = allocate(words, UInt64(0)), rank = allocate(words, Int32(0))
         var blocks = 0
-        let sz = size.reader   // (held by this object, unchanged)
-        for i in 0..<n where outstanding(i) && sz.size(i) > loss[Int(kind[i].rawValue)] {   // (with usable bytes)
-            bits[i >> 6] |= 1 << UInt64(i & 63)
-            blocks += 1
-        }
+        let sz = size.reader, ad = address.reader   // (held by this object, unchanged)
+        kind.withUnsafeBufferPointer { kind in outstanding.withUnsafeBufferPointer { outstanding in loss.withUnsafeBufferPointer { loss in
+            for i in 0..<n {
+                let k = Int(kind[i].rawValue)
+                guard outstanding[k], sz.size(i) > loss[k] else { continue }   // (with usable bytes)
+                bits[i >> 6] |= 1 << UInt64(i & 63)
+                blocks += 1
+            }
+        } } }
         let chunk = allocate(blocks, Int32(0))
         var before: Int32 = 0, k = 0
         for w in 0..<words {
@@ -190,8 +197,8 @@ public struct Blocks: Sendable {
             while x != 0 { chunk[k] = Int32(w << 6 + x.trailingZeroBitCount); k += 1; x &= x &- 1 }
         }
         // The index, in arrays first (their sizes are learned on the way), then in buffers.
-        func start(_ b: Int) -> UInt64 { address[Int(chunk[b])] &+ offset }
-        func end(_ b: Int) -> UInt64 { let c = Int(chunk[b]); return address[c] &+ offset &+ sz.size(c) &- loss[Int(kind[c].rawValue)] }
+        func start(_ b: Int) -> UInt64 { ad.address(Int(chunk[b])) &+ offset }
+        func end(_ b: Int) -> UInt64 { let c = Int(chunk[b]); return ad.address(c) &+ offset &+ sz.size(c) &- loss[Int(kind[c].rawValue)] }
         var spanBase: [UInt64] = [], spanLimit: [UInt64] = [], spanPage: [Int] = [], spanFirst: [Int32] = [], spanLast: [Int32] = []
         var pageFirst: [Int32] = []
         var i = 0
@@ -214,7 +221,7 @@ public struct Blocks: Sendable {
             var c = first
             for p in 0...pages {
                 let pageStart = pageBase + UInt64(p) << BlockStorage.pageShift
-                while c <= last && address[c] &+ offset < pageStart { c += 1 }
+                while c <= last && ad.address(c) &+ offset < pageStart { c += 1 }
                 pageFirst.append(Int32(c))
             }
             i = j + 1
@@ -231,7 +238,7 @@ public struct Blocks: Sendable {
         func base<T>(_ a: [T]) -> UnsafePointer<T> {
             a.isEmpty ? UnsafeRawPointer(bits).assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
         }
-        raw = Raw(address: base(address), size: size.reader, kind: UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self),
+        raw = Raw(address: address.reader, size: size.reader, kind: UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self),
                   loss: base(loss), offset: offset, count: blocks, chunks: n, chunk: chunk, isBlock: bits, rankBase: rank,
                   spans: spanBase.count, spanBase: buffer(spanBase), spanLimit: buffer(spanLimit), spanPage: buffer(spanPage),
                   spanFirst: buffer(spanFirst), spanLast: buffer(spanLast), pageFirst: buffer(pageFirst))
@@ -307,6 +314,9 @@ private final class Scanner {
         self.memory = memory
         state = .allocate(capacity: max(blocks.count, 1))
         state.initialize(repeating: 0, count: max(blocks.count, 1))
+        // Room for every block once (a block is pushed at most twice): reserved, not touched, so
+        // only the pages the stack reaches are ever resident, and it is never copied as it grows.
+        stack.reserveCapacity(blocks.count)
     }
     func release() { state.deallocate() }
 

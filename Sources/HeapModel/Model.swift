@@ -78,10 +78,11 @@ public struct AllocatorKinds: Sendable, Equatable {
 }
 
 /// Every chunk of the heap, one entry per chunk, sorted by address. Struct-of-arrays, because a
-/// production heap has tens of millions of chunks: 9 bytes and a few bits per chunk (a chunk's
-/// size is where the next one starts, stored only where it is not; arenas are runs).
+/// production heap has tens of millions of chunks: 5 bytes and a few bits per chunk (a chunk's
+/// address is 4 bytes above its group's; its size is where the next one starts, stored only
+/// where it is not; arenas are runs).
 public struct ChunkTable: Sendable {
-    public private(set) var address: [UInt64] = []   // chunk header address
+    public private(set) var address = AddressColumn() // chunk header address
     public private(set) var size = SizeColumn()      // whole chunk size in bytes
     public private(set) var kind: [ChunkKind] = []
     public private(set) var arena = ArenaColumn()    // index into HeapReport.arenas; `noArena` for chunks of no arena
@@ -102,7 +103,7 @@ public struct ChunkTable: Sendable {
     }
 
     /// Adopt columns built elsewhere. All four must have the same length and be in address order.
-    public init(address: [UInt64], size: some Collection<UInt64>, kind: [ChunkKind], arena: some Collection<UInt16>, kinds: AllocatorKinds) {
+    public init(address: some Collection<UInt64>, size: some Collection<UInt64>, kind: [ChunkKind], arena: some Collection<UInt16>, kinds: AllocatorKinds) {
         precondition(address.count == size.count && size.count == kind.count && kind.count == arena.count)
         var b = Builder()
         b.reserve(address.count)
@@ -112,40 +113,41 @@ public struct ChunkTable: Sendable {
 
     /// Fills a table a chunk at a time (how a walker makes one without holding plain columns).
     public struct Builder {
-        @usableFromInline var address: [UInt64] = [], kind: [ChunkKind] = []
+        @usableFromInline var address = AddressColumn.Builder(), kind: [ChunkKind] = []
         @usableFromInline var follows: [UInt64] = [], stored: [UInt64] = []
-        @usableFromInline var lastSize: UInt64 = 0
+        @usableFromInline var lastAddress: UInt64 = 0, lastSize: UInt64 = 0
         @usableFromInline var runStart: [Int32] = [], runArena: [UInt16] = []
         public init() {}
-        public var count: Int { address.count }
+        public var count: Int { kind.count }
         public mutating func reserve(_ n: Int) {
-            address.reserveCapacity(n); kind.reserveCapacity(n); follows.reserveCapacity((n + 63) / 64)
+            address.reserve(n); kind.reserveCapacity(n); follows.reserveCapacity((n + 63) / 64)
         }
         @inlinable @inline(__always)
         public mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
-            let i = address.count
+            let i = kind.count
             precondition(i < Int(Int32.max))
             if i > 0 {   // the chunk before: its size is the gap to this one, or stored
-                if address[i - 1] &+ lastSize == a { follows[(i - 1) >> 6] |= 1 << UInt64((i - 1) & 63) } else { stored.append(lastSize) }
+                if lastAddress &+ lastSize == a { follows[(i - 1) >> 6] |= 1 << UInt64((i - 1) & 63) } else { stored.append(lastSize) }
             }
             if i & 63 == 0 { follows.append(0) }
-            address.append(a); kind.append(k); lastSize = s
+            address.append(a); kind.append(k); lastAddress = a; lastSize = s
             if runArena.last != ar || runStart.isEmpty { runStart.append(Int32(i)); runArena.append(ar) }
         }
         /// The table (the builder is empty after it).
         public mutating func table(kinds: AllocatorKinds) -> ChunkTable {
-            if !address.isEmpty { stored.append(lastSize) }
+            if !kind.isEmpty { stored.append(lastSize) }
             var t = ChunkTable(kinds: kinds)
+            let address = self.address.column()
             t.address = address
             t.size = SizeColumn(address: address, follows: follows, stored: stored)
             t.kind = kind
-            t.arena = ArenaColumn(runStart: runStart, runArena: runArena, count: address.count)
+            t.arena = ArenaColumn(runStart: runStart, runArena: runArena, count: kind.count)
             self = Builder()
             return t
         }
     }
 
-    public var count: Int { address.count }
+    public var count: Int { kind.count }
     /// The chunk's state, in shared terms.
     @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
     /// The allocator's name for the chunk's kind.
@@ -159,7 +161,7 @@ public struct ChunkTable: Sendable {
     /// Index of the chunk whose header starts exactly at `a`.
     public func index(ofChunkAt a: UInt64) -> Int? {
         let i = lowerBound(a)
-        return i < address.count && address[i] == a ? i : nil
+        return i < count && address[i] == a ? i : nil
     }
     /// Index of the chunk whose [address, address+size) holds `a`.
     public func index(containing a: UInt64) -> Int? {
@@ -169,7 +171,7 @@ public struct ChunkTable: Sendable {
     }
     /// First index whose address is >= a.
     public func lowerBound(_ a: UInt64) -> Int {
-        var lo = 0, hi = address.count
+        var lo = 0, hi = count
         while lo < hi {
             let mid = (lo + hi) >> 1
             if address[mid] < a { lo = mid + 1 } else { hi = mid }
@@ -179,7 +181,7 @@ public struct ChunkTable: Sendable {
     /// Restore address order after chunks were appended out of order (e.g. mmapped chunks).
     public mutating func sortByAddress() {
         var sorted = true
-        for i in 1..<max(address.count, 1) where address[i - 1] > address[i] { sorted = false; break }
+        for i in 1..<max(count, 1) where address[i - 1] > address[i] { sorted = false; break }
         if sorted { return }
         let order = address.indices.sorted { address[$0] < address[$1] }
         self = ChunkTable(address: order.map { address[$0] }, size: order.map { size[$0] }, kind: order.map { kind[$0] },
@@ -191,15 +193,15 @@ public struct ChunkTable: Sendable {
 /// chunk says so, and only the others' sizes are stored (a heap's last chunk, chunks mapped on
 /// their own).
 public struct SizeColumn: RandomAccessCollection, Sendable, Equatable {
-    @usableFromInline let address: [UInt64]
+    @usableFromInline let address: AddressColumn
     /// Bit i: chunk i ends where chunk i + 1 starts.
     @usableFromInline let follows: [UInt64]
     /// Per 64 chunks: the stored sizes of the chunks before them.
     @usableFromInline let rank: [Int32]
     @usableFromInline let stored: [UInt64]
 
-    public init() { address = []; follows = []; rank = []; stored = [] }
-    init(address: [UInt64], follows: [UInt64], stored: [UInt64]) {
+    public init() { address = AddressColumn(); follows = []; rank = []; stored = [] }
+    init(address: AddressColumn, follows: [UInt64], stored: [UInt64]) {
         self.address = address; self.follows = follows; self.stored = stored
         var rank = [Int32](repeating: 0, count: follows.count), before: Int32 = 0
         for w in 0..<follows.count { rank[w] = before; before &+= Int32(64 - follows[w].nonzeroBitCount) }
@@ -218,21 +220,89 @@ public struct SizeColumn: RandomAccessCollection, Sendable, Equatable {
 
     /// Plain pointers to the column, for hot loops: valid while this column is held unchanged.
     @frozen public struct Reader {
-        public let address: UnsafePointer<UInt64>, follows: UnsafePointer<UInt64>, rank: UnsafePointer<Int32>, stored: UnsafePointer<UInt64>
+        public let address: AddressColumn.Reader, follows: UnsafePointer<UInt64>, rank: UnsafePointer<Int32>, stored: UnsafePointer<UInt64>
         @inlinable @inline(__always) public func size(_ i: Int) -> UInt64 {
             let w = follows[i >> 6], bit = UInt64(1) << UInt64(i & 63)
-            if w & bit != 0 { return address[i + 1] &- address[i] }
+            if w & bit != 0 { return address.address(i + 1) &- address.address(i) }
             return stored[Int(rank[i >> 6]) + (~w & (bit &- 1)).nonzeroBitCount]
         }
     }
     /// The reader of a column that the caller holds (and never changes) while it reads.
     public var reader: Reader {
-        func base<T>(_ a: [T]) -> UnsafePointer<T> {
-            a.isEmpty ? SizeColumn.none.assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
-        }
-        return Reader(address: base(address), follows: base(follows), rank: base(rank), stored: base(stored))
+        Reader(address: address.reader, follows: baseAddress(follows), rank: baseAddress(rank), stored: baseAddress(stored))
     }
-    nonisolated(unsafe) private static let none = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8))
+}
+
+/// The first element's address of an array the caller holds unchanged while it reads through it
+/// (an empty one's: a word that is never read).
+@usableFromInline func baseAddress<T>(_ a: [T]) -> UnsafePointer<T> {
+    a.isEmpty ? noElements.assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
+}
+nonisolated(unsafe) private let noElements = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16))
+
+/// Chunk addresses: per 64 chunks the least, and per chunk 4 bytes above it. A group of 64
+/// chunks that spans 4 GiB or more (chunks mapped on their own, far apart) keeps its addresses whole.
+public struct AddressColumn: RandomAccessCollection, Sendable, Equatable {
+    @usableFromInline let base: [UInt64]     // per group
+    @usableFromInline let wide: [Int32]      // per group: -1, or where its addresses start in `whole`
+    @usableFromInline let offset: [UInt32]   // per chunk (0 in a wide group)
+    @usableFromInline let whole: [UInt64]
+
+    public init() { base = []; wide = []; offset = []; whole = [] }
+    init(base: [UInt64], wide: [Int32], offset: [UInt32], whole: [UInt64]) {
+        self.base = base; self.wide = wide; self.offset = offset; self.whole = whole
+    }
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { offset.count }
+    @inlinable @inline(__always) public subscript(i: Int) -> UInt64 {
+        precondition(i >= 0 && i < offset.count)
+        let g = i >> 6, w = wide[g]
+        return w < 0 ? base[g] &+ UInt64(offset[i]) : whole[Int(w) + (i & 63)]
+    }
+    public static func == (a: AddressColumn, b: AddressColumn) -> Bool { a.elementsEqual(b) }
+
+    /// Plain pointers to the column, for hot loops: valid while this column is held unchanged.
+    @frozen public struct Reader {
+        public let base: UnsafePointer<UInt64>, wide: UnsafePointer<Int32>, offset: UnsafePointer<UInt32>, whole: UnsafePointer<UInt64>
+        @inlinable @inline(__always) public func address(_ i: Int) -> UInt64 {
+            let g = i >> 6, w = wide[g]
+            return w < 0 ? base[g] &+ UInt64(offset[i]) : whole[Int(w) &+ (i & 63)]
+        }
+    }
+    public var reader: Reader { Reader(base: baseAddress(base), wide: baseAddress(wide), offset: baseAddress(offset), whole: baseAddress(whole)) }
+
+    /// Takes addresses one at a time: each as 4 bytes above its group's first, the group kept
+    /// whole instead when one is below the first or 4 GiB or more above it.
+    public struct Builder {
+        @usableFromInline var pending = [UInt64](repeating: 0, count: 64)   // the group so far
+        @usableFromInline var inGroup = 0, first: UInt64 = 0, narrow = true
+        @usableFromInline var base: [UInt64] = [], wide: [Int32] = [], offset: [UInt32] = [], whole: [UInt64] = []
+        public init() {}
+        mutating func reserve(_ n: Int) { offset.reserveCapacity(n); base.reserveCapacity((n + 63) / 64); wide.reserveCapacity((n + 63) / 64) }
+        @inlinable @inline(__always) public mutating func append(_ a: UInt64) {
+            if inGroup == 0 { first = a; narrow = true }
+            let d = a &- first
+            narrow = narrow && a >= first && d < 1 << 32
+            offset.append(UInt32(truncatingIfNeeded: d))
+            pending[inGroup] = a
+            inGroup += 1
+            if inGroup == 64 { flush() }
+        }
+        @usableFromInline mutating func flush() {
+            guard inGroup > 0 else { return }
+            if narrow { base.append(first); wide.append(-1) } else {
+                base.append(0); wide.append(Int32(whole.count))
+                whole.append(contentsOf: pending[..<inGroup])
+            }
+            inGroup = 0
+        }
+        /// The column (the builder is empty after it).
+        mutating func column() -> AddressColumn {
+            flush()
+            defer { self = Builder() }
+            return AddressColumn(base: base, wide: wide, offset: offset, whole: whole)
+        }
+    }
 }
 
 /// Chunk arenas, as runs of consecutive chunks of one arena (a heap is one run).

@@ -113,9 +113,13 @@ extension Inspector {
         // metadata outside them (as roots: glibc's arena structs and mp_).
         var mallocOwned: [(UInt64, UInt64)] = []
         for a in walk.arenas { for s in a.segments { mallocOwned.append((s.start, s.end)) } }
-        let own = Set(walk.chunks.kinds.ownMappingKinds)
-        for i in 0..<walk.chunks.count where own.contains(walk.chunks.kind[i]) {
-            mallocOwned.append((walk.chunks.address[i], walk.chunks.address[i] + walk.chunks.size[i]))
+        var own = [Bool](repeating: false, count: 256)   // (a table, not a set: this loop sees every chunk)
+        for k in walk.chunks.kinds.ownMappingKinds { own[Int(k.rawValue)] = true }
+        let chunks = walk.chunks
+        chunks.kind.withUnsafeBufferPointer { kind in
+            for i in 0..<kind.count where own[Int(kind[i].rawValue)] {
+                mallocOwned.append((chunks.address[i], chunks.address[i] + chunks.size[i]))
+            }
         }
         let metadata = capture.metadataRanges.map { ($0.start, $0.end) }
 

@@ -67,23 +67,23 @@ enum MemoryAccounting {
         for k in own { isOwn[Int(k.rawValue)] = true }
         var chunkOrder: [Int32] = []
         chunkOrder.reserveCapacity(chunks.count)
-        let address = chunks.address, size = chunks.size.reader   // (chunks is held, unchanged)
+        let address = chunks.address.reader, size = chunks.size.reader   // (chunks is held, unchanged)
         var inOrder = true
         for i in 0..<chunks.count {
             if isOwn[Int(chunks.kind[i].rawValue)] {
-                let a = address[i], e = a &+ size.size(i)
+                let a = address.address(i), e = a &+ size.size(i)
                 mapped.append((a & ~4095, (e + 4095) & ~4095))
                 continue
             }
-            if let last = chunkOrder.last, address[Int(last)] > address[i] { inOrder = false }
+            if let last = chunkOrder.last, address.address(Int(last)) > address.address(i) { inOrder = false }
             chunkOrder.append(Int32(i))
         }
-        if !inOrder { chunkOrder.sort { address[Int($0)] < address[Int($1)] } }
+        if !inOrder { chunkOrder.sort { address.address(Int($0)) < address.address(Int($1)) } }
         struct HeapChunks {
-            let order: [Int32], address: [UInt64], size: SizeColumn.Reader, table: ChunkTable
+            let order: [Int32], address: AddressColumn.Reader, size: SizeColumn.Reader, table: ChunkTable
             var count: Int { order.count }
-            @inline(__always) func start(_ j: Int) -> UInt64 { address[Int(order[j])] }
-            @inline(__always) func end(_ j: Int) -> UInt64 { let i = Int(order[j]); return address[i] &+ size.size(i) }
+            @inline(__always) func start(_ j: Int) -> UInt64 { address.address(Int(order[j])) }
+            @inline(__always) func end(_ j: Int) -> UInt64 { let i = Int(order[j]); return address.address(i) &+ size.size(i) }
             @inline(__always) func state(_ j: Int) -> ChunkState { table.state(Int(order[j])) }
         }
         let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks)

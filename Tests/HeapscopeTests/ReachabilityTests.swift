@@ -171,7 +171,7 @@ struct BlockTableTests {
 /// ends there, arenas as runs) and the labels' element counts, against the plain arrays they stand for.
 @Suite("Compact columns", .timeLimit(.minutes(2)))
 struct ColumnTests {
-    @Test("sizes and arenas read back as given: chunks that end where the next begins, gaps, overlaps, huge sizes, runs of arenas")
+    @Test("addresses, sizes and arenas read back as given: chunks that end where the next begins, gaps, overlaps, huge sizes, groups spanning 4 GiB, runs of arenas")
     func tableColumns() {
         var rng = SystemRandomNumberGenerator()
         for round in 0..<20 {
@@ -190,12 +190,17 @@ struct ColumnTests {
                 address.append(a); size.append(s); arena.append(ar)
                 switch Int.random(in: 0..<40, using: &rng) {
                 case 0: a &+= s + UInt64.random(in: 1...(1 << 30), using: &rng)   // a gap
+                case 2: a &+= s + UInt64.random(in: (1 << 32)...(1 << 36), using: &rng)   // a group of 64 spanning 4 GiB
                 case 1: a &+= s / 2                                                 // overlapping (corrupt): stored
                 default: a &+= s
                 }
             }
             let t = ChunkTable(address: address, size: size, kind: [ChunkKind](repeating: ChunkKind(0), count: n), arena: arena, kinds: .none)
             #expect(t.count == n)
+            #expect(Array(t.address) == address, "round \(round)")
+            let ad = t.address.reader
+            #expect((0..<n).allSatisfy { ad.address($0) == address[$0] })
+            #expect((0..<n).allSatisfy { t.index(ofChunkAt: address[$0]) == $0 })
             #expect(Array(t.size) == size, "round \(round)")
             #expect(Array(t.arena) == arena, "round \(round)")
             let reader = t.size.reader

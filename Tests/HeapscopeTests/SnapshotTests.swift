@@ -191,7 +191,7 @@ struct SnapshotTests {
         }
         try crafted("address", "chunk") { s in
             let t = s.report.chunks
-            s.report.heap.chunks = ChunkTable(address: t.address.dropLast() + [UInt64.max - 0x1000], size: t.size, kind: t.kind, arena: t.arena,
+            s.report.heap.chunks = ChunkTable(address: Array(t.address.dropLast()) + [UInt64.max - 0x1000], size: t.size, kind: t.kind, arena: t.arena,
                                               kinds: t.kinds)
         }
         try crafted("offset", "chunk header sizes") { s in
