@@ -245,18 +245,38 @@ public final class BufferPool: @unchecked Sendable {
             // frames slowly); the pause was the same either way (pre-faulted).
             p = m
         }
-        if let p {
-            // Fault every page in now, not during the pause (a file's pages are allocated too).
-            if madvise(p, n, 23 /* MADV_POPULATE_WRITE (Linux 5.14+) */) != 0 && errno == EINVAL {
-                var off = 0   // older kernel: touch every page
-                while off < n { p.storeBytes(of: 0, toByteOffset: off, as: UInt8.self); off += 4096 }
-            }
-        }
+        // Fault every page in now, not during the pause (a file's pages are allocated too).
+        if let p { BufferPool.populate(p, n) }
         spillError = err
         base = p; size = p == nil ? 0 : n
         faultMicroseconds = UInt64(max(0, PhaseTrace.now() - t0))
     }
     deinit { if let b = base { munmap(b, size) } }
+
+    /// Fault in [p, p + n): the kernel zeroes each page, which is most of the cost; a big pool is
+    /// split in two, the second half faulted by a thread of its own on another CPU.
+    static func populate(_ p: UnsafeMutableRawPointer, _ n: Int) {
+        let half = n >= 64 << 20 && sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? (n / 2) & ~4095 : 0
+        guard half > 0 else { fault(p, n); return }
+        final class Range { let p: UnsafeMutableRawPointer, n: Int; init(_ p: UnsafeMutableRawPointer, _ n: Int) { self.p = p; self.n = n } }
+        let second = Unmanaged.passRetained(Range(p + half, n - half))
+        var thread = pthread_t()
+        let made = pthread_create(&thread, nil, { context in
+            let r = Unmanaged<Range>.fromOpaque(context!).takeRetainedValue()
+            BufferPool.fault(r.p, r.n)
+            return nil
+        }, second.toOpaque())
+        if made != 0 { second.release(); fault(p + half, n - half) }
+        fault(p, half)
+        if made == 0 { pthread_join(thread, nil) }
+    }
+    private static func fault(_ p: UnsafeMutableRawPointer, _ n: Int) {
+        if madvise(p, n, 23 /* MADV_POPULATE_WRITE (Linux 5.14+) */) != 0 && errno == EINVAL {
+            var off = 0   // older kernel: touch every page
+            while off < n { p.storeBytes(of: 0, toByteOffset: off, as: UInt8.self); off += 4096 }
+        }
+    }
+
     public var capacity: Int { size }
     public var usedBytes: Int { used }
     /// Give back the pages no copy went to (the estimate's margin), once nothing more is copied.
