@@ -62,6 +62,9 @@ extension Inspector {
                                       anonymous: anonymousRoots, shared: options.sharedRoots)
         let blocks = Blocks(walk.chunks)
         trace.mark("leaks: roots and blocks")
+        // What labelling reads from debug info and the blocks' first words needs nothing of the
+        // scan: it is made on a thread of its own beside it (with a MemoryImage of its own).
+        var sources = types ? BackgroundWork { labelSources(image: c, memory: c.memory(), blocks: blocks) } : nil
         let what = "scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks"
         options.progress?(what)
         let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words),
@@ -74,7 +77,9 @@ extension Inspector {
         // the types of reachable chunks they resemble (so, when there are any, every chunk is typed).
         // With nothing lost and only lost chunks listed, there is nothing to label.
         let anyLost = report.leakClass.contains { $0 != .stillReachable }
-        let labels = types && (anyLost || typesOfReachable) ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: lineage) : nil
+        let made = sources?.wait()
+        let labels = types && (anyLost || typesOfReachable)
+            ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: lineage, sources: made) : nil
         trace.mark("leaks: types")
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)

@@ -51,28 +51,39 @@ extension Inspector {
         return label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: .owners)
     }
 
-    /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`).
-    static func label(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, pid: Int32,
-                      options: InspectOptions, lineage: TypePropagation.Lineage) -> TypeInspection {
-        options.progress?("labelling types from debug info")
+    /// What labelling reads from debug info and the blocks' first words, before any propagation:
+    /// the classes of vtable candidates, the declared types and typed roots. It reads only the
+    /// capture and the blocks (and the symbol session, under its lock): `leaks` makes it beside
+    /// its reference scan.
+    struct LabelSources {
+        var vtableClass: [UInt64: String]
+        var declared: DeclaredTypes
+        var microseconds: UInt64
+    }
+
+    /// The first word of each block with 8 bytes or more (blocks are in address order:
+    /// consecutive ones share a region).
+    static func eachFirstWord(_ blocks: Blocks, _ memory: MemoryImage, _ body: (Int, UInt64) -> Void) {
+        var region: Region? = nil
+        for k in 0..<blocks.count where blocks.userEnd(k) - blocks.userStart(k) >= 8 {
+            let a = blocks.userStart(k)
+            if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
+            guard let r = region else { continue }
+            body(k, r.word(a))
+        }
+    }
+
+    /// `memory`: the image's copy (a MemoryImage of its own when this runs on another thread:
+    /// lookups keep a cursor).
+    static func labelSources(image c: ProcessImage, memory: MemoryImage, blocks: Blocks) -> LabelSources {
         let t0 = nowNs()
         let trace = PhaseTrace()
         // First words that point into a module's read-only data: vtable candidates.
         // (the maps read before the stop: nothing after the detach reads /proc/PID for them)
         let ranges = c.target.maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
         let lo = ranges.map(\.0).min() ?? 0, hi = ranges.map(\.1).max() ?? 0
-        // The first word of each block (blocks are in address order: consecutive ones share a region).
-        func eachFirstWord(_ body: (Int, UInt64) -> Void) {
-            var region: Region? = nil
-            for k in 0..<blocks.count where blocks.userEnd(k) - blocks.userStart(k) >= 8 {
-                let a = blocks.userStart(k)
-                if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-                guard let r = region else { continue }
-                body(k, r.word(a))
-            }
-        }
         var candidates = Set<UInt64>()
-        eachFirstWord { _, w in
+        eachFirstWord(blocks, memory) { _, w in
             if w & 7 == 0, w >= lo, w < hi, ranges.contains(where: { w >= $0.0 && w < $0.1 }) { candidates.insert(w) }
         }
         var vtableClass: [UInt64: String] = [:]
@@ -90,13 +101,24 @@ extension Inspector {
             let threads = c.capture.threads.map { ThreadFrames(tid: $0.tid, threadPointer: $0.fsBase, frames: frames[$0.tid] ?? []) }
             declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
-        let t1 = nowNs()
         trace.mark("types: debug info and vtables")
+        return LabelSources(vtableClass: vtableClass, declared: declared, microseconds: (nowNs() - t0) / 1000)
+    }
+
+    /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`). `sources`:
+    /// `labelSources` when already made.
+    static func label(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, pid: Int32,
+                      options: InspectOptions, lineage: TypePropagation.Lineage, sources: LabelSources? = nil) -> TypeInspection {
+        options.progress?("labelling types from debug info")
+        let src = sources ?? labelSources(image: c, memory: memory, blocks: blocks)
+        let vtableClass = src.vtableClass, declared = src.declared
+        let t1 = nowNs()
+        let trace = PhaseTrace()
         var table = declared.table
         var classType: [String: Int32] = declared.classes
         var seeds: [(block: Int, type: Int32)] = []
         if !vtableClass.isEmpty {
-            eachFirstWord { k, w in
+            eachFirstWord(blocks, memory) { k, w in
                 guard let name = vtableClass[w] else { return }
                 if classType[name] == nil { classType[name] = table.add(.init(kind: .structure, name: name, size: 0)) }
                 seeds.append((k, classType[name]!))
@@ -128,7 +150,7 @@ extension Inspector {
         trace.mark("types: text and resemblance")
         let t2 = nowNs()
         return TypeInspection(heap: c.report, blocks: blocks, labels: labels, memory: memory,
-                              debugInfoMicroseconds: (t1 - t0) / 1000, propagationMicroseconds: (t2 - t1) / 1000,
+                              debugInfoMicroseconds: src.microseconds, propagationMicroseconds: (t2 - t1) / 1000,
                               modules: declared.modules, symbols: c.symbols, maps: c.target.maps)
     }
 
