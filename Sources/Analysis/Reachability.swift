@@ -126,6 +126,9 @@ public struct Blocks: Sendable {
         // pageFirst, per 4 KiB page the first chunk whose user address is at or after the page's
         // start; spanFirst[s] and spanLast[s] are the chunks of its first and last block.
         @usableFromInline let spans: Int
+        /// The first span's base and the bytes from it to the last span's limit: most words a scan
+        /// reads (zeros, small numbers, addresses of code and stacks) fall outside and are done at once.
+        @usableFromInline let lowest: UInt64, extent: UInt64
         @usableFromInline let spanBase: UnsafeMutablePointer<UInt64>, spanLimit: UnsafeMutablePointer<UInt64>, spanPage: UnsafeMutablePointer<Int>
         @usableFromInline let spanFirst: UnsafeMutablePointer<Int32>, spanLast: UnsafeMutablePointer<Int32>
         @usableFromInline let pageFirst: UnsafeMutablePointer<Int32>
@@ -142,6 +145,7 @@ public struct Blocks: Sendable {
         }
 
         @inlinable @inline(__always) func block(containing a: UInt64) -> Int? {
+            guard a &- lowest < extent else { return nil }
             var s = 0
             if spans > 1 {
                 var lo = 0, hi = spans
@@ -240,7 +244,7 @@ public struct Blocks: Sendable {
         }
         raw = Raw(address: address.reader, size: size.reader, kind: UnsafeRawPointer(base(kind)).assumingMemoryBound(to: UInt8.self),
                   loss: base(loss), offset: offset, count: blocks, chunks: n, chunk: chunk, isBlock: bits, rankBase: rank,
-                  spans: spanBase.count, spanBase: buffer(spanBase), spanLimit: buffer(spanLimit), spanPage: buffer(spanPage),
+                  spans: spanBase.count, lowest: spanBase.first ?? 0, extent: (spanLimit.max() ?? 0) &- (spanBase.first ?? 0), spanBase: buffer(spanBase), spanLimit: buffer(spanLimit), spanPage: buffer(spanPage),
                   spanFirst: buffer(spanFirst), spanLast: buffer(spanLast), pageFirst: buffer(pageFirst))
         self.owned = owned
     }

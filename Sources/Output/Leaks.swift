@@ -53,26 +53,34 @@ public enum LeakGroups {
         var sigPointers: [[UInt64]] = []
         let textSig: Int32 = -2
         var index: [Key: Int] = [:]
-        var found: [(key: Key, count: Int, samples: [Int])] = []
+        // Per group: key, chunks, first few blocks (separate arrays: this loop sees every block).
+        var keys: [Key] = [], counts: [Int] = [], samples: [[Int]] = []
         var all: [[UInt64]] = []
         var last: (key: Key, at: Int)? = nil
-        var region: Region? = nil
+        // The copied region the last block was in, as plain values (no reference to hold per block).
+        var regionBase: UnsafeRawPointer? = nil, regionStart: UInt64 = 0, regionEnd: UInt64 = 0
+        var words: [UInt64] = []
+        words.reserveCapacity(16)
         for k in 0..<b.count where want[Int(cls[k].rawValue)] {
-            let start = b.userStart(k), size = b.userEnd(k) - start
-            if region == nil || !region!.contains(start, min(size, 64)) { region = r.memory.region(containing: start, length: min(size, 64)) }
+            let start = b.userStart(k), size = b.userEnd(k) - start, head = min(size, 64)
+            if regionBase == nil || start < regionStart || start &+ head > regionEnd {
+                if let reg = r.memory.region(containing: start, length: head) {
+                    regionBase = UnsafeRawPointer(reg.base); regionStart = reg.start; regionEnd = reg.end
+                } else { regionBase = nil }
+            }
             var sig: Int32 = -1
-            if let reg = region {
-                let base = reg.base + Int(start - reg.start)
-                var found: [UInt64] = []
+            if let rb = regionBase {
+                let base = rb + Int(start - regionStart)
+                words.removeAll(keepingCapacity: true)
                 var off = 0
-                while off + 8 <= min(Int(size), 64) {
+                while off + 8 <= Int(head) {
                     let w = base.loadUnaligned(fromByteOffset: off, as: UInt64.self)
-                    if w > 4096 && inModule(w) { found.append(UInt64(off)); found.append(w) }
+                    if w > 4096 && inModule(w) { words.append(UInt64(off)); words.append(w) }
                     off += 8
                 }
-                if !found.isEmpty {
-                    if let id = pointerSets[found] { sig = id } else {
-                        sig = Int32(sigPointers.count); pointerSets[found] = sig; sigPointers.append(found)
+                if !words.isEmpty {
+                    if let id = pointerSets[words] { sig = id } else {
+                        sig = Int32(sigPointers.count); pointerSets[words] = sig; sigPointers.append(words)
                     }
                 } else if size >= 4 {
                     var printable = true
@@ -83,13 +91,13 @@ public enum LeakGroups {
             let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf?[k] ?? -1)
             let at: Int
             if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
-                at = found.count; index[key] = at; found.append((key, 0, []))
+                at = keys.count; index[key] = at; keys.append(key); counts.append(0); samples.append([])
                 if addresses { all.append([]) }
             }
             if addresses { all[at].append(start) }
             last = (key, at)
-            found[at].count += 1
-            if found[at].samples.count < 3 { found[at].samples.append(k) }
+            counts[at] += 1
+            if counts[at] <= 3 { samples[at].append(k) }
         }
         // Symbols for the pointer values of the signatures.
         var names: [UInt64: String] = [:]
@@ -105,11 +113,11 @@ public enum LeakGroups {
             let p = sigPointers[Int(id)]
             return stride(from: 0, to: p.count, by: 2).map { "+0x\(String(p[$0], radix: 16)) -> \(names[p[$0 + 1]] ?? hex(p[$0 + 1]))" }
         }
-        return found.enumerated().map { n, f in
-            LeakGroup(leakClass: LeakClass(rawValue: f.key.cls)!, size: f.key.size, signature: signature(f.key.sig),
-                      type: f.key.type >= 0 ? typeGroups?.name(f.key.type) : nil,
-                      confidence: f.key.type >= 0 ? typeGroups!.confidence[Int(f.key.type)] : .unknown,
-                      count: f.count, samples: f.samples, addresses: addresses ? all[n] : nil) }
+        return keys.enumerated().map { n, key in
+            LeakGroup(leakClass: LeakClass(rawValue: key.cls)!, size: key.size, signature: signature(key.sig),
+                      type: key.type >= 0 ? typeGroups?.name(key.type) : nil,
+                      confidence: key.type >= 0 ? typeGroups!.confidence[Int(key.type)] : .unknown,
+                      count: counts[n], samples: samples[n], addresses: addresses ? all[n] : nil) }
             .sorted { ($0.bytes, $1.leakClass.rawValue, $1.size) > ($1.bytes, $0.leakClass.rawValue, $0.size) }
     }
 }
