@@ -110,7 +110,7 @@ fuzz: deps targets
 	HEAPSCOPE_FUZZ_SECONDS=$(FUZZ_SECONDS) timeout -k 30 $$(( 3 * $(FUZZ_SECONDS) + 900 )) $(SWIFT) test --no-parallel --filter FuzzTests
 
 demo: build targets
-	@./scripts/demo.sh .build/release/heapscope $(TT)/demo
+	@./TestTargets/demo.sh .build/release/heapscope $(TT)/demo
 
 # BENCH_ARGS: --quick (smaller inputs), --only heap|types|sym|pauses. The sym part also resolves addresses in
 # heapscope's own debug build, so that is built too.

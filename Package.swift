@@ -62,7 +62,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/heapscope"),
         .executableTarget(name: "heapscope-bench", dependencies: ["Inspect", "HeapModel", "ProcessAccess"],
-                          path: "Benchmarks"),
+                          path: "Tests/Benchmarks"),
         // Fuzz harnesses (Tests/Fuzz/main.swift): snapshot files, ELF/DWARF for sym, sym's input text, core files.
         .executableTarget(name: "heapscope-fuzz", dependencies: ["Inspect", "HeapModel", "Snapshot", "Analysis", "ProcessAccess"], path: "Tests/Fuzz"),
         .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot", "Symbols"],
