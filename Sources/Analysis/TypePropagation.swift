@@ -44,7 +44,9 @@ public struct TypeLabels: Sendable {
     /// propagation was told not to keep owners (`Lineage.none`).
     public var owner: [Int32]
     /// The block whose pointer first reached this one (-1: a root or a vtable seed, or untyped):
-    /// the owner chain root → … → block, one tree. Empty unless kept (`Lineage.full`).
+    /// the owner chain root → … → block, one tree. Empty unless kept (`Lineage.full`, `.chains`).
+    /// With `.chains` a block reached from a root holds -2 - root there (its owner; `owner` is
+    /// empty): every block's owner is its chain's top's.
     public var parent: [Int32]
     public var roots: [TypedRoot]
     /// Blocks reached with more than one type (counted once each).
@@ -81,8 +83,9 @@ public struct TypeLabels: Sendable {
 
 public enum TypePropagation {
     /// What the propagation keeps of how each block was reached, beyond its type: each block's
-    /// owner (the root it was first reached from) costs 4 bytes a block, its parent 4 more.
-    public enum Lineage: Sendable { case none, owners, full }
+    /// owner (the root it was first reached from) costs 4 bytes a block, its parent 4 more;
+    /// `chains` keeps the parents, and each chain's owner at its top only (see `TypeLabels.parent`).
+    public enum Lineage: Sendable { case none, owners, full, chains }
 
     /// Type every block reachable from `roots` through typed pointers, and every block of
     /// `seeds` (C++ objects by their vtable: pinned to that class) and what they point to.
@@ -95,8 +98,8 @@ public enum TypePropagation {
             let n = blocks.count
             return TypeLabels(table: table, type: .init(repeating: -1, count: n), count: .init(repeating: 1, count: n),
                               confidence: .init(repeating: .unknown, count: n), ambiguous: .init(repeating: false, count: n),
-                              owner: .init(repeating: -1, count: lineage == .none ? 0 : n),
-                              parent: .init(repeating: -1, count: lineage == .full ? n : 0), roots: [], conflicts: 0, rounds: 0)
+                              owner: .init(repeating: -1, count: lineage == .owners || lineage == .full ? n : 0),
+                              parent: .init(repeating: -1, count: lineage == .full || lineage == .chains ? n : 0), roots: [], conflicts: 0, rounds: 0)
         }
         let engine = Engine(table: table, blocks: blocks, memory: memory, lineage: lineage)
         for s in seeds { engine.pinByVtable(s.block, s.type) }
@@ -138,8 +141,9 @@ private final class Engine {
     /// counts of 255 and more kept aside.
     let support: UnsafeMutablePointer<UInt8>
     var bigSupport: [Int: UInt32] = [:]
-    /// Whether owners and parents are kept (else their stores are empty and never written).
-    let keepOwners: Bool, keepParents: Bool
+    /// Whether owners and parents are kept (else their stores are empty and never written), and
+    /// whether a chain's top holds its owner (`Lineage.chains`).
+    let keepOwners: Bool, keepParents: Bool, ownerAtTop: Bool
     // Made on first use (a vtable seed, a conflict): most C programs never need them.
     private(set) var pin: UnsafeMutablePointer<Int32>? = nil
     private(set) var pinnedByVtable: UnsafeMutablePointer<Bool>? = nil
@@ -158,7 +162,8 @@ private final class Engine {
         self.table = table; self.blocks = blocks; self.memory = memory
         let n = blocks.count
         self.n = n
-        keepOwners = lineage != .none; keepParents = lineage == .full
+        keepOwners = lineage == .owners || lineage == .full; keepParents = lineage == .full || lineage == .chains
+        ownerAtTop = lineage == .chains
         // The labels' own arrays, written through their buffers: handed over at the end, not copied.
         typeStore = .init(repeating: -1, count: max(n, 1)); ambiguousStore = .init(repeating: false, count: max(n, 1))
         ownerStore = .init(repeating: -1, count: keepOwners ? max(n, 1) : 1); parentStore = .init(repeating: -1, count: keepParents ? max(n, 1) : 1)
@@ -355,7 +360,7 @@ private final class Engine {
             type[k] = p >= 0 ? p : target
             ambiguous[k] = amb && p < 0
             if keepOwners { owner[k] = o }
-            if keepParents { parent[k] = from }
+            if keepParents { parent[k] = from >= 0 || !ownerAtTop ? from : (o >= 0 ? -2 - o : -1) }
             support[k] = 1
             if p >= 0 && canon(p) != canon(target) && pinnedByVtable?[k] != true { vote(k, target) }
             queue.append(Int32(k))

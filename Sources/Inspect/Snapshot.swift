@@ -27,7 +27,8 @@ extension Inspector {
     /// `since`: when the inspection began (for the file's inspection time). `ownsImage`: nothing
     /// else reads the image after this: without contents, its copy is given back once labelled.
     static func snapshot(image: ProcessImage, options: InspectOptions, contents: Bool, since t0: UInt64, ownsImage: Bool) -> Snapshot {
-        var r = leaks(image: image, options: options, types: true, typesOfReachable: true, lineage: .full)
+        // (owners at the chains' tops only: the owner of every chunk is found below, after the copy is given back)
+        var r = leaks(image: image, options: options, types: true, typesOfReachable: true, lineage: .chains)
         // The copy is read for the last time by the labelling: the columns below need its memory more.
         if ownsImage && !contents { r.memory.discardContents() }
         options.progress?("recording \(r.heap.chunks.count) chunks")
@@ -68,18 +69,31 @@ extension Inspector {
                 type[i] = typeIDs[ty]!; count[i] = lcount[k]; conf[i] = lconf[k].rawValue; amb[i] = lamb[k]
             }
         }
-        var parent = [Int32](repeating: -1, count: n)
+        var parent = [Int32](repeating: -1, count: n), owner = [Int32](repeating: -1, count: n)
         do {
-            let lparent = labels.parent
+            let lparent = labels.parent, roots = labels.roots
             labels.parent = []
-            for k in 0..<b.count where lparent[k] >= 0 { parent[Int(chunkOf[k])] = chunkOf[Int(lparent[k])] }
-        }
-        var owner = [Int32](repeating: -1, count: n)
-        do {
-            let lowner = labels.owner, roots = labels.roots
-            labels.owner = []
+            // Each block's owner is its chain's top's, which holds it as -2 - root (Lineage.chains);
+            // a chain is followed once, up to a block whose owner is known.
+            var rootOf = [Int32](repeating: -3, count: b.count)   // -3: not known yet
+            var path: [Int] = []
+            for k in 0..<b.count where rootOf[k] == -3 {
+                path.removeAll(keepingCapacity: true)
+                var j = k, root: Int32 = -1
+                while true {
+                    if rootOf[j] != -3 { root = rootOf[j]; break }
+                    path.append(j)
+                    let p = lparent[j]
+                    if p < 0 { root = p < -1 ? -2 - p : -1; break }
+                    // (a parent is reached before its children: no chain comes back on itself)
+                    guard path.count <= b.count, Int(p) < b.count else { break }
+                    j = Int(p)
+                }
+                for x in path { rootOf[x] = root }
+            }
             for k in 0..<b.count {
-                let o = lowner[k]
+                if lparent[k] >= 0 { parent[Int(chunkOf[k])] = chunkOf[Int(lparent[k])] }
+                let o = rootOf[k]
                 guard o >= 0 else { continue }
                 if ownerIDs[o] == nil { ownerIDs[o] = Int32(owners.count); owners.append(roots[Int(o)].name) }
                 owner[Int(chunkOf[k])] = ownerIDs[o]!
