@@ -64,7 +64,7 @@ extension Inspector {
         trace.mark("leaks: roots and blocks")
         // What labelling reads from debug info and the blocks' first words needs nothing of the
         // scan: it is made on a thread of its own beside it (with a MemoryImage of its own).
-        var sources = types ? BackgroundWork { labelSources(image: c, memory: c.memory(), blocks: blocks) } : nil
+        var sources = types ? BackgroundWork { labelSources(image: c, memory: c.memory(), blocks: blocks, text: true) } : nil
         let what = "scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks"
         options.progress?(what)
         let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words),

@@ -59,6 +59,8 @@ extension Inspector {
         var vtableClass: [UInt64: String]
         var declared: DeclaredTypes
         var microseconds: UInt64
+        /// A bit per block: its bytes are text (see `textBlocks`); nil when not made here.
+        var text: [UInt64]?
     }
 
     /// The first word of each block with 8 bytes or more (blocks are in address order:
@@ -75,7 +77,9 @@ extension Inspector {
 
     /// `memory`: the image's copy (a MemoryImage of its own when this runs on another thread:
     /// lookups keep a cursor).
-    static func labelSources(image c: ProcessImage, memory: MemoryImage, blocks: Blocks) -> LabelSources {
+    /// `text`: also find which blocks are text (a pass over every block, for a caller that makes
+    /// this beside other work; otherwise only the blocks left untyped are looked at, later).
+    static func labelSources(image c: ProcessImage, memory: MemoryImage, blocks: Blocks, text: Bool = false) -> LabelSources {
         let t0 = nowNs()
         let trace = PhaseTrace()
         // First words that point into a module's read-only data: vtable candidates.
@@ -101,8 +105,24 @@ extension Inspector {
             let threads = c.capture.threads.map { ThreadFrames(tid: $0.tid, threadPointer: $0.fsBase, frames: frames[$0.tid] ?? []) }
             declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
+        let textBits = text ? textBlocks(c, memory, blocks, among: { _ in true }) : nil
         trace.mark("types: debug info and vtables")
-        return LabelSources(vtableClass: vtableClass, declared: declared, microseconds: (nowNs() - t0) / 1000)
+        return LabelSources(vtableClass: vtableClass, declared: declared, microseconds: (nowNs() - t0) / 1000, text: textBits)
+    }
+
+    /// A bit per block of `among`: its bytes are printable text up to a NUL inside it, and its first
+    /// word is not an address of a mapping (a pointer's bytes can be printable).
+    static func textBlocks(_ c: ProcessImage, _ memory: MemoryImage, _ blocks: Blocks, among: (Int) -> Bool) -> [UInt64] {
+        let maps = c.target.maps.sorted { $0.start < $1.start }
+        var bits = [UInt64](repeating: 0, count: (blocks.count + 63) / 64)
+        var region: Region? = nil
+        for k in 0..<blocks.count where among(k) {
+            let a = blocks.userStart(k)
+            if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
+            guard let r = region, isString(r, a, blocks.userEnd(k)), maps.mapping(containing: r.word(a)) == nil else { continue }
+            bits[k >> 6] |= 1 << UInt64(k & 63)
+        }
+        return bits
     }
 
     /// Type labels for `blocks` of a capture (shared by `types`, `leaks`, `chunks`). `sources`:
@@ -132,13 +152,10 @@ extension Inspector {
         }
         let maps = c.target.maps.sorted { $0.start < $1.start }
         func isMapped(_ a: UInt64) -> Bool { maps.mapping(containing: a) != nil }
-        // The rest: text (not a chunk whose first word is an address: a pointer's bytes can be printable).
+        // The rest: text.
         var char: Int32 = -1
-        var region: Region? = nil
-        for k in 0..<blocks.count where labels.type[k] < 0 {
-            let a = blocks.userStart(k)
-            if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-            guard let r = region, isString(r, a, blocks.userEnd(k)), !isMapped(r.word(a)) else { continue }
+        let text = src.text ?? { let type = labels.type; return textBlocks(c, memory, blocks, among: { type[$0] < 0 }) }()
+        for k in 0..<blocks.count where labels.type[k] < 0 && text[k >> 6] & (1 << UInt64(k & 63)) != 0 {
             if char < 0 { char = labels.table.add(.init(kind: .base, name: "char", size: 1, encoding: 6)) }
             labels.type[k] = char
             labels.confidence[k] = .heuristic
