@@ -91,8 +91,8 @@ public struct ChunkTable: Sendable {
     /// What the kinds are (the allocator's table).
     public let kinds: AllocatorKinds
     /// Per kind id: its state and usable loss (256 entries, so that lookups need no bounds test).
-    private let stateOf: [ChunkState]
-    private let lossOf: [UInt64]
+    @usableFromInline let stateOf: [ChunkState]
+    @usableFromInline let lossOf: [UInt64]
     /// Bytes between a chunk's header address and the pointer the program holds.
     public var userOffset: UInt64 { kinds.userOffset }
 
@@ -112,36 +112,71 @@ public struct ChunkTable: Sendable {
     }
 
     /// Fills a table a chunk at a time (how a walker makes one without holding plain columns).
+    /// A group of 64 chunks is gathered in plain buffers and added to the columns at once (an
+    /// array's append checks its buffer's uniqueness each time: four times a chunk, otherwise).
     public struct Builder {
-        @usableFromInline var address = AddressColumn.Builder(), kind: [ChunkKind] = []
-        @usableFromInline var follows: [UInt64] = [], stored: [UInt64] = []
+        @usableFromInline final class Group {
+            @usableFromInline let address = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
+            @usableFromInline let kind = UnsafeMutablePointer<ChunkKind>.allocate(capacity: 64)
+            @usableFromInline let offset = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
+            deinit { address.deallocate(); kind.deallocate(); offset.deallocate() }
+        }
+        @usableFromInline let group = Group()
+        @usableFromInline var inGroup = 0, count = 0
+        @usableFromInline var followsWord: UInt64 = 0      // the group's bits
         @usableFromInline var lastAddress: UInt64 = 0, lastSize: UInt64 = 0
+        @usableFromInline var kind: [ChunkKind] = [], follows: [UInt64] = [], stored: [UInt64] = []
+        @usableFromInline var base: [UInt64] = [], wide: [Int32] = [], offset: [UInt32] = [], whole: [UInt64] = []
         @usableFromInline var runStart: [Int32] = [], runArena: [UInt16] = []
         public init() {}
-        public var count: Int { kind.count }
         public mutating func reserve(_ n: Int) {
-            address.reserve(n); kind.reserveCapacity(n); follows.reserveCapacity((n + 63) / 64)
+            kind.reserveCapacity(n); offset.reserveCapacity(n)
+            follows.reserveCapacity((n + 63) / 64); base.reserveCapacity((n + 63) / 64); wide.reserveCapacity((n + 63) / 64)
         }
         @inlinable @inline(__always)
         public mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
-            let i = kind.count
-            precondition(i < Int(Int32.max))
-            if i > 0 {   // the chunk before: its size is the gap to this one, or stored
-                if lastAddress &+ lastSize == a { follows[(i - 1) >> 6] |= 1 << UInt64((i - 1) & 63) } else { stored.append(lastSize) }
+            precondition(count < Int(Int32.max))
+            if count > 0 {   // the chunk before: its size is the gap to this one, or stored
+                if lastAddress &+ lastSize == a {
+                    if inGroup > 0 { followsWord |= 1 << UInt64(inGroup - 1) } else { follows[follows.count - 1] |= 1 << 63 }
+                } else { stored.append(lastSize) }
             }
-            if i & 63 == 0 { follows.append(0) }
-            address.append(a); kind.append(k); lastAddress = a; lastSize = s
-            if runArena.last != ar || runStart.isEmpty { runStart.append(Int32(i)); runArena.append(ar) }
+            group.address[inGroup] = a; group.kind[inGroup] = k
+            if runStart.isEmpty || runArena[runArena.count - 1] != ar { runStart.append(Int32(count)); runArena.append(ar) }
+            lastAddress = a; lastSize = s
+            inGroup += 1; count += 1
+            if inGroup == 64 { flush() }
+        }
+        /// The group into the columns: its addresses 4 bytes above its first, or whole when one is
+        /// below the first or 4 GiB or more above it.
+        @usableFromInline mutating func flush() {
+            guard inGroup > 0 else { return }
+            let n = inGroup, first = group.address[0]
+            var narrow = true
+            for j in 0..<n {
+                let d = group.address[j] &- first
+                narrow = narrow && group.address[j] >= first && d < 1 << 32
+                group.offset[j] = UInt32(truncatingIfNeeded: d)
+            }
+            if narrow { base.append(first); wide.append(-1) } else {
+                base.append(0); wide.append(Int32(whole.count))
+                whole.append(contentsOf: UnsafeBufferPointer(start: group.address, count: n))
+            }
+            offset.append(contentsOf: UnsafeBufferPointer(start: group.offset, count: n))
+            kind.append(contentsOf: UnsafeBufferPointer(start: group.kind, count: n))
+            follows.append(followsWord)
+            followsWord = 0; inGroup = 0
         }
         /// The table (the builder is empty after it).
         public mutating func table(kinds: AllocatorKinds) -> ChunkTable {
-            if !kind.isEmpty { stored.append(lastSize) }
+            flush()
+            if count > 0 { stored.append(lastSize) }
             var t = ChunkTable(kinds: kinds)
-            let address = self.address.column()
+            let address = AddressColumn(base: base, wide: wide, offset: offset, whole: whole)
             t.address = address
             t.size = SizeColumn(address: address, follows: follows, stored: stored)
             t.kind = kind
-            t.arena = ArenaColumn(runStart: runStart, runArena: runArena, count: kind.count)
+            t.arena = ArenaColumn(runStart: runStart, runArena: runArena, count: count)
             self = Builder()
             return t
         }
@@ -149,10 +184,10 @@ public struct ChunkTable: Sendable {
 
     public var count: Int { kind.count }
     /// The chunk's state, in shared terms.
-    @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
+    @inlinable @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
     /// The allocator's name for the chunk's kind.
     public func kindName(_ i: Int) -> String { kinds.name(kind[i]) }
-    @inline(__always) public func isOutstanding(_ i: Int) -> Bool { state(i) == .inUse }
+    @inlinable @inline(__always) public func isOutstanding(_ i: Int) -> Bool { state(i) == .inUse }
     @inline(__always) public func userAddress(_ i: Int) -> UInt64 { address[i] + userOffset }
     @inline(__always) public func usableSize(_ i: Int) -> UInt64 {
         let loss = lossOf[Int(kind[i].rawValue)], s = size[i]
@@ -270,39 +305,6 @@ public struct AddressColumn: RandomAccessCollection, Sendable, Equatable {
         }
     }
     public var reader: Reader { Reader(base: baseAddress(base), wide: baseAddress(wide), offset: baseAddress(offset), whole: baseAddress(whole)) }
-
-    /// Takes addresses one at a time: each as 4 bytes above its group's first, the group kept
-    /// whole instead when one is below the first or 4 GiB or more above it.
-    public struct Builder {
-        @usableFromInline var pending = [UInt64](repeating: 0, count: 64)   // the group so far
-        @usableFromInline var inGroup = 0, first: UInt64 = 0, narrow = true
-        @usableFromInline var base: [UInt64] = [], wide: [Int32] = [], offset: [UInt32] = [], whole: [UInt64] = []
-        public init() {}
-        mutating func reserve(_ n: Int) { offset.reserveCapacity(n); base.reserveCapacity((n + 63) / 64); wide.reserveCapacity((n + 63) / 64) }
-        @inlinable @inline(__always) public mutating func append(_ a: UInt64) {
-            if inGroup == 0 { first = a; narrow = true }
-            let d = a &- first
-            narrow = narrow && a >= first && d < 1 << 32
-            offset.append(UInt32(truncatingIfNeeded: d))
-            pending[inGroup] = a
-            inGroup += 1
-            if inGroup == 64 { flush() }
-        }
-        @usableFromInline mutating func flush() {
-            guard inGroup > 0 else { return }
-            if narrow { base.append(first); wide.append(-1) } else {
-                base.append(0); wide.append(Int32(whole.count))
-                whole.append(contentsOf: pending[..<inGroup])
-            }
-            inGroup = 0
-        }
-        /// The column (the builder is empty after it).
-        mutating func column() -> AddressColumn {
-            flush()
-            defer { self = Builder() }
-            return AddressColumn(base: base, wide: wide, offset: offset, whole: whole)
-        }
-    }
 }
 
 /// Chunk arenas, as runs of consecutive chunks of one arena (a heap is one run).
