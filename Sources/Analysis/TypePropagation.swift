@@ -55,9 +55,9 @@ public struct TypeLabels: Sendable {
     public var rounds: Int
 
     public init(table: TypeTable, type: [Int32], count: CountColumn, confidence: [TypeConfidence], ambiguous: [Bool],
-                owner: [Int32], parent: [Int32]? = nil, roots: [TypedRoot], conflicts: Int, rounds: Int) {
+                owner: [Int32], parent: [Int32], roots: [TypedRoot], conflicts: Int, rounds: Int) {
         self.table = table; self.type = type; self.count = count; self.confidence = confidence; self.ambiguous = ambiguous
-        self.owner = owner; self.parent = parent ?? .init(repeating: -1, count: owner.isEmpty ? 0 : type.count)
+        self.owner = owner; self.parent = parent
         self.roots = roots; self.conflicts = conflicts; self.rounds = rounds
     }
 

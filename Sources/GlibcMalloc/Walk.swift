@@ -7,9 +7,6 @@ struct ListedFree {
     var kind: ChunkKind
 }
 
-/// The chunk table while the walk fills it.
-typealias Columns = ChunkTable.Builder
-
 /// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
 /// times its length. `step` returns true when `x` was seen before.
 struct CycleGuard {
@@ -154,7 +151,7 @@ extension GlibcCapture {
         for k in stride(from: 1, to: listed.count, by: 1) where listed[k].address == listed[k - 1].address {
             warnings.append(.init(.corruptList, listed[k].address, "chunk 0x\(hex(listed[k].address)) is in two free lists (\(kinds.name(listed[k - 1].kind)) and \(kinds.name(listed[k].kind))): double free?"))
         }
-        var cols = Columns()
+        var cols = ChunkTable.Builder()
         cols.reserve(estimateChunkCount())
         var fi = 0
         var tops = [UInt64](repeating: 0, count: arenas.count), topSizes = [UInt64](repeating: 0, count: arenas.count)
@@ -282,7 +279,7 @@ extension GlibcCapture {
     /// Walk one segment by chunk sizes. Bad size fields are reported and the walk resumes at the
     /// next chunk known from the free lists, if any.
     private func walkSegment(_ seg: HeapSegment, top: UInt64, topSize: UInt64, listed: [ListedFree], fi: inout Int,
-                             cols: inout Columns, warnings: inout [HeapWarning]) {
+                             cols: inout ChunkTable.Builder, warnings: inout [HeapWarning]) {
         let L = target.layout
         guard let reg = image.region(containing: seg.firstChunk, length: 16) else {
             warnings.append(.init(.unreadable, seg.firstChunk, "heap segment at 0x\(hex(seg.firstChunk)) was not copied")); return

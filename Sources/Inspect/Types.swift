@@ -105,15 +105,14 @@ extension Inspector {
             let threads = c.capture.threads.map { ThreadFrames(tid: $0.tid, threadPointer: $0.fsBase, frames: frames[$0.tid] ?? []) }
             declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
-        let textBits = text ? textBlocks(c, memory, blocks, among: { _ in true }) : nil
+        let textBits = text ? textBlocks(memory, blocks, maps: c.target.maps.sorted { $0.start < $1.start }, among: { _ in true }) : nil
         trace.mark("types: debug info and vtables")
         return LabelSources(vtableClass: vtableClass, declared: declared, microseconds: (nowNs() - t0) / 1000, text: textBits)
     }
 
     /// A bit per block of `among`: its bytes are printable text up to a NUL inside it, and its first
-    /// word is not an address of a mapping (a pointer's bytes can be printable).
-    static func textBlocks(_ c: ProcessImage, _ memory: MemoryImage, _ blocks: Blocks, among: (Int) -> Bool) -> [UInt64] {
-        let maps = c.target.maps.sorted { $0.start < $1.start }
+    /// word is not an address of a mapping of `maps` (sorted; a pointer's bytes can be printable).
+    static func textBlocks(_ memory: MemoryImage, _ blocks: Blocks, maps: [Mapping], among: (Int) -> Bool) -> [UInt64] {
         var bits = [UInt64](repeating: 0, count: (blocks.count + 63) / 64)
         var region: Region? = nil
         for k in 0..<blocks.count where among(k) {
@@ -154,7 +153,7 @@ extension Inspector {
         func isMapped(_ a: UInt64) -> Bool { maps.mapping(containing: a) != nil }
         // The rest: text.
         var char: Int32 = -1
-        let text = src.text ?? { let type = labels.type; return textBlocks(c, memory, blocks, among: { type[$0] < 0 }) }()
+        let text = src.text ?? { let type = labels.type; return textBlocks(memory, blocks, maps: maps, among: { type[$0] < 0 }) }()
         for k in 0..<blocks.count where labels.type[k] < 0 && text[k >> 6] & (1 << UInt64(k & 63)) != 0 {
             if char < 0 { char = labels.table.add(.init(kind: .base, name: "char", size: 1, encoding: 6)) }
             labels.type[k] = char

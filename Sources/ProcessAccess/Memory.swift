@@ -258,17 +258,10 @@ public final class BufferPool: @unchecked Sendable {
     static func populate(_ p: UnsafeMutableRawPointer, _ n: Int) {
         let half = n >= 64 << 20 && sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? (n / 2) & ~4095 : 0
         guard half > 0 else { fault(p, n); return }
-        final class Range { let p: UnsafeMutableRawPointer, n: Int; init(_ p: UnsafeMutableRawPointer, _ n: Int) { self.p = p; self.n = n } }
-        let second = Unmanaged.passRetained(Range(p + half, n - half))
-        var thread = pthread_t()
-        let made = pthread_create(&thread, nil, { context in
-            let r = Unmanaged<Range>.fromOpaque(context!).takeRetainedValue()
-            BufferPool.fault(r.p, r.n)
-            return nil
-        }, second.toOpaque())
-        if made != 0 { second.release(); fault(p + half, n - half) }
+        let rest = p + half
+        var second = BackgroundWork { fault(rest, n - half) }
         fault(p, half)
-        if made == 0 { pthread_join(thread, nil) }
+        second.wait()
     }
     private static func fault(_ p: UnsafeMutableRawPointer, _ n: Int) {
         if madvise(p, n, 23 /* MADV_POPULATE_WRITE (Linux 5.14+) */) != 0 && errno == EINVAL {

@@ -134,11 +134,16 @@ public enum SnapshotFile {
         w.uv(UInt64(t.count))
         w.reserve(t.count * 4)
         var end: UInt64 = 0
-        for i in 0..<t.count {
-            w.uv(t.address[i] &- end); w.uv(t.size[i] >> 3)
-            w.byte(t.kind[i].rawValue)
-            w.uv(t.arena[i] == ChunkTable.noArena ? 0 : UInt64(t.arena[i]) + 1)
-            end = t.address[i] &+ t.size[i]
+        let address = t.address.reader, size = t.size.reader   // (t is held, unchanged)
+        t.kind.withUnsafeBufferPointer { kind in
+            for run in t.arena.runs {
+                let arena = run.arena == ChunkTable.noArena ? 0 : UInt64(run.arena) + 1
+                for i in run.range {
+                    let a = address.address(i), s = size.size(i)
+                    w.uv(a &- end); w.uv(s >> 3); w.byte(kind[i].rawValue); w.uv(arena)
+                    end = a &+ s
+                }
+            }
         }
         sections.append((.chunks, w.take()))
         // Labels: class, then type + 1, count, confidence | union << 7, owner + 1 (types only when typed).

@@ -44,7 +44,7 @@ struct SnapshotTests {
         var k = s.report.chunks.kinds
         k.allocator = "other"; k.kinds[1].name = "percpu"
         let t = s.report.chunks
-        renamed.report.heap.chunks = ChunkTable(address: t.address, size: t.size, kind: t.kind, arena: t.arena, kinds: k)
+        renamed.report.heap.chunks = ChunkTable(address: Array(t.address), size: Array(t.size), kind: t.kind, arena: Array(t.arena), kinds: k)
         let back = try SnapshotFile.decode(SnapshotFile.encode(renamed), path: "renamed")
         #expect(back.report.chunks.kinds == k && back.report.chunks.kinds.allocator == "other")
     }
@@ -191,14 +191,14 @@ struct SnapshotTests {
         }
         try crafted("address", "chunk") { s in
             let t = s.report.chunks
-            s.report.heap.chunks = ChunkTable(address: Array(t.address.dropLast()) + [UInt64.max - 0x1000], size: t.size, kind: t.kind, arena: t.arena,
+            s.report.heap.chunks = ChunkTable(address: Array(t.address.dropLast()) + [UInt64.max - 0x1000], size: Array(t.size), kind: t.kind, arena: Array(t.arena),
                                               kinds: t.kinds)
         }
         try crafted("offset", "chunk header sizes") { s in
             let t = s.report.chunks
             var k = t.kinds
             k.userOffset = .max
-            s.report.heap.chunks = ChunkTable(address: t.address, size: t.size, kind: t.kind, arena: t.arena, kinds: k)
+            s.report.heap.chunks = ChunkTable(address: Array(t.address), size: Array(t.size), kind: t.kind, arena: Array(t.arena), kinds: k)
         }
         // Not a regular file: refused at once, never waited on.
         let fifo = dir + "/fifo"
