@@ -48,18 +48,20 @@ public enum GlibcKinds {
     /// (48 bytes); and each arena's top beyond its minimum chunk, in whole pages. An estimate: the
     /// consolidation can merge neighbours into larger runs of pages.
     public static func trimmableBytes(_ c: ChunkTable, pageSize: UInt64 = 4096) -> UInt64 {
-        let mask = pageSize - 1
         var total: UInt64 = 0
-        for i in 0..<c.count {
-            switch c.kind[i] {
-            case .fastbin, .unsorted, .small, .large:
-                let lo = (c.address[i] &+ 48 &+ mask) & ~mask, hi = (c.address[i] &+ c.size[i]) & ~mask
-                if hi > lo { total &+= hi - lo }
-            case .top:
-                if c.size[i] > 33 { total &+= (c.size[i] - 33) & ~mask }
-            default: break
-            }
-        }
+        for i in 0..<c.count { total &+= trimmable(c.kind[i], c.address[i], c.size[i], pageSize: pageSize) }
         return total
+    }
+    /// One chunk's part of `trimmableBytes` (the walk adds it up as it goes).
+    @inline(__always) static func trimmable(_ k: ChunkKind, _ address: UInt64, _ size: UInt64, pageSize: UInt64 = 4096) -> UInt64 {
+        let mask = pageSize - 1
+        switch k {
+        case .fastbin, .unsorted, .small, .large:
+            let lo = (address &+ 48 &+ mask) & ~mask, hi = (address &+ size) & ~mask
+            return hi > lo ? hi - lo : 0
+        case .top:
+            return size > 33 ? (size - 33) & ~mask : 0
+        default: return 0
+        }
     }
 }

@@ -9,6 +9,24 @@ struct ListedFree {
 
 /// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
 /// times its length. `step` returns true when `x` was seen before.
+/// What the segment walk counts as it appends chunks: per (arena, kind) chunks and bytes, and the
+/// bytes malloc_trim would give back (no second pass over the table for them).
+struct SegmentTally {
+    let kinds: Int
+    var counts: [Int], sums: [UInt64]
+    var trimmable: UInt64 = 0
+    init(arenas: Int, kinds: Int) {
+        self.kinds = kinds
+        counts = [Int](repeating: 0, count: arenas * kinds); sums = [UInt64](repeating: 0, count: arenas * kinds)
+    }
+    @inline(__always) mutating func add(_ arena: Int, _ k: ChunkKind, _ address: UInt64, _ size: UInt64) {
+        let i = arena * kinds + Int(k.rawValue)
+        counts[i] += 1
+        sums[i] &+= size
+        trimmable &+= GlibcKinds.trimmable(k, address, size)
+    }
+}
+
 struct CycleGuard {
     private var power = 1, lambda = 0
     private var tortoise: UInt64 = .max
@@ -153,6 +171,7 @@ extension GlibcCapture {
         }
         var cols = ChunkTable.Builder()
         cols.reserve(estimateChunkCount())
+        var tally = SegmentTally(arenas: arenas.count, kinds: kinds.kinds.count)
         var fi = 0
         var tops = [UInt64](repeating: 0, count: arenas.count), topSizes = [UInt64](repeating: 0, count: arenas.count)
         for (ai, ar) in arenas.enumerated() {
@@ -191,36 +210,26 @@ extension GlibcCapture {
         for seg in segs {
             takeMmapped(below: seg.firstChunk)
             walkSegment(seg, top: tops[seg.arena], topSize: topSizes[seg.arena], listed: listed, fi: &fi,
-                        cols: &cols, warnings: &warnings)
+                        cols: &cols, tally: &tally, warnings: &warnings)
         }
         takeMmapped(below: .max)
         while fi < listed.count {
             warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
             fi += 1
         }
+        let ordered = cols.isOrdered
         var table = cols.table(kinds: kinds)
-        table.sortByAddress()   // a no-op unless segments overlapped (corrupt heap_info)
+        if !ordered { table.sortByAddress() }   // segments overlapped (corrupt heap_info)
         let nMmaps = UInt64(image.u32(mp + L.mpNMmaps) ?? 0)
         let mmappedMem = image.word(mp + L.mpMmappedMem) ?? 0
         if UInt64(mmapped.count) != nMmaps || mmappedMapBytes != mmappedMem {
             warnings.append(.init(.totalsMismatch, nil, "found \(mmapped.count) mmapped chunks in \(mmappedMapBytes) bytes; malloc counts \(nMmaps) in \(mmappedMem) bytes"))
         }
 
-        // 5. Per-arena summaries and mallinfo2, counted exactly as glibc's int_mallinfo does.
-        // Flat per-(arena, state) tallies: this loop touches every chunk.
+        // 5. Per-arena summaries and mallinfo2, counted exactly as glibc's int_mallinfo does,
+        // from the per-(arena, kind) tallies the segment walk kept.
         let nStates = kinds.kinds.count
-        var counts = [Int](repeating: 0, count: arenas.count * nStates)
-        var sums = [UInt64](repeating: 0, count: arenas.count * nStates)
-        let sizes = table.size.reader   // (table is not changed while this reads it)
-        table.kind.withUnsafeBufferPointer { st in
-            for run in table.arena.runs where run.arena != ChunkTable.noArena {
-                for i in run.range {
-                    let k = Int(run.arena) * nStates + Int(st[i].rawValue)
-                    counts[k] += 1
-                    sums[k] &+= sizes.size(i)
-                }
-            }
-        }
+        let counts = tally.counts, sums = tally.sums
         var byArena = [[ChunkKind: Tally]](repeating: [:], count: arenas.count)
         for a in 0..<arenas.count {
             for st in kinds.all where counts[a * nStates + Int(st.rawValue)] > 0 {
@@ -265,7 +274,7 @@ extension GlibcCapture {
         info.keepcost = topSizes.first ?? 0
         return HeapWalk(arenas: summaries, mmapped: mmapped, mallinfo2: info, chunks: table,
                         threads: threadInfos, warnings: HeapWarning.bounded(warnings), exitedThreads: exited,
-                        trimmableBytes: GlibcKinds.trimmableBytes(table))
+                        trimmableBytes: tally.trimmable)
     }
 
     /// glibc's kinds of chunk, with this layout's header sizes.
@@ -279,7 +288,7 @@ extension GlibcCapture {
     /// Walk one segment by chunk sizes. Bad size fields are reported and the walk resumes at the
     /// next chunk known from the free lists, if any.
     private func walkSegment(_ seg: HeapSegment, top: UInt64, topSize: UInt64, listed: [ListedFree], fi: inout Int,
-                             cols: inout ChunkTable.Builder, warnings: inout [HeapWarning]) {
+                             cols: inout ChunkTable.Builder, tally: inout SegmentTally, warnings: inout [HeapWarning]) {
         let L = target.layout
         guard let reg = image.region(containing: seg.firstChunk, length: 16) else {
             warnings.append(.init(.unreadable, seg.firstChunk, "heap segment at 0x\(hex(seg.firstChunk)) was not copied")); return
@@ -298,6 +307,7 @@ extension GlibcCapture {
             }
             if p == top {
                 cols.append(p, topSize, .top, arena)
+                tally.add(seg.arena, .top, p, topSize)
                 reachedTop = true
                 break
             }
@@ -346,6 +356,7 @@ extension GlibcCapture {
                 warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)) of arena \(seg.arena): NON_MAIN_ARENA is \(sf & L.nonMainArena != 0 ? "set" : "clear")"))
             }
             cols.append(p, sz, st, arena)
+            tally.add(seg.arena, st, p, sz)
             p = nextP
         }
         if holdsTop && !reachedTop {

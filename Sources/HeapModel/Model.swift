@@ -130,6 +130,9 @@ public struct ChunkTable: Sendable {
         @usableFromInline var kind: [ChunkKind] = [], follows: [UInt64] = [], stored: [UInt64] = []
         @usableFromInline var base: [UInt64] = [], wide: [Int32] = [], offset: [UInt32] = [], whole: [UInt64] = []
         @usableFromInline var runStart: [Int32] = [], runArena: [UInt16] = []
+        /// No chunk was appended below the one before it (the table needs no sorting).
+        public var isOrdered: Bool { ordered }
+        @usableFromInline var ordered = true
         public init() {}
         public mutating func reserve(_ n: Int) {
             kind.reserveCapacity(n); offset.reserveCapacity(n)
@@ -139,6 +142,7 @@ public struct ChunkTable: Sendable {
         public mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
             precondition(count < Int(Int32.max))
             if count > 0 {   // the chunk before: its size is the gap to this one, or stored
+                if a < lastAddress { ordered = false }
                 if lastAddress &+ lastSize == a {
                     if inGroup > 0 { followsWord |= 1 << UInt64(inGroup - 1) } else { follows[follows.count - 1] |= 1 << 63 }
                 } else { stored.append(lastSize) }
@@ -185,6 +189,9 @@ public struct ChunkTable: Sendable {
     }
 
     public var count: Int { kind.count }
+    /// The kinds' storage, for passes over every chunk of a table the caller holds unchanged
+    /// while it reads (as the columns' readers).
+    public var kindBase: UnsafePointer<ChunkKind> { baseAddress(kind) }
     /// The chunk's state, in shared terms.
     @inlinable @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
     /// The allocator's name for the chunk's kind.

@@ -65,28 +65,50 @@ enum MemoryAccounting {
         var stackRanges = Set<UInt64>()   // starts of the ranges of `mapped` that are stacks
         var isOwn = [Bool](repeating: false, count: 256)
         for k in own { isOwn[Int(k.rawValue)] = true }
-        var chunkOrder: [Int32] = []
-        chunkOrder.reserveCapacity(chunks.count)
+        // Heap chunks are visited in address order: the table's own order (with the chunks mapped
+        // on their own passed over), or, when it is not sorted, a list of indexes sorted.
         let address = chunks.address.reader, size = chunks.size.reader   // (chunks is held, unchanged)
         var inOrder = true
-        for i in 0..<chunks.count {
-            if isOwn[Int(chunks.kind[i].rawValue)] {
-                let a = address.address(i), e = a &+ size.size(i)
-                mapped.append((a & ~4095, (e + 4095) & ~4095))
-                continue
+        var lastHeapStart: UInt64 = 0
+        chunks.kind.withUnsafeBufferPointer { kind in
+            for i in 0..<chunks.count {
+                let a = address.address(i)
+                if isOwn[Int(kind[i].rawValue)] {
+                    let e = a &+ size.size(i)
+                    mapped.append((a & ~4095, (e + 4095) & ~4095))
+                    continue
+                }
+                if a < lastHeapStart { inOrder = false }
+                lastHeapStart = a
             }
-            if let last = chunkOrder.last, address.address(Int(last)) > address.address(i) { inOrder = false }
-            chunkOrder.append(Int32(i))
         }
-        if !inOrder { chunkOrder.sort { address.address(Int($0)) < address.address(Int($1)) } }
+        var chunkOrder: [Int32] = []
+        if !inOrder {
+            chunkOrder = (0..<chunks.count).filter { !isOwn[Int(chunks.kind[$0].rawValue)] }.map { Int32($0) }
+            chunkOrder.sort { address.address(Int($0)) < address.address(Int($1)) }
+        }
         struct HeapChunks {
+            /// Empty when the table is in address order: chunk j is the table's chunk j.
             let order: [Int32], address: AddressColumn.Reader, size: SizeColumn.Reader, table: ChunkTable
-            var count: Int { order.count }
-            @inline(__always) func start(_ j: Int) -> UInt64 { address.address(Int(order[j])) }
-            @inline(__always) func end(_ j: Int) -> UInt64 { let i = Int(order[j]); return address.address(i) &+ size.size(i) }
-            @inline(__always) func state(_ j: Int) -> ChunkState { table.state(Int(order[j])) }
+            let isOwn: [Bool], kind: UnsafePointer<ChunkKind>, stateOf: [ChunkState], count: Int
+            @inline(__always) func index(_ j: Int) -> Int { order.isEmpty ? j : Int(order[j]) }
+            @inline(__always) func start(_ j: Int) -> UInt64 { address.address(index(j)) }
+            @inline(__always) func end(_ j: Int) -> UInt64 { let i = index(j); return address.address(i) &+ size.size(i) }
+            @inline(__always) func state(_ j: Int) -> ChunkState { stateOf[Int(kind[index(j)].rawValue)] }
+            /// Past chunks mapped on their own (only the table's order holds them).
+            @inline(__always) func skipOwn(_ j: inout Int) {
+                if order.isEmpty { while j < count && isOwn[Int(kind[j].rawValue)] { j += 1 } }
+            }
+            /// Back to the previous heap chunk, if any, over chunks mapped on their own.
+            @inline(__always) func previous(_ j: Int) -> Int? {
+                var k = j - 1
+                if order.isEmpty { while k >= 0 && isOwn[Int(kind[k].rawValue)] { k -= 1 } }
+                return k >= 0 ? k : nil
+            }
         }
-        let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks)
+        let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks, isOwn: isOwn, kind: chunks.kindBase,
+                              stateOf: (0..<256).map { chunks.kinds.state(ChunkKind(UInt8($0))) },
+                              count: inOrder ? chunks.count : chunkOrder.count)
         // The arenas' heap segments (what of them no chunk covers is malloc's own: a thread heap's
         // header and arena struct); other anonymous memory may sit in the same mapping.
         let segments = walk.arenas.flatMap { $0.segments }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
@@ -126,6 +148,57 @@ enum MemoryAccounting {
                      "anonymous", "shared", "file_backed", "unexplained"].map { ($0, MemoryAccount.plainName($0)) }
         for (id, name) in names { lines[id] = .init(id: id, name: name, rss: 0, pss: 0, swap: 0, mappings: 0); order.append(id) }
 
+        /// Where a whole mapping goes, or that it is counted page by page (or is a candidate for
+        /// naming, without page-level residency).
+        enum Whole { case line(String), mallocHeap, candidate, pages }
+        func whole(_ n: Int) -> Whole {
+            let m = read.smaps[n].mapping, previous = n > 0 ? read.smaps[n - 1].mapping : nil
+            if m.shared { return .line("shared") }
+            let anonymous = m.isAnonymous || m.path == "[heap]" || m.path == "[stack]"
+            // A module's .bss past its file's last page is the module's data.
+            if !anonymous || m.isBSSTail(after: previous) { return .line("file_backed") }
+            if m.path == "[stack]" { return .line("thread_stacks") }
+            if !read.pageLevel, CopyPlan.isStack(m, previous: previous) && sps.contains(where: { m.contains($0) }) { return .line("thread_stacks") }
+            guard read.pageLevel else { return isHeapMapping(m) ? .mallocHeap : .candidate }
+            return .pages
+        }
+        /// The present runs inside mapping `m`, from `at` on in `read.present` (moved up to them).
+        func presentRuns(_ m: Mapping, _ at: inout Int) -> [(UInt64, UInt64)] {
+            while at < read.present.count && read.present[at].end <= m.start { at += 1 }
+            var runs: [(UInt64, UInt64)] = []
+            var k = at
+            while k < read.present.count && read.present[k].start < m.end {
+                runs.append((max(read.present[k].start, m.start), min(read.present[k].end, m.end))); k += 1
+            }
+            return runs
+        }
+
+        // The mappings holding present bytes that neither a chunk mapped on its own, a thread
+        // stack nor a heap segment (which holds every heap chunk) covers: the ones to name, known
+        // before the pass over the chunks, so that naming them (a scan of the whole heap copy)
+        // runs on another thread meanwhile. Checked against the pass's own list after it.
+        var covered: [(start: UInt64, end: UInt64)] = []
+        for r in (mapped + segments.map { (start: $0.0, end: $0.1) }).sorted(by: { $0.start < $1.start }) {
+            if let last = covered.last, r.start <= last.end { covered[covered.count - 1].end = max(last.end, r.end) } else { covered.append(r) }
+        }
+        func fullyCovered(_ s: UInt64, _ t: UInt64) -> Bool {
+            var l = 0, h = covered.count   // the last union interval starting at or before s
+            while l < h { let mid = (l + h) / 2; if covered[mid].start <= s { l = mid + 1 } else { h = mid } }
+            return l > 0 && covered[l - 1].end >= t
+        }
+        var predicted: [Mapping] = []
+        var predictAt = 0
+        for n in read.smaps.indices {
+            switch whole(n) {
+            case .candidate: predicted.append(read.smaps[n].mapping)
+            case .pages:
+                let m = read.smaps[n].mapping
+                if presentRuns(m, &predictAt).contains(where: { !fullyCovered($0.0, $0.1) }) { predicted.append(m) }
+            default: break
+            }
+        }
+        var naming = BackgroundWork { nameAnonymous(predicted, read.moduleData, symbols: symbols, heap: heapImage, chunks: walk.chunks) }
+
         var presentAt = 0
         var heapAt = 0, mappedAt = 0
         var totalRSS: UInt64 = 0, totalPSS: UInt64 = 0, totalSwap: UInt64 = 0
@@ -138,27 +211,14 @@ enum MemoryAccounting {
             func part(_ bytes: Int64) -> (Int64, Int64) {
                 rss > 0 ? (pss * bytes / rss, swap * bytes / rss) : (0, 0)
             }
-            let previous = n > 0 ? read.smaps[n - 1].mapping : nil
-            if m.shared { add("shared", "shared", "", rss: rss, pss: pss, swap: swap); continue }
-            let anonymous = m.isAnonymous || m.path == "[heap]" || m.path == "[stack]"
-            // A module's .bss past its file's last page is the module's data.
-            if !anonymous || m.isBSSTail(after: previous) { add("file_backed", "file_backed", "", rss: rss, pss: pss, swap: swap); continue }
-            if m.path == "[stack]" { add("thread_stacks", "thread_stacks", "", rss: rss, pss: pss, swap: swap); continue }
-            if !read.pageLevel, CopyPlan.isStack(m, previous: previous) && sps.contains(where: { m.contains($0) }) {
-                add("thread_stacks", "thread_stacks", "", rss: rss, pss: pss, swap: swap); continue
-            }
-            guard read.pageLevel else {
-                if isHeapMapping(m) { add("malloc_heap", "malloc_heap", MemoryAccount.plainName("malloc_heap"), rss: rss, pss: pss, swap: swap) }
-                else { namedCandidates.append((m, rss, pss, swap)) }
-                continue
+            switch whole(n) {
+            case .line(let key): add(key, key, "", rss: rss, pss: pss, swap: swap); continue
+            case .mallocHeap: add("malloc_heap", "malloc_heap", MemoryAccount.plainName("malloc_heap"), rss: rss, pss: pss, swap: swap); continue
+            case .candidate: namedCandidates.append((m, rss, pss, swap)); continue
+            case .pages: break
             }
             // Page by page: the present runs inside this mapping.
-            while presentAt < read.present.count && read.present[presentAt].end <= m.start { presentAt += 1 }
-            var runs: [(UInt64, UInt64)] = []
-            var k = presentAt
-            while k < read.present.count && read.present[k].start < m.end {
-                runs.append((max(read.present[k].start, m.start), min(read.present[k].end, m.end))); k += 1
-            }
+            let runs = presentRuns(m, &presentAt)
             var counted: Int64 = 0
             // Bytes per holder, in a fixed array (the loop runs once per chunk: no hashing in it).
             let keys = ["malloc_in_use", "malloc_free", "malloc_top", "malloc_metadata", "mmapped_chunks", "thread_stacks", "anonymous"]
@@ -169,8 +229,9 @@ enum MemoryAccounting {
             // Heap chunks by state, chunks mapped on their own, and the rest.
             for (s, t) in runs {
                 var a = s
-                while heapAt > 0 && heap.end(heapAt - 1) > a { heapAt -= 1 }
-                while heapAt < heap.count && heap.end(heapAt) <= a { heapAt += 1 }
+                while let b = heap.previous(heapAt), heap.end(b) > a { heapAt = b }
+                heap.skipOwn(&heapAt)
+                while heapAt < heap.count && heap.end(heapAt) <= a { heapAt += 1; heap.skipOwn(&heapAt) }
                 while mappedAt > 0 && mapped[mappedAt - 1].end > a { mappedAt -= 1 }
                 while mappedAt < mapped.count && mapped[mappedAt].end <= a { mappedAt += 1 }
                 while a < t {
@@ -191,7 +252,7 @@ enum MemoryAccounting {
                     bytesOf[key] += Int64(next - a)
                     counted += Int64(next - a)
                     a = next
-                    if heapAt < heap.count && heap.end(heapAt) <= a { heapAt += 1 }
+                    if heapAt < heap.count && heap.end(heapAt) <= a { heapAt += 1; heap.skipOwn(&heapAt) }
                     if mappedAt < mapped.count && mapped[mappedAt].end <= a { mappedAt += 1 }
                 }
             }
@@ -213,7 +274,11 @@ enum MemoryAccounting {
             if runs.isEmpty && swap > 0 { add("anonymous", "anonymous", "", rss: 0, pss: 0, swap: swap) }
         }
         // Other anonymous memory, named by the module variable pointing into it most often.
-        let named = nameAnonymous(namedCandidates.map(\.m), read.moduleData, symbols: symbols, heap: heapImage, chunks: walk.chunks)
+        var named = naming.wait()
+        if namedCandidates.map(\.m.start) != predicted.map(\.start) {   // (a chunk outside every heap segment)
+            PhaseTrace().note("memory account: the mappings to name were not the ones predicted; named again")
+            named = nameAnonymous(namedCandidates.map(\.m), read.moduleData, symbols: symbols, heap: heapImage, chunks: walk.chunks)
+        }
         for c in namedCandidates {
             if let name = named[c.m.start] {
                 add("anonymous:" + name, "anonymous", "anonymous memory pointed to by \(name)", rss: c.rss, pss: c.pss, swap: c.swap)
