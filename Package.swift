@@ -65,7 +65,7 @@ let package = Package(
                           path: "Tests/Benchmarks"),
         // Fuzz harnesses (Tests/Fuzz/main.swift): snapshot files, ELF/DWARF for sym, sym's input text, core files.
         .executableTarget(name: "heapscope-fuzz", dependencies: ["Inspect", "HeapModel", "Snapshot", "Analysis", "ProcessAccess"], path: "Tests/Fuzz"),
-        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot", "Symbols"],
+        .testTarget(name: "HeapscopeTests", dependencies: ["Inspect", "HeapModel", "ProcessAccess", "GlibcMalloc", "Analysis", "Snapshot", "Symbols", "Output"],
                     path: "Tests/HeapscopeTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -62,9 +62,18 @@ extension Inspector {
                                       anonymous: anonymousRoots, shared: options.sharedRoots)
         let blocks = Blocks(walk.chunks)
         trace.mark("leaks: roots and blocks")
-        // What labelling reads from debug info and the blocks' first words needs nothing of the
-        // scan: it is made on a thread of its own beside it (with a MemoryImage of its own).
-        var sources = types ? BackgroundWork { labelSources(image: c, memory: c.memory(), blocks: blocks, text: true) } : nil
+        // Labelling needs nothing of the scan: it is done on a thread of its own beside it (with a
+        // MemoryImage of its own, and no progress lines), unless the scan is over first and finds
+        // nothing to label.
+        let nothingToLabel = Flag()
+        var labelling = types ? BackgroundWork { () -> TypeInspection? in
+            let own = c.memory()
+            let sources = labelSources(image: c, memory: own, blocks: blocks, text: true)
+            if nothingToLabel.isSet { return nil }
+            var quiet = options
+            quiet.progress = nil
+            return label(image: c, memory: own, blocks: blocks, pid: c.accessPid, options: quiet, lineage: lineage, sources: sources)
+        } : nil
         let what = "scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks"
         options.progress?(what)
         let report = Reachability.check(blocks: blocks, memory: memory, roots: roots, registerWords: sets.flatMap(\.words),
@@ -77,9 +86,9 @@ extension Inspector {
         // the types of reachable chunks they resemble (so, when there are any, every chunk is typed).
         // With nothing lost and only lost chunks listed, there is nothing to label.
         let anyLost = report.leakClass.contains { $0 != .stillReachable }
-        let made = sources?.wait()
-        let labels = types && (anyLost || typesOfReachable)
-            ? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: lineage, sources: made) : nil
+        if !(anyLost || typesOfReachable) { nothingToLabel.set() }
+        let made = labelling?.wait()
+        let labels = types && (anyLost || typesOfReachable) ? made : nil
         trace.mark("leaks: types")
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)
@@ -170,4 +179,12 @@ extension Inspector {
         if from < range.1 { out.append((from, range.1)) }
         return out
     }
+}
+
+/// A flag one thread sets and another reads.
+final class Flag: @unchecked Sendable {
+    private let lock = Mutex()
+    private var value = false
+    func set() { lock.locked { value = true } }
+    var isSet: Bool { lock.locked { value } }
 }

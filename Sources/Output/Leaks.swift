@@ -19,6 +19,40 @@ public struct LeakGroup {
     public var bytes: UInt64 { size * UInt64(count) }
 }
 
+/// Leak groups of some of the blocks, as one pass makes them (see `LeakGroups.build`).
+struct GroupPass {
+    struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32; var type: Int32 }
+    // Per group: key, chunks, first few blocks (separate arrays: the pass sees every block).
+    var keys: [Key] = [], counts: [Int] = [], samples: [[Int]] = [], all: [[UInt64]] = []
+    /// Per signature id: its (offset, value) pairs.
+    var sigPointers: [[UInt64]] = []
+
+    /// `later`'s groups, made from the blocks after these, added as one pass over both would:
+    /// signatures and groups first seen there numbered after these, the first three samples kept.
+    mutating func merge(_ later: GroupPass) {
+        var sigID: [[UInt64]: Int32] = [:]
+        for (i, p) in sigPointers.enumerated() { sigID[p] = Int32(i) }
+        let renumber: [Int32] = later.sigPointers.map { p in
+            if let id = sigID[p] { return id }
+            let id = Int32(sigPointers.count); sigID[p] = id; sigPointers.append(p); return id
+        }
+        var index: [Key: Int] = [:]
+        for (i, k) in keys.enumerated() { index[k] = i }
+        for (j, var k) in later.keys.enumerated() {
+            if k.sig >= 0 { k.sig = renumber[Int(k.sig)] }
+            if let i = index[k] {
+                counts[i] += later.counts[j]
+                samples[i].append(contentsOf: later.samples[j].prefix(max(0, 3 - samples[i].count)))
+                if !all.isEmpty { all[i].append(contentsOf: later.all[j]) }
+            } else {
+                index[k] = keys.count
+                keys.append(k); counts.append(later.counts[j]); samples.append(later.samples[j])
+                if !later.all.isEmpty { all.append(later.all[j]) }
+            }
+        }
+    }
+}
+
 public enum LeakGroups {
     /// The groups of every lost chunk (definitely, indirectly and possibly lost), and with
     /// `reachable` of the still reachable ones too.
@@ -30,7 +64,9 @@ public enum LeakGroups {
     /// bytes point to, or "text" when it starts with printable bytes). One pass over the blocks;
     /// symbols are looked up once per distinct pointer value.
     /// From a snapshot file (no symbols, no mappings) pointer signatures are not formed.
-    public static func build(_ r: LeakInspection, classes: Set<LeakClass>, addresses: Bool = false) -> [LeakGroup] {
+    /// `splitAt`: the block where the second of two passes (on a thread of its own) starts; nil:
+    /// at half the blocks when there are a million or more and two CPUs, else one pass.
+    public static func build(_ r: LeakInspection, classes: Set<LeakClass>, addresses: Bool = false, splitAt: Int? = nil) -> [LeakGroup] {
         let b = r.leaks.blocks, cls = r.leaks.leakClass
         let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
@@ -46,59 +82,77 @@ public enum LeakGroups {
             while l < h { let m = (l + h) >> 1; if modules[m].1 <= w { l = m + 1 } else { h = m } }
             return l < modules.count && w >= modules[l].0
         }
-        struct Key: Hashable { var cls: UInt8; var size: UInt64; var sig: Int32; var type: Int32 }
         let typeGroups = r.types?.groups()
         let groupOf = typeGroups?.of
-        var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
-        var sigPointers: [[UInt64]] = []
         let textSig: Int32 = -2
-        var index: [Key: Int] = [:]
-        // Per group: key, chunks, first few blocks (separate arrays: this loop sees every block).
-        var keys: [Key] = [], counts: [Int] = [], samples: [[Int]] = []
-        var all: [[UInt64]] = []
-        var last: (key: Key, at: Int)? = nil
-        // The copied region the last block was in, as plain values (no reference to hold per block).
-        var regionBase: UnsafeRawPointer? = nil, regionStart: UInt64 = 0, regionEnd: UInt64 = 0
-        var words: [UInt64] = []
-        words.reserveCapacity(16)
-        for k in 0..<b.count where want[Int(cls[k].rawValue)] {
-            let start = b.userStart(k), size = b.userEnd(k) - start, head = min(size, 64)
-            if regionBase == nil || start < regionStart || start &+ head > regionEnd {
-                if let reg = r.memory.region(containing: start, length: head) {
-                    regionBase = UnsafeRawPointer(reg.base); regionStart = reg.start; regionEnd = reg.end
-                } else { regionBase = nil }
-            }
-            var sig: Int32 = -1
-            if let rb = regionBase {
-                let base = rb + Int(start - regionStart)
-                words.removeAll(keepingCapacity: true)
-                var off = 0
-                while off + 8 <= Int(head) {
-                    let w = base.loadUnaligned(fromByteOffset: off, as: UInt64.self)
-                    if w > 4096 && inModule(w) { words.append(UInt64(off)); words.append(w) }
-                    off += 8
+        let regions = r.memory.regions
+        /// The groups of the blocks of `range`, in the order they are first seen, with their
+        /// signatures numbered in the order they are first seen.
+        func pass(_ range: Range<Int>) -> GroupPass {
+            var g = GroupPass()
+            var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
+            var index: [GroupPass.Key: Int] = [:]
+            var last: (key: GroupPass.Key, at: Int)? = nil
+            // The copied region the last block was in, as plain values (no reference to hold per
+            // block; found without the image's cursor: two passes may run at once).
+            var regionBase: UnsafeRawPointer? = nil, regionStart: UInt64 = 0, regionEnd: UInt64 = 0
+            var words: [UInt64] = []
+            words.reserveCapacity(16)
+            for k in range where want[Int(cls[k].rawValue)] {
+                let start = b.userStart(k), size = b.userEnd(k) - start, head = min(size, 64)
+                if regionBase == nil || start < regionStart || start &+ head > regionEnd {
+                    var lo = 0, hi = regions.count
+                    while lo < hi { let m = (lo + hi) / 2; if regions[m].end <= start { lo = m + 1 } else { hi = m } }
+                    if lo < regions.count, regions[lo].contains(start, head) {
+                        regionBase = UnsafeRawPointer(regions[lo].base); regionStart = regions[lo].start; regionEnd = regions[lo].end
+                    } else { regionBase = nil }
                 }
-                if !words.isEmpty {
-                    if let id = pointerSets[words] { sig = id } else {
-                        sig = Int32(sigPointers.count); pointerSets[words] = sig; sigPointers.append(words)
+                var sig: Int32 = -1
+                if let rb = regionBase {
+                    let base = rb + Int(start - regionStart)
+                    words.removeAll(keepingCapacity: true)
+                    var off = 0
+                    while off + 8 <= Int(head) {
+                        let w = base.loadUnaligned(fromByteOffset: off, as: UInt64.self)
+                        if w > 4096 && inModule(w) { words.append(UInt64(off)); words.append(w) }
+                        off += 8
                     }
-                } else if size >= 4 {
-                    var printable = true
-                    for i in 0..<4 { let c = base.load(fromByteOffset: i, as: UInt8.self); if c < 0x20 || c >= 0x7f { printable = false } }
-                    if printable { sig = textSig }
+                    if !words.isEmpty {
+                        if let id = pointerSets[words] { sig = id } else {
+                            sig = Int32(g.sigPointers.count); pointerSets[words] = sig; g.sigPointers.append(words)
+                        }
+                    } else if size >= 4 {
+                        var printable = true
+                        for i in 0..<4 { let c = base.load(fromByteOffset: i, as: UInt8.self); if c < 0x20 || c >= 0x7f { printable = false } }
+                        if printable { sig = textSig }
+                    }
                 }
+                let key = GroupPass.Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf?[k] ?? -1)
+                let at: Int
+                if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
+                    at = g.keys.count; index[key] = at; g.keys.append(key); g.counts.append(0); g.samples.append([])
+                    if addresses { g.all.append([]) }
+                }
+                if addresses { g.all[at].append(start) }
+                last = (key, at)
+                g.counts[at] += 1
+                if g.counts[at] <= 3 { g.samples[at].append(k) }
             }
-            let key = Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf?[k] ?? -1)
-            let at: Int
-            if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
-                at = keys.count; index[key] = at; keys.append(key); counts.append(0); samples.append([])
-                if addresses { all.append([]) }
-            }
-            if addresses { all[at].append(start) }
-            last = (key, at)
-            counts[at] += 1
-            if counts[at] <= 3 { samples[at].append(k) }
+            return g
         }
+        // One pass per half, on two threads; the halves merged into what one pass over them all makes.
+        let g: GroupPass
+        let split = splitAt ?? (b.count >= 1 << 20 && sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? b.count / 2 : nil)
+        if let split {
+            let mid = min(max(split, 0), b.count)
+            var second = BackgroundWork { pass(mid..<b.count) }
+            var first = pass(0..<mid)
+            first.merge(second.wait())
+            g = first
+        } else {
+            g = pass(0..<b.count)
+        }
+        let keys = g.keys, counts = g.counts, samples = g.samples, all = g.all, sigPointers = g.sigPointers
         // Symbols for the pointer values of the signatures.
         var names: [UInt64: String] = [:]
         let values = Array(Set(sigPointers.flatMap { p in stride(from: 1, to: p.count, by: 2).map { p[$0] } }))

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import HeapModel
 import Inspect
+import Output
 import Testing
 
 /// `leaks` on TestTargets/leaks.c, which notes every chunk it made on purpose with the class
@@ -172,6 +173,35 @@ struct LeakTests {
         let textAll = try run(Paths.heapscope, ["leaks", String(p.pid), "--addresses"])
         #expect(textAll.out.contains("every chunk:"))
         #expect(p.release().ok)
+    }
+
+    @Test("leak groups made in two passes (split at every block) are the groups of one pass: order, counts, samples, signatures, types, addresses")
+    func groupsInHalves() throws {
+        let p = try TargetProcess("leaks")
+        defer { p.release() }
+        let r = try Inspector.leaks(pid: p.pid, types: true, typesOfReachable: true)
+        LeakTests.expectGroupsInHalves(r, splits: Array(0...r.leaks.blocks.count), "leaks")
+        #expect(p.release().ok)
+    }
+
+    /// `LeakGroups.build` split at each of `splits` makes what one pass makes (and the default
+    /// split, what one pass makes of the lost chunks).
+    static func expectGroupsInHalves(_ r: LeakInspection, splits: [Int], _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let n = r.leaks.blocks.count
+        func fields(_ g: [LeakGroup]) -> [String] {
+            g.map { "\($0.leakClass.name) \($0.size) \($0.signature) \($0.type ?? "-") \($0.confidence.name) \($0.count) \($0.samples) \($0.addresses ?? [])" }
+        }
+        let groups = LeakGroups.build(r, classes: Set(LeakClass.allCases), addresses: true, splitAt: n)
+        let one = fields(groups)
+        #expect(one.count > 8 && Set(groups.map(\.signature)).count > 2 && groups.contains { $0.count > 3 },
+                "\(what): \(one.count) groups: too few to tell a merge from one pass", sourceLocation: sourceLocation)
+        for split in splits {
+            let two = fields(LeakGroups.build(r, classes: Set(LeakClass.allCases), addresses: true, splitAt: split))
+            #expect(two == one, "\(what): split at block \(split) of \(n): \(zip(two, one).first { $0 != $1 }.map { "\($0) vs \($1)" } ?? "\(two.count) vs \(one.count) groups")",
+                    sourceLocation: sourceLocation)
+        }
+        let lost: Set<LeakClass> = [.definitelyLost, .indirectlyLost, .possiblyLost]
+        #expect(fields(LeakGroups.build(r, reachable: false)) == fields(LeakGroups.build(r, classes: lost, splitAt: n / 2)), sourceLocation: sourceLocation)
     }
 
     @Test("chunks --class: exactly the chunks leaks classifies so (each class, and lost), the program's own as its manifest says")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Inspect
 import Snapshot
 import Testing
 
@@ -103,6 +104,10 @@ struct RealProgramTests {
         let classified = ["definitely_lost", "indirectly_lost", "possibly_lost", "still_reachable"]
             .map { ((leaks[$0] as? [String: Any])?["chunks"] as? Int) ?? -1 }
         #expect(classified.reduce(0, +) == outstanding.count, "\(program): leaks \(classified), chunks \(outstanding.count)")
+        // Leak groups made in two passes (as for a million chunks, on two threads) are the groups of one.
+        let lib = try Inspector.leaks(pid: p.pid, types: true, typesOfReachable: true)
+        let blocks = lib.leaks.blocks.count
+        LeakTests.expectGroupsInHalves(lib, splits: [0, 1, blocks - 1, blocks] + (1..<24).map { blocks * $0 / 24 }, program)
         // types: every outstanding chunk counted once; for python, PyObject (struct _object) from its DWARF.
         let types = try heapscope(["types", pid])
         #expect(types.contains("declared"), "\(types.prefix(2000))")
