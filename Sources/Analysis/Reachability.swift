@@ -215,8 +215,11 @@ public struct Blocks: Sendable {
             }
             let pageBase = start(i) & ~((1 << BlockStorage.pageShift) - 1)
             var j = i, limit = end(i)
-            while j + 1 < blocks && end(j + 1) - start(j + 1) <= BlockStorage.bigBlock && start(j + 1) < limit &+ BlockStorage.spanGap {
-                j += 1; limit = max(limit, end(j))
+            // (the next block's bounds read once each: this loop sees every block)
+            var nextStart = j + 1 < blocks ? start(j + 1) : 0, nextEnd = j + 1 < blocks ? end(j + 1) : 0
+            while j + 1 < blocks && nextEnd - nextStart <= BlockStorage.bigBlock && nextStart < limit &+ BlockStorage.spanGap {
+                j += 1; limit = max(limit, nextEnd)
+                if j + 1 < blocks { nextStart = start(j + 1); nextEnd = end(j + 1) }
             }
             let pages = Int((limit - pageBase + (1 << BlockStorage.pageShift) - 1) >> BlockStorage.pageShift)
             spanBase.append(pageBase); spanLimit.append(limit); spanPage.append(pageFirst.count)

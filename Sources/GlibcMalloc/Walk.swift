@@ -1,3 +1,4 @@
+import Glibc
 import HeapModel
 import ProcessAccess
 
@@ -57,6 +58,7 @@ let maxListHops = 50_000_000
 extension GlibcCapture {
     public func walk() -> HeapWalk {
         let L = target.layout
+        let tt = PhaseTrace()   // (HEAPSCOPE_TRACE=1)
         var warnings = self.warnings
         if let w = crossCheckSignature() { warnings.append(w) }
         var listed: [ListedFree] = []
@@ -121,6 +123,7 @@ extension GlibcCapture {
             }
         }
 
+        tt.mark("walk: bins")
         // 2. Every thread's tcache.
         let cacheOf = findThreadCaches()
         var tcacheStructs: Set<UInt64> = []
@@ -169,6 +172,7 @@ extension GlibcCapture {
         for k in stride(from: 1, to: listed.count, by: 1) where listed[k].address == listed[k - 1].address {
             warnings.append(.init(.corruptList, listed[k].address, "chunk 0x\(hex(listed[k].address)) is in two free lists (\(kinds.name(listed[k - 1].kind)) and \(kinds.name(listed[k].kind))): double free?"))
         }
+        tt.mark("walk: tcaches")
         var cols = ChunkTable.Builder()
         cols.reserve(estimateChunkCount())
         var tally = SegmentTally(arenas: arenas.count, kinds: kinds.kinds.count)
@@ -213,6 +217,7 @@ extension GlibcCapture {
                         cols: &cols, tally: &tally, warnings: &warnings)
         }
         takeMmapped(below: .max)
+        tt.mark("walk: segments")
         while fi < listed.count {
             warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not a chunk of any heap segment"))
             fi += 1
@@ -285,82 +290,28 @@ extension GlibcCapture {
         return Int(min(bytes / 64, 200_000_000)) + mmappedChunks.count + 16
     }
 
+    /// Segments this long or longer are walked in two pieces at once, on two CPUs. (The environment
+    /// variable HEAPSCOPE_WALK_SPLIT=BYTES sets it, for tests: every segment of that length is split.)
+    static let splitBytes: UInt64 = getenv("HEAPSCOPE_WALK_SPLIT").flatMap { UInt64(String(cString: $0)) }
+        ?? (sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? 64 << 20 : .max)
+
     /// Walk one segment by chunk sizes. Bad size fields are reported and the walk resumes at the
-    /// next chunk known from the free lists, if any.
+    /// next chunk known from the free lists, if any. A long segment is walked in two pieces at
+    /// once: the second from a chunk boundary near its middle, on a thread of its own; when the
+    /// first piece ends exactly there, the second is what one walk would find from there on (a
+    /// walk from a chunk depends on nothing before it but the free lists), and is taken;
+    /// otherwise it is dropped and the first goes on alone.
     private func walkSegment(_ seg: HeapSegment, top: UInt64, topSize: UInt64, listed: [ListedFree], fi: inout Int,
                              cols: inout ChunkTable.Builder, tally: inout SegmentTally, warnings: inout [HeapWarning]) {
-        let L = target.layout
         guard let reg = image.region(containing: seg.firstChunk, length: 16) else {
             warnings.append(.init(.unreadable, seg.firstChunk, "heap segment at 0x\(hex(seg.firstChunk)) was not copied")); return
         }
-        let arena = UInt16(seg.arena)
-        let limit = min(seg.end, reg.end)
-        let base = reg.base, rs = reg.start
-        let holdsTop = top >= seg.firstChunk && top < seg.end
-        @inline(__always) func sizeField(_ p: UInt64) -> UInt64 { base.loadUnaligned(fromByteOffset: Int(p - rs + 8), as: UInt64.self) }
-        var p = seg.firstChunk
-        var reachedTop = false
-        while p + 16 <= limit {
-            while fi < listed.count, listed[fi].address < p {
-                warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not at a chunk boundary"))
-                fi += 1
-            }
-            if p == top {
-                cols.append(p, topSize, .top, arena)
-                tally.add(seg.arena, .top, p, topSize)
-                reachedTop = true
-                break
-            }
-            let sf = sizeField(p)
-            let sz = sf & ~7
-            if sz == 0 { break }                              // end-of-heap fencepost
-            let nextP = p &+ sz
-            let bound = holdsTop ? top : seg.end
-            if sz & L.alignMask != 0 || sz < 16 || nextP > bound || nextP < p || sf & L.isMmapped != 0 {
-                let why = sz & L.alignMask != 0 ? "misaligned size" : (sz < 16 ? "size too small" :
-                          (sf & L.isMmapped != 0 ? "IS_MMAPPED set inside an arena" : "size runs past the end of the heap"))
-                // Resume at the next chunk known from a free list or a tcache pointer, past this one
-                // (which may itself be listed: a free chunk whose size was overwritten).
-                while fi < listed.count, listed[fi].address <= p { fi += 1 }
-                var resume: UInt64? = fi < listed.count && listed[fi].address < bound ? listed[fi].address : nil
-                if resume == nil && holdsTop && top > p { resume = top }
-                let skip = resume.map { "resumed at 0x\(hex($0)), skipping \($0 - p) bytes" } ?? "rest of segment skipped"
-                warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)): size field 0x\(hex(sf)) is invalid (\(why)); \(skip)"))
-                guard let r = resume else { break }
-                p = r
-                continue
-            }
-            if sz == 16 {                                      // 0x10 fencepost: malloc's, not a chunk
-                // Two in a row close a main-arena region whose top moved elsewhere.
-                if nextP + 16 <= limit, sizeField(nextP) & ~7 == 16 { break }
-                p = nextP; continue
-            }
-            let nextInUse = nextP + 16 <= reg.end ? (sizeField(nextP) & L.prevInUse != 0) : true
-            var st: ChunkKind
-            if fi < listed.count, listed[fi].address == p {
-                st = listed[fi].kind
-                fi += 1
-                while fi < listed.count, listed[fi].address == p { fi += 1 }   // duplicate: reported above
-                let cached = st == .tcache || st == .fastbin || st == .mallocInternal
-                if cached != nextInUse {
-                    warnings.append(.init(.corruptChunk, p, "\(kinds.name(st)) chunk 0x\(hex(p)): next chunk's PREV_INUSE is \(nextInUse ? 1 : 0)"))
-                }
-            } else if !nextInUse {
-                st = sz < 0x400 ? .small : .large
-                warnings.append(.init(.unlistedFree, p, "chunk 0x\(hex(p)) is free (next PREV_INUSE clear) but in no bin"))
-            } else {
-                st = .inUse
-            }
-            // NON_MAIN_ARENA: never on a main-arena chunk; always on a non-main arena's chunk in use.
-            if (sf & L.nonMainArena != 0) != (seg.arena != 0) && (seg.arena == 0 || st == .inUse) {
-                warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)) of arena \(seg.arena): NON_MAIN_ARENA is \(sf & L.nonMainArena != 0 ? "set" : "clear")"))
-            }
-            cols.append(p, sz, st, arena)
-            tally.add(seg.arena, st, p, sz)
-            p = nextP
-        }
-        if holdsTop && !reachedTop {
-            warnings.append(.init(.corruptChunk, p, "walk of arena \(seg.arena) stopped at 0x\(hex(p)) before reaching top 0x\(hex(top))"))
+        let w = SegmentWalker(layout: target.layout, kinds: kinds, seg: seg, base: UnsafeRawPointer(reg.base), regionStart: reg.start,
+                              regionEnd: reg.end, top: top, topSize: topSize)
+        let c = kinds.kinds.count < 15 ? w.splitPoint(minimum: Self.splitBytes) : nil
+        let end = w.walk(split: c, listed: listed, fi: &fi, cols: &cols, tally: &tally, warnings: &warnings)
+        if w.holdsTop && !end.reachedTop {
+            warnings.append(.init(.corruptChunk, end.p, "walk of arena \(seg.arena) stopped at 0x\(hex(end.p)) before reaching top 0x\(hex(top))"))
         }
     }
 
@@ -466,5 +417,202 @@ extension GlibcCapture {
             p += sz
         }
         return nil
+    }
+}
+
+/// Where walked chunks go: the chunk table's builder, or a piece walked on another thread.
+protocol ChunkSink {
+    mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16)
+}
+extension ChunkTable.Builder: ChunkSink {}
+
+/// The second piece of a segment walked in two: its chunks as 8 bytes each (size << 4 | kind;
+/// a chunk that does not start where the one before ends is preceded by UInt64.max and its
+/// address), what it counted, warned and reached.
+struct SegmentPiece {
+    let start: UInt64
+    var recorder: Recorder
+    var tally: SegmentTally
+    var warnings: [HeapWarning] = []
+    var fi = 0
+    var end = SegmentWalker.End(p: 0, reachedTop: false, finished: true)
+    init(start: UInt64, tally: SegmentTally) { self.start = start; recorder = Recorder(entries: [], next: start); self.tally = tally }
+
+    struct Recorder: ChunkSink {
+        var entries: [UInt64], next: UInt64
+        @inline(__always) mutating func append(_ a: UInt64, _ s: UInt64, _ k: ChunkKind, _ ar: UInt16) {
+            if a != next { entries.append(.max); entries.append(a) }
+            entries.append(s << 4 | UInt64(k.rawValue))
+            next = a &+ s
+        }
+    }
+
+    /// The chunks into `cols`, as the walk found them.
+    func replay(into cols: inout ChunkTable.Builder, arena: UInt16) {
+        var a = start, i = 0
+        recorder.entries.withUnsafeBufferPointer { e in
+            while i < e.count {
+                if e[i] == .max { a = e[i + 1]; i += 2 }
+                let s = e[i] >> 4
+                cols.append(a, s, ChunkKind(UInt8(e[i] & 15)), arena)
+                a &+= s; i += 1
+            }
+        }
+    }
+}
+
+extension SegmentTally {
+    mutating func add(_ other: SegmentTally) {
+        for i in counts.indices { counts[i] += other.counts[i]; sums[i] &+= other.sums[i] }
+        trimmable &+= other.trimmable
+    }
+}
+
+/// The chunk-by-chunk walk of one copied heap segment (read only: pieces of one segment can be
+/// walked on two threads at once).
+struct SegmentWalker: @unchecked Sendable {
+    let layout: GlibcLayout, kinds: AllocatorKinds, seg: HeapSegment
+    let base: UnsafeRawPointer, regionStart: UInt64, regionEnd: UInt64
+    let top: UInt64, topSize: UInt64
+    var limit: UInt64 { min(seg.end, regionEnd) }
+    var holdsTop: Bool { top >= seg.firstChunk && top < seg.end }
+
+    /// Where a walk stopped: at `p`; whether it reached the top chunk; `finished`: the segment is
+    /// done (top, end, fencepost, or damage with nowhere to resume), not stopped by `until`.
+    struct End { var p: UInt64; var reachedTop: Bool; var finished: Bool }
+
+    @inline(__always) func sizeField(_ p: UInt64) -> UInt64 { base.loadUnaligned(fromByteOffset: Int(p - regionStart + 8), as: UInt64.self) }
+
+    /// The listed chunks below `p` that no chunk boundary met: reported as the walk does.
+    func passListed(below p: UInt64, listed: [ListedFree], fi: inout Int, warnings: inout [HeapWarning]) {
+        while fi < listed.count, listed[fi].address < p {
+            warnings.append(.init(.corruptList, listed[fi].address, "\(kinds.name(listed[fi].kind)) list entry 0x\(hex(listed[fi].address)) is not at a chunk boundary"))
+            fi += 1
+        }
+    }
+
+    /// The whole segment into `cols`; with `split`, in two pieces at once, the second from
+    /// `split` on a thread of its own, joined when the first ends exactly there, else dropped.
+    func walk(split: UInt64?, listed: [ListedFree], fi: inout Int, cols: inout ChunkTable.Builder,
+              tally: inout SegmentTally, warnings: inout [HeapWarning]) -> End {
+        guard let c = split else {
+            return walk(from: seg.firstChunk, until: .max, listed: listed, fi: &fi, sink: &cols, tally: &tally, warnings: &warnings)
+        }
+        let fresh = SegmentTally(arenas: tally.counts.count / tally.kinds, kinds: tally.kinds)
+        var second = BackgroundWork { () -> SegmentPiece in
+            var piece = SegmentPiece(start: c, tally: fresh)
+            piece.recorder.entries.reserveCapacity(Int((limit - min(c, limit)) / 48) + 16)   // (pages touched only as filled)
+            var lo = 0, hi = listed.count   // the first listed chunk at or after c
+            while lo < hi { let m = (lo + hi) / 2; if listed[m].address < c { lo = m + 1 } else { hi = m } }
+            piece.fi = lo
+            piece.end = walk(from: c, until: .max, listed: listed, fi: &piece.fi, sink: &piece.recorder, tally: &piece.tally, warnings: &piece.warnings)
+            return piece
+        }
+        var end = walk(from: seg.firstChunk, until: c, listed: listed, fi: &fi, sink: &cols, tally: &tally, warnings: &warnings)
+        let piece = second.wait()
+        let joined = !end.finished && end.p == c
+        PhaseTrace().note("walk: segment 0x\(hex(seg.firstChunk)) in two pieces from 0x\(hex(c)): " + (joined ? "joined" : "second dropped"))
+        if joined {
+            passListed(below: c, listed: listed, fi: &fi, warnings: &warnings)
+            piece.replay(into: &cols, arena: UInt16(seg.arena))
+            tally.add(piece.tally)
+            warnings.append(contentsOf: piece.warnings)
+            fi = piece.fi
+            end = piece.end
+        } else if !end.finished {
+            end = walk(from: end.p, until: .max, listed: listed, fi: &fi, sink: &cols, tally: &tally, warnings: &warnings)
+        }
+        return end
+    }
+
+    /// Where to start a second piece: a chunk header near the middle of the segment (of at least
+    /// `minimum` bytes) from which 32 chunks in a row look whole; nil for a shorter segment, or
+    /// when none is found within 64 KiB.
+    func splitPoint(minimum: UInt64) -> UInt64? {
+        let L = layout
+        let bound = holdsTop ? top : limit
+        guard bound > seg.firstChunk, bound - seg.firstChunk >= max(minimum, 4096) else { return nil }
+        var q = seg.firstChunk + ((bound - seg.firstChunk) / 2 & ~L.alignMask)
+        let stop = min(bound, q + (64 << 10))
+        search: while q < stop {
+            defer { q += L.alignMask + 1 }
+            var x = q
+            for _ in 0..<32 {
+                if x == top { break }
+                guard x + 16 <= limit else { continue search }
+                let sf = sizeField(x), sz = sf & ~7
+                guard sz >= 32, sz & L.alignMask == 0, sf & L.isMmapped == 0, x &+ sz > x, x + sz <= bound,
+                      seg.arena != 0 || sf & L.nonMainArena == 0 else { continue search }
+                x += sz
+            }
+            return q
+        }
+        return nil
+    }
+
+    /// Walk from the chunk at `start` until the segment ends or the walk reaches `until` or past it.
+    func walk<S: ChunkSink>(from start: UInt64, until stop: UInt64, listed: [ListedFree], fi: inout Int, sink: inout S,
+                            tally: inout SegmentTally, warnings: inout [HeapWarning]) -> End {
+        let L = layout
+        let arena = UInt16(seg.arena)
+        let limit = self.limit
+        var p = start
+        while p + 16 <= limit {
+            if p >= stop { return End(p: p, reachedTop: false, finished: false) }
+            passListed(below: p, listed: listed, fi: &fi, warnings: &warnings)
+            if p == top {
+                sink.append(p, topSize, .top, arena)
+                tally.add(seg.arena, .top, p, topSize)
+                return End(p: p, reachedTop: true, finished: true)
+            }
+            let sf = sizeField(p)
+            let sz = sf & ~7
+            if sz == 0 { break }                              // end-of-heap fencepost
+            let nextP = p &+ sz
+            let bound = holdsTop ? top : seg.end
+            if sz & L.alignMask != 0 || sz < 16 || nextP > bound || nextP < p || sf & L.isMmapped != 0 {
+                let why = sz & L.alignMask != 0 ? "misaligned size" : (sz < 16 ? "size too small" :
+                          (sf & L.isMmapped != 0 ? "IS_MMAPPED set inside an arena" : "size runs past the end of the heap"))
+                // Resume at the next chunk known from a free list or a tcache pointer, past this one
+                // (which may itself be listed: a free chunk whose size was overwritten).
+                while fi < listed.count, listed[fi].address <= p { fi += 1 }
+                var resume: UInt64? = fi < listed.count && listed[fi].address < bound ? listed[fi].address : nil
+                if resume == nil && holdsTop && top > p { resume = top }
+                let skip = resume.map { "resumed at 0x\(hex($0)), skipping \($0 - p) bytes" } ?? "rest of segment skipped"
+                warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)): size field 0x\(hex(sf)) is invalid (\(why)); \(skip)"))
+                guard let r = resume else { break }
+                p = r
+                continue
+            }
+            if sz == 16 {                                      // 0x10 fencepost: malloc's, not a chunk
+                // Two in a row close a main-arena region whose top moved elsewhere.
+                if nextP + 16 <= limit, sizeField(nextP) & ~7 == 16 { break }
+                p = nextP; continue
+            }
+            let nextInUse = nextP + 16 <= regionEnd ? (sizeField(nextP) & L.prevInUse != 0) : true
+            var st: ChunkKind
+            if fi < listed.count, listed[fi].address == p {
+                st = listed[fi].kind
+                fi += 1
+                while fi < listed.count, listed[fi].address == p { fi += 1 }   // duplicate: reported above
+                let cached = st == .tcache || st == .fastbin || st == .mallocInternal
+                if cached != nextInUse {
+                    warnings.append(.init(.corruptChunk, p, "\(kinds.name(st)) chunk 0x\(hex(p)): next chunk's PREV_INUSE is \(nextInUse ? 1 : 0)"))
+                }
+            } else if !nextInUse {
+                st = sz < 0x400 ? .small : .large
+                warnings.append(.init(.unlistedFree, p, "chunk 0x\(hex(p)) is free (next PREV_INUSE clear) but in no bin"))
+            } else {
+                st = .inUse
+            }
+            // NON_MAIN_ARENA: never on a main-arena chunk; always on a non-main arena's chunk in use.
+            if (sf & L.nonMainArena != 0) != (seg.arena != 0) && (seg.arena == 0 || st == .inUse) {
+                warnings.append(.init(.corruptChunk, p, "chunk 0x\(hex(p)) of arena \(seg.arena): NON_MAIN_ARENA is \(sf & L.nonMainArena != 0 ? "set" : "clear")"))
+            }
+            sink.append(p, sz, st, arena)
+            tally.add(seg.arena, st, p, sz)
+            p = nextP
+        }
+        return End(p: p, reachedTop: false, finished: true)
     }
 }

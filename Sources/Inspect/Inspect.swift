@@ -206,7 +206,9 @@ public enum Inspector {
     }
 
     static func inspectOnce(pid: Int32, options: InspectOptions, writable: Bool) throws(InspectError) -> ProcessImage {
+        let before = PhaseTrace()
         let (target, symbols) = try prepare(source: .live(pid: pid), options: options)
+        before.mark("prepare: maps, allocator, symbols")
         let facts = ProcessFacts.read(pid: pid, access: pid, maps: target.maps)
         let budgetNs = options.maxStopMicroseconds * 1000
         var attempt = 0
@@ -232,7 +234,9 @@ public enum Inspector {
         // Page-level reads (pagemap open, its buffer in place) made before the stop, for every attempt.
         let pages = LivePages(remote: target.remote)
         // Where the resident memory is, read before the stop (and only then).
+        before.mark("facts, side effects, copy estimate")
         let residency = options.accountMemory ? ResidencyRead.read(pid: pid, remote: target.remote) : nil
+        if residency != nil { before.mark("residency read") }
         options.progress?("stopping the target to copy about \(max(1, planned >> 20)) MiB")
         while true {
             attempt += 1

@@ -50,6 +50,7 @@ struct CorruptionTests {
         #expect(!p.threadStates().contains { $0 == "t" || $0 == "T" }, "\(p.threadStates())")
         let status = try String(contentsOfFile: "/proc/\(p.pid)/status", encoding: .utf8)
         #expect(status.contains("TracerPid:\t0\n"))
+        try expectSameWalkInPieces(pid: p.pid, name)
     }
 
     /// TestTargets/heap_fuzz.c: a heap of 3 arenas, every kind of bin, mmapped chunks, with 40
@@ -65,5 +66,6 @@ struct CorruptionTests {
         }
         #expect(kill(p.pid, 0) == 0 && !p.threadStates().contains { $0 == "t" || $0 == "T" })
         #expect(try String(contentsOfFile: "/proc/\(p.pid)/status", encoding: .utf8).contains("TracerPid:\t0\n"))
+        try expectSameWalkInPieces(pid: p.pid, "seed \(seed)")
     }
 }

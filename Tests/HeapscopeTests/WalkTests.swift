@@ -51,8 +51,41 @@ func versionMatches(_ reported: String, _ actual: String) -> Bool {
     return (v[0], v[1]) >= (bounds[0][0], bounds[0][1]) && (v[0], v[1]) <= (bounds[1][0], bounds[1][1])
 }
 
+/// `chunks --json` and `stat --json` of `pid` walked whole, and with every heap segment of 4 KiB
+/// or more walked in two pieces at once (HEAPSCOPE_WALK_SPLIT): the same exit status, chunks,
+/// warnings, arenas and mallinfo2. Returns what became of each second piece ("joined" or
+/// "second dropped"), from the trace.
+@discardableResult
+func expectSameWalkInPieces(pid: Int32, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String] {
+    let split = ["HEAPSCOPE_WALK_SPLIT": "4096", "HEAPSCOPE_TRACE": "1"], whole = ["HEAPSCOPE_WALK_SPLIT": "\(UInt64.max)"]
+    var outcomes: [String] = []
+    for (command, keys) in [(["chunks", "--json", "--no-types", "--limit", "10000000"], ["chunks", "warnings"]),
+                            (["stat", "--json"], ["arenas", "mallinfo2", "warnings", "mmapped"])] {
+        let a = try run(Paths.heapscope, command + [String(pid)], env: whole, timeout: 120)
+        let b = try run(Paths.heapscope, command + [String(pid)], env: split, timeout: 120)
+        #expect(a.status == b.status, "\(what): \(command[0]) exited \(a.status) walked whole, \(b.status) in pieces: \(b.err.suffix(2000))", sourceLocation: sourceLocation)
+        let ja = try jsonObject(a.out), jb = try jsonObject(b.out)
+        for key in keys {
+            let x = ja[key].map { $0 as? NSObject }, y = jb[key].map { $0 as? NSObject }
+            #expect(x != nil && x == y, "\(what): \(command[0]) \(key) differs walked in pieces", sourceLocation: sourceLocation)
+        }
+        outcomes += b.err.split(separator: "\n").filter { $0.contains("in two pieces") }.map { String($0.split(separator: ": ").last ?? "") }
+    }
+    return outcomes
+}
+
 @Suite("Walking glibc heaps exactly", .serialized, .timeLimit(.minutes(5)))
 struct WalkTests {
+    @Test("a heap segment walked in two pieces at once (as on two CPUs) gives what one walk gives", arguments: ["heap_kinds", "threads", "noncontig", "corrupt"])
+    func inPieces(target: String) throws {
+        let p = try TargetProcess(target)
+        let outcomes = try expectSameWalkInPieces(pid: p.pid, target)
+        if target != "corrupt" {
+            #expect(outcomes.contains("joined"), "\(target): no segment was walked in two pieces: \(outcomes)")
+        }
+        #expect(p.release().ok)
+    }
+
     @Test("one thread, every bin kind, three mmapped chunks", arguments: [
         ("heap_kinds", true, false),
         ("heap_kinds_stripped", true, false),
