@@ -160,6 +160,19 @@ public struct Blocks: Sendable {
             let p = spanPage[s] + Int((a - spanBase[s]) >> BlockStorage.pageShift)
             let first = Int(spanFirst[s])
             var lo = Int(pageFirst[p]), hi = Int(pageFirst[p + 1])
+            // The first of them past a lies in [lo, hi]. Chunks of a page tend to be alike in size:
+            // a guess from a's place in the page and two reads usually narrow that to two chunks.
+            if hi - lo > 4 {
+                let inPage = (a &- spanBase[s]) & ((1 << BlockStorage.pageShift) - 1)
+                let g = lo + Int((inPage &* UInt64(hi - lo)) >> BlockStorage.pageShift)   // in [lo, hi)
+                if address.address(g) &+ offset <= a {
+                    lo = g + 1
+                    if g + 2 < hi { if address.address(g + 2) &+ offset > a { hi = g + 2 } else { lo = g + 3 } }
+                } else {
+                    hi = g
+                    if g - 2 >= lo { if address.address(g - 2) &+ offset <= a { lo = g - 1 } else { hi = g - 2 } }
+                }
+            }
             while lo < hi { let m = (lo + hi) >> 1; if address.address(m) &+ offset <= a { lo = m + 1 } else { hi = m } }
             let c = lo - 1
             guard c >= first, c <= Int(spanLast[s]), a < end(ofChunk: c) else { return nil }

@@ -64,15 +64,17 @@ extension Inspector {
         trace.mark("leaks: roots and blocks")
         // Labelling needs nothing of the scan: it is done on a thread of its own beside it (with a
         // MemoryImage of its own, and no progress lines), unless the scan is over first and finds
-        // nothing to label.
+        // nothing to label. Labels that keep every chain (a snapshot's) are made after the scan,
+        // whose work stack would be held with them: only what they read is made beside it.
         let nothingToLabel = Flag()
-        var labelling = types ? BackgroundWork { () -> TypeInspection? in
+        let whole = lineage != .chains
+        var labelling = types ? BackgroundWork { () -> (TypeInspection?, LabelSources) in
             let own = c.memory()
             let sources = labelSources(image: c, memory: own, blocks: blocks, text: true)
-            if nothingToLabel.isSet { return nil }
+            if !whole || nothingToLabel.isSet { return (nil, sources) }
             var quiet = options
             quiet.progress = nil
-            return label(image: c, memory: own, blocks: blocks, pid: c.accessPid, options: quiet, lineage: lineage, sources: sources)
+            return (label(image: c, memory: own, blocks: blocks, pid: c.accessPid, options: quiet, lineage: lineage, sources: sources), sources)
         } : nil
         let what = "scanning \(memory.totalBytes >> 20) MiB for references to \(blocks.count) chunks"
         options.progress?(what)
@@ -88,7 +90,9 @@ extension Inspector {
         let anyLost = report.leakClass.contains { $0 != .stillReachable }
         if !(anyLost || typesOfReachable) { nothingToLabel.set() }
         let made = labelling?.wait()
-        let labels = types && (anyLost || typesOfReachable) ? made : nil
+        let wanted = types && (anyLost || typesOfReachable)
+        let labels = !wanted ? nil : made?.0
+            ?? label(image: c, memory: memory, blocks: blocks, pid: c.accessPid, options: options, lineage: lineage, sources: made?.1)
         trace.mark("leaks: types")
         return LeakInspection(heap: c.report, leaks: report, roots: roots, registers: sets, rootBytes: bytes, memory: memory, types: labels,
                               facts: c.facts, symbols: c.symbols, maps: c.target.maps)
