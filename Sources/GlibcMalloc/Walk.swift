@@ -28,6 +28,19 @@ struct SegmentTally {
     }
 }
 
+/// Words of the image read through the region the last one was in (a free list runs mostly
+/// inside one heap segment: no search per word).
+struct WordCursor {
+    let image: MemoryImage
+    var base: UnsafeMutableRawPointer? = nil, start: UInt64 = 0, end: UInt64 = 0
+    @inline(__always) mutating func word(_ a: UInt64) -> UInt64? {
+        if let b = base, a >= start, a <= end &- 8 { return b.loadUnaligned(fromByteOffset: Int(a - start), as: UInt64.self) }
+        guard let r = image.region(containing: a, length: 8) else { return nil }
+        base = r.base; start = r.start; end = r.end
+        return r.word(a)
+    }
+}
+
 struct CycleGuard {
     private var power = 1, lambda = 0
     private var tortoise: UInt64 = .max
@@ -66,13 +79,14 @@ extension GlibcCapture {
         var binCount = [Int](repeating: 0, count: arenas.count), binBytes = [UInt64](repeating: 0, count: arenas.count)
 
         // 1. Fastbins and regular bins of every arena.
+        var cur = WordCursor(image: image)
         for (ai, ar) in arenas.enumerated() {
             for i in 0..<L.nFastbins {
                 var c = image.word(ar + L.arenaFastbins + UInt64(8 * i)) ?? 0
                 var guardC = CycleGuard()
                 let first = listed.count
                 while c != 0 {
-                    guard c & L.alignMask == 0, let sizeField = image.word(c + 8) else {
+                    guard c & L.alignMask == 0, let sizeField = cur.word(c + 8) else {
                         warnings.append(.init(.corruptList, c, "fastbin \(i) of arena \(ai): link to 0x\(hex(c)) is misaligned or unreadable")); break
                     }
                     if guardC.step(c) || guardC.hops > maxListHops {
@@ -85,7 +99,7 @@ extension GlibcCapture {
                     }
                     listed.append(ListedFree(address: c, kind: .fastbin))
                     fastCount[ai] += 1; fastBytes[ai] &+= sz
-                    c = L.reveal(c + 16, image.word(c + 16) ?? 0)
+                    c = L.reveal(c + 16, cur.word(c + 16) ?? 0)
                 }
             }
             for i in 1..<L.nBins {
@@ -96,14 +110,14 @@ extension GlibcCapture {
                 let first = listed.count
                 let kind: ChunkKind = i == 1 ? .unsorted : (L.binKindIsSmall(i) ? .small : .large)
                 while p != b {
-                    guard p & L.alignMask == 0, let sizeField = image.word(p + 8), let next = image.word(p + 16) else {
+                    guard p & L.alignMask == 0, let sizeField = cur.word(p + 8), let next = cur.word(p + 16) else {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): link to 0x\(hex(p)) is misaligned or unreadable")); break
                     }
                     if guardC.step(p) || guardC.hops > maxListHops {
                         warnings.append(.init(.listCycle, p, "bin \(i) of arena \(ai) loops at chunk 0x\(hex(p))"))
                         listed.dropRepeats(from: first); break
                     }
-                    if image.word(p + 24) != prev {
+                    if cur.word(p + 24) != prev {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): chunk 0x\(hex(p)) bk does not point back to 0x\(hex(prev))"))
                     }
                     listed.append(ListedFree(address: p, kind: kind))

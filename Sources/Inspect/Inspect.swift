@@ -231,6 +231,9 @@ public enum Inspector {
         if let dir = options.spillDirectory { try MemoryLimit.checkSpace(needed: planned, directory: dir, pid: pid) }
         else { try MemoryLimit.check(needed: planned, pid: pid) }
         var cutByBudget = false
+        // The first attempt's buffers are faulted in on another thread while the reads below run.
+        let poolBytes = Int(planned), spill = options.spillDirectory
+        var firstPool: BackgroundWork<BufferPool>? = BackgroundWork { BufferPool(bytes: poolBytes, spill: spill) }
         // Page-level reads (pagemap open, its buffer in place) made before the stop, for every attempt.
         let pages = LivePages(remote: target.remote)
         // Where the resident memory is, read before the stop (and only then).
@@ -241,7 +244,8 @@ public enum Inspector {
         while true {
             attempt += 1
             capture = target.newCapture()
-            let pool = BufferPool(bytes: Int(planned), spill: options.spillDirectory)
+            let pool = firstPool?.wait() ?? BufferPool(bytes: Int(planned), spill: options.spillDirectory)
+            firstPool = nil
             if pool.spillError != 0 { throw .process(.system(call: "open", subject: "an unnamed file in --spill \(options.spillDirectory ?? "")", errno: pool.spillError)) }
             faultMicroseconds += pool.faultMicroseconds
             let att: Attachment
