@@ -67,6 +67,8 @@ public enum LeakGroups {
     /// `splitAt`: the block where the second of two passes (on a thread of its own) starts; nil:
     /// at half the blocks when there are a million or more and two CPUs, else one pass.
     public static func build(_ r: LeakInspection, classes: Set<LeakClass>, addresses: Bool = false, splitAt: Int? = nil) -> [LeakGroup] {
+        let trace = PhaseTrace()
+        defer { trace.mark("leaks: groups") }
         let b = r.leaks.blocks, cls = r.leaks.leakClass
         let want = LeakClass.allCases.map { classes.contains($0) }
         // Words that point into a file-backed mapping (code, vtables, globals) get a symbol.
