@@ -347,6 +347,8 @@ private final class Scanner {
         current = memory.region(containing: a, length: 8)
         return current
     }
+    /// The region `scan` read last, as plain values (no reference counted per block scanned).
+    private var lastBase: UnsafeRawPointer? = nil, lastStart: UInt64 = 0, lastEnd: UInt64 = 0
 
     /// A word from a root or a scanned block: `definite` = it comes from a root or a reachable
     /// block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
@@ -367,14 +369,17 @@ private final class Scanner {
         scanned += to > a ? to - a : 0
         if let p = progress, scanned >= told &+ (64 << 20) { told = scanned; p(min(1, Double(scanned) / Double(total))) }
         while a <= to - 8 {
-            guard let r = region(a) else {
-                guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }
-                a = (next + 7) & ~7
-                continue
+            if lastBase == nil || a < lastStart || a > lastEnd &- 8 {
+                guard let r = region(a) else {
+                    guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }
+                    a = (next + 7) & ~7
+                    continue
+                }
+                lastBase = UnsafeRawPointer(r.base); lastStart = r.start; lastEnd = r.end
             }
             // (a + 8 <= stop: the region holds the word at a, and a + 8 <= to)
-            let last = min(to, r.end) - 8
-            let base = r.base, rs = r.start
+            let last = min(to, lastEnd) - 8
+            let base = lastBase!, rs = lastStart
             while a <= last {
                 mark(base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self), definite: definite)
                 a += 8
