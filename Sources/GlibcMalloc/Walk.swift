@@ -8,8 +8,6 @@ struct ListedFree {
     var kind: ChunkKind
 }
 
-/// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
-/// times its length. `step` returns true when `x` was seen before.
 /// What the segment walk counts as it appends chunks: per (arena, kind) chunks and bytes, and the
 /// bytes malloc_trim would give back (no second pass over the table for them).
 struct SegmentTally {
@@ -41,6 +39,8 @@ struct WordCursor {
     }
 }
 
+/// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
+/// times its length. `step` returns true when `x` was seen before.
 struct CycleGuard {
     private var power = 1, lambda = 0
     private var tortoise: UInt64 = .max
