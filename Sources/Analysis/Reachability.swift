@@ -332,6 +332,7 @@ private final class Scanner {
         self.blocks = blocks
         self.raw = blocks.raw
         self.memory = memory
+        cursor = RegionCursor(memory)
         state = .allocate(capacity: max(blocks.count, 1))
         state.initialize(repeating: 0, count: max(blocks.count, 1))
         // Room for every block once (a block is pushed at most twice): reserved, not touched, so
@@ -340,15 +341,8 @@ private final class Scanner {
     }
     func release() { state.deallocate() }
 
-    /// The copied region holding the word at `a` (blocks are scanned in runs that share one).
-    private var current: Region? = nil
-    @inline(__always) private func region(_ a: UInt64) -> Region? {
-        if let r = current, a >= r.start, a &+ 8 <= r.end { return r }
-        current = memory.region(containing: a, length: 8)
-        return current
-    }
-    /// The region `scan` read last, as plain values (no reference counted per block scanned).
-    private var lastBase: UnsafeRawPointer? = nil, lastStart: UInt64 = 0, lastEnd: UInt64 = 0
+    /// The copied region last read (blocks are scanned in runs that share one).
+    private var cursor: RegionCursor
 
     /// A word from a root or a scanned block: `definite` = it comes from a root or a reachable
     /// block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
@@ -369,17 +363,14 @@ private final class Scanner {
         scanned += to > a ? to - a : 0
         if let p = progress, scanned >= told &+ (64 << 20) { told = scanned; p(min(1, Double(scanned) / Double(total))) }
         while a <= to - 8 {
-            if lastBase == nil || a < lastStart || a > lastEnd &- 8 {
-                guard let r = region(a) else {
-                    guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }
-                    a = (next + 7) & ~7
-                    continue
-                }
-                lastBase = UnsafeRawPointer(r.base); lastStart = r.start; lastEnd = r.end
+            guard cursor.reach(a) else {
+                guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }
+                a = (next + 7) & ~7
+                continue
             }
             // (a + 8 <= stop: the region holds the word at a, and a + 8 <= to)
-            let last = min(to, lastEnd) - 8
-            let base = lastBase!, rs = lastStart
+            let last = min(to, cursor.end) - 8
+            let base = cursor.base!, rs = cursor.start
             while a <= last {
                 mark(base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self), definite: definite)
                 a += 8
@@ -403,10 +394,10 @@ private final class Scanner {
                 var a = raw.start(Int(b))
                 let to = raw.end(Int(b))
                 while a + 8 <= to {
-                    guard let r = region(a) else { a = (a | 4095) + 1; continue }
-                    let stop = min(to, r.end)
+                    guard cursor.reach(a) else { a = (a | 4095) + 1; continue }
+                    let stop = min(to, cursor.end), base = cursor.base!, rs = cursor.start
                     while a + 8 <= stop {
-                        let w = r.base.loadUnaligned(fromByteOffset: Int(a &- r.start), as: UInt64.self)
+                        let w = base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self)
                         if let t = raw.block(containing: w), t != leader, state[t] == 0 { state[t] = 3; stack.append(Int32(t)) }
                         a += 8
                     }

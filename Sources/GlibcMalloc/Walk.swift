@@ -26,19 +26,6 @@ struct SegmentTally {
     }
 }
 
-/// Words of the image read through the region the last one was in (a free list runs mostly
-/// inside one heap segment: no search per word).
-struct WordCursor {
-    let image: MemoryImage
-    var base: UnsafeMutableRawPointer? = nil, start: UInt64 = 0, end: UInt64 = 0
-    @inline(__always) mutating func word(_ a: UInt64) -> UInt64? {
-        if let b = base, a >= start, a <= end &- 8 { return b.loadUnaligned(fromByteOffset: Int(a - start), as: UInt64.self) }
-        guard let r = image.region(containing: a, length: 8) else { return nil }
-        base = r.base; start = r.start; end = r.end
-        return r.word(a)
-    }
-}
-
 /// Brent's cycle detection for singly linked lists: O(1) memory, finds any loop within a few
 /// times its length. `step` returns true when `x` was seen before.
 struct CycleGuard {
@@ -79,7 +66,7 @@ extension GlibcCapture {
         var binCount = [Int](repeating: 0, count: arenas.count), binBytes = [UInt64](repeating: 0, count: arenas.count)
 
         // 1. Fastbins and regular bins of every arena.
-        var cur = WordCursor(image: image)
+        var cur = RegionCursor(image)
         for (ai, ar) in arenas.enumerated() {
             for i in 0..<L.nFastbins {
                 var c = image.word(ar + L.arenaFastbins + UInt64(8 * i)) ?? 0
@@ -307,7 +294,7 @@ extension GlibcCapture {
     /// Segments this long or longer are walked in two pieces at once, on two CPUs. (The environment
     /// variable HEAPSCOPE_WALK_SPLIT=BYTES sets it, for tests: every segment of that length is split.)
     static let splitBytes: UInt64 = getenv("HEAPSCOPE_WALK_SPLIT").flatMap { UInt64(String(cString: $0)) }
-        ?? (sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? 64 << 20 : .max)
+        ?? (BackgroundWork<Void>.secondCPU ? 64 << 20 : .max)
 
     /// Walk one segment by chunk sizes. Bad size fields are reported and the walk resumes at the
     /// next chunk known from the free lists, if any. A long segment is walked in two pieces at

@@ -188,10 +188,7 @@ public struct ChunkTable: Sendable {
         }
     }
 
-    public var count: Int { kind.count }
-    /// The kinds' storage, for passes over every chunk of a table the caller holds unchanged
-    /// while it reads (as the columns' readers).
-    public var kindBase: UnsafePointer<ChunkKind> { baseAddress(kind) }
+    @inlinable public var count: Int { kind.count }
     /// The chunk's state, in shared terms.
     @inlinable @inline(__always) public func state(_ i: Int) -> ChunkState { stateOf[Int(kind[i].rawValue)] }
     /// The allocator's name for the chunk's kind.

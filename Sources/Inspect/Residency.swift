@@ -59,56 +59,34 @@ enum MemoryAccounting {
                       threads: [StoppedThread], symbols: SymbolSession, heapImage: MemoryImage) -> MemoryAccount {
         let chunks = walk.chunks
         let own = Set(chunks.kinds.ownMappingKinds)
-        // Chunks in heaps, in address order (4 bytes per chunk: their indexes, sorted only when
-        // the table is not in address order already); chunks mapped on their own.
+        // Chunks mapped on their own (as ranges of whole pages), and thread stacks below.
         var mapped: [(start: UInt64, end: UInt64)] = []
         var stackRanges = Set<UInt64>()   // starts of the ranges of `mapped` that are stacks
         var isOwn = [Bool](repeating: false, count: 256)
         for k in own { isOwn[Int(k.rawValue)] = true }
-        // Heap chunks are visited in address order: the table's own order (with the chunks mapped
-        // on their own passed over), or, when it is not sorted, a list of indexes sorted.
         let address = chunks.address.reader, size = chunks.size.reader   // (chunks is held, unchanged)
-        var inOrder = true
-        var lastHeapStart: UInt64 = 0
-        chunks.kind.withUnsafeBufferPointer { kind in
-            for i in 0..<chunks.count {
-                let a = address.address(i)
-                if isOwn[Int(kind[i].rawValue)] {
-                    let e = a &+ size.size(i)
-                    mapped.append((a & ~4095, (e + 4095) & ~4095))
-                    continue
-                }
-                if a < lastHeapStart { inOrder = false }
-                lastHeapStart = a
-            }
+        for i in 0..<chunks.count where isOwn[Int(chunks.kind[i].rawValue)] {
+            let a = address.address(i), e = a &+ size.size(i)
+            mapped.append((a & ~4095, (e + 4095) & ~4095))
         }
-        var chunkOrder: [Int32] = []
-        if !inOrder {
-            chunkOrder = (0..<chunks.count).filter { !isOwn[Int(chunks.kind[$0].rawValue)] }.map { Int32($0) }
-            chunkOrder.sort { address.address(Int($0)) < address.address(Int($1)) }
-        }
+        // The heap chunks, in address order: the table's own order (the walk makes it sorted),
+        // passing over the chunks mapped on their own.
         struct HeapChunks {
-            /// Empty when the table is in address order: chunk j is the table's chunk j.
-            let order: [Int32], address: AddressColumn.Reader, size: SizeColumn.Reader, table: ChunkTable
-            let isOwn: [Bool], kind: UnsafePointer<ChunkKind>, stateOf: [ChunkState], count: Int
-            @inline(__always) func index(_ j: Int) -> Int { order.isEmpty ? j : Int(order[j]) }
-            @inline(__always) func start(_ j: Int) -> UInt64 { address.address(index(j)) }
-            @inline(__always) func end(_ j: Int) -> UInt64 { let i = index(j); return address.address(i) &+ size.size(i) }
-            @inline(__always) func state(_ j: Int) -> ChunkState { stateOf[Int(kind[index(j)].rawValue)] }
-            /// Past chunks mapped on their own (only the table's order holds them).
-            @inline(__always) func skipOwn(_ j: inout Int) {
-                if order.isEmpty { while j < count && isOwn[Int(kind[j].rawValue)] { j += 1 } }
-            }
+            let table: ChunkTable, address: AddressColumn.Reader, size: SizeColumn.Reader, isOwn: [Bool]
+            var count: Int { table.count }
+            @inline(__always) func start(_ j: Int) -> UInt64 { address.address(j) }
+            @inline(__always) func end(_ j: Int) -> UInt64 { address.address(j) &+ size.size(j) }
+            @inline(__always) func state(_ j: Int) -> ChunkState { table.state(j) }
+            /// Past chunks mapped on their own.
+            @inline(__always) func skipOwn(_ j: inout Int) { while j < count && isOwn[Int(table.kind[j].rawValue)] { j += 1 } }
             /// Back to the previous heap chunk, if any, over chunks mapped on their own.
             @inline(__always) func previous(_ j: Int) -> Int? {
                 var k = j - 1
-                if order.isEmpty { while k >= 0 && isOwn[Int(kind[k].rawValue)] { k -= 1 } }
+                while k >= 0 && isOwn[Int(table.kind[k].rawValue)] { k -= 1 }
                 return k >= 0 ? k : nil
             }
         }
-        let heap = HeapChunks(order: chunkOrder, address: address, size: size, table: chunks, isOwn: isOwn, kind: chunks.kindBase,
-                              stateOf: (0..<256).map { chunks.kinds.state(ChunkKind(UInt8($0))) },
-                              count: inOrder ? chunks.count : chunkOrder.count)
+        let heap = HeapChunks(table: chunks, address: address, size: size, isOwn: isOwn)
         // The arenas' heap segments (what of them no chunk covers is malloc's own: a thread heap's
         // header and arena struct); other anonymous memory may sit in the same mapping.
         let segments = walk.arenas.flatMap { $0.segments }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }

@@ -87,7 +87,6 @@ public enum LeakGroups {
         let typeGroups = r.types?.groups()
         let groupOf = typeGroups?.of
         let textSig: Int32 = -2
-        let regions = r.memory.regions
         /// The groups of the blocks of `range`, in the order they are first seen, with their
         /// signatures numbered in the order they are first seen.
         func pass(_ range: Range<Int>) -> GroupPass {
@@ -95,23 +94,14 @@ public enum LeakGroups {
             var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
             var index: [GroupPass.Key: Int] = [:]
             var last: (key: GroupPass.Key, at: Int)? = nil
-            // The copied region the last block was in, as plain values (no reference to hold per
-            // block; found without the image's cursor: two passes may run at once).
-            var regionBase: UnsafeRawPointer? = nil, regionStart: UInt64 = 0, regionEnd: UInt64 = 0
+            var cursor = RegionCursor(r.memory)   // (one per pass: two may run at once)
             var words: [UInt64] = []
             words.reserveCapacity(16)
             for k in range where want[Int(cls[k].rawValue)] {
                 let start = b.userStart(k), size = b.userEnd(k) - start, head = min(size, 64)
-                if regionBase == nil || start < regionStart || start &+ head > regionEnd {
-                    var lo = 0, hi = regions.count
-                    while lo < hi { let m = (lo + hi) / 2; if regions[m].end <= start { lo = m + 1 } else { hi = m } }
-                    if lo < regions.count, regions[lo].contains(start, head) {
-                        regionBase = UnsafeRawPointer(regions[lo].base); regionStart = regions[lo].start; regionEnd = regions[lo].end
-                    } else { regionBase = nil }
-                }
                 var sig: Int32 = -1
-                if let rb = regionBase {
-                    let base = rb + Int(start - regionStart)
+                if cursor.reach(start, head) {
+                    let base = cursor.base! + Int(start - cursor.start)
                     words.removeAll(keepingCapacity: true)
                     var off = 0
                     while off + 8 <= Int(head) {
@@ -144,7 +134,7 @@ public enum LeakGroups {
         }
         // One pass per half, on two threads; the halves merged into what one pass over them all makes.
         let g: GroupPass
-        let split = splitAt ?? (b.count >= 1 << 20 && sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? b.count / 2 : nil)
+        let split = splitAt ?? (b.count >= 1 << 20 && BackgroundWork<Void>.secondCPU ? b.count / 2 : nil)
         if let split {
             let mid = min(max(split, 0), b.count)
             var second = BackgroundWork { pass(mid..<b.count) }

@@ -4,6 +4,8 @@ import Glibc
 /// threads; `leaks`' labelling read beside its reference scan); `wait()` joins it and returns its result.
 /// Where no thread can be made, the work is done at once, on the caller's thread.
 public struct BackgroundWork<T> {
+    /// Whether a second CPU is online: splitting a pass in two gains nothing without one.
+    public static var secondCPU: Bool { twoCPUs }
     private let slot: ResultSlot<T>
     private var thread = pthread_t()
     private var running = false
@@ -29,3 +31,5 @@ private func runThreadBody(_ context: UnsafeMutableRawPointer?) -> UnsafeMutable
     Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue().run()
     return nil
 }
+
+private let twoCPUs = sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2

@@ -267,7 +267,7 @@ public final class BufferPool: @unchecked Sendable {
     /// split in two, the second half faulted by a thread of its own on another CPU. Returns
     /// the bytes faulted while advised for huge pages.
     static func populate(_ p: UnsafeMutableRawPointer, _ n: Int, huge: Bool = false) -> Int {
-        let half = n >= 64 << 20 && sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? (n / 2) & ~((2 << 20) - 1) : 0
+        let half = n >= 64 << 20 && BackgroundWork<Void>.secondCPU ? (n / 2) & ~((2 << 20) - 1) : 0
         guard half > 0 else { return fault(p, n, huge: huge) }
         let rest = p + half
         var second = BackgroundWork { fault(rest, n - half, huge: huge) }
@@ -373,6 +373,36 @@ public final class Region: @unchecked Sendable {
     func truncate(to n: Int) { count = min(count, n) }
 }
 
+/// Reads of a `MemoryImage` through the region the last one was in, held as plain values: passes
+/// that touch every chunk (free lists, the reference scan, leak groups) look a region up only when
+/// they leave it, and count no reference per read. One per thread (the image's own lookups are
+/// left alone). The image must outlive it.
+public struct RegionCursor {
+    public let image: MemoryImage
+    @usableFromInline var regionBase: UnsafeRawPointer? = nil, regionStart: UInt64 = 0, regionEnd: UInt64 = 0
+    /// The current region's bytes and bounds (`base` nil before the first hit, or after a miss).
+    @inlinable public var base: UnsafeRawPointer? { regionBase }
+    @inlinable public var start: UInt64 { regionStart }
+    @inlinable public var end: UInt64 { regionEnd }
+    public init(_ image: MemoryImage) { self.image = image }
+
+    /// Moves to the region holding [a, a + length); false (and no region) when none does.
+    /// (Inlinable: the passes that use it are in other modules, and call it per word or block.)
+    @inlinable @inline(__always) public mutating func reach(_ a: UInt64, _ length: UInt64 = 8) -> Bool {
+        if regionBase != nil, a >= regionStart, a < regionEnd, regionEnd - a >= length { return true }
+        return move(a, length)
+    }
+    @usableFromInline mutating func move(_ a: UInt64, _ length: UInt64) -> Bool {
+        guard let r = image.lookup(a, length: length) else { regionBase = nil; return false }
+        regionBase = UnsafeRawPointer(r.base); regionStart = r.start; regionEnd = r.end
+        return true
+    }
+    /// The word at `a`, if copied.
+    @inlinable @inline(__always) public mutating func word(_ a: UInt64) -> UInt64? {
+        reach(a) ? regionBase!.loadUnaligned(fromByteOffset: Int(a - regionStart), as: UInt64.self) : nil
+    }
+}
+
 /// The copy of the target's memory that analysis runs on after detaching: sorted, non-overlapping regions.
 public final class MemoryImage: @unchecked Sendable {
     public private(set) var regions: [Region] = []
@@ -432,13 +462,20 @@ public final class MemoryImage: @unchecked Sendable {
 
     public func region(containing a: UInt64, length: UInt64 = 1) -> Region? {
         if lastHit < regions.count, regions[lastHit].contains(a, length) { return regions[lastHit] }
+        guard let i = index(containing: a, length: length) else { return nil }
+        lastHit = i
+        return regions[i]
+    }
+    /// The region holding [a, a + length), searched without the cursor `region(containing:)`
+    /// keeps (so threads may share the image: a `RegionCursor` each).
+    public func lookup(_ a: UInt64, length: UInt64 = 1) -> Region? { index(containing: a, length: length).map { regions[$0] } }
+    private func index(containing a: UInt64, length: UInt64) -> Int? {
         var lo = 0, hi = regions.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if regions[mid].end <= a { lo = mid + 1 } else { hi = mid }
         }
-        if lo < regions.count, regions[lo].contains(a, length) { lastHit = lo; return regions[lo] }
-        return nil
+        return lo < regions.count && regions[lo].contains(a, length) ? lo : nil
     }
 
     /// The start of the first region that starts after `a`, if any.

@@ -180,20 +180,24 @@ struct LeakTests {
         let p = try TargetProcess("leaks")
         defer { p.release() }
         let r = try Inspector.leaks(pid: p.pid, types: true, typesOfReachable: true)
-        LeakTests.expectGroupsInHalves(r, splits: Array(0...r.leaks.blocks.count), "leaks")
+        // (Its groups of more than three chunks depend on where ASLR puts the heap: a pointer's
+        // first bytes can read as text. python3's and perl's heaps have them, always.)
+        LeakTests.expectGroupsInHalves(r, splits: Array(0...r.leaks.blocks.count), "leaks", fullSamples: false)
         #expect(p.release().ok)
     }
 
     /// `LeakGroups.build` split at each of `splits` makes what one pass makes (and the default
-    /// split, what one pass makes of the lost chunks).
-    static func expectGroupsInHalves(_ r: LeakInspection, splits: [Int], _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    /// split, what one pass makes of the lost chunks). `fullSamples`: the heap must have a group of
+    /// more than three chunks (so that merging the halves' samples is exercised).
+    static func expectGroupsInHalves(_ r: LeakInspection, splits: [Int], _ what: String, fullSamples: Bool = true,
+                                     sourceLocation: SourceLocation = #_sourceLocation) {
         let n = r.leaks.blocks.count
         func fields(_ g: [LeakGroup]) -> [String] {
             g.map { "\($0.leakClass.name) \($0.size) \($0.signature) \($0.type ?? "-") \($0.confidence.name) \($0.count) \($0.samples) \($0.addresses ?? [])" }
         }
         let groups = LeakGroups.build(r, classes: Set(LeakClass.allCases), addresses: true, splitAt: n)
         let one = fields(groups)
-        #expect(one.count > 8 && Set(groups.map(\.signature)).count > 2 && groups.contains { $0.count > 3 },
+        #expect(one.count > 8 && Set(groups.map(\.signature)).count > 2 && (!fullSamples || groups.contains { $0.count > 3 }),
                 "\(what): \(one.count) groups: too few to tell a merge from one pass", sourceLocation: sourceLocation)
         for split in splits {
             let two = fields(LeakGroups.build(r, classes: Set(LeakClass.allCases), addresses: true, splitAt: split))
