@@ -144,6 +144,14 @@ public struct Blocks: Sendable {
             return Int(rankBase[c >> 6]) + (w & (bit &- 1)).nonzeroBitCount
         }
 
+        /// `block(containing:)`, trying first the block after `near` (a block number): pointers
+        /// read in a row often point to blocks in a row.
+        @inlinable @inline(__always) func block(containing a: UInt64, after near: Int) -> Int? {
+            let n = near &+ 1
+            if n >= 0 && n < count && a >= start(n) && a < end(n) { return n }
+            return block(containing: a)
+        }
+
         @inlinable @inline(__always) func block(containing a: UInt64) -> Int? {
             guard a &- lowest < extent else { return nil }
             var s = 0
@@ -343,11 +351,14 @@ private final class Scanner {
 
     /// The copied region last read (blocks are scanned in runs that share one).
     private var cursor: RegionCursor
+    /// The block the last word marked pointed into.
+    private var near = -1
 
     /// A word from a root or a scanned block: `definite` = it comes from a root or a reachable
     /// block. Unreached -> Possible, Unreached -> Reachable, Possible -> Reachable.
     @inline(__always) func mark(_ w: UInt64, definite: Bool) {
-        guard let b = raw.block(containing: w) else { return }
+        guard w &- raw.lowest < raw.extent, let b = raw.block(containing: w, after: near) else { return }
+        near = b
         if definite && w == raw.start(b) {
             if state[b] != 2 { state[b] = 2; stack.append(Int32(b)) }
         } else if state[b] == 0 {
@@ -387,9 +398,13 @@ private final class Scanner {
     /// Leaked blocks, in address order: each one not yet reached from another leaked block
     /// leads a clique; every unreached block it reaches (start or interior pointer) is
     /// indirectly lost, including earlier leaders, whose cliques join this one.
+    /// An earlier leader is not scanned again: everything it reaches was marked in its own
+    /// clique (states never go back to unreached), so only its own class changes.
     func cliques() {
+        let lowest = raw.lowest, extent = raw.extent
         for leader in 0..<blocks.count where state[leader] == 0 {
             stack.append(Int32(leader))
+            var near = leader   // the block the last word pointed into: arrays of pointers run in address order
             while let b = stack.popLast() {
                 var a = raw.start(Int(b))
                 let to = raw.end(Int(b))
@@ -398,8 +413,10 @@ private final class Scanner {
                     let stop = min(to, cursor.end), base = cursor.base!, rs = cursor.start
                     while a + 8 <= stop {
                         let w = base.loadUnaligned(fromByteOffset: Int(a &- rs), as: UInt64.self)
-                        if let t = raw.block(containing: w), t != leader, state[t] == 0 { state[t] = 3; stack.append(Int32(t)) }
                         a += 8
+                        guard w &- lowest < extent, let t = raw.block(containing: w, after: near) else { continue }
+                        near = t
+                        if t != leader, state[t] == 0 { state[t] = 3; if t > leader { stack.append(Int32(t)) } }
                     }
                 }
             }

@@ -87,6 +87,52 @@ struct ReachabilityTests {
         #expect(r.leakClass == [.possiblyLost, .possiblyLost, .possiblyLost])
     }
 
+    @Test("random graphs: every class as Valgrind's rules give it, computed naively (marks to a fixed point, earlier leaders followed again)")
+    func randomGraphs() {
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<200 {
+            let n = Int.random(in: 1...60, using: &rng)
+            var h = Heap(blocks: n)
+            // out[b]: the (target, start pointer?) of each word of block b that points into a block
+            var out = [[(Int, Bool)]](repeating: [], count: n), rootRefs: [(Int, Bool)] = []
+            let density = Double.random(in: 0...0.3, using: &rng)   // sparse and dense graphs
+            for b in 0..<n {
+                for slot in 0..<8 where Double.random(in: 0..<1, using: &rng) < density {
+                    let t = Int.random(in: 0..<n, using: &rng), interior = Bool.random(using: &rng)
+                    h.store(b, slot: slot, h.at(t) + (interior ? UInt64.random(in: 1..<Heap.blockSize, using: &rng) : 0))
+                    out[b].append((t, !interior))
+                }
+            }
+            for _ in 0..<Int.random(in: 0...3, using: &rng) {
+                let t = Int.random(in: 0..<n, using: &rng), interior = Bool.random(using: &rng)
+                h.root(h.at(t) + (interior ? 8 : 0)); rootRefs.append((t, !interior))
+            }
+            // Marks: reachable by start pointers from roots and reachable blocks; possible by any
+            // other pointer from roots, reachable or possible blocks (to a fixed point).
+            var state = [Int](repeating: 0, count: n)   // 0 unreached, 1 possible, 2 reachable, 3 indirect
+            var changed = true
+            func reach(_ t: Int, _ start: Bool, definite: Bool) {
+                if definite && start { if state[t] != 2 { state[t] = 2; changed = true } } else if state[t] == 0 { state[t] = 1; changed = true }
+            }
+            for (t, start) in rootRefs { reach(t, start, definite: true) }
+            while changed {
+                changed = false
+                for b in 0..<n where state[b] == 1 || state[b] == 2 { for (t, start) in out[b] { reach(t, start, definite: state[b] == 2) } }
+            }
+            // Cliques as memcheck forms them, in address order: each unreached block other than
+            // the leader that a clique reaches joins it and is followed (earlier leaders too, again).
+            for leader in 0..<n where state[leader] == 0 {
+                var work = [leader]
+                while let b = work.popLast() {
+                    for (t, _) in out[b] where t != leader && state[t] == 0 { state[t] = 3; work.append(t) }
+                }
+            }
+            let order: [LeakClass] = [.definitelyLost, .possiblyLost, .stillReachable, .indirectlyLost]
+            let r = h.check(n)
+            for b in 0..<n { #expect(r.leakClass[b] == order[state[b]], "round \(round), block \(b) of \(n): \(r.leakClass[b]) instead of \(order[state[b]])") }
+        }
+    }
+
     @Test("the block index finds the block holding any address, across spans far apart")
     func blockIndex() {
         var rng = SystemRandomNumberGenerator()
