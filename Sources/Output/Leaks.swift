@@ -53,6 +53,14 @@ struct GroupPass {
     }
 }
 
+extension UInt32 {
+    /// Each of its four bytes is printable ASCII (0x20...0x7e).
+    @inline(__always) var isPrintableASCII: Bool {
+        // (a byte is below 0x20 when subtracting 0x20 borrows; at or above 0x7f when adding 1 reaches 0x80)
+        (self &- 0x2020_2020 | self &+ 0x0101_0101 | self) & 0x8080_8080 == 0
+    }
+}
+
 public enum LeakGroups {
     /// The groups of every lost chunk (definitely, indirectly and possibly lost), and with
     /// `reachable` of the still reachable ones too.
@@ -93,43 +101,50 @@ public enum LeakGroups {
             var g = GroupPass()
             var pointerSets: [[UInt64]: Int32] = [:]     // (offset, value) pairs -> signature id
             var index: [GroupPass.Key: Int] = [:]
-            var last: (key: GroupPass.Key, at: Int)? = nil
             var cursor = RegionCursor(r.memory)   // (one per pass: two may run at once)
-            var words: [UInt64] = []
-            words.reserveCapacity(16)
-            for k in range where want[Int(cls[k].rawValue)] {
-                let start = b.userStart(k), size = b.userEnd(k) - start, head = min(size, 64)
-                var sig: Int32 = -1
-                if cursor.reach(start, head) {
-                    let base = cursor.base! + Int(start - cursor.start)
-                    words.removeAll(keepingCapacity: true)
-                    var off = 0
-                    while off + 8 <= Int(head) {
-                        let w = base.loadUnaligned(fromByteOffset: off, as: UInt64.self)
-                        if w > 4096 && inModule(w) { words.append(UInt64(off)); words.append(w) }
-                        off += 8
-                    }
-                    if !words.isEmpty {
-                        if let id = pointerSets[words] { sig = id } else {
-                            sig = Int32(g.sigPointers.count); pointerSets[words] = sig; g.sigPointers.append(words)
+            // The run of consecutive blocks of one group being counted (added when it ends: most
+            // blocks are counted without touching the arrays), and how many samples it still takes.
+            var runKey = GroupPass.Key(cls: 0, size: 0, sig: 0, type: 0), runAt = -1, runCount = 0, runSamples = 0
+            func endRun() { if runAt >= 0 { g.counts[runAt] += runCount; runCount = 0 } }
+            withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 16) { pairs in
+                cls.withUnsafeBufferPointer { cls in
+                    for k in range where want[Int(cls[k].rawValue)] {
+                        let start = b.userStart(k), size = b.userEnd(k) - start, head = min(size, 64)
+                        var sig: Int32 = -1
+                        if cursor.reach(start, head) {
+                            let base = cursor.base! + Int(start - cursor.start)
+                            var n = 0, off = 0
+                            while off + 8 <= Int(head) {
+                                let w = base.loadUnaligned(fromByteOffset: off, as: UInt64.self)
+                                if w > 4096 && inModule(w) { pairs[n] = UInt64(off); pairs[n + 1] = w; n += 2 }
+                                off += 8
+                            }
+                            if n > 0 {
+                                let words = Array(pairs[0..<n])
+                                if let id = pointerSets[words] { sig = id } else {
+                                    sig = Int32(g.sigPointers.count); pointerSets[words] = sig; g.sigPointers.append(words)
+                                }
+                            } else if size >= 4 && base.loadUnaligned(as: UInt32.self).isPrintableASCII {
+                                sig = textSig
+                            }
                         }
-                    } else if size >= 4 {
-                        var printable = true
-                        for i in 0..<4 { let c = base.load(fromByteOffset: i, as: UInt8.self); if c < 0x20 || c >= 0x7f { printable = false } }
-                        if printable { sig = textSig }
+                        let key = GroupPass.Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf?[k] ?? -1)
+                        if runAt < 0 || key != runKey {
+                            endRun()
+                            if let i = index[key] { runAt = i } else {
+                                runAt = g.keys.count; index[key] = runAt; g.keys.append(key); g.counts.append(0); g.samples.append([])
+                                if addresses { g.all.append([]) }
+                            }
+                            runKey = key
+                            runSamples = max(0, 3 - g.counts[runAt])
+                        }
+                        if addresses { g.all[runAt].append(start) }
+                        runCount += 1
+                        if runSamples > 0 { g.samples[runAt].append(k); runSamples -= 1 }
                     }
                 }
-                let key = GroupPass.Key(cls: cls[k].rawValue, size: size, sig: sig, type: groupOf?[k] ?? -1)
-                let at: Int
-                if let l = last, l.key == key { at = l.at } else if let i = index[key] { at = i } else {
-                    at = g.keys.count; index[key] = at; g.keys.append(key); g.counts.append(0); g.samples.append([])
-                    if addresses { g.all.append([]) }
-                }
-                if addresses { g.all[at].append(start) }
-                last = (key, at)
-                g.counts[at] += 1
-                if g.counts[at] <= 3 { g.samples[at].append(k) }
             }
+            endRun()
             return g
         }
         // One pass per half, on two threads; the halves merged into what one pass over them all makes.
