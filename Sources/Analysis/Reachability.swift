@@ -80,10 +80,14 @@ public struct Blocks: Sendable {
 
     /// The outstanding chunks of `table`: in use, in a heap or mapped on their own (the
     /// allocator's own chunks are metadata, not among them).
-    public init(_ table: ChunkTable) {
+    public init(_ table: ChunkTable) { self.init(table, split: nil) }
+
+    /// `split`: where the second of the two pieces that find the blocks starts (for tests).
+    init(_ table: ChunkTable, split: Int?) {
         let loss = (0..<256).map { $0 < table.kinds.kinds.count ? table.kinds.kinds[$0].usableLoss : UInt64(0) }
         let outstanding = (0..<256).map { table.kinds.state(ChunkKind(UInt8($0))) == .inUse }
-        storage = BlockStorage(address: table.address, size: table.size, kind: table.kind, loss: loss, offset: table.userOffset, outstanding: outstanding)
+        storage = BlockStorage(address: table.address, size: table.size, kind: table.kind, loss: loss, offset: table.userOffset,
+                               outstanding: outstanding, split: split)
     }
 
     /// Blocks given directly (sorted, non-overlapping): for tests and other allocators.
@@ -195,32 +199,55 @@ public struct Blocks: Sendable {
     private static let bigBlock: UInt64 = 1 << 20
 
     /// `outstanding`: per kind, whether its chunks are blocks (those with usable bytes).
-    init(address: AddressColumn, size: SizeColumn, kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: [Bool]) {
+    /// `split`: the chunk where the second of two pieces of the bit set starts (rounded down to
+    /// 64 chunks; for tests); nil: half way when there are a million chunks or more and two CPUs.
+    init(address: AddressColumn, size: SizeColumn, kind: [ChunkKind], loss: [UInt64], offset: UInt64, outstanding: [Bool], split: Int? = nil) {
         precondition(address.count == size.count && size.count == kind.count && loss.count == 256 && outstanding.count == 256)
         self.address = address; self.size = size; self.kind = kind; self.loss = loss
         let n = address.count, words = (n + 63) / 64
         func allocate<T>(_ count: Int, _ v: T) -> UnsafeMutablePointer<T> {
             let p = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1)); p.initialize(repeating: v, count: max(count, 1)); return p
         }
+        let tt = PhaseTrace()
         let bits = allocate(words, UInt64(0)), rank = allocate(words, Int32(0))
-        var blocks = 0
+        // Room for every chunk (only the pages written become resident): each piece writes its
+        // blocks' chunk numbers from its first chunk's place on, and the second piece's are then
+        // moved down behind the first's.
+        let chunk = UnsafeMutablePointer<Int32>.allocate(capacity: max(n, 1))
         let sz = size.reader, ad = address.reader   // (held by this object, unchanged)
-        kind.withUnsafeBufferPointer { kind in outstanding.withUnsafeBufferPointer { outstanding in loss.withUnsafeBufferPointer { loss in
-            for i in 0..<n {
-                let k = Int(kind[i].rawValue)
-                guard outstanding[k], sz.size(i) > loss[k] else { continue }   // (with usable bytes)
-                bits[i >> 6] |= 1 << UInt64(i & 63)
-                blocks += 1
+        let kindBase = UnsafeRawPointer(BlockStorage.base(kind, or: bits)).assumingMemoryBound(to: UInt8.self)
+        let lossBase = BlockStorage.base(loss, or: bits)
+        let isOutstanding = outstanding.map { $0 ? UInt8(1) : 0 }
+        let outBase = BlockStorage.base(isOutstanding, or: bits)
+        /// Words [w0, w1) of the bit set, and their blocks' chunk numbers from `chunk + w0 * 64` on;
+        /// ranks counted from the piece's start. Returns its blocks.
+        let piece = { (w0: Int, w1: Int) -> Int in
+            let out = chunk + w0 << 6
+            var k = 0
+            for w in w0..<w1 {
+                rank[w] = Int32(k)
+                var x: UInt64 = 0
+                let lo = w << 6
+                for i in lo..<min(lo + 64, n) {
+                    let t = Int(kindBase[i])
+                    guard outBase[t] != 0, sz.size(i) > lossBase[t] else { continue }   // (with usable bytes)
+                    x |= 1 << UInt64(i & 63)
+                    out[k] = Int32(i); k += 1
+                }
+                bits[w] = x
             }
-        } } }
-        let chunk = allocate(blocks, Int32(0))
-        var before: Int32 = 0, k = 0
-        for w in 0..<words {
-            rank[w] = before
-            before += Int32(bits[w].nonzeroBitCount)
-            var x = bits[w]
-            while x != 0 { chunk[k] = Int32(w << 6 + x.trailingZeroBitCount); k += 1; x &= x &- 1 }
+            return k
         }
+        let mid = split.map { min(max($0, 0), n) >> 6 } ?? (n >= 1 << 20 && BackgroundWork<Void>.secondCPU ? words / 2 : words)
+        var second = mid < words ? BackgroundWork { piece(mid, words) } : nil
+        let firstBlocks = piece(0, mid), secondBlocks = second?.wait() ?? 0
+        if secondBlocks > 0 && firstBlocks < mid << 6 {
+            (chunk + firstBlocks).update(from: chunk + mid << 6, count: secondBlocks)   // (moving down: no overlap ahead)
+        }
+        if firstBlocks > 0 { for w in mid..<words { rank[w] += Int32(firstBlocks) } }
+        let blocks = firstBlocks + secondBlocks
+        withExtendedLifetime((kind, loss, isOutstanding)) {}
+        tt.mark("blocks: which chunks")
         // The index, in arrays first (their sizes are learned on the way), then in buffers.
         func start(_ b: Int) -> UInt64 { ad.address(Int(chunk[b])) &+ offset }
         func end(_ b: Int) -> UInt64 { let c = Int(chunk[b]); return ad.address(c) &+ offset &+ sz.size(c) &- loss[Int(kind[c].rawValue)] }
@@ -254,6 +281,7 @@ public struct Blocks: Sendable {
             }
             i = j + 1
         }
+        tt.mark("blocks: index")
         var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(bits), UnsafeMutableRawPointer(rank), UnsafeMutableRawPointer(chunk)]
         func buffer<T>(_ a: [T]) -> UnsafeMutablePointer<T> {
             let p = UnsafeMutablePointer<T>.allocate(capacity: max(a.count, 1))
@@ -274,6 +302,11 @@ public struct Blocks: Sendable {
     }
 
     deinit { for p in owned { p.deallocate() } }
+
+    /// The first element's address of an array held unchanged while it is read (`or` for an empty one: never read).
+    private static func base<T, U>(_ a: [T], or other: UnsafeMutablePointer<U>) -> UnsafePointer<T> {
+        a.isEmpty ? UnsafeRawPointer(other).assumingMemoryBound(to: T.self) : a.withUnsafeBufferPointer { $0.baseAddress! }
+    }
 }
 
 /// The outcome of a leak check: a class per block and the totals.

@@ -1,4 +1,4 @@
-import Analysis
+@testable import Analysis
 import HeapModel
 import ProcessAccess
 import Testing
@@ -163,7 +163,7 @@ struct ReachabilityTests {
 /// block's end reaches into the next chunk's header), chunks mapped on their own, spans far apart.
 @Suite("Blocks of a chunk table", .timeLimit(.minutes(2)))
 struct BlockTableTests {
-    @Test("block(containing:), block(ofChunk:), start and end agree with a search over the outstanding chunks")
+    @Test("block(containing:), block(ofChunk:), start and end agree with a search over the outstanding chunks, the blocks found in one piece or two")
     func againstBruteForce() {
         let kinds = AllocatorKinds(allocator: "test", kinds: [
             .init(name: "in_use", state: .inUse, usableLoss: 8),
@@ -182,16 +182,9 @@ struct BlockTableTests {
             a += n + (k == 3 ? 4096 * UInt64.random(in: 0...2, using: &rng) : 0)
         }
         let table = ChunkTable(address: address, size: size, kind: kind, arena: [UInt16](repeating: 0, count: address.count), kinds: kinds)
-        let b = Blocks(table)
         // The outstanding chunks, in order, with their user ranges.
         let outstanding = (0..<table.count).filter { table.isOutstanding($0) && table.usableSize($0) > 0 }
-        #expect(b.count == outstanding.count)
-        for (k, i) in outstanding.enumerated() {
-            #expect(Int(b.chunk[k]) == i && b.block(ofChunk: i) == k)
-            #expect(b.start[k] == table.userAddress(i) && b.end[k] == table.userAddress(i) + table.usableSize(i))
-        }
         let isBlock = Set(outstanding)
-        for i in 0..<table.count where !isBlock.contains(i) { #expect(b.block(ofChunk: i) == nil) }
         func brute(_ x: UInt64) -> Int? {
             var lo = 0, hi = outstanding.count
             while lo < hi { let m = (lo + hi) / 2; if table.userAddress(outstanding[m]) + table.usableSize(outstanding[m]) <= x { lo = m + 1 } else { hi = m } }
@@ -203,11 +196,23 @@ struct BlockTableTests {
             probes += [address[i], address[i] + 8, u - 1, u, u + table.usableSize(i) - 1, u + table.usableSize(i), address[i] + size[i] + 7]
         }
         for _ in 0..<30_000 { probes.append(UInt64.random(in: address[0]...(address.last! + size.last!), using: &rng)) }
+        let wanted = probes.map(brute)
         var found = 0
-        for x in probes {
-            let want = brute(x)
-            #expect(b.block(containing: x) == want, "0x\(String(x, radix: 16))")
-            if want != nil { found += 1 }
+        // Found in one piece and in two, split anywhere (rounded to 64 chunks): the same blocks.
+        let splits: [Int?] = [nil, 0, 1, 64, 127, 128, Int.random(in: 0..<table.count, using: &rng), table.count - 1, table.count]
+        for split in splits {
+            let b = Blocks(table, split: split)
+            let where_ = split.map { "split at \($0)" } ?? "one piece"
+            #expect(b.count == outstanding.count, "\(where_)")
+            for (k, i) in outstanding.enumerated() {
+                #expect(Int(b.chunk[k]) == i && b.block(ofChunk: i) == k, "\(where_)")
+                #expect(b.start[k] == table.userAddress(i) && b.end[k] == table.userAddress(i) + table.usableSize(i), "\(where_)")
+            }
+            for i in 0..<table.count where !isBlock.contains(i) { #expect(b.block(ofChunk: i) == nil, "\(where_)") }
+            for (x, want) in zip(probes, wanted) {
+                #expect(b.block(containing: x) == want, "0x\(String(x, radix: 16)), \(where_)")
+                if want != nil && split == nil { found += 1 }
+            }
         }
         #expect(found > 10_000, "the probes hit blocks")
     }
