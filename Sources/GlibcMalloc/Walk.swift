@@ -72,7 +72,10 @@ extension GlibcCapture {
                 var c = image.word(ar + L.arenaFastbins + UInt64(8 * i)) ?? 0
                 var guardC = CycleGuard()
                 let first = listed.count
+                var previous: UInt64 = 0
                 while c != 0 {
+                    cur.prefetch(c &+ (c &- previous) &* 16 &+ 8)   // (where the list goes if it keeps its stride)
+                    previous = c
                     guard c & L.alignMask == 0, let sizeField = cur.word(c + 8) else {
                         warnings.append(.init(.corruptList, c, "fastbin \(i) of arena \(ai): link to 0x\(hex(c)) is misaligned or unreadable")); break
                     }
@@ -97,6 +100,7 @@ extension GlibcCapture {
                 let first = listed.count
                 let kind: ChunkKind = i == 1 ? .unsorted : (L.binKindIsSmall(i) ? .small : .large)
                 while p != b {
+                    cur.prefetch(p &+ (p &- prev) &* 16 &+ 8)   // (where the list goes if it keeps its stride)
                     guard p & L.alignMask == 0, let sizeField = cur.word(p + 8), let next = cur.word(p + 16) else {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): link to 0x\(hex(p)) is misaligned or unreadable")); break
                     }

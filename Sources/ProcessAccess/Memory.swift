@@ -401,6 +401,13 @@ public struct RegionCursor {
     @inlinable @inline(__always) public mutating func word(_ a: UInt64) -> UInt64? {
         reach(a) ? regionBase!.loadUnaligned(fromByteOffset: Int(a - regionStart), as: UInt64.self) : nil
     }
+    /// Tell the CPU that the copy of `a` will be read soon, when it is in the current region
+    /// (for a walk that follows links whose next addresses it can guess: a free list's links
+    /// often step through memory by one stride, and each hop otherwise waits for a cache miss).
+    public func prefetch(_ a: UInt64) {
+        guard let b = regionBase, a >= regionStart, a < regionEnd else { return }
+        hs_prefetch(b + Int(a - regionStart))
+    }
 }
 
 /// The copy of the target's memory that analysis runs on after detaching: sorted, non-overlapping regions.

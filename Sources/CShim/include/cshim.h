@@ -11,6 +11,9 @@
 #include <sys/uio.h>
 #include <sys/user.h>
 
+/// A hint that `p` will be read soon (never faults, whatever `p` is).
+static inline void hs_prefetch(const void *p) { __builtin_prefetch(p, 0, 0); }
+
 /// PTRACE_SEIZE with options (PTRACE_O_TRACECLONE when `trace_clone`). Returns 0 or -errno.
 int hs_ptrace_seize(pid_t tid, int trace_clone);
 /// PTRACE_INTERRUPT. Returns 0 or -errno.
