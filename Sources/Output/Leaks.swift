@@ -57,7 +57,7 @@ extension UInt32 {
     /// Each of its four bytes is printable ASCII (0x20...0x7e).
     @inline(__always) var isPrintableASCII: Bool {
         // (a byte is below 0x20 when subtracting 0x20 borrows; at or above 0x7f when adding 1 reaches 0x80)
-        (self &- 0x2020_2020 | self &+ 0x0101_0101 | self) & 0x8080_8080 == 0
+        ((self &- 0x2020_2020) | (self &+ 0x0101_0101) | self) & 0x8080_8080 == 0
     }
 }
 

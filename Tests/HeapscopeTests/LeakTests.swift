@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import HeapModel
 import Inspect
-import Output
+@testable import Output
 import Testing
 
 /// `leaks` on TestTargets/leaks.c, which notes every chunk it made on purpose with the class
@@ -225,5 +225,26 @@ struct LeakTests {
         }
         #expect(try run(Paths.heapscope, ["chunks", String(p.pid), "--class", "leaky"]).status == 64)
         #expect(p.release().ok)
+    }
+}
+
+@Suite("Leak group signatures", .timeLimit(.minutes(1)))
+struct SignatureTests {
+    @Test("four bytes are text exactly when each is printable ASCII (0x20-0x7e), every byte value in every place")
+    func printable() {
+        func slow(_ v: UInt32) -> Bool { (0..<4).allSatisfy { let c = (v >> ($0 * 8)) & 0xff; return c >= 0x20 && c < 0x7f } }
+        var rng = SystemRandomNumberGenerator()
+        var values: [UInt32] = []
+        for place in 0..<4 {
+            for byte in 0..<256 {
+                for fill in [0x20, 0x41, 0x7e, 0x00, 0x1f, 0x7f, 0x80, 0xff] as [UInt32] {
+                    var v = fill * 0x0101_0101
+                    v = v & ~(0xff << (place * 8)) | UInt32(byte) << (place * 8)
+                    values.append(v)
+                }
+            }
+        }
+        for _ in 0..<100_000 { values.append(UInt32.random(in: 0...UInt32.max, using: &rng)) }
+        for v in values { #expect(v.isPrintableASCII == slow(v), "0x\(String(v, radix: 16))") }
     }
 }
