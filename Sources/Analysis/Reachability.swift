@@ -435,12 +435,16 @@ private final class Scanner {
     /// clique (states never go back to unreached), so only its own class changes.
     func cliques() {
         let lowest = raw.lowest, extent = raw.extent
+        // A block joins a clique once (unreached to indirect), so a stack of one entry per block
+        // never overflows; only the pages it reaches become resident.
+        let work = UnsafeMutablePointer<Int32>.allocate(capacity: max(blocks.count, 1))
+        defer { work.deallocate() }
         for leader in 0..<blocks.count where state[leader] == 0 {
-            stack.append(Int32(leader))
+            var top = 0, b = leader
             var near = leader   // the block the last word pointed into: arrays of pointers run in address order
-            while let b = stack.popLast() {
-                var a = raw.start(Int(b))
-                let to = raw.end(Int(b))
+            while true {
+                var a = raw.start(b)
+                let to = raw.end(b)
                 while a + 8 <= to {
                     guard cursor.reach(a) else { a = (a | 4095) + 1; continue }
                     let stop = min(to, cursor.end), base = cursor.base!, rs = cursor.start
@@ -449,9 +453,12 @@ private final class Scanner {
                         a += 8
                         guard w &- lowest < extent, let t = raw.block(containing: w, after: near) else { continue }
                         near = t
-                        if t != leader, state[t] == 0 { state[t] = 3; if t > leader { stack.append(Int32(t)) } }
+                        if t != leader, state[t] == 0 { state[t] = 3; if t > leader { work[top] = Int32(t); top += 1 } }
                     }
                 }
+                guard top > 0 else { break }
+                top -= 1
+                b = Int(work[top])
             }
         }
     }
