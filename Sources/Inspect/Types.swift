@@ -87,9 +87,20 @@ extension Inspector {
         let ranges = c.target.maps.filter { $0.path.hasPrefix("/") && !$0.executable }.map { ($0.start, $0.end) }
         let lo = ranges.map(\.0).min() ?? 0, hi = ranges.map(\.1).max() ?? 0
         var candidates = Set<UInt64>()
-        eachFirstWord(blocks, memory) { _, w in
-            if w & 7 == 0, w >= lo, w < hi, ranges.contains(where: { w >= $0.0 && w < $0.1 }) { candidates.insert(w) }
+        // With `text`, the same pass (over each block's first bytes) finds the text blocks.
+        let maps = c.target.maps.sorted { $0.start < $1.start }
+        var textBits = text ? [UInt64](repeating: 0, count: (blocks.count + 63) / 64) : nil
+        var cursor = RegionCursor(memory)
+        for k in 0..<blocks.count {
+            let a = blocks.userStart(k), e = blocks.userEnd(k)
+            guard cursor.reach(a, 8) else { continue }
+            let w = cursor.base!.loadUnaligned(fromByteOffset: Int(a - cursor.start), as: UInt64.self)
+            if e - a >= 8, w & 7 == 0, w >= lo, w < hi, ranges.contains(where: { w >= $0.0 && w < $0.1 }) { candidates.insert(w) }
+            if text, isString(cursor.base!, cursor.start, cursor.end, a, e), maps.mapping(containing: w) == nil {
+                textBits![k >> 6] |= 1 << UInt64(k & 63)
+            }
         }
+        trace.mark(text ? "types: vtable candidates and text" : "types: vtable candidates")
         var vtableClass: [UInt64: String] = [:]
         var declared = DeclaredTypes(table: TypeTable(), roots: [], classes: [:], modules: [])
         SymbolSession.lock.locked {
@@ -105,8 +116,7 @@ extension Inspector {
             let threads = c.capture.threads.map { ThreadFrames(tid: $0.tid, threadPointer: $0.fsBase, frames: frames[$0.tid] ?? []) }
             declared = s.declaredTypes(threads: threads, classNames: Set(vtableClass.values), roots: true, read: { memory.word($0) })
         }
-        let textBits = text ? textBlocks(memory, blocks, maps: c.target.maps.sorted { $0.start < $1.start }, among: { _ in true }) : nil
-        trace.mark("types: debug info and vtables")
+        trace.mark("types: symbols, stacks, declared types")
         return LabelSources(vtableClass: vtableClass, declared: declared, microseconds: (nowNs() - t0) / 1000, text: textBits)
     }
 
@@ -118,7 +128,7 @@ extension Inspector {
         for k in 0..<blocks.count where among(k) {
             let a = blocks.userStart(k)
             if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-            guard let r = region, isString(r, a, blocks.userEnd(k)), maps.mapping(containing: r.word(a)) == nil else { continue }
+            guard let r = region, isString(UnsafeRawPointer(r.base), r.start, r.end, a, blocks.userEnd(k)), maps.mapping(containing: r.word(a)) == nil else { continue }
             bits[k >> 6] |= 1 << UInt64(k & 63)
         }
         return bits
@@ -171,11 +181,12 @@ extension Inspector {
     }
 
     /// Printable text (at least 2 characters) up to a NUL inside the chunk.
-    static func isString(_ r: Region, _ start: UInt64, _ end: UInt64) -> Bool {
-        let stop = min(end, r.end)
+    /// (`base`: the bytes of a region copied from [regionStart, regionEnd), which holds `start`.)
+    @inline(__always) static func isString(_ base: UnsafeRawPointer, _ regionStart: UInt64, _ regionEnd: UInt64, _ start: UInt64, _ end: UInt64) -> Bool {
+        let stop = min(end, regionEnd)
         var a = start, n = 0
         while a < stop {
-            let b = r.base.load(fromByteOffset: Int(a - r.start), as: UInt8.self)
+            let b = base.load(fromByteOffset: Int(a - regionStart), as: UInt8.self)
             if b == 0 { return n >= 2 }
             guard (b >= 0x20 && b < 0x7f) || b == 0x09 || b == 0x0a else { return false }
             n += 1; a += 1

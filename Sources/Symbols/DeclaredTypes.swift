@@ -44,21 +44,27 @@ extension SymbolSession {
             let exe = executable ?? file
             let tlsIDs = roots ? tlsModuleIDs(modules: modules, exe: exe, threads: threads, read: read) : [:]
             var names: [String] = []
+            let tt = PhaseTrace()
+            tt.mark("declared: tls ids")
             for m in modules {
                 var bias: Dwarf_Addr = 0
                 guard dwfl_module_getdwarf(m, &bias) != nil else { continue }
                 let name = moduleName(m) ?? "?"
+                tt.mark("declared: dwarf of \(name)")
                 names.append(name)
                 guard roots else { continue }
                 r.readGlobals(module: m, bias: bias, tls: tlsIDs[m].map { tlsBlocks(id: $0, threads: threads, read: read) } ?? [])
+                tt.mark("declared: globals of \(name)")
             }
             if roots { for t in threads { r.readLocals(dwfl: dwfl, thread: t) } }
+            tt.mark("declared: locals")
             var classes: [String: Int32] = [:]
             if !classNames.isEmpty {
                 for m in modules { r.indexDefinitions(module: m) }
                 for n in classNames { if let t = r.definition(named: n) { classes[n] = t } }
             }
             r.resolveDeclarations(modules: modules)
+            tt.mark("declared: resolve declarations")
             var out = DeclaredTypes(table: r.table, roots: r.roots, classes: classes, modules: names)
             out.unknownTypes = r.unknownTypes
             out.untypedVariables = r.untypedVariables
