@@ -133,6 +133,26 @@ struct ReachabilityTests {
         }
     }
 
+    @Test("the tallies per class, counted in one pass or in two halves split anywhere, are the sums over the blocks")
+    func talliesInHalves() {
+        var rng = SystemRandomNumberGenerator()
+        let n = 3000
+        var starts: [UInt64] = [], sizes: [UInt64] = []
+        var a: UInt64 = 0x5555_0000_0000
+        for _ in 0..<n { let z = UInt64.random(in: 1...500, using: &rng); starts.append(a); sizes.append(z); a += z + 16 }
+        let b = Blocks(start: starts, size: sizes)
+        let cls = (0..<n).map { _ in LeakClass.allCases.randomElement(using: &rng)! }
+        var want: [LeakClass: Tally] = [:]
+        for c in LeakClass.allCases {
+            let mine = (0..<n).filter { cls[$0] == c }
+            want[c] = Tally(count: mine.count, bytes: mine.reduce(0) { $0 + sizes[$1] })
+        }
+        for split in [nil, 0, 1, n / 2, Int.random(in: 0..<n, using: &rng), n - 1, n] as [Int?] {
+            let r = LeakReport(blocks: b, leakClass: cls, scannedBytes: 0, splitAt: split)
+            #expect(r.tallies == want, "split at \(split.map(String.init) ?? "none")")
+        }
+    }
+
     @Test("the block index finds the block holding any address, across spans far apart")
     func blockIndex() {
         var rng = SystemRandomNumberGenerator()
