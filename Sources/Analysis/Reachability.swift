@@ -314,7 +314,7 @@ public struct LeakReport: Sendable {
     public var blocks: Blocks
     public var leakClass: [LeakClass]
     public var tallies: [LeakClass: Tally]
-    /// Bytes of roots and blocks scanned.
+    /// Bytes of roots and blocks scanned (reachable blocks from the roots, lost ones in their cliques).
     public var scannedBytes: UInt64
     /// The tallies are counted from the classes (every class present, zero or not).
     public init(blocks: Blocks, leakClass: [LeakClass], scannedBytes: UInt64) {
@@ -424,8 +424,7 @@ private final class Scanner {
     func scan(_ from: UInt64, _ to: UInt64, definite: Bool) {
         guard from <= UInt64.max - 7, to >= 8 else { return }
         var a = (from + 7) & ~7
-        scanned += to > a ? to - a : 0
-        if let p = progress, scanned >= told &+ (64 << 20) { told = scanned; p(min(1, Double(scanned) / Double(total))) }
+        count(to > a ? to - a : 0)
         while a <= to - 8 {
             guard cursor.reach(a) else {
                 guard let next = memory.regionStart(after: a), next < to, next <= UInt64.max - 7 else { return }
@@ -440,6 +439,13 @@ private final class Scanner {
                 a += 8
             }
         }
+    }
+
+    /// Bytes scanned (roots, reachable blocks, lost blocks in their cliques), told to `progress`
+    /// every 64 MiB.
+    @inline(__always) func count(_ bytes: UInt64) {
+        scanned &+= bytes
+        if let p = progress, scanned >= told &+ (64 << 20) { told = scanned; p(min(1, Double(scanned) / Double(total))) }
     }
 
     func drain() {
@@ -465,6 +471,7 @@ private final class Scanner {
             while true {
                 var a = raw.start(b)
                 let to = raw.end(b)
+                count(to &- a)
                 while a + 8 <= to {
                     guard cursor.reach(a) else { a = (a | 4095) + 1; continue }
                     let stop = min(to, cursor.end), base = cursor.base!, rs = cursor.start
