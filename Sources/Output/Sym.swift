@@ -544,37 +544,62 @@ public enum SymOutput {
 
     /// One JSON object (README: `sym --json` keys), without the newline.
     public static func json(_ a: SymAnswer, into out: inout OutputBuffer) {
-        let r = Entry(a.batch, a.k)
+        // (the batch's columns read in place: no Entry, whose frames slice and reason are
+        // reference counted, for a record printed millions of times)
+        let b = a.batch, k = a.k
         let pool = StringPool.shared
-        func id(_ i: Int32) { if i >= 0 { out.write(utf8: pool.jsonUTF8(i)) } else { out.write(ascii: "null") } }
-        let inner = r.frames.first
-        out.write(ascii: "{\"input\":"); out.write(json: a.input)
-        out.write(ascii: ",\"address\":")
-        if a.parsed { out.write(ascii: "\"0x"); out.write(hexDigits: r.address); out.write(ascii: "\"") } else { out.write(ascii: "null") }
-        out.write(ascii: ",\"module\":"); id(r.moduleID)
-        out.write(ascii: ",\"build_id\":"); id(r.buildIDID)
-        out.write(ascii: ",\"symbol\":"); id(r.symbolID)
-        out.write(ascii: ",\"mangled\":"); id(r.mangledID)
-        out.write(ascii: ",\"type\":")
-        if r.typeLetter != 0 { out.write(byte: 0x22); out.write(byte: r.typeLetter); out.write(byte: 0x22) } else { out.write(ascii: "null") }
-        out.write(ascii: ",\"offset\":"); out.write(decimal: r.offset)
-        out.write(ascii: ",\"size\":"); out.write(decimal: r.size)
-        out.write(ascii: ",\"function\":"); id(inner?.functionID ?? StringPool.none)
-        out.write(ascii: ",\"file\":"); id(inner.map { $0.fileID >= 0 ? $0.fileID : r.symbolFileID } ?? r.symbolFileID)
-        out.write(ascii: ",\"line\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.line))) } else { out.write(ascii: "null") }
-        out.write(ascii: ",\"column\":"); if let f = inner { out.write(decimal: UInt64(UInt32(bitPattern: f.column))) } else { out.write(ascii: "null") }
-        out.write(ascii: ",\"inlined\":[")
-        for (k, f) in r.frames.enumerated() {
-            if k > 0 { out.write(ascii: ",") }
-            out.write(ascii: "{\"function\":"); id(f.functionID)
-            out.write(ascii: ",\"file\":"); id(f.fileID)
-            out.write(ascii: ",\"line\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.line)))
-            out.write(ascii: ",\"column\":"); out.write(decimal: UInt64(UInt32(bitPattern: f.column))); out.write(ascii: "}")
+        let moduleID = b.moduleID[k], buildIDID = b.buildIDID[k], symbolID = b.symbolID[k], mangledID = b.mangledID[k]
+        let symbolFileID = b.symbolFileID[k], sourceID = b.sourceID[k], typeLetter = b.typeLetter[k]
+        let address = b.address[k], offset = b.offset[k], size = b.size[k]
+        let frameStart = Int(b.frameStart[k]), frameCount = Int(b.frameCount[k])
+        func length(_ id: Int32) -> Int { id >= 0 ? pool.jsonUTF8(id).count : 4 }
+        b.frames.withUnsafeBufferPointer { all in
+            let frames = UnsafeBufferPointer(rebasing: all[frameStart..<frameStart + frameCount])
+            var input = a.input, reason = b.reason[k]
+            let inner = frames.first
+            let function = inner?.functionID ?? StringPool.none
+            let file = inner.map { $0.fileID >= 0 ? $0.fileID : symbolFileID } ?? symbolFileID
+            // The record is written into scratch memory as plain stores, then added to the output at
+            // once: room for its fixed parts (under 400 bytes), every string as stored or escaped
+            // (at most 6 bytes for each of its bytes), each frame's keys and numbers (under 100).
+            var room = 512 + 6 * input.utf8.count + 6 * (reason?.utf8.count ?? 0)
+            room += length(moduleID) + length(buildIDID) + length(symbolID) + length(mangledID)
+            room += length(function) + length(file) + length(sourceID)
+            for f in frames { room += length(f.functionID) + length(f.fileID) + 100 }
+            out.withScratch(room) { w in
+                func id(_ i: Int32) { if i >= 0 { w.put(pool.jsonUTF8(i)) } else { w.put("null") } }
+                w.put("{\"input\":"); input.withUTF8 { w.put(json: $0) }
+                w.put(",\"address\":")
+                if a.parsed { w.put("\"0x"); w.put(hexDigits: address); w.put(byte: 0x22) } else { w.put("null") }
+                w.put(",\"module\":"); id(moduleID)
+                w.put(",\"build_id\":"); id(buildIDID)
+                w.put(",\"symbol\":"); id(symbolID)
+                w.put(",\"mangled\":"); id(mangledID)
+                w.put(",\"type\":")
+                if typeLetter != 0 { w.put(byte: 0x22); w.put(byte: typeLetter); w.put(byte: 0x22) } else { w.put("null") }
+                w.put(",\"offset\":"); w.put(decimal: offset)
+                w.put(",\"size\":"); w.put(decimal: size)
+                w.put(",\"function\":"); id(function)
+                w.put(",\"file\":"); id(file)
+                w.put(",\"line\":"); if let f = inner { w.put(decimal: UInt64(UInt32(bitPattern: f.line))) } else { w.put("null") }
+                w.put(",\"column\":"); if let f = inner { w.put(decimal: UInt64(UInt32(bitPattern: f.column))) } else { w.put("null") }
+                w.put(",\"inlined\":[")
+                var first = true
+                for f in frames {
+                    if !first { w.put(byte: 0x2c) }
+                    first = false
+                    w.put("{\"function\":"); id(f.functionID)
+                    w.put(",\"file\":"); id(f.fileID)
+                    w.put(",\"line\":"); w.put(decimal: UInt64(UInt32(bitPattern: f.line)))
+                    w.put(",\"column\":"); w.put(decimal: UInt64(UInt32(bitPattern: f.column))); w.put(byte: 0x7d)
+                }
+                w.put("],\"source\":"); id(sourceID)
+                w.put(",\"reason\":")
+                if reason == nil { w.put("null") } else { reason!.withUTF8 { w.put(json: $0) } }
+                w.put(",\"frame\":"); if let n = a.frame { w.put(decimal: UInt64(n)) } else { w.put("null") }
+                if a.adjusted { w.put(",\"adjusted\":true}") } else { w.put(",\"adjusted\":false}") }
+            }
         }
-        out.write(ascii: "],\"source\":"); id(r.sourceID)
-        out.write(ascii: ",\"reason\":"); out.write(json: r.reason)
-        out.write(ascii: ",\"frame\":"); if let n = a.frame { out.write(decimal: UInt64(n)) } else { out.write(ascii: "null") }
-        if a.adjusted { out.write(ascii: ",\"adjusted\":true}") } else { out.write(ascii: ",\"adjusted\":false}") }
     }
 }
 
