@@ -34,23 +34,9 @@ public struct OutputBuffer {
     @inline(__always) public mutating func write(ascii s: StaticString) {
         bytes.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
     }
-    public mutating func write(decimal v: UInt64) {
-        if v < 10 { bytes.append(0x30 + UInt8(v)); return }
-        var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                  UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0, x = v
-        withUnsafeMutableBytes(of: &tmp) { t in
-            while x > 0 { t[19 - n] = 0x30 + UInt8(x % 10); x /= 10; n += 1 }
-            bytes.append(contentsOf: t[(20 - n)...])
-        }
-    }
+    public mutating func write(decimal v: UInt64) { withScratch(20) { $0.put(decimal: v) } }
     /// Lower-case hex digits, no prefix.
-    public mutating func write(hexDigits v: UInt64) {
-        let digits = hexDigitBytes
-        var shift = v == 0 ? 0 : (63 - v.leadingZeroBitCount) / 4 * 4
-        while shift >= 0 { bytes.append(digits[Int((v >> UInt64(shift)) & 15)]); shift -= 4 }
-    }
+    public mutating func write(hexDigits v: UInt64) { withScratch(16) { $0.put(hexDigits: v) } }
     public mutating func write(hex v: UInt64) { bytes.append(0x30); bytes.append(0x78); write(hexDigits: v) }
     /// A JSON string (quoted, escaped), or null.
     public mutating func write(json s: String?) {
@@ -60,7 +46,7 @@ public struct OutputBuffer {
     public mutating func write(utf8 u: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: u) }
     public mutating func write(utf8Bytes u: [UInt8]) { bytes.append(contentsOf: u); flushIfFull() }
     /// UTF-8 bytes as a JSON string (quoted, escaped).
-    public mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) { JSONText.append(u, to: &bytes) }
+    public mutating func write(jsonUTF8 u: UnsafeBufferPointer<UInt8>) { withScratch(JSONText.maxLength(u.count)) { $0.put(json: u) } }
     public mutating func flush() {
         var off = 0
         while off < bytes.count {
@@ -111,26 +97,10 @@ public struct RecordWriter {
         let p = room(digits)
         for i in 0..<digits { p[digits - 1 - i] = hexDigitBytes[Int((v >> UInt64(4 * i)) & 15)] }
     }
-    /// UTF-8 bytes as a JSON string, quoted and escaped as `JSONText.append` does it (at most 6
-    /// bytes for each byte, and the quotes).
+    /// UTF-8 bytes as a JSON string, quoted and escaped (`JSONText.write`).
     public mutating func put(json u: UnsafeBufferPointer<UInt8>) {
-        put(byte: 0x22)
-        var from = 0
-        for i in 0..<u.count {
-            let b = u[i]
-            guard b < 0x20 || b == 0x22 || b == 0x5c else { continue }
-            put(UnsafeBufferPointer(rebasing: u[from..<i]))
-            switch b {
-            case 0x22: put("\\\"")
-            case 0x5c: put("\\\\")
-            case 0x0a: put("\\n")
-            case 0x09: put("\\t")
-            default: put("\\u00"); put(byte: hexDigitBytes[Int(b >> 4)]); put(byte: hexDigitBytes[Int(b & 15)])
-            }
-            from = i + 1
-        }
-        put(UnsafeBufferPointer(rebasing: u[from...]))
-        put(byte: 0x22)
+        precondition(JSONText.maxLength(u.count) <= capacity - count, "a record outgrew the room computed for it")
+        count += JSONText.write(u, to: base + count)
     }
 }
 

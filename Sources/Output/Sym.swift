@@ -560,9 +560,9 @@ public enum SymOutput {
             let function = inner?.functionID ?? StringPool.none
             let file = inner.map { $0.fileID >= 0 ? $0.fileID : symbolFileID } ?? symbolFileID
             // The record is written into scratch memory as plain stores, then added to the output at
-            // once: room for its fixed parts (under 400 bytes), every string as stored or escaped
-            // (at most 6 bytes for each of its bytes), each frame's keys and numbers (under 100).
-            var room = 512 + 6 * input.utf8.count + 6 * (reason?.utf8.count ?? 0)
+            // once: room for its fixed parts (under 400 bytes), every string as stored or at its
+            // longest escaped, each frame's keys and numbers (under 100).
+            var room = 512 + JSONText.maxLength(input.utf8.count) + JSONText.maxLength(reason?.utf8.count ?? 0)
             room += length(moduleID) + length(buildIDID) + length(symbolID) + length(mangledID)
             room += length(function) + length(file) + length(sourceID)
             for f in frames { room += length(f.functionID) + length(f.fileID) + 100 }
