@@ -383,7 +383,12 @@ private final class Scanner {
     let memory: MemoryImage
     /// 0 unreached, 1 possible, 2 reachable, 3 indirect
     let state: UnsafeMutablePointer<UInt8>
-    var stack: [Int32] = []
+    /// The work stack of the marks and of the cliques: a block is pushed at most twice while
+    /// marking (unreached to possible to reachable) and once in the cliques (after the marks are
+    /// done), so two entries per block never overflow. Allocated, not touched: only the pages
+    /// the stack reaches become resident.
+    let work: UnsafeMutablePointer<Int32>
+    var top = 0
     var scanned: UInt64 = 0
     var progress: ((Double) -> Void)? = nil
     var total: UInt64 = 1
@@ -396,11 +401,11 @@ private final class Scanner {
         cursor = RegionCursor(memory)
         state = .allocate(capacity: max(blocks.count, 1))
         state.initialize(repeating: 0, count: max(blocks.count, 1))
-        // Room for every block once (a block is pushed at most twice): reserved, not touched, so
-        // only the pages the stack reaches are ever resident, and it is never copied as it grows.
-        stack.reserveCapacity(blocks.count)
+        work = .allocate(capacity: 2 * blocks.count + 1)
     }
-    func release() { state.deallocate() }
+    func release() { state.deallocate(); work.deallocate() }
+
+    @inline(__always) private func push(_ b: Int) { work[top] = Int32(b); top += 1 }
 
     /// The copied region last read (blocks are scanned in runs that share one).
     private var cursor: RegionCursor
@@ -413,9 +418,9 @@ private final class Scanner {
         guard w &- raw.lowest < raw.extent, let b = raw.block(containing: w, after: near) else { return }
         near = b
         if definite && w == raw.start(b) {
-            if state[b] != 2 { state[b] = 2; stack.append(Int32(b)) }
+            if state[b] != 2 { state[b] = 2; push(b) }
         } else if state[b] == 0 {
-            state[b] = 1; stack.append(Int32(b))
+            state[b] = 1; push(b)
         }
     }
 
@@ -449,8 +454,10 @@ private final class Scanner {
     }
 
     func drain() {
-        while let b = stack.popLast() {
-            scan(raw.start(Int(b)), raw.end(Int(b)), definite: state[Int(b)] == 2)
+        while top > 0 {
+            top -= 1
+            let b = Int(work[top])
+            scan(raw.start(b), raw.end(b), definite: state[b] == 2)
         }
     }
 
@@ -461,12 +468,8 @@ private final class Scanner {
     /// clique (states never go back to unreached), so only its own class changes.
     func cliques() {
         let lowest = raw.lowest, extent = raw.extent
-        // A block joins a clique once (unreached to indirect), so a stack of one entry per block
-        // never overflows; only the pages it reaches become resident.
-        let work = UnsafeMutablePointer<Int32>.allocate(capacity: max(blocks.count, 1))
-        defer { work.deallocate() }
         for leader in 0..<blocks.count where state[leader] == 0 {
-            var top = 0, b = leader
+            var b = leader
             var near = leader   // the block the last word pointed into: arrays of pointers run in address order
             while true {
                 var a = raw.start(b)
@@ -480,7 +483,7 @@ private final class Scanner {
                         a += 8
                         guard w &- lowest < extent, let t = raw.block(containing: w, after: near) else { continue }
                         near = t
-                        if t != leader, state[t] == 0 { state[t] = 3; if t > leader { work[top] = Int32(t); top += 1 } }
+                        if t != leader, state[t] == 0 { state[t] = 3; if t > leader { push(t) } }
                     }
                 }
                 guard top > 0 else { break }
