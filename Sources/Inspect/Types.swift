@@ -63,16 +63,24 @@ extension Inspector {
         var text: [UInt64]?
     }
 
-    /// The first word of each block with 8 bytes or more (blocks are in address order:
-    /// consecutive ones share a region).
-    static func eachFirstWord(_ blocks: Blocks, _ memory: MemoryImage, _ body: (Int, UInt64) -> Void) {
-        var region: Region? = nil
-        for k in 0..<blocks.count where blocks.userEnd(k) - blocks.userStart(k) >= 8 {
+    /// Each block of `among` whose first 8 bytes were copied: its number, its bounds, its first
+    /// word, and the cursor on its region (blocks are in address order: consecutive ones share a
+    /// region, looked up once).
+    static func eachBlockStart(_ blocks: Blocks, _ memory: MemoryImage, among: (Int) -> Bool = { _ in true },
+                               _ body: (_ k: Int, _ start: UInt64, _ end: UInt64, _ word: UInt64, _ cursor: RegionCursor) -> Void) {
+        var cursor = RegionCursor(memory)
+        for k in 0..<blocks.count where among(k) {
             let a = blocks.userStart(k)
-            if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-            guard let r = region else { continue }
-            body(k, r.word(a))
+            guard cursor.reach(a, 8) else { continue }
+            body(k, a, blocks.userEnd(k), cursor.base!.loadUnaligned(fromByteOffset: Int(a - cursor.start), as: UInt64.self), cursor)
         }
+    }
+
+    /// The block [start, end), whose first word is `word`, is text: printable up to a NUL inside
+    /// it, and its first word not an address of a mapping of `maps` (sorted; a pointer's bytes can
+    /// be printable).
+    static func isText(_ start: UInt64, _ end: UInt64, _ word: UInt64, _ cursor: RegionCursor, maps: [Mapping]) -> Bool {
+        isString(cursor.base!, cursor.start, cursor.end, start, end) && maps.mapping(containing: word) == nil
     }
 
     /// `memory`: the image's copy (a MemoryImage of its own when this runs on another thread:
@@ -90,15 +98,9 @@ extension Inspector {
         // With `text`, the same pass (over each block's first bytes) finds the text blocks.
         let maps = c.target.maps.sorted { $0.start < $1.start }
         var textBits = text ? [UInt64](repeating: 0, count: (blocks.count + 63) / 64) : nil
-        var cursor = RegionCursor(memory)
-        for k in 0..<blocks.count {
-            let a = blocks.userStart(k), e = blocks.userEnd(k)
-            guard cursor.reach(a, 8) else { continue }
-            let w = cursor.base!.loadUnaligned(fromByteOffset: Int(a - cursor.start), as: UInt64.self)
+        eachBlockStart(blocks, memory) { k, a, e, w, cursor in
             if e - a >= 8, w & 7 == 0, w >= lo, w < hi, ranges.contains(where: { w >= $0.0 && w < $0.1 }) { candidates.insert(w) }
-            if text, isString(cursor.base!, cursor.start, cursor.end, a, e), maps.mapping(containing: w) == nil {
-                textBits![k >> 6] |= 1 << UInt64(k & 63)
-            }
+            if text, isText(a, e, w, cursor, maps: maps) { textBits![k >> 6] |= 1 << UInt64(k & 63) }
         }
         trace.mark(text ? "types: vtable candidates and text" : "types: vtable candidates")
         var vtableClass: [UInt64: String] = [:]
@@ -120,16 +122,11 @@ extension Inspector {
         return LabelSources(vtableClass: vtableClass, declared: declared, microseconds: (nowNs() - t0) / 1000, text: textBits)
     }
 
-    /// A bit per block of `among`: its bytes are printable text up to a NUL inside it, and its first
-    /// word is not an address of a mapping of `maps` (sorted; a pointer's bytes can be printable).
+    /// A bit per block of `among` that is text (`isText`).
     static func textBlocks(_ memory: MemoryImage, _ blocks: Blocks, maps: [Mapping], among: (Int) -> Bool) -> [UInt64] {
         var bits = [UInt64](repeating: 0, count: (blocks.count + 63) / 64)
-        var region: Region? = nil
-        for k in 0..<blocks.count where among(k) {
-            let a = blocks.userStart(k)
-            if region == nil || !region!.contains(a, 8) { region = memory.region(containing: a, length: 8) }
-            guard let r = region, isString(UnsafeRawPointer(r.base), r.start, r.end, a, blocks.userEnd(k)), maps.mapping(containing: r.word(a)) == nil else { continue }
-            bits[k >> 6] |= 1 << UInt64(k & 63)
+        eachBlockStart(blocks, memory, among: among) { k, a, e, w, cursor in
+            if isText(a, e, w, cursor, maps: maps) { bits[k >> 6] |= 1 << UInt64(k & 63) }
         }
         return bits
     }
@@ -147,8 +144,8 @@ extension Inspector {
         var classType: [String: Int32] = declared.classes
         var seeds: [(block: Int, type: Int32)] = []
         if !vtableClass.isEmpty {
-            eachFirstWord(blocks, memory) { k, w in
-                guard let name = vtableClass[w] else { return }
+            eachBlockStart(blocks, memory) { k, a, e, w, _ in
+                guard e - a >= 8, let name = vtableClass[w] else { return }
                 if classType[name] == nil { classType[name] = table.add(.init(kind: .structure, name: name, size: 0)) }
                 seeds.append((k, classType[name]!))
             }
