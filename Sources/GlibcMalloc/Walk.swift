@@ -74,7 +74,7 @@ extension GlibcCapture {
                 let first = listed.count
                 var previous: UInt64 = 0
                 while c != 0 {
-                    cur.prefetch(c &+ (c &- previous) &* 16 &+ 8)   // (where the list goes if it keeps its stride)
+                    cur.prefetchAhead(from: previous, to: c)
                     previous = c
                     guard c & L.alignMask == 0, let sizeField = cur.word(c + 8) else {
                         warnings.append(.init(.corruptList, c, "fastbin \(i) of arena \(ai): link to 0x\(hex(c)) is misaligned or unreadable")); break
@@ -100,7 +100,7 @@ extension GlibcCapture {
                 let first = listed.count
                 let kind: ChunkKind = i == 1 ? .unsorted : (L.binKindIsSmall(i) ? .small : .large)
                 while p != b {
-                    cur.prefetch(p &+ (p &- prev) &* 16 &+ 8)   // (where the list goes if it keeps its stride)
+                    cur.prefetchAhead(from: prev, to: p)
                     guard p & L.alignMask == 0, let sizeField = cur.word(p + 8), let next = cur.word(p + 16) else {
                         warnings.append(.init(.corruptList, p, "bin \(i) of arena \(ai): link to 0x\(hex(p)) is misaligned or unreadable")); break
                     }

@@ -401,10 +401,12 @@ public struct RegionCursor {
     @inlinable @inline(__always) public mutating func word(_ a: UInt64) -> UInt64? {
         reach(a) ? regionBase!.loadUnaligned(fromByteOffset: Int(a - regionStart), as: UInt64.self) : nil
     }
-    /// Tell the CPU that the copy of `a` will be read soon, when it is in the current region
-    /// (for a walk that follows links whose next addresses it can guess: a free list's links
-    /// often step through memory by one stride, and each hop otherwise waits for a cache miss).
-    public func prefetch(_ a: UInt64) {
+    /// For a walk along links, at `current` after `previous`: tell the CPU that the copy of the
+    /// link 16 hops ahead will be read soon, guessing the list keeps its last stride, when that
+    /// is in the current region (a free list's links often step through memory by one stride, and
+    /// each hop otherwise waits for a cache miss; a wrong guess costs a hint, never a fault).
+    public func prefetchAhead(from previous: UInt64, to current: UInt64) {
+        let a = current &+ (current &- previous) &* 16 &+ 8
         guard let b = regionBase, a >= regionStart, a < regionEnd else { return }
         hs_prefetch(b + Int(a - regionStart))
     }

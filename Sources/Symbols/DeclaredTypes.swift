@@ -42,10 +42,10 @@ extension SymbolSession {
             let r = TypeReader(read: read)
             let modules = self.modules()
             let exe = executable ?? file
-            let tlsIDs = roots ? tlsModuleIDs(modules: modules, exe: exe, threads: threads, read: read) : [:]
-            var names: [String] = []
             let tt = PhaseTrace()
+            let tlsIDs = roots ? tlsModuleIDs(modules: modules, exe: exe, threads: threads, read: read) : [:]
             tt.mark("declared: tls ids")
+            var names: [String] = []
             for m in modules {
                 var bias: Dwarf_Addr = 0
                 guard dwfl_module_getdwarf(m, &bias) != nil else { continue }
